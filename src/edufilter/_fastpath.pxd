@@ -1,0 +1,135 @@
+# The typed surface of the fast path: C structs and nogil functions that other
+# extensions (the NFQUEUE loop) cimport, plus the fields of FlowExtractor.
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+
+# What a packet carries, as far as a policy is concerned.
+cpdef enum NameKind:
+    KIND_NONE = 0
+    KIND_DNS = 1
+    KIND_SNI = 2
+    KIND_HTTP_HOST = 3
+    KIND_QUIC_INITIAL = 4   # a client Initial: the QUIC decoder finishes it in Python
+
+# Outcome of decoding the IP and transport headers.
+cpdef enum DecodeStatus:
+    DECODE_OK = 0
+    DECODE_TRUNCATED = 1     # the buffer ends before a header says it should
+    DECODE_MALFORMED = 2     # a header field is impossible
+    DECODE_FRAGMENT = 3      # a non-first fragment: no transport header to read
+    DECODE_OTHER = 4         # not TCP or UDP (ICMP, ESP, ...)
+
+# Outcome of parsing an application-layer prefix (one packet or a reassembled stream).
+cpdef enum ParseStatus:
+    PARSE_DONE = 0           # finished: a name was found, or there is none to find
+    PARSE_NEED_MORE = 1      # the prefix is a valid start; more stream bytes are needed
+    PARSE_MALFORMED = 2
+
+cdef struct Packet:
+    uint8_t ip_version
+    uint8_t protocol
+    uint8_t tcp_flags
+    uint8_t first_fragment   # the first of several IPv4/IPv6 fragments: payload is partial
+    uint8_t src[16]
+    uint8_t dst[16]
+    uint16_t sport
+    uint16_t dport
+    uint32_t seq
+    const uint8_t* payload
+    Py_ssize_t payload_len
+
+cdef struct NameResult:
+    uint8_t kind
+    uint8_t ech               # the ClientHello carried encrypted_client_hello
+    uint8_t invalid_name      # a name was present but is not a valid host name
+    uint16_t dns_qtype
+    int name_len
+    char name[256]
+
+cdef DecodeStatus decode_ip(const uint8_t* data, Py_ssize_t length, Packet* packet) noexcept nogil
+cdef ParseStatus parse_dns_query(const uint8_t* msg, Py_ssize_t length, NameResult* result) noexcept nogil
+cdef ParseStatus parse_tls_stream(const uint8_t* stream, Py_ssize_t length, uint8_t* scratch,
+                                  Py_ssize_t scratch_size, NameResult* result) noexcept nogil
+cdef ParseStatus parse_client_hello_message(const uint8_t* msg, Py_ssize_t length,
+                                            NameResult* result) noexcept nogil
+cdef ParseStatus parse_http_head(const uint8_t* head, Py_ssize_t length, NameResult* result) noexcept nogil
+cdef int normalise_name_into(const uint8_t* raw, Py_ssize_t length, char* out) noexcept nogil
+
+cdef struct FlowKey:
+    uint8_t ip_version
+    uint8_t src[16]
+    uint8_t dst[16]
+    uint16_t sport
+    uint16_t dport
+
+# A client->server stream prefix being reassembled. Filled byte ranges are kept as a
+# short sorted list of intervals; more holes than that is not a real ClientHello.
+cdef enum:
+    MAX_STREAM_INTERVALS = 16
+
+cdef struct StreamBuffer:
+    uint32_t interval_start[16]
+    uint32_t interval_end[16]
+    int interval_count
+    uint32_t parsed_upto     # contiguous bytes already handed to a parser
+    uint8_t* data
+
+cdef struct FlowSlot:
+    uint64_t hash            # 0 marks an empty slot
+    FlowKey key
+    double last_seen
+    uint32_t base_seq        # sequence number of the first stream byte
+    uint8_t state
+    uint8_t base_known       # base_seq comes from the SYN, not a guess from data
+    StreamBuffer* stream
+
+cdef struct ExtractorStats:
+    uint64_t packets
+    uint64_t ipv4
+    uint64_t ipv6
+    uint64_t tcp
+    uint64_t udp
+    uint64_t truncated
+    uint64_t malformed
+    uint64_t fragments
+    uint64_t other_protocol
+    uint64_t names_dns
+    uint64_t names_sni
+    uint64_t names_http_host
+    uint64_t quic_initials
+    uint64_t invalid_names
+    uint64_t ech
+    uint64_t flows_tracked
+    uint64_t flows_evicted
+    uint64_t flows_expired
+    uint64_t streams_buffered
+    uint64_t stream_overflows
+    uint64_t stream_pool_full
+    uint64_t segments_outside_window
+
+cdef class FlowExtractor:
+    cdef FlowSlot* slots
+    cdef uint32_t slot_mask
+    cdef Py_ssize_t buffer_size
+    cdef Py_ssize_t max_streams
+    cdef Py_ssize_t streams_in_use
+    cdef double flow_timeout
+    cdef double last_sweep
+    cdef uint8_t* scratch
+    cdef ExtractorStats counters
+    cdef NameResult result
+    cdef Packet packet
+
+    cdef void release(self, FlowSlot* slot) noexcept nogil
+    cdef FlowSlot* lookup(self, const FlowKey* key, uint64_t hash, double now) noexcept nogil
+    cdef FlowSlot* claim(self, const FlowKey* key, uint64_t hash, double now) noexcept nogil
+    cdef void sweep_expired_streams(self, double now) noexcept nogil
+    cdef bint start_stream(self, FlowSlot* slot, double now) noexcept nogil
+    cdef void add_segment(self, FlowSlot* slot, uint32_t seq, const uint8_t* data,
+                          Py_ssize_t length) noexcept nogil
+    cdef int process(self, const uint8_t* data, Py_ssize_t length, double now) noexcept nogil
+    cdef int count_name(self) noexcept nogil
+    cdef int settle(self, FlowSlot* slot) noexcept nogil
+    cdef int settle_parsed(self, FlowSlot* slot, ParseStatus status) noexcept nogil
+    cdef int overflow(self, FlowSlot* slot) noexcept nogil
+    cdef object make_extraction(self, int kind)

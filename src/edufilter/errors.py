@@ -1,0 +1,9 @@
+"""One error tree: every failure a user should read ends up as an EdufilterError."""
+
+
+class EdufilterError(Exception):
+    """Base of the errors edufilter reports to people (CLI message, API problem)."""
+
+
+class CaptureFileError(EdufilterError):
+    """A capture file that cannot be read: unknown format, bad header, cut short."""

@@ -1,0 +1,118 @@
+"""Offline inspection: the names in a capture file, as the gateway would see them.
+
+The pipeline is the data path's first half — capture (a pcap file) → decode (the fast
+path, then QUIC Initials in Python) — with each name reported on the frame that completes it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edufilter._fastpath import FlowExtractor, parse_client_hello
+from edufilter.capture.pcapfile import ip_packet, read_frames
+from edufilter.decode.quic import QuicInitialCollector
+
+
+@dataclass(frozen=True, slots=True)
+class NameRecord:
+    """One extracted name and the flow it was seen in."""
+
+    frame: int
+    kind: str  # "dns" | "sni" | "http_host" | "quic_sni"
+    value: str
+    src: str  # "ip:port", IPv6 as "[ip]:port"
+    dst: str
+    ech: bool = False
+
+    def to_json(self) -> str:
+        record: dict[str, object] = {
+            "frame": self.frame,
+            "kind": self.kind,
+            "value": self.value,
+            "src": self.src,
+            "dst": self.dst,
+        }
+        if self.ech:
+            record["ech"] = True
+        return json.dumps(record)
+
+    def to_text(self) -> str:
+        ech = "  ech" if self.ech else ""
+        return f"{self.frame:>7}  {self.kind:<9}  {self.value}  {self.src} -> {self.dst}{ech}"
+
+
+@dataclass(slots=True)
+class InspectionSummary:
+    """What one inspection run read and skipped."""
+
+    frames: int = 0
+    non_ip_frames: int = 0
+    names: dict[str, int] = field(default_factory=dict)
+    decoder: dict[str, int] = field(default_factory=dict)
+    quic: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def skipped_packets(self) -> int:
+        """Packets counted as malformed or truncated by the decoders."""
+        return (
+            self.decoder.get("malformed", 0)
+            + self.decoder.get("truncated", 0)
+            + self.quic.get("malformed", 0)
+            + self.quic.get("decrypt_failures", 0)
+        )
+
+    def to_text(self) -> str:
+        names = ", ".join(f"{kind} {count}" for kind, count in sorted(self.names.items())) or "none"
+        return (
+            f"{self.frames} frames, {sum(self.names.values())} names ({names}); "
+            f"skipped: {self.non_ip_frames} non-IP frames, "
+            f"{self.decoder.get('malformed', 0)} malformed and "
+            f"{self.decoder.get('truncated', 0)} truncated packets, "
+            f"{self.quic.get('malformed', 0) + self.quic.get('decrypt_failures', 0)} undecodable QUIC Initials"
+        )
+
+
+def endpoint(address: bytes, port: int) -> str:
+    ip = ipaddress.ip_address(address)
+    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+
+
+def inspect_capture(path: str | Path, summary: InspectionSummary | None = None) -> Iterator[NameRecord]:
+    """Yields the names found in a capture file; raises CaptureFileError for a bad file
+    (after yielding what came before the damage)."""
+    summary = summary if summary is not None else InspectionSummary()
+    extractor = FlowExtractor()
+    quic = QuicInitialCollector()
+    try:
+        for frame in read_frames(path):
+            summary.frames += 1
+            packet = ip_packet(frame)
+            if packet is None:
+                summary.non_ip_frames += 1
+                continue
+            found = extractor.extract(packet, frame.timestamp)
+            if found is None:
+                continue
+            kind, value, ech = found.kind, found.value, found.ech
+            if kind == "quic_initial":
+                client_hello = quic.feed(found.payload, (found.src, found.sport), frame.timestamp)
+                parsed = parse_client_hello(client_hello) if client_hello is not None else None
+                if parsed is None or parsed[0] is None:
+                    continue
+                kind, (value, ech) = "quic_sni", parsed
+            summary.names[kind] = summary.names.get(kind, 0) + 1
+            yield NameRecord(
+                frame=frame.number,
+                kind=kind,
+                value=value,
+                src=endpoint(found.src, found.sport),
+                dst=endpoint(found.dst, found.dport),
+                ech=ech,
+            )
+    finally:
+        summary.decoder = extractor.stats
+        summary.quic = quic.stats

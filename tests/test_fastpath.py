@@ -341,3 +341,11 @@ def test_extract_batch_counts_names():
 def test_invalid_limits_are_refused():
     with pytest.raises(ValueError):
         FlowExtractor(buffer_size=10)
+
+
+def test_the_servers_side_of_a_tls_flow_is_neither_parsed_nor_buffered():
+    server_hello = b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03" + b"\x00" * 200
+    ex = FlowExtractor()
+    packet = ipv4(tcp(server_hello, 1, dport=40000, sport=443), 6, src="198.18.0.2", dst="198.18.0.1")
+    assert ex.extract(packet, 1.0) is None
+    assert ex.stats["malformed"] == 0 and ex.stats["streams_buffered"] == 0

@@ -394,6 +394,11 @@ cdef ParseStatus parse_tls_stream(const uint8_t* stream, Py_ssize_t length, uint
                                   Py_ssize_t scratch_size, NameResult* result) noexcept nogil:
     """A ClientHello from the start of a TLS stream, gathered across records when split."""
     cdef Py_ssize_t position = 0, record_length, available, gathered = 0, needed = -1
+    if length >= 6 and stream[0] == TLS_CONTENT_HANDSHAKE and stream[5] != TLS_HANDSHAKE_CLIENT_HELLO \
+            and be16(stream + 3) != 0:
+        # A ServerHello or later flight: the server's side of a flow, which names nothing.
+        result.kind = KIND_NONE
+        return PARSE_DONE
     if length >= 5 and stream[0] == TLS_CONTENT_HANDSHAKE:
         record_length = be16(stream + 3)
         if record_length >= 4 and length >= 9 and 4 + <Py_ssize_t>be24(stream + 6) <= record_length:

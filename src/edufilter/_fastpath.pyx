@@ -14,28 +14,11 @@ cdef extern from *:
     """
     #define EF_LIKELY(x) __builtin_expect(!!(x), 1)
     #define EF_UNLIKELY(x) __builtin_expect(!!(x), 0)
-    #include <string.h>
-    /* 64-bit multiply-xorshift hash over bytes (splitmix64 constants); never 0, which
-       marks an empty slot. */
-    static inline uint64_t ef_hash_bytes(const void* data, size_t n) {
-        const unsigned char* p = (const unsigned char*)data;
-        uint64_t h = 0x9E3779B97F4A7C15ULL ^ (uint64_t)n, w;
-        while (n >= 8) {
-            memcpy(&w, p, 8);
-            h = (h ^ w) * 0xBF58476D1CE4E5B9ULL;
-            h ^= h >> 31;
-            p += 8;
-            n -= 8;
-        }
-        w = 0;
-        memcpy(&w, p, n);
-        h = (h ^ w) * 0x94D049BB133111EBULL;
-        h ^= h >> 29;
-        return h ? h : 1;
-    }
     """
     bint EF_LIKELY(bint) nogil
     bint EF_UNLIKELY(bint) nogil
+
+cdef extern from "_hash.h":
     uint64_t ef_hash_bytes(const void* data, size_t n) nogil
 
 # TCP flags (RFC 9293)
@@ -454,7 +437,7 @@ cdef Py_ssize_t find_line_end(const uint8_t* data, Py_ssize_t start, Py_ssize_t 
 cdef ParseStatus host_from_authority(const uint8_t* value, Py_ssize_t length,
                                      NameResult* result) noexcept nogil:
     """Host name of a Host header value or URI authority: userinfo and port dropped."""
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, j
     for i in range(length - 1, -1, -1):
         if value[i] == b'@':
             value += i + 1
@@ -465,6 +448,11 @@ cdef ParseStatus host_from_authority(const uint8_t* value, Py_ssize_t length,
         return PARSE_DONE
     for i in range(length):
         if value[i] == b':':
+            for j in range(i + 1, length):          # port = *DIGIT (RFC 3986 3.2.3)
+                if not (b'0' <= value[j] <= b'9'):
+                    result.invalid_name = 1
+                    result.kind = KIND_NONE
+                    return PARSE_DONE
             length = i
             break
     return set_name(result, KIND_HTTP_HOST, value, length)

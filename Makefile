@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup demo test bench fuzz-asan clean
 
-$(STAMP): pyproject.toml setup.py src/edufilter/_fastpath.pyx src/edufilter/_fastpath.pxd packaging/apt-packages.txt
+$(STAMP): pyproject.toml setup.py src/edufilter/*.pyx src/edufilter/*.pxd src/edufilter/_hash.h packaging/apt-packages.txt
 	scripts/install-system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip "setuptools>=69" wheel "Cython>=3.0.10,<4"

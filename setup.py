@@ -15,11 +15,12 @@ if sanitize:
 
 extensions = [
     Extension(
-        "edufilter._fastpath",
-        ["src/edufilter/_fastpath.pyx"],
+        f"edufilter.{name}",
+        [f"src/edufilter/{name}.pyx"],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     )
+    for name in ("_fastpath", "_classify")
 ]
 
 setup(

@@ -7,3 +7,7 @@ class EdufilterError(Exception):
 
 class CaptureFileError(EdufilterError):
     """A capture file that cannot be read: unknown format, bad header, cut short."""
+
+
+class PolicyError(EdufilterError):
+    """A policy object, list file or image that is invalid; the message names the field."""

@@ -1,0 +1,1 @@
+"""The control path: the policy model, its store, list sources, and compilation."""

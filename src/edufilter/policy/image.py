@@ -1,0 +1,154 @@
+"""The compiled-image container: a header, a section directory and 64-byte aligned
+sections, checked by CRC-32 on load and published by one atomic rename.
+
+Workers map an image read-only and share its pages; a new image is written beside the
+live one under a temporary name and renamed into place only when complete, so readers
+see the old image or the new one, never a partial file.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edufilter.errors import PolicyError
+
+MAGIC = b"EDUFIMG\x01"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<8sIIIIQ")  # magic, version, section count, body CRC-32, reserved, body offset
+DIRECTORY_ENTRY = struct.Struct("<16sQQ")  # name, offset, length
+ALIGNMENT = 64
+MAX_SECTIONS = 64
+
+
+def _align(n: int) -> int:
+    return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
+
+
+@dataclass(frozen=True, slots=True)
+class SectionSpec:
+    """A section to write: its size, and a function that fills a writable view of it.
+
+    fill(view, release) may call release() now and then: it drops the pages written so
+    far from this process (they stay in the page cache), so that writing a large image
+    does not add its size to the compiling process's memory.
+    """
+
+    name: str
+    size: int
+    fill: Callable[[memoryview, Callable[[], None]], None]
+
+    @classmethod
+    def of_bytes(cls, name: str, data: bytes) -> SectionSpec:
+        def fill(view: memoryview, release: Callable[[], None]) -> None:
+            view[:] = data
+
+        return cls(name, len(data), fill)
+
+
+def write_image(path: Path, sections: list[SectionSpec], meta: dict[str, object]) -> Path:
+    """Writes an image atomically: temp file in the same directory, fsync, rename."""
+    all_sections = [SectionSpec.of_bytes("meta", json.dumps(meta, sort_keys=True).encode()), *sections]
+    if len(all_sections) > MAX_SECTIONS:
+        raise PolicyError(f"image {path}: too many sections")
+    body_offset = _align(HEADER.size + DIRECTORY_ENTRY.size * len(all_sections))
+    layout = []
+    offset = body_offset
+    for section in all_sections:
+        layout.append((section, offset))
+        offset = _align(offset + section.size)
+    total = offset
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.ftruncate(descriptor, total)
+        with mmap.mmap(descriptor, total) as mapped:
+            view = memoryview(mapped)
+            try:
+                for section, start in layout:
+                    low = start - start % mmap.PAGESIZE
+                    high = min(total, -(-(start + section.size) // mmap.PAGESIZE) * mmap.PAGESIZE)
+
+                    def release(low: int = low, high: int = high) -> None:
+                        # MAP_SHARED file pages: dropping them keeps the data in the page cache.
+                        mapped.madvise(mmap.MADV_DONTNEED, low, high - low)
+
+                    section.fill(view[start:start + section.size], release)
+                    release()
+                directory = b"".join(
+                    DIRECTORY_ENTRY.pack(section.name.encode(), start, section.size) for section, start in layout
+                )
+                view[HEADER.size:HEADER.size + len(directory)] = directory
+                crc = zlib.crc32(view[HEADER.size:total])
+                view[:HEADER.size] = HEADER.pack(MAGIC, FORMAT_VERSION, len(all_sections), crc, 0, body_offset)
+                mapped.flush()
+            finally:
+                view.release()
+        os.fsync(descriptor)
+        os.close(descriptor)
+        descriptor = -1
+        os.replace(temporary, path)
+        directory_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory_fd)
+        finally:
+            os.close(directory_fd)
+    except BaseException:
+        if descriptor >= 0:
+            os.close(descriptor)
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return path
+
+
+class Image:
+    """A mapped, verified image: sections as read-only memoryviews, meta as a dict."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            with open(path, "rb") as file:
+                size = os.fstat(file.fileno()).st_size
+                if size < HEADER.size:
+                    raise PolicyError(f"image {path}: file is truncated ({size} bytes)")
+                self._map = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as error:
+            raise PolicyError(f"image {path}: cannot open: {error.strerror}") from error
+        view = memoryview(self._map)
+        magic, version, count, crc, _, body_offset = HEADER.unpack_from(view)
+        if magic != MAGIC:
+            raise PolicyError(f"image {path}: not an edufilter image")
+        if version != FORMAT_VERSION:
+            raise PolicyError(f"image {path}: format version {version}, this edufilter reads {FORMAT_VERSION}")
+        if count > MAX_SECTIONS or HEADER.size + count * DIRECTORY_ENTRY.size > min(body_offset, size):
+            raise PolicyError(f"image {path}: section directory is damaged")
+        if zlib.crc32(view[HEADER.size:]) != crc:
+            raise PolicyError(f"image {path}: checksum mismatch (truncated or corrupt file)")
+        self.sections: dict[str, memoryview] = {}
+        for index in range(count):
+            raw_name, offset, length = DIRECTORY_ENTRY.unpack_from(view, HEADER.size + index * DIRECTORY_ENTRY.size)
+            if offset < body_offset or offset + length > size or offset % ALIGNMENT:
+                raise PolicyError(f"image {path}: section {index} lies outside the file")
+            self.sections[raw_name.rstrip(b"\0").decode("ascii", "replace")] = view[offset:offset + length]
+        try:
+            self.meta: dict[str, object] = json.loads(bytes(self.sections["meta"]))
+        except (KeyError, ValueError) as error:
+            raise PolicyError(f"image {path}: metadata section is missing or damaged") from error
+
+    def section(self, name: str) -> memoryview:
+        try:
+            return self.sections[name]
+        except KeyError:
+            raise PolicyError(f"image {self.path}: no {name!r} section") from None
+
+    @property
+    def size(self) -> int:
+        return len(self._map)

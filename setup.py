@@ -1,11 +1,12 @@
-"""Builds the Cython fast path; all metadata lives in pyproject.toml."""
+"""Builds the Cython extensions (every src/edufilter/_*.pyx); metadata lives in pyproject.toml."""
 
 import os
+from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-# EDUFILTER_SANITIZE=address builds an AddressSanitizer copy for fuzzing (see fuzz/).
+# EDUFILTER_SANITIZE=address builds an AddressSanitizer copy for fuzzing (scripts/fuzz-asan.sh).
 sanitize = os.environ.get("EDUFILTER_SANITIZE", "")
 compile_args = ["-O3"]
 link_args: list[str] = []
@@ -13,14 +14,20 @@ if sanitize:
     compile_args = ["-O1", "-g", "-fno-omit-frame-pointer", f"-fsanitize={sanitize}"]
     link_args = [f"-fsanitize={sanitize}"]
 
+# C libraries an extension links against, beyond libc.
+LIBRARIES = {
+    "_queue": ["netfilter_queue", "mnl"],
+}
+
 extensions = [
     Extension(
-        f"edufilter.{name}",
-        [f"src/edufilter/{name}.pyx"],
+        f"edufilter.{path.stem}",
+        [str(path)],
+        libraries=LIBRARIES.get(path.stem, []),
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     )
-    for name in ("_fastpath", "_classify")
+    for path in sorted(Path("src/edufilter").glob("_*.pyx"))
 ]
 
 setup(

@@ -111,6 +111,16 @@ class ClientMatch:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientIdentity:
+    """What the gateway knows of a client; mac is lowercase aa:bb:cc:dd:ee:ff, vlan the 802.1Q id."""
+
+    address: str  # source IP address, IPv4 or IPv6 text
+    mac: str | None = None
+    interface: str | None = None
+    vlan: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """What a group does with one category or admin list, optionally only on a schedule."""
 
@@ -192,7 +202,10 @@ def parse_entry(kind: EntryKind | str, value: str) -> ListEntry:
     """A validated, normalised admin-list entry; PolicyError names what is wrong."""
     from edufilter._fastpath import normalise_name
 
-    kind = EntryKind(kind)
+    try:
+        kind = EntryKind(kind)
+    except ValueError:
+        raise PolicyError(f"entry kind {kind!r} is not one of {', '.join(EntryKind)}") from None
     text = value.strip()
     if kind in (EntryKind.DOMAIN, EntryKind.EXACT):
         name = normalise_name(text.encode("ascii", "replace"))

@@ -1,0 +1,1 @@
+"""The output stage: block events, aggregated counts, Prometheus text and the status file."""

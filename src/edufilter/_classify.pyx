@@ -4,9 +4,10 @@ control path and read in place (from an mmap) by every worker.
 
 Layout: names are hashed (64-bit, seeded) and sorted by hash; bucket b holds the names
 whose hash falls in the b-th slice of the hash space (about 8 names). Per name the table
-keeps a 16-bit fingerprint, the stored name's length, a TLD code and a set id; the name
-bytes themselves (without a common TLD, which the code implies) are kept for the exact
-check, so no hash collision can ever match the wrong name. About 21 bytes per name.
+keeps a 32-bit key (16-bit fingerprint, the stored name's length, a TLD code), scanned four
+at a time with SIMD, and a set id; the name bytes themselves (6 bits a character, without a
+common TLD, which the code implies) are kept for the exact check, so no hash collision can
+ever match the wrong name. About 22 bytes per name.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -22,11 +23,54 @@ cdef extern from "_hash.h":
 cdef extern from *:
     """
     #define EF_PREFETCH(p) __builtin_prefetch((const void*)(p))
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #endif
+    /* Index of the first of keys[from..count) equal to key, or -1. The key array is padded
+       so that a 16-byte load at any index below count stays inside the section. */
+    static inline int ef_find_key(const uint32_t* keys, uint32_t from, uint32_t count, uint32_t key) {
+    #if defined(__SSE2__)
+        __m128i wanted = _mm_set1_epi32((int)key);
+        for (; from < count; from += 4) {
+            __m128i four = _mm_loadu_si128((const __m128i*)(keys + from));
+            int hits = _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(four, wanted)));
+            if (count - from < 4)
+                hits &= (1 << (count - from)) - 1;
+            if (hits)
+                return (int)(from + __builtin_ctz(hits));
+        }
+    #else
+        for (; from < count; from++)
+            if (keys[from] == key)
+                return (int)from;
+    #endif
+        return -1;
+    }
+    /* memcmp(a, b, n) == 0 for the few dozen bytes of a packed name, inline: a libc call
+       per lookup costs more than the comparison. */
+    static inline int ef_same_bytes(const uint8_t* a, const uint8_t* b, uint32_t n) {
+        uint64_t x, y;
+        for (; n >= 8; n -= 8, a += 8, b += 8) {
+            memcpy(&x, a, 8);
+            memcpy(&y, b, 8);
+            if (x != y)
+                return 0;
+        }
+        for (; n; n--, a++, b++)
+            if (*a != *b)
+                return 0;
+        return 1;
+    }
     """
     void EF_PREFETCH(const void* p) nogil
+    int ef_find_key(const uint32_t* keys, uint32_t start, uint32_t count, uint32_t key) nogil
+    bint ef_same_bytes(const uint8_t* a, const uint8_t* b, uint32_t n) nogil
 
 cdef enum:
-    HEADER_WORDS = 16
+    KEY_PADDING = 4               # keys after the last, so the SIMD scan never reads past them
+
+cdef enum:
+    HEADER_WORDS = 18
 
 SECTION_MAGIC = 0x3142544D4F444645   # b"EFDOMTB1" little-endian
 cdef uint64_t MAGIC = SECTION_MAGIC
@@ -47,6 +91,15 @@ cdef inline uint32_t bucket_of(uint64_t hash, uint32_t bucket_count) noexcept no
 
 cdef inline size_t align8(size_t n) noexcept nogil:
     return (n + 7) & ~(<size_t>7)
+
+
+cdef inline uint32_t entry_key(uint64_t hash, uint32_t fingerprint_mask, uint32_t stored_length,
+                               uint32_t tld_code) noexcept nogil:
+    return <uint32_t>(hash & fingerprint_mask) | (stored_length << 16) | (tld_code << 24)
+
+
+cdef inline uint32_t key_stored_length(uint32_t key) noexcept nogil:
+    return (key >> 16) & 0xFF
 
 
 # ---------------------------------------------------------------- 6-bit names
@@ -133,27 +186,30 @@ cdef inline uint8_t tld_code_of(const TableView* table, const uint8_t* name, int
 
 # ---------------------------------------------------------------- lookup
 
+cdef inline uint32_t blob_offset(const TableView* table, uint32_t bucket, uint32_t entry) noexcept nogil:
+    """Where an entry's name bytes start: its bucket's start plus the names before it."""
+    cdef uint32_t offset = table.buckets[bucket].blob_start
+    cdef uint32_t i
+    for i in range(table.buckets[bucket].entry_start, entry):
+        offset += packed_length(key_stored_length(table.keys[i]))
+    return offset
+
+
 cdef inline int find_coded(const TableView* table, const uint8_t* name, int length, uint8_t code,
                            int stored_length) noexcept nogil:
     cdef uint64_t hash = ef_hash_seeded(name, length, table.seed)
     cdef uint32_t bucket = bucket_of(hash, table.bucket_count)
-    cdef uint32_t i = table.buckets[bucket].entry_start
     cdef uint32_t end = table.buckets[bucket + 1].entry_start
-    cdef uint32_t offset = table.buckets[bucket].blob_start
-    cdef uint16_t fingerprint = <uint16_t>(hash & table.fingerprint_mask)
-    cdef const Entry* entry
+    cdef uint32_t key = entry_key(hash, table.fingerprint_mask, stored_length, code)
+    cdef int i = ef_find_key(table.keys, table.buckets[bucket].entry_start, end, key)
     cdef uint8_t packed[192]
-    cdef bint is_packed = False
-    while i < end:
-        entry = &table.entries[i]
-        if entry.fingerprint == fingerprint and entry.stored_length == stored_length and entry.tld_code == code:
-            if not is_packed:
-                pack_name(name, stored_length, packed)
-                is_packed = True
-            if memcmp(table.blob + offset, packed, packed_length(stored_length)) == 0:
-                return entry.set_id
-        offset += packed_length(entry.stored_length)
-        i += 1
+    if i < 0:
+        return -1
+    pack_name(name, stored_length, packed)
+    while i >= 0:
+        if ef_same_bytes(table.blob + blob_offset(table, bucket, i), packed, packed_length(stored_length)):
+            return table.set_ids[i]
+        i = ef_find_key(table.keys, i + 1, end, key)
     return -1
 
 
@@ -175,20 +231,28 @@ cdef int name_suffixes(const uint8_t* name, int length, int* starts) noexcept no
     return count
 
 
+cdef inline int probed_suffixes(const TableView* table, int count) noexcept nogil:
+    """How many suffixes are worth probing: a bare TLD only when the table lists one."""
+    return count if table.single_labels or count == 1 else count - 1
+
+
 cdef int suffix_sets(const TableView* table, const uint8_t* name, int length,
                      int* starts, int* set_ids) noexcept nogil:
     """Set id (or -1) of every suffix of the name, most specific first; returns the count."""
     cdef int count = name_suffixes(name, length, starts)
+    cdef int probed = probed_suffixes(table, count)
     cdef int tld_length = 0, i, suffix_length
     cdef uint8_t code = tld_code_of(table, name, length, &tld_length)
     cdef uint64_t hash
-    for i in range(count):
+    for i in range(probed):
         # warm the buckets of every suffix before walking any of them
         hash = ef_hash_seeded(name + starts[i], length - starts[i], table.seed)
         EF_PREFETCH(&table.buckets[bucket_of(hash, table.bucket_count)])
     for i in range(count):
         suffix_length = length - starts[i]
-        if code and suffix_length > tld_length:
+        if i >= probed:
+            set_ids[i] = -1
+        elif code and suffix_length > tld_length:
             set_ids[i] = find_coded(table, name + starts[i], suffix_length, code, suffix_length - tld_length - 1)
         else:
             set_ids[i] = find_coded(table, name + starts[i], suffix_length, 0, suffix_length)
@@ -197,9 +261,6 @@ cdef int suffix_sets(const TableView* table, const uint8_t* name, int length,
 
 cdef class DomainTable:
     """A read-only view of one domain-table section (e.g. a slice of a mapped image)."""
-
-    cdef TableView view
-    cdef object section
 
     def __cinit__(self, section):
         cdef const uint8_t[::1] data = section
@@ -212,8 +273,8 @@ cdef class DomainTable:
         header = <const uint64_t*>&data[0]
         if header[0] != MAGIC:
             raise TableFormatError("domain table: bad magic")
-        if header[15] != length:
-            raise TableFormatError(f"domain table: section is {length} bytes, header says {header[15]}")
+        if header[16] != length:
+            raise TableFormatError(f"domain table: section is {length} bytes, header says {header[16]}")
         if header[1] == 0 or header[1] >= (1 << 31) or header[2] >= (1 << 31) or header[3] > 65536 \
                 or header[4] > 255 or header[6] > 0xFFFF:
             raise TableFormatError("domain table: counts out of range")
@@ -223,21 +284,24 @@ cdef class DomainTable:
         self.view.tld_count = <uint32_t>header[4]
         self.view.seed = header[5]
         self.view.fingerprint_mask = <uint32_t>header[6]
+        self.view.single_labels = <uint32_t>min(header[17], 0xFFFFFFFF)
         self.check_region(header[7], (self.view.bucket_count + 1) * sizeof(Bucket), length, "buckets")
-        self.check_region(header[8], self.view.entry_count * sizeof(Entry), length, "entries")
-        self.check_region(header[9], (self.view.tld_count + 1) * 4, length, "TLD offsets")
-        self.check_region(header[11], (self.view.set_count + 1) * 4, length, "set offsets")
-        self.check_region(header[13], header[14], length, "names")
+        self.check_region(header[8], (self.view.entry_count + KEY_PADDING) * 4, length, "keys")
+        self.check_region(header[9], self.view.entry_count * 2, length, "set ids")
+        self.check_region(header[10], (self.view.tld_count + 1) * 4, length, "TLD offsets")
+        self.check_region(header[12], (self.view.set_count + 1) * 4, length, "set offsets")
+        self.check_region(header[14], header[15], length, "names")
         self.view.buckets = <const Bucket*>(&data[0] + header[7])
-        self.view.entries = <const Entry*>(&data[0] + header[8])
-        self.view.tld_offsets = <const uint32_t*>(&data[0] + header[9])
-        self.check_region(header[10], self.view.tld_offsets[self.view.tld_count], length, "TLD names")
-        self.view.tld_bytes = &data[0] + header[10]
-        self.view.set_offsets = <const uint32_t*>(&data[0] + header[11])
-        self.check_region(header[12], self.view.set_offsets[self.view.set_count] * 2, length, "set members")
-        self.view.set_members = <const uint16_t*>(&data[0] + header[12])
-        self.view.blob = &data[0] + header[13]
-        self.validate(header[14])
+        self.view.keys = <const uint32_t*>(&data[0] + header[8])
+        self.view.set_ids = <const uint16_t*>(&data[0] + header[9])
+        self.view.tld_offsets = <const uint32_t*>(&data[0] + header[10])
+        self.check_region(header[11], self.view.tld_offsets[self.view.tld_count], length, "TLD names")
+        self.view.tld_bytes = &data[0] + header[11]
+        self.view.set_offsets = <const uint32_t*>(&data[0] + header[12])
+        self.check_region(header[13], self.view.set_offsets[self.view.set_count] * 2, length, "set members")
+        self.view.set_members = <const uint16_t*>(&data[0] + header[13])
+        self.view.blob = &data[0] + header[14]
+        self.validate(header[15])
         self.view.tld_slots = build_tld_slots(self.view.tld_offsets, self.view.tld_bytes,
                                               self.view.tld_count, &self.view.tld_slot_mask)
         if self.view.tld_slots == NULL:
@@ -261,8 +325,8 @@ cdef class DomainTable:
             if t.buckets[b + 1].entry_start < t.buckets[b].entry_start:
                 raise TableFormatError(f"domain table: bucket {b} ends before it starts")
             for i in range(t.buckets[b].entry_start, min(t.buckets[b + 1].entry_start, t.entry_count)):
-                blob += packed_length(t.entries[i].stored_length)
-                if t.entries[i].set_id >= t.set_count or t.entries[i].tld_code > t.tld_count:
+                blob += packed_length(key_stored_length(t.keys[i]))
+                if t.set_ids[i] >= t.set_count or (t.keys[i] >> 24) > t.tld_count:
                     raise TableFormatError(f"domain table: entry {i} refers past the set or TLD table")
             if t.buckets[b + 1].blob_start != blob:
                 raise TableFormatError(f"domain table: bucket {b} names do not add up")
@@ -344,38 +408,40 @@ cdef class DomainTable:
 
 
 cdef enum:
-    BATCH = 16
+    BATCH = 32
 
 cdef struct Probe:
     const uint8_t* suffix
     int length
     int stored_length
     uint8_t code
-    uint16_t fingerprint
+    uint32_t key
     uint32_t bucket
+    uint32_t candidate_offset      # blob offset of the first entry whose fingerprint matches
+    int candidate_entry            # -1: no entry matches, the suffix is not listed
     int owner
 
 
 cdef void find_batch(const TableView* table, const uint8_t** names, const int* lengths, int count,
                      Probe* probes, bint* found) noexcept nogil:
-    """found[i]: whether any suffix of names[i] is listed; three passes so that every
-    probe's memory is requested before any of it is needed."""
+    """found[i]: whether any suffix of names[i] is listed. Four passes, each touching memory
+    the previous one requested, so the cache misses of all probes overlap instead of adding
+    up: hash and bucket, entries, name bytes of fingerprint matches, exact comparison."""
     cdef int starts[MAX_LABELS]
-    cdef int probe_count = 0, i, j, suffixes, tld_length
+    cdef int probe_count = 0, i, j, suffixes, probed, tld_length
     cdef uint8_t code
     cdef uint64_t hash
     cdef Probe* probe
-    cdef const Entry* entry
-    cdef uint32_t e, end, offset
     cdef uint8_t packed[192]
     for i in range(count):
         found[i] = False
         if lengths[i] == 0:
             continue
         suffixes = name_suffixes(names[i], lengths[i], starts)
+        probed = probed_suffixes(table, suffixes)
         tld_length = 0
         code = tld_code_of(table, names[i], lengths[i], &tld_length)
-        for j in range(suffixes):
+        for j in range(probed):
             probe = &probes[probe_count]
             probe.suffix = names[i] + starts[j]
             probe.length = lengths[i] - starts[j]
@@ -386,30 +452,31 @@ cdef void find_batch(const TableView* table, const uint8_t** names, const int* l
                 probe.code = 0
                 probe.stored_length = probe.length
             hash = ef_hash_seeded(probe.suffix, probe.length, table.seed)
-            probe.fingerprint = <uint16_t>(hash & table.fingerprint_mask)
+            probe.key = entry_key(hash, table.fingerprint_mask, probe.stored_length, probe.code)
             probe.bucket = bucket_of(hash, table.bucket_count)
             probe.owner = i
             EF_PREFETCH(&table.buckets[probe.bucket])
             probe_count += 1
     for j in range(probe_count):
-        EF_PREFETCH(&table.entries[table.buckets[probes[j].bucket].entry_start])
+        EF_PREFETCH(&table.keys[table.buckets[probes[j].bucket].entry_start])
     for j in range(probe_count):
         probe = &probes[j]
-        if found[probe.owner]:
+        probe.candidate_entry = ef_find_key(table.keys, table.buckets[probe.bucket].entry_start,
+                                            table.buckets[probe.bucket + 1].entry_start, probe.key)
+        if probe.candidate_entry >= 0:
+            probe.candidate_offset = blob_offset(table, probe.bucket, probe.candidate_entry)
+            EF_PREFETCH(table.blob + probe.candidate_offset)
+    for j in range(probe_count):
+        probe = &probes[j]
+        if probe.candidate_entry < 0 or found[probe.owner]:
             continue
-        e = table.buckets[probe.bucket].entry_start
-        end = table.buckets[probe.bucket + 1].entry_start
-        offset = table.buckets[probe.bucket].blob_start
-        while e < end:
-            entry = &table.entries[e]
-            if entry.fingerprint == probe.fingerprint and entry.stored_length == probe.stored_length \
-                    and entry.tld_code == probe.code:
-                pack_name(probe.suffix, probe.stored_length, packed)
-                if memcmp(table.blob + offset, packed, packed_length(probe.stored_length)) == 0:
-                    found[probe.owner] = True
-                    break
-            offset += packed_length(entry.stored_length)
-            e += 1
+        pack_name(probe.suffix, probe.stored_length, packed)
+        if ef_same_bytes(table.blob + probe.candidate_offset, packed, packed_length(probe.stored_length)):
+            found[probe.owner] = True
+        else:
+            # a 16-bit fingerprint collision inside the bucket: let the exact lookup go on
+            found[probe.owner] = find_coded(table, probe.suffix, probe.length, probe.code,
+                                            probe.stored_length) >= 0
 
 
 # ---------------------------------------------------------------- building
@@ -455,6 +522,7 @@ cdef class DomainTableBuilder:
     cdef size_t section_length
     cdef size_t blob_length
     cdef size_t member_count
+    cdef size_t single_labels      # names that are a bare TLD: lookups probe those only when any exist
     cdef bint prepared
 
     def __cinit__(self, tlds=(), uint64_t seed=0, double entries_per_bucket=8.0,
@@ -539,6 +607,8 @@ cdef class DomainTableBuilder:
                     entry.member = member
                     entry.tld_code = code
                     entry.stored_length = <uint8_t>(length - tld_length - 1 if code else length)
+                    if memchr(name, b'.', length) == NULL:
+                        self.single_labels += 1
                     self.count += 1
             p = line_end + 1
         return self.count
@@ -582,16 +652,16 @@ cdef class DomainTableBuilder:
             i = j
         self.count = k
         self.bucket_count = max(1, <uint32_t>(k / self.entries_per_bucket + 0.5))
-        self.section_length = self.layout()[7]
+        self.section_length = self.layout()[8]
         self.prepared = True
         return self.section_length
 
     cdef tuple layout(self):
-        """Byte offsets of the regions: buckets, entries, TLD offsets, TLD names, set offsets,
-        set members, names, end."""
+        """Byte offsets of the regions: buckets, keys, set ids, TLD offsets, TLD names, set
+        offsets, set members, names, end."""
         cdef size_t offset = HEADER_WORDS * 8
         offsets = []
-        for size in ((self.bucket_count + 1) * sizeof(Bucket), self.count * sizeof(Entry),
+        for size in ((self.bucket_count + 1) * sizeof(Bucket), (self.count + KEY_PADDING) * 4, self.count * 2,
                      (self.tlds.tld_count + 1) * 4, len(self.tld_blob), (len(self.sets) + 1) * 4,
                      self.member_count * 2, self.blob_length):
             offsets.append(offset)
@@ -606,14 +676,15 @@ cdef class DomainTableBuilder:
         cdef uint8_t* base
         cdef uint64_t* header
         cdef Bucket* buckets
-        cdef Entry* entries
+        cdef uint32_t* keys
+        cdef uint16_t* set_ids
         cdef uint32_t* offsets32
         cdef uint16_t* members
         cdef uint8_t* blob
         cdef uint8_t* written
         cdef uint32_t bucket, next_bucket = 0
         cdef size_t i, blob_offset = 0, n
-        cdef size_t regions[8]
+        cdef size_t regions[9]
         if not self.prepared:
             self.prepare()
         if buffer.shape[0] != self.section_length:
@@ -621,34 +692,34 @@ cdef class DomainTableBuilder:
         base = &buffer[0]
         memset(base, 0, self.section_length)
         layout = self.layout()
-        for i in range(8):
+        for i in range(9):
             regions[i] = layout[i]
         header = <uint64_t*>base
         for i, value in enumerate((MAGIC, self.bucket_count, self.count, len(self.sets), self.tlds.tld_count,
-                                   self.seed, self.fingerprint_mask, *layout[:7], self.blob_length,
-                                   self.section_length)):
+                                   self.seed, self.fingerprint_mask, *layout[:8], self.blob_length,
+                                   self.section_length, self.single_labels)):
             header[i] = value
         buckets = <Bucket*>(base + regions[0])
-        entries = <Entry*>(base + regions[1])
+        keys = <uint32_t*>(base + regions[1])
+        set_ids = <uint16_t*>(base + regions[2])
         for i in range(self.count):
             bucket = bucket_of(self.pending[i].hash, self.bucket_count)
             while next_bucket <= bucket:
                 buckets[next_bucket].entry_start = <uint32_t>i
                 buckets[next_bucket].blob_start = <uint32_t>blob_offset
                 next_bucket += 1
-            entries[i].fingerprint = <uint16_t>(self.pending[i].hash & self.fingerprint_mask)
-            entries[i].stored_length = self.pending[i].stored_length
-            entries[i].tld_code = self.pending[i].tld_code
-            entries[i].set_id = self.pending[i].member
+            keys[i] = entry_key(self.pending[i].hash, self.fingerprint_mask, self.pending[i].stored_length,
+                                self.pending[i].tld_code)
+            set_ids[i] = self.pending[i].member
             blob_offset += packed_length(self.pending[i].stored_length)
         while next_bucket <= self.bucket_count:
             buckets[next_bucket].entry_start = <uint32_t>self.count
             buckets[next_bucket].blob_start = <uint32_t>blob_offset
             next_bucket += 1
-        memcpy(base + regions[2], self.tld_offsets, (self.tlds.tld_count + 1) * 4)
-        memcpy(base + regions[3], PyBytes_AS_STRING(self.tld_blob), len(self.tld_blob))
-        offsets32 = <uint32_t*>(base + regions[4])
-        members = <uint16_t*>(base + regions[5])
+        memcpy(base + regions[3], self.tld_offsets, (self.tlds.tld_count + 1) * 4)
+        memcpy(base + regions[4], PyBytes_AS_STRING(self.tld_blob), len(self.tld_blob))
+        offsets32 = <uint32_t*>(base + regions[5])
+        members = <uint16_t*>(base + regions[6])
         n = 0
         for i, key in enumerate(self.sets):
             offsets32[i] = <uint32_t>n
@@ -656,7 +727,7 @@ cdef class DomainTableBuilder:
                 members[n] = member
                 n += 1
         offsets32[len(self.sets)] = <uint32_t>n
-        blob = base + regions[6]
+        blob = base + regions[7]
         written = <uint8_t*>calloc(self.count // 8 + 1, 1)
         if written == NULL:
             raise MemoryError()
@@ -721,12 +792,6 @@ cdef class AddressTable:
     """Longest-prefix results over IPv4 or IPv6 as flat intervals: starts (sorted) and the
     value of each interval (0xFFFFFFFF where nothing matches). Built by policy/compile.py."""
 
-    cdef object section
-    cdef uint32_t count
-    cdef uint32_t width            # 4 or 16 bytes per start
-    cdef const uint8_t* starts     # big-endian, width bytes each, strictly increasing
-    cdef const uint32_t* values
-
     def __cinit__(self, section, int width):
         cdef const uint8_t[::1] data = section
         cdef uint32_t i
@@ -766,268 +831,314 @@ cdef class AddressTable:
 
 # ---------------------------------------------------------------- decisions
 
-cpdef enum RuleAction:
-    NO_RULE = 0
-    ACTION_ALLOW = 1
-    ACTION_BLOCK = 2
-    ACTION_DROP = 3
-    ACTION_SINKHOLE = 4
-    ACTION_MONITOR = 5
-
-cpdef enum Tier:
-    TIER_OVERRIDE = 0
-    TIER_ADMIN = 1
-    TIER_CATEGORY = 2
-    TIER_DEFAULT = 3
-
-cdef enum:
-    ALWAYS = 0xFFFF
-
-# One group's rule for one list; overrides carry their validity window in seconds.
-cdef packed struct RuleCell:
-    uint8_t action
-    uint8_t reserved
-    uint16_t schedule
-    uint32_t rule_index
-    int64_t valid_from
-    int64_t valid_until
-
-RULE_CELL_SIZE = sizeof(RuleCell)
 ALWAYS_SCHEDULE = ALWAYS
+RULE_ENTRY_SIZE = sizeof(RuleEntry)
+NO_GROUP = 0xFFFFFFFF
 
-cdef struct Decision:
-    uint8_t action
-    uint8_t tier
-    uint8_t by_address
-    int32_t list_id
-    int32_t matched            # suffix start in the name, or prefix length of the address match
-    int32_t rule_index
 
 cdef inline int action_rank(uint8_t action) noexcept nogil:
-    # at equal tier and specificity: allow beats block, block beats monitor
+    # at equal tier and specificity: allow beats the blocking actions, which beat monitor
     return 0 if action == ACTION_ALLOW else (2 if action == ACTION_MONITOR else 1)
 
-cdef inline bint better(const Decision* candidate, int specificity, const Decision* best,
-                        int best_specificity) noexcept nogil:
+
+cdef inline bint better(const Decision* candidate, const Decision* best) noexcept nogil:
     if best.action == NO_RULE:
         return True
     if candidate.tier != best.tier:
         return candidate.tier < best.tier
-    if specificity != best_specificity:
-        return specificity > best_specificity
+    if candidate.match_kind != best.match_kind:
+        return candidate.match_kind < best.match_kind
+    if candidate.specificity != best.specificity:
+        return candidate.specificity > best.specificity
     if action_rank(candidate.action) != action_rank(best.action):
         return action_rank(candidate.action) < action_rank(best.action)
-    return candidate.rule_index < best.rule_index
+    return candidate.order < best.order
+
+
+cdef load_address_sets(section, AddressSets* sets):
+    """u32 count, u32 offsets[count + 1], u32 members (list id << 8 | prefix length)."""
+    cdef const uint8_t[::1] view = section
+    cdef uint32_t count
+    if view.shape[0] < 8:
+        raise TableFormatError("address sets are truncated")
+    count = (<const uint32_t*>&view[0])[0]
+    if view.shape[0] < 4 + (<size_t>count + 1) * 4:
+        raise TableFormatError("address sets are truncated")
+    sets.count = count
+    sets.offsets = <const uint32_t*>(&view[0] + 4)
+    if view.shape[0] != 4 + (<size_t>count + 1) * 4 + <size_t>sets.offsets[count] * 4:
+        raise TableFormatError("address set members do not add up")
+    for i in range(count):
+        if sets.offsets[i + 1] < sets.offsets[i]:
+            raise TableFormatError("address set offsets out of order")
+    sets.members = sets.offsets + count + 1
+
+
+cdef inline void no_decision(Decision* decision) noexcept nogil:
+    decision.action = NO_RULE
+    decision.tier = TIER_DEFAULT
+    decision.match_kind = MATCH_NONE
+    decision.list_id = -1
+    decision.matched = -1
+    decision.specificity = -1
+    decision.order = 0xFFFFFFFF
+    decision.rule_entry = -1
 
 
 cdef class Classifier:
-    """Answers (group, name or address, time) -> decision from two compiled images: the
-    categories' names and addresses, and the policy's own (admin lists, overrides, rules)."""
+    """Answers (client, name/address, time) -> decision from the two compiled images: the
+    categories' names and addresses, and the policy's own (admin lists, overrides, rules,
+    clients, schedules). Read in place from the mapped sections; nothing is copied."""
 
-    cdef DomainTable category_names
-    cdef DomainTable policy_names
-    cdef AddressTable category_v4, category_v6, policy_v4, policy_v6, clients_v4, clients_v6
-    cdef object rules_section, schedules_section, tiers_section, address_sets_section
-    cdef const RuleCell* rules
-    cdef const uint8_t* tiers
-    cdef const uint8_t* schedules
-    cdef const uint32_t* address_set_offsets
-    cdef const uint32_t* address_set_members
-    cdef uint32_t address_set_count
-    cdef readonly int group_count
-    cdef readonly int list_count
-    cdef int schedule_count
-    cdef int64_t window_start_minute
-    cdef int64_t window_minutes
-
-    def __cinit__(self, DomainTable category_names, DomainTable policy_names, addresses, rules, tiers,
-                  schedules, address_sets, int group_count, int list_count, int schedule_count,
-                  int64_t window_start_minute, int64_t window_minutes):
-        """addresses: (category v4, category v6, policy v4, policy v6, clients v4, clients v6)
-        AddressTables; rules: group_count x list_count RuleCells; tiers: one byte per list;
-        schedules: schedule_count bitmaps of window_minutes bits; address_sets: u32 count,
-        offsets, members (list id << 8 | prefix length)."""
-        cdef const uint8_t[::1] rules_view = rules
-        cdef const uint8_t[::1] tiers_view = tiers
-        cdef const uint8_t[::1] sets_view = address_sets
-        cdef const uint8_t[::1] schedules_view = schedules
-        cdef uint32_t count
-        self.category_names, self.policy_names = category_names, policy_names
-        (self.category_v4, self.category_v6, self.policy_v4, self.policy_v6,
-         self.clients_v4, self.clients_v6) = addresses
+    def __cinit__(self, dict categories, dict policy, int group_count, int list_count, int schedule_count,
+                  int64_t window_start_minute, int64_t window_minutes, int default_group):
+        """categories: sections names, v4, v6, address_sets of the categories image;
+        policy: sections names, v4, v6, address_sets, clients_v4, clients_v6, client_macs,
+        rule_cells, rule_entries, tiers, schedules of the policy image."""
+        cdef const uint8_t[::1] view
+        self.sections = (categories, policy)
         if group_count < 1 or list_count < 0 or list_count > MEMBER_LIST_MASK + 1 or schedule_count < 0 \
-                or window_minutes < 0:
+                or schedule_count >= ALWAYS or window_minutes < 0 or not 0 <= default_group < group_count:
             raise TableFormatError("classifier: counts out of range")
-        if rules_view.shape[0] != <size_t>group_count * list_count * sizeof(RuleCell) or \
-                tiers_view.shape[0] != <size_t>list_count:
-            raise TableFormatError("classifier: rule matrix or tier table has the wrong size")
-        if schedules_view.shape[0] != <size_t>schedule_count * ((window_minutes + 7) // 8):
-            raise TableFormatError("classifier: schedule bitmaps have the wrong size")
-        if sets_view.shape[0] < 8:
-            raise TableFormatError("classifier: address sets are truncated")
-        count = (<const uint32_t*>&sets_view[0])[0]
-        if sets_view.shape[0] < 8 + (count + 1) * 4:
-            raise TableFormatError("classifier: address sets are truncated")
-        self.address_set_offsets = <const uint32_t*>(&sets_view[0] + 4)
-        if sets_view.shape[0] != 4 + (count + 1) * 4 + self.address_set_offsets[count] * 4:
-            raise TableFormatError("classifier: address set members do not add up")
-        self.address_set_members = self.address_set_offsets + count + 1
-        self.address_set_count = count
-        self.rules_section, self.tiers_section = rules, tiers
-        self.schedules_section, self.address_sets_section = schedules, address_sets
-        self.rules = <const RuleCell*>&rules_view[0] if rules_view.shape[0] else NULL
-        self.tiers = &tiers_view[0] if tiers_view.shape[0] else NULL
-        self.schedules = &schedules_view[0] if schedules_view.shape[0] else NULL
         self.group_count, self.list_count, self.schedule_count = group_count, list_count, schedule_count
         self.window_start_minute, self.window_minutes = window_start_minute, window_minutes
+        self.default_group = default_group
+        self.category_names = DomainTable(categories["names"])
+        self.policy_names = DomainTable(policy["names"])
+        self.category_v4 = AddressTable(categories["v4"], 4)
+        self.category_v6 = AddressTable(categories["v6"], 16)
+        self.policy_v4 = AddressTable(policy["v4"], 4)
+        self.policy_v6 = AddressTable(policy["v6"], 16)
+        self.clients_v4 = AddressTable(policy["clients_v4"], 4)
+        self.clients_v6 = AddressTable(policy["clients_v6"], 16)
+        load_address_sets(categories["address_sets"], &self.category_sets)
+        load_address_sets(policy["address_sets"], &self.policy_sets)
+
+        view = policy["rule_cells"]
+        if view.shape[0] != (<size_t>group_count * list_count + 1) * 4:
+            raise TableFormatError("classifier: rule cells have the wrong size")
+        self.rule_cells = <const uint32_t*>&view[0]
+        view = policy["rule_entries"]
+        if view.shape[0] % sizeof(RuleEntry) or view.shape[0] // sizeof(RuleEntry) < self.rule_cells[
+                group_count * list_count]:
+            raise TableFormatError("classifier: rule entries do not add up")
+        self.rule_entry_count = <uint32_t>(view.shape[0] // sizeof(RuleEntry))
+        self.rule_entries = <const RuleEntry*>&view[0] if view.shape[0] else NULL
+        view = policy["tiers"]
+        if view.shape[0] != <size_t>list_count:
+            raise TableFormatError("classifier: tier table has the wrong size")
+        self.tiers = &view[0] if list_count else NULL
+        view = policy["schedules"]
+        self.schedule_bytes = (window_minutes + 7) // 8
+        if view.shape[0] != <size_t>schedule_count * self.schedule_bytes:
+            raise TableFormatError("classifier: schedule bitmaps have the wrong size")
+        self.schedules = &view[0] if view.shape[0] else NULL
+        view = policy["client_macs"]
+        if view.shape[0] % 8:
+            raise TableFormatError("classifier: client MAC table has the wrong size")
+        self.client_macs = <const uint64_t*>&view[0] if view.shape[0] else NULL
+        self.client_mac_count = <uint32_t>(view.shape[0] // 8)
         self.check_references()
 
+    def __dealloc__(self):
+        free(self.interface_groups)
+
     cdef check_references(self):
-        cdef Py_ssize_t i
-        for i in range(self.group_count * self.list_count):
-            if self.rules[i].action > ACTION_MONITOR or (
-                    self.rules[i].schedule != ALWAYS and self.rules[i].schedule >= self.schedule_count):
-                raise TableFormatError(f"classifier: rule cell {i} is out of range")
-        for i in range(self.list_count):
+        cdef uint32_t i
+        for i in range(<uint32_t>(self.group_count * self.list_count)):
+            if self.rule_cells[i + 1] < self.rule_cells[i]:
+                raise TableFormatError(f"classifier: rule cell {i} ends before it starts")
+        for i in range(self.rule_cells[self.group_count * self.list_count]):
+            if self.rule_entries[i].action == NO_RULE or self.rule_entries[i].action > ACTION_MONITOR or (
+                    self.rule_entries[i].schedule != ALWAYS and self.rule_entries[i].schedule >= self.schedule_count):
+                raise TableFormatError(f"classifier: rule entry {i} is out of range")
+        for i in range(<uint32_t>self.list_count):
             if self.tiers[i] > TIER_CATEGORY:
                 raise TableFormatError(f"classifier: list {i} has no valid tier")
+        for i in range(self.client_mac_count):
+            if (self.client_macs[i] & 0xFFFF) >= <uint64_t>self.group_count or (
+                    i and self.client_macs[i] >> 16 <= self.client_macs[i - 1] >> 16):
+                raise TableFormatError(f"classifier: client MAC entry {i} is out of order or range")
+        self.check_group_values(self.clients_v4)
+        self.check_group_values(self.clients_v6)
 
-    cdef inline bint active(self, const RuleCell* cell, int64_t now) noexcept nogil:
+    cdef check_group_values(self, AddressTable table):
+        cdef uint32_t i
+        for i in range(table.count):
+            if table.values[i] != 0xFFFFFFFF and table.values[i] >= <uint32_t>self.group_count:
+                raise TableFormatError("classifier: a client network names no group")
+
+    # ---- clients
+
+    cdef int group_for(self, const uint8_t* mac, int ifindex, const uint8_t* address, int width,
+                       int* how) noexcept nogil:
+        """A MAC match beats an interface match, which beats the longest source CIDR."""
+        cdef uint64_t key
+        cdef uint32_t low = 0, high = self.client_mac_count, middle, value
+        if mac != NULL and self.client_mac_count:
+            key = (<uint64_t>mac[0] << 40) | (<uint64_t>mac[1] << 32) | (<uint64_t>mac[2] << 24) | \
+                  (<uint64_t>mac[3] << 16) | (<uint64_t>mac[4] << 8) | mac[5]
+            while low < high:
+                middle = (low + high) >> 1
+                if self.client_macs[middle] >> 16 < key:
+                    low = middle + 1
+                else:
+                    high = middle
+            if low < self.client_mac_count and self.client_macs[low] >> 16 == key:
+                how[0] = CLIENT_BY_MAC
+                return <int>(self.client_macs[low] & 0xFFFF)
+        if 0 < ifindex < self.interface_group_count and self.interface_groups[ifindex] >= 0:
+            how[0] = CLIENT_BY_INTERFACE
+            return self.interface_groups[ifindex]
+        if width == 4:
+            value = self.clients_v4.find(address)
+        else:
+            value = self.clients_v6.find(address)
+        if value != <uint32_t>0xFFFFFFFF:
+            how[0] = CLIENT_BY_CIDR
+            return <int>value
+        how[0] = CLIENT_BY_DEFAULT
+        return self.default_group
+
+    def set_interface_groups(self, dict groups):
+        """Interface (and VLAN) client matches, resolved by the caller to ifindex -> group."""
+        cdef int size = max(groups, default=0) + 1
+        cdef int* table = <int*>malloc(size * sizeof(int))
+        cdef int i
+        if table == NULL:
+            raise MemoryError()
+        for i in range(size):
+            table[i] = -1
+        for index, group in groups.items():
+            if not 0 <= group < self.group_count or index <= 0:
+                free(table)
+                raise ValueError(f"interface {index} -> group {group} is out of range")
+            table[index] = group
+        free(self.interface_groups)
+        self.interface_groups = table
+        self.interface_group_count = size
+
+    def client_group(self, bytes address, bytes mac=None, int ifindex=0):
+        """(group id, how) for a client: how is "mac", "interface", "cidr" or "default"."""
+        cdef int how = CLIENT_BY_DEFAULT
+        cdef int group
+        if len(address) not in (4, 16):
+            raise ValueError("address must be 4 or 16 packed bytes")
+        if mac is not None and len(mac) != 6:
+            raise ValueError("mac must be 6 bytes")
+        group = self.group_for(<const uint8_t*>PyBytes_AS_STRING(mac) if mac is not None else NULL, ifindex,
+                               <const uint8_t*>PyBytes_AS_STRING(address), len(address), &how)
+        return group, ("mac", "interface", "cidr", "default")[how]
+
+    # ---- rules
+
+    cdef bint active(self, const RuleEntry* entry, int64_t now) noexcept nogil:
         cdef int64_t minute
-        if now < cell.valid_from or now >= cell.valid_until:
+        if now < entry.valid_from or now >= entry.valid_until:
             return False
-        if cell.schedule == ALWAYS:
+        if entry.schedule == ALWAYS:
             return True
         minute = now // 60 - self.window_start_minute
         if minute < 0 or minute >= self.window_minutes:
-            return True      # outside the compiled window: restrictive rules stay on until recompiled
-        return (self.schedules[cell.schedule * ((self.window_minutes + 7) // 8) + (minute >> 3)] >> (minute & 7)) & 1
+            return False     # outside the compiled window: the supervisor recompiles long before
+        return (self.schedules[entry.schedule * self.schedule_bytes + (minute >> 3)] >> (minute & 7)) & 1
 
-    cdef void consider_set(self, const TableView* table, int set_id, int group, bint full_name,
-                           int specificity, int matched, int64_t now, Decision* best,
-                           int* best_specificity) noexcept nogil:
+    cdef void consider_list(self, int group, int list_id, uint8_t match_kind, int specificity, int matched,
+                            int64_t now, Decision* best) noexcept nogil:
+        """Every active rule of the group on one list, as a candidate."""
+        cdef uint32_t cell = <uint32_t>(group * self.list_count + list_id), i
+        cdef const RuleEntry* entry
+        cdef Decision candidate
+        for i in range(self.rule_cells[cell], self.rule_cells[cell + 1]):
+            entry = &self.rule_entries[i]
+            if not self.active(entry, now):
+                continue
+            candidate.action = entry.action
+            candidate.tier = self.tiers[list_id]
+            candidate.match_kind = match_kind
+            candidate.list_id = list_id
+            candidate.matched = matched
+            candidate.specificity = specificity
+            candidate.order = entry.order
+            candidate.rule_entry = <int32_t>i
+            if better(&candidate, best):
+                best[0] = candidate
+
+    cdef void consider_name_set(self, const TableView* table, int set_id, int group, bint full_name,
+                                int specificity, int matched, int64_t now, Decision* best) noexcept nogil:
         cdef uint32_t i
         cdef uint16_t member
-        cdef int list_id
-        cdef const RuleCell* cell
-        cdef Decision candidate
         for i in range(table.set_offsets[set_id], table.set_offsets[set_id + 1]):
             member = table.set_members[i]
             if member & MEMBER_EXACT and not full_name:
                 continue
-            list_id = member & MEMBER_LIST_MASK
-            if list_id >= self.list_count:
-                continue
-            cell = &self.rules[group * self.list_count + list_id]
-            if cell.action == NO_RULE or not self.active(cell, now):
-                continue
-            candidate.action = cell.action
-            candidate.tier = self.tiers[list_id]
-            candidate.by_address = 0
-            candidate.list_id = list_id
-            candidate.matched = matched
-            candidate.rule_index = cell.rule_index
-            if better(&candidate, specificity, best, best_specificity[0]):
-                best[0] = candidate
-                best_specificity[0] = specificity
+            if (member & MEMBER_LIST_MASK) < self.list_count:
+                self.consider_list(group, member & MEMBER_LIST_MASK, MATCH_NAME, specificity, matched, now, best)
 
-    cdef Decision decide_name(self, int group, const uint8_t* name, int length, int64_t now) noexcept nogil:
+    cdef void consider_address_set(self, const AddressSets* sets, uint32_t set_id, int group, int64_t now,
+                                   Decision* best) noexcept nogil:
+        cdef uint32_t i, member
+        if set_id >= sets.count:
+            return
+        for i in range(sets.offsets[set_id], sets.offsets[set_id + 1]):
+            member = sets.members[i]
+            if (member >> 8) < <uint32_t>self.list_count:
+                self.consider_list(group, member >> 8, MATCH_ADDRESS, member & 0xFF, member & 0xFF, now, best)
+
+    cdef Decision decide_flow(self, int group, const uint8_t* name, int length, const uint8_t* address,
+                              int width, int64_t now) noexcept nogil:
+        """The winning rule for a name (may be NULL) and a destination address (may be NULL)."""
         cdef int starts[MAX_LABELS]
         cdef int category_sets[MAX_LABELS]
         cdef int policy_sets[MAX_LABELS]
-        cdef int count, i, best_specificity = -1
+        cdef int count, i
         cdef Decision best
-        best.action = NO_RULE
-        best.tier = TIER_DEFAULT
-        best.by_address = 0
-        best.list_id = -1
-        best.matched = -1
-        best.rule_index = -1
-        if group < 0 or group >= self.group_count or length <= 0 or length > 253:
-            return best
-        count = suffix_sets(&self.policy_names.view, name, length, starts, policy_sets)
-        suffix_sets(&self.category_names.view, name, length, starts, category_sets)
-        for i in range(count):
-            # specificity: more labels matched is more specific
-            if policy_sets[i] >= 0:
-                self.consider_set(&self.policy_names.view, policy_sets[i], group, i == 0, count - i,
-                                  starts[i], now, &best, &best_specificity)
-            if category_sets[i] >= 0:
-                self.consider_set(&self.category_names.view, category_sets[i], group, i == 0, count - i,
-                                  starts[i], now, &best, &best_specificity)
-        return best
-
-    cdef void consider_address(self, uint32_t set_id, int group, int64_t now, Decision* best,
-                               int* best_specificity) noexcept nogil:
-        cdef uint32_t i, member
-        cdef int list_id
-        cdef const RuleCell* cell
-        cdef Decision candidate
-        if set_id >= self.address_set_count:
-            return
-        for i in range(self.address_set_offsets[set_id], self.address_set_offsets[set_id + 1]):
-            member = self.address_set_members[i]
-            list_id = member >> 8
-            if list_id >= self.list_count:
-                continue
-            cell = &self.rules[group * self.list_count + list_id]
-            if cell.action == NO_RULE or not self.active(cell, now):
-                continue
-            candidate.action = cell.action
-            candidate.tier = self.tiers[list_id]
-            candidate.by_address = 1
-            candidate.list_id = list_id
-            candidate.matched = member & 0xFF
-            candidate.rule_index = cell.rule_index
-            if better(&candidate, member & 0xFF, best, best_specificity[0]):
-                best[0] = candidate
-                best_specificity[0] = member & 0xFF
-
-    cdef Decision decide_address(self, int group, const uint8_t* address, int width, int64_t now) noexcept nogil:
-        cdef Decision best
-        cdef int best_specificity = -1
-        best.action = NO_RULE
-        best.tier = TIER_DEFAULT
-        best.by_address = 1
-        best.list_id = -1
-        best.matched = -1
-        best.rule_index = -1
+        no_decision(&best)
         if group < 0 or group >= self.group_count:
             return best
-        if width == 4:
-            self.consider_address(self.category_v4.find(address), group, now, &best, &best_specificity)
-            self.consider_address(self.policy_v4.find(address), group, now, &best, &best_specificity)
-        else:
-            self.consider_address(self.category_v6.find(address), group, now, &best, &best_specificity)
-            self.consider_address(self.policy_v6.find(address), group, now, &best, &best_specificity)
+        if name != NULL and 0 < length <= 253:
+            count = suffix_sets(&self.policy_names.view, name, length, starts, policy_sets)
+            suffix_sets(&self.category_names.view, name, length, starts, category_sets)
+            for i in range(count):
+                # specificity: the number of labels of the matched suffix
+                if policy_sets[i] >= 0:
+                    self.consider_name_set(&self.policy_names.view, policy_sets[i], group, i == 0, count - i,
+                                           starts[i], now, &best)
+                if category_sets[i] >= 0:
+                    self.consider_name_set(&self.category_names.view, category_sets[i], group, i == 0, count - i,
+                                           starts[i], now, &best)
+        if address != NULL and width == 4:
+            self.consider_address_set(&self.category_sets, self.category_v4.find(address), group, now, &best)
+            self.consider_address_set(&self.policy_sets, self.policy_v4.find(address), group, now, &best)
+        elif address != NULL and width == 16:
+            self.consider_address_set(&self.category_sets, self.category_v6.find(address), group, now, &best)
+            self.consider_address_set(&self.policy_sets, self.policy_v6.find(address), group, now, &best)
         return best
 
-    def client_group(self, bytes address):
-        """The group id whose client CIDR is the longest match for the address, or None."""
-        cdef uint32_t value
-        if len(address) == 4:
-            value = self.clients_v4.find(<const uint8_t*>PyBytes_AS_STRING(address))
-        elif len(address) == 16:
-            value = self.clients_v6.find(<const uint8_t*>PyBytes_AS_STRING(address))
-        else:
-            raise ValueError("address must be 4 or 16 packed bytes")
-        return None if value == 0xFFFFFFFF else value
-
-    def decide(self, int group, name, address, double now):
-        """(action, tier, by_address, list_id, matched, rule_index) for a normalised name
-        (bytes) — or, when no rule matches the name, the destination address (packed bytes).
-        action 0 means no rule matched: the group's default applies."""
+    def decide(self, int group, name, address, double now, url_matches=()):
+        """(action, tier, match_kind, list_id, matched, order, rule_entry) for a normalised name
+        (bytes or None), a packed destination address (or None) and URL-prefix matches found
+        by the caller ((list id, prefix length) pairs). action 0: no rule, the group default."""
         cdef Decision decision
-        decision.action = NO_RULE
+        cdef const uint8_t* name_bytes = NULL
+        cdef const uint8_t* address_bytes = NULL
+        cdef int name_length = 0, width = 0
         if name is not None:
-            decision = self.decide_name(group, <const uint8_t*>PyBytes_AS_STRING(name), len(name), <int64_t>now)
-        if decision.action == NO_RULE and address is not None:
+            name_bytes = <const uint8_t*>PyBytes_AS_STRING(name)
+            name_length = <int>PyBytes_GET_SIZE(name)
+        if address is not None:
             if len(address) not in (4, 16):
                 raise ValueError("address must be 4 or 16 packed bytes")
-            decision = self.decide_address(group, <const uint8_t*>PyBytes_AS_STRING(address), len(address),
-                                           <int64_t>now)
-        return (decision.action, decision.tier, bool(decision.by_address), decision.list_id, decision.matched,
-                decision.rule_index)
+            address_bytes = <const uint8_t*>PyBytes_AS_STRING(address)
+            width = len(address)
+        decision = self.decide_flow(group, name_bytes, name_length, address_bytes, width, <int64_t>now)
+        if 0 <= group < self.group_count:
+            for list_id, prefix_length in url_matches:
+                if 0 <= list_id < self.list_count:
+                    self.consider_list(group, list_id, MATCH_URL, prefix_length, prefix_length, <int64_t>now,
+                                       &decision)
+        return (decision.action, decision.tier, decision.match_kind, decision.list_id, decision.matched,
+                decision.order, decision.rule_entry)
 
     def decide_batch(self, int group, list names, double now):
         """How many of the (normalised, bytes) names a rule blocks: the batch benchmark."""
@@ -1037,8 +1148,9 @@ cdef class Classifier:
         for name in names:
             if type(name) is not bytes:
                 raise TypeError("decide_batch takes a list of bytes")
-            decision = self.decide_name(group, <const uint8_t*>PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name),
-                                        <int64_t>now)
+            decision = self.decide_flow(group, <const uint8_t*>PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name),
+                                        NULL, 0, <int64_t>now)
             if decision.action != NO_RULE and decision.action != ACTION_ALLOW and decision.action != ACTION_MONITOR:
                 blocked += 1
         return blocked
+

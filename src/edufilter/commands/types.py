@@ -1,7 +1,20 @@
-"""Types shared by the command modules."""
+"""What the command modules share: the subparsers type and the --state-dir option."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 Subparsers = argparse._SubParsersAction  # what add_subparsers() returns
+
+DEFAULT_STATE_DIR = Path("/var/lib/edufilter")
+
+
+def state_dir_option() -> argparse.ArgumentParser:
+    """A parent parser adding --state-dir, for every command that reads or writes state."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
+        "--state-dir", type=Path, default=DEFAULT_STATE_DIR,
+        help=f"edufilter's state folder (default {DEFAULT_STATE_DIR})",
+    )
+    return parent

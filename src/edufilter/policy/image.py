@@ -78,9 +78,13 @@ def write_image(path: Path, sections: list[SectionSpec], meta: dict[str, object]
 
                     def release(low: int = low, high: int = high) -> None:
                         # MAP_SHARED file pages: dropping them keeps the data in the page cache.
-                        mapped.madvise(mmap.MADV_DONTNEED, low, high - low)
+                        if low < high:
+                            mapped.madvise(mmap.MADV_DONTNEED, low, high - low)
 
-                    section.fill(view[start:start + section.size], release)
+                    # Released explicitly: a fill that fails keeps its view alive in the
+                    # traceback, and an exported view would stop the map from closing.
+                    with view[start:start + section.size] as section_view:
+                        section.fill(section_view, release)
                     release()
                 directory = b"".join(
                     DIRECTORY_ENTRY.pack(section.name.encode(), start, section.size) for section, start in layout

@@ -11,3 +11,11 @@ class CaptureFileError(EdufilterError):
 
 class PolicyError(EdufilterError):
     """A policy object, list file or image that is invalid; the message names the field."""
+
+
+class NetfilterError(EdufilterError):
+    """edufilter's netfilter rules or conntrack marks could not be read or changed."""
+
+
+class QueueError(EdufilterError):
+    """An NFQUEUE queue that cannot be bound or used; the message names the queue and errno."""

@@ -45,6 +45,8 @@ cdef struct NameResult:
     uint16_t dns_qtype
     int name_len
     char name[256]
+    int path_len              # HTTP: the request target's path, cut at 255 bytes
+    char path[256]
 
 cdef DecodeStatus decode_ip(const uint8_t* data, Py_ssize_t length, Packet* packet) noexcept nogil
 cdef ParseStatus parse_dns_query(const uint8_t* msg, Py_ssize_t length, NameResult* result) noexcept nogil
@@ -119,6 +121,8 @@ cdef class FlowExtractor:
     cdef ExtractorStats counters
     cdef NameResult result
     cdef Packet packet
+    cdef DecodeStatus decoded    # of the last packet
+    cdef bint settled            # the last packet's flow is done looking for a name (none found)
 
     cdef void release(self, FlowSlot* slot) noexcept nogil
     cdef FlowSlot* lookup(self, const FlowKey* key, uint64_t hash, double now) noexcept nogil

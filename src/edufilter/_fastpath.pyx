@@ -462,7 +462,7 @@ cdef ParseStatus parse_http_head(const uint8_t* head, Py_ssize_t length, NameRes
 
     Waiting for the blank line matches what Wireshark reports and sees every Host header.
     """
-    cdef Py_ssize_t i = 0, line_end, line_start, target_start, target_end, value_start
+    cdef Py_ssize_t i = 0, line_end, line_start, target_start, target_end, value_start, path_start
     cdef Py_ssize_t host_start = -1, host_length = 0, line_length
     cdef bint absolute_form = False
     while i < length and i < HTTP_MAX_METHOD and ((b'A' <= head[i] <= b'Z') or head[i] == b'-'):
@@ -480,6 +480,7 @@ cdef ParseStatus parse_http_head(const uint8_t* head, Py_ssize_t length, NameRes
     if line_length - target_start < 10 or memcmp(head + line_length - 9, b" HTTP/1.", 8) != 0:
         return PARSE_MALFORMED
     target_end = line_length - 9
+    path_start = target_start
     if target_end - target_start > 7 and memcmp(head + target_start, b"http://", 7) == 0:
         absolute_form = True
         host_start = target_start + 7
@@ -487,6 +488,11 @@ cdef ParseStatus parse_http_head(const uint8_t* head, Py_ssize_t length, NameRes
         while i < target_end and head[i] != b'/' and head[i] != b'?' and head[i] != b'#':
             i += 1
         host_length = i - host_start
+        path_start = i
+    # The path, for URL-prefix rules (plain HTTP only): kept as sent, cut at 255 bytes.
+    result.path_len = <int>min(target_end - path_start, 255)
+    memcpy(result.path, head + path_start, result.path_len)
+    result.path[result.path_len] = 0
     line_start = line_end + 1
     while True:
         line_end = find_line_end(head, line_start, length)
@@ -803,7 +809,10 @@ cdef class FlowExtractor:
         self.result.invalid_name = 0
         self.result.dns_qtype = 0
         self.result.name_len = 0
+        self.result.path_len = 0
+        self.settled = False
         decoded = decode_ip(data, length, packet)
+        self.decoded = decoded
         if packet.ip_version == 4:
             self.counters.ipv4 += 1
         elif packet.ip_version == 6:
@@ -877,6 +886,7 @@ cdef class FlowExtractor:
         if slot == NULL:
             protocol = stream_protocol(packet.payload, packet.payload_len, packet.dport)
             if protocol == STREAM_UNKNOWN:
+                self.settled = True        # data of a flow we never saw start, in no protocol we read
                 return KIND_NONE
             status = parse_stream(protocol, packet.payload, packet.payload_len, self.scratch,
                                   self.buffer_size, &self.result)
@@ -891,10 +901,12 @@ cdef class FlowExtractor:
                 return KIND_NONE
             if status == PARSE_MALFORMED:
                 self.counters.malformed += 1
+                self.settled = True
                 return KIND_NONE
             return self.count_name()
 
         if slot.state == FLOW_DONE:
+            self.settled = True
             return KIND_NONE
         if slot.state == FLOW_SYN_SEEN:
             if seq == slot.base_seq:
@@ -951,6 +963,7 @@ cdef class FlowExtractor:
             slot.stream = NULL
             self.streams_in_use -= 1
         slot.state = FLOW_DONE
+        self.settled = True
         self.result.kind = KIND_NONE
         return KIND_NONE
 

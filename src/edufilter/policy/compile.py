@@ -18,7 +18,7 @@ import json
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from edufilter.policy.model import (
     Action,
     DatedException,
     EntryKind,
+    Group,
     Policy,
     Schedule,
     TargetKind,
@@ -321,6 +322,9 @@ def policy_sections(
     if len(lists.names) > 0x8000:
         raise PolicyError(f"too many lists and overrides ({len(lists.names)}); at most 32768")
 
+    if not policy.groups:
+        # A fresh store (lists imported, no policy yet): one group that allows everything.
+        policy = replace(policy, groups=(Group(policy.settings.default_group, "everyone"),))
     groups = {group.name: index for index, group in enumerate(policy.groups)}
     if policy.settings.default_group not in groups:
         raise PolicyError(f"settings.default_group {policy.settings.default_group!r} is not a group")

@@ -17,24 +17,32 @@ import ipaddress
 import os
 import re
 import shutil
+import socket
 import tarfile
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from edufilter._fastpath import normalise_name
 from edufilter.errors import PolicyError
 from edufilter.policy.model import Category, check_id
 
-BLOCK_BYTES = 16 << 20  # lines are parsed 16 MiB at a time: few Python calls, bounded memory
+BLOCK_BYTES = 4 << 20  # lines are parsed 4 MiB at a time: few Python calls, bounded memory
+MAX_LIST_BYTES = 4 << 30  # one list file, uncompressed; UT1 adult is about 100 MB
 BAD_LINES_KEPT = 20
 _BAD_TEXT_CHARS = 120
 _SNIFF_BYTES = 64 << 10
 _GZIP_MAGIC = b"\x1f\x8b"
 _UTF8_BOM = b"\xef\xbb\xbf"
+
+# Called with the number of bytes of the file on disk (compressed, for gzip) read since
+# the previous call, so that a caller can show progress over several files.
+OnRead = Callable[[int], None]
 
 
 class ListFormat(StrEnum):
@@ -84,49 +92,75 @@ class Entries:
 # ---------------------------------------------------------------- reading files
 
 
-def read_line_blocks(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, list[bytes]]]:
-    """(number of the first line, lines) for each block of whole lines; gzip is undone."""
+def read_line_blocks(
+    paths: Path | Sequence[Path],
+    block_bytes: int = BLOCK_BYTES,
+    on_read: OnRead | None = None,
+    max_bytes: int = MAX_LIST_BYTES,
+) -> Iterator[tuple[Path, int, list[bytes]]]:
+    """(file, number of the block's first line in it, lines) for each block of whole lines.
+
+    Several paths are the parts of one file split by size (the mirror's `domains.0`,
+    `domains.1`, ...): a line cut at the end of a part ends in the next one, and counts
+    as that part's line 1. gzip is undone, a UTF-8 byte order mark dropped.
+    """
+    parts = [paths] if isinstance(paths, Path) else list(paths)
+    pending = b""
+    read_bytes = 0
+    for index, path in enumerate(parts):
+        line_number = 1
+        with _open_list(path) as (raw, stream):
+            position = 0
+            try:
+                while block := stream.read(block_bytes):
+                    if read_bytes == 0 and block.startswith(_UTF8_BOM):
+                        block = block[len(_UTF8_BOM):]
+                    read_bytes += len(block)
+                    if read_bytes > max_bytes:
+                        raise PolicyError(f"{path}: more than {max_bytes >> 20} MiB of list data")
+                    if on_read is not None:
+                        on_read(raw.tell() - position)
+                        position = raw.tell()
+                    block = pending + block
+                    cut = block.rfind(b"\n") + 1
+                    if cut == 0 and len(block) < block_bytes:
+                        pending = block
+                        continue
+                    if cut == 0:  # no newline in a whole block: garbage, split it anywhere
+                        cut = len(block)
+                    pending = block[cut:]
+                    lines = block[:cut].splitlines()
+                    yield path, line_number, lines
+                    line_number += len(lines)
+            except (OSError, EOFError, zlib.error) as error:
+                raise PolicyError(f"{path}: cannot read (damaged or cut short?): {error}") from error
+        if index == len(parts) - 1 and pending:
+            yield path, line_number, pending.splitlines()
+
+
+@contextmanager
+def _open_list(path: Path) -> Iterator[tuple[BinaryIO, BinaryIO]]:
+    """The file on disk and the stream of its lines' bytes (gzip undone)."""
     try:
         raw = open(path, "rb")
     except OSError as error:
         raise PolicyError(f"{path}: cannot read: {error.strerror or error}") from error
     with raw:
-        compressed = raw.read(2) == _GZIP_MAGIC
-        raw.seek(0)
-        stream = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
-        line_number = 1
-        pending = b""
         try:
-            while block := stream.read(block_bytes):
-                if line_number == 1 and not pending and block.startswith(_UTF8_BOM):
-                    block = block[len(_UTF8_BOM):]
-                block = pending + block
-                cut = block.rfind(b"\n") + 1
-                if cut == 0 and len(block) < block_bytes:
-                    pending = block
-                    continue
-                if cut == 0:  # no newline in a whole block: garbage, split it anywhere
-                    cut = len(block)
-                pending = block[cut:]
-                lines = block[:cut].splitlines()
-                yield line_number, lines
-                line_number += len(lines)
-        except (OSError, EOFError, zlib.error) as error:
-            raise PolicyError(f"{path}: damaged compressed data: {error}") from error
-        if pending:
-            yield line_number, pending.splitlines()
+            compressed = raw.read(2) == _GZIP_MAGIC
+            raw.seek(0)
+        except OSError as error:
+            raise PolicyError(f"{path}: cannot read: {error.strerror or error}") from error
+        yield raw, gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
 
 
 def sniff_format(path: Path) -> ListFormat:
     """The most likely format of a list file, judged on its first 64 KiB."""
-    try:
-        with open(path, "rb") as raw:
-            head = raw.read(_SNIFF_BYTES)
-            if head.startswith(_GZIP_MAGIC):
-                raw.seek(0)
-                head = gzip.GzipFile(fileobj=raw).read(_SNIFF_BYTES)
-    except (OSError, EOFError, zlib.error) as error:
-        raise PolicyError(f"{path}: cannot read: {error}") from error
+    with _open_list(path) as (_, stream):
+        try:
+            head = stream.read(_SNIFF_BYTES)
+        except (OSError, EOFError, zlib.error) as error:
+            raise PolicyError(f"{path}: cannot read (damaged or cut short?): {error}") from error
     votes: Counter[ListFormat] = Counter()
     for line in head.splitlines()[:2000]:
         line = line.strip()
@@ -150,25 +184,35 @@ def sniff_format(path: Path) -> ListFormat:
 _HOSTS_LINE = re.compile(rb"(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-fA-F]*:[0-9a-fA-F:.]*)[ \t]+[^ \t#]")
 
 
-def read_list(path: Path, fmt: ListFormat | str, bad: BadLines) -> Iterator[Entries]:
-    """Entries of a hosts, plain or adblock file (sniffed when fmt is auto)."""
-    fmt = ListFormat(fmt)
+def read_list(
+    path: Path | Sequence[Path], fmt: ListFormat | str, bad: BadLines, on_read: OnRead | None = None
+) -> Iterator[Entries]:
+    """Entries of a hosts, plain or adblock file, or of the parts of one (sniffed when fmt is auto)."""
+    try:
+        fmt = ListFormat(fmt)
+    except ValueError:
+        raise PolicyError(f"unknown list format {fmt!r}: use one of {', '.join(ListFormat)}") from None
     if fmt is ListFormat.AUTO:
+        if not isinstance(path, Path):
+            raise PolicyError("the format of a file in parts must be given")
         fmt = sniff_format(path)
     parse_block = {
         ListFormat.PLAIN: _parse_plain_block,
         ListFormat.HOSTS: _parse_hosts_block,
         ListFormat.ADBLOCK: _parse_adblock_block,
     }[fmt]
-    for first_line, lines in read_line_blocks(path):
+    for part, first_line, lines in read_line_blocks(path, on_read=on_read):
         entries = Entries()
-        parse_block(path, first_line, lines, bad, entries)
+        parse_block(part, first_line, lines, bad, entries)
         yield entries
 
 
-def read_urls(path: Path, bad: BadLines) -> Iterator[Entries]:
+_URL_SPACE_OR_CONTROL = re.compile(rb"[\x00-\x20\x7f]")
+
+
+def read_urls(path: Path, bad: BadLines, on_read: OnRead | None = None) -> Iterator[Entries]:
     """Entries of a UT1 `urls` file: host/path per line, no scheme."""
-    for first_line, lines in read_line_blocks(path):
+    for part, first_line, lines in read_line_blocks(path, on_read=on_read):
         entries = Entries()
         for offset, line in enumerate(lines):
             text = line.strip()
@@ -181,10 +225,18 @@ def read_urls(path: Path, bad: BadLines) -> Iterator[Entries]:
             host, _, url_path = text.partition(b"/")
             kind, value = _classify(host)
             if kind is None:
-                bad.add(path, first_line + offset, line, f"URL host: {value}")
+                bad.add(part, first_line + offset, line, f"URL host: {value}")
+                continue
+            if _URL_SPACE_OR_CONTROL.search(url_path):  # never in a real URL; would break the line format
+                bad.add(part, first_line + offset, line, "space or control character in URL path")
+                continue
+            try:
+                path_text = url_path.decode("utf-8")
+            except UnicodeDecodeError:
+                bad.add(part, first_line + offset, line, "URL path is not UTF-8")
                 continue
             host_text = value if kind == "name" else _address_host(value)
-            entries.urls.append(f"{host_text}/{url_path.decode('utf-8', 'backslashreplace')}")
+            entries.urls.append(f"{host_text}/{path_text}")
         yield entries
 
 
@@ -319,8 +371,13 @@ def _classify(token: bytes) -> tuple[str | None, str]:
     if not token:
         return None, "empty"
     if token.isascii() and (b":" in token or token[-1:].isdigit()):
+        text = token.decode("ascii")
+        try:  # a bare IPv4 address, most common by far: ten times faster than ipaddress
+            return "cidr", socket.inet_ntop(socket.AF_INET, socket.inet_pton(socket.AF_INET, text)) + "/32"
+        except OSError:
+            pass
         try:
-            return "cidr", str(ipaddress.ip_network(token.decode("ascii"), strict=False))
+            return "cidr", str(ipaddress.ip_network(text, strict=False))
         except ValueError:
             pass
     if b"\0" in token:
@@ -355,10 +412,11 @@ class Ut1Category:
     name: str
     folder: Path
     alias_of: str | None = None
-    domain_files: tuple[Path, ...] = ()  # "domains", or the mirror's parts in order
+    domain_files: tuple[Path, ...] = ()  # "domains", or the parts of one split file in order
     url_files: tuple[Path, ...] = ()
     usage: tuple[str, ...] = ()  # "black"/"white", then UT1's keywords for the category
     ignored_files: tuple[str, ...] = ()
+    problem: str | None = None  # why the folder cannot be read (e.g. a part is missing)
 
 
 def find_ut1_root(path: Path) -> Path:
@@ -377,19 +435,20 @@ def scan_ut1(root: Path) -> dict[str, Ut1Category]:
         raise PolicyError(f"{root}: cannot list: {error.strerror or error}") from error
     categories: dict[str, Ut1Category] = {}
     for child in children:
-        if child.is_dir() and not child.is_symlink() and _is_slug(child.name):
+        if child.is_dir() and not child.is_symlink() and is_category_name(child.name):
             category = _scan_category(child)
             if category.domain_files or category.url_files or category.usage or category.ignored_files:
                 categories[child.name] = category
     for child in children:
-        if _is_slug(child.name) and child.name not in categories:
+        if is_category_name(child.name) and child.name not in categories:
             target = _alias_target(child, root)
             if target in categories:
                 categories[child.name] = Ut1Category(child.name, child, alias_of=target)
     return dict(sorted(categories.items()))
 
 
-def _is_slug(name: str) -> bool:
+def is_category_name(name: str) -> bool:
+    """Whether name is a valid category name (and so a UT1 folder to look at)."""
     try:
         check_id("category", name)
     except PolicyError:
@@ -400,32 +459,52 @@ def _is_slug(name: str) -> bool:
 def _alias_target(entry: Path, root: Path) -> str | None:
     """The sibling a symlink points to, or the name in the tiny text file that a checkout
     writes in place of a symlink (the mirror snapshot stores `porn` holding 'adult')."""
-    if entry.is_symlink():
-        target = entry.resolve()
-        return target.name if target.parent == root.resolve() and target.is_dir() else None
-    if entry.is_file() and entry.stat().st_size <= _ALIAS_FILE_BYTES:
-        text = entry.read_bytes().strip().decode("ascii", "replace")
-        return text if _is_slug(text) and (root / text).is_dir() else None
+    try:
+        if entry.is_symlink():
+            target = entry.resolve()
+            return target.name if target.parent == root.resolve() and target.is_dir() else None
+        if entry.is_file() and entry.stat().st_size <= _ALIAS_FILE_BYTES:
+            text = entry.read_bytes().strip().decode("ascii", "replace")
+            return text if is_category_name(text) and (root / text).is_dir() else None
+    except (OSError, RuntimeError):  # unreadable, or a symlink loop
+        return None
     return None
 
 
 def _scan_category(folder: Path) -> Ut1Category:
-    domain_parts: list[tuple[int, Path]] = []
+    whole: list[Path] = []
+    parts: dict[int, Path] = {}
     url_files: list[Path] = []
     ignored: list[str] = []
     usage: tuple[str, ...] = ()
-    for entry in sorted(folder.iterdir()):
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as error:
+        raise PolicyError(f"{folder}: cannot list: {error.strerror or error}") from error
+    for entry in entries:
         match = _UT1_DOMAINS.fullmatch(entry.name)
-        if match:
-            domain_parts.append((-1 if match.group(1) is None else int(match.group(1)), entry))
+        if match and match.group(1) is None:
+            whole.append(entry)
+        elif match:
+            parts[int(match.group(1))] = entry
         elif entry.name in ("urls", "urls.gz"):
             url_files.append(entry)
         elif entry.name == "usage":
             usage = read_ut1_usage(entry)
         elif entry.name in UT1_IGNORED_FILES:
             ignored.append(entry.name)
-    domain_files = tuple(path for _, path in sorted(domain_parts))
-    return Ut1Category(folder.name, folder, None, domain_files, tuple(url_files), usage, tuple(ignored))
+    problem = None
+    # The mirror splits a large `domains` by size (`split -b`/`-C`), then may gzip each part:
+    # the parts only make sense joined in order, and a missing one loses a whole range.
+    if whole:
+        domain_files = (whole[0],)
+    else:
+        domain_files = tuple(parts[number] for number in sorted(parts))
+        missing = sorted(set(range(max(parts, default=-1) + 1)) - set(parts))
+        if missing:
+            present = ", ".join(map(str, sorted(parts)))
+            problem = f"{folder.name}: domains part {missing[0]} is missing (parts {present})"
+    return Ut1Category(folder.name, folder, None, domain_files, tuple(url_files), usage, tuple(ignored), problem)
 
 
 def read_ut1_usage(path: Path) -> tuple[str, ...]:
@@ -438,12 +517,14 @@ def read_ut1_usage(path: Path) -> tuple[str, ...]:
     return tuple(word for word in words if word and not word.startswith("#"))
 
 
-def read_ut1_category(category: Ut1Category, bad: BadLines) -> Iterator[Entries]:
-    """Entries of a category folder: its domains file(s), then its urls file."""
-    for path in category.domain_files:
-        yield from read_list(path, ListFormat.PLAIN, bad)
+def read_ut1_category(category: Ut1Category, bad: BadLines, on_read: OnRead | None = None) -> Iterator[Entries]:
+    """Entries of a category folder: its domains file (or its parts), then its urls file."""
+    if category.problem:
+        raise PolicyError(category.problem)
+    if category.domain_files:
+        yield from read_list(category.domain_files, ListFormat.PLAIN, bad, on_read)
     for path in category.url_files:
-        yield from read_urls(path, bad)
+        yield from read_urls(path, bad, on_read)
 
 
 _CATALOGUE_LINE = re.compile(r"(NAME|DESC)(?:[ \t]+([A-Za-z]{2}))?[ \t]*:[ \t]*(.*)")
@@ -472,7 +553,7 @@ def read_ut1_catalogue(path: Path, source: str = "ut1") -> dict[str, Category]:
             continue
         key, language, value = match.group(1), match.group(2), html.unescape(match.group(3).strip())
         if key == "NAME" and language is None:
-            current = records.setdefault(value, ({}, {})) if _is_slug(value) else None
+            current = records.setdefault(value, ({}, {})) if is_category_name(value) else None
         elif current is not None and language and value:
             current[0 if key == "NAME" else 1][language.lower()] = value
     return {
@@ -485,45 +566,50 @@ def read_ut1_catalogue(path: Path, source: str = "ut1") -> dict[str, Category]:
 
 
 MAX_EXTRACTED_BYTES = 4 << 30  # upstream unpacks to a few hundred MB; beyond this it is not UT1
+MAX_ARCHIVE_MEMBERS = 100_000  # upstream has a few hundred; tarfile keeps every header in memory
+_SKIPPED_KEPT = 20
 
 
 def extract_ut1_archive(archive: Path, destination: Path, max_bytes: int = MAX_EXTRACTED_BYTES) -> list[str]:
-    """Unpack the UT1 parts of a tarball into destination; returns the members skipped.
+    """Unpack the UT1 parts of a tarball into destination; returns (the first) members skipped.
 
     Accepts the whole `blacklists.tar.gz` (top folder `blacklists/`) and single-category
     archives (`adult/domains`, ...). Only category files, `global_usage` and alias symlinks
-    to a sibling category are written, so a hostile archive cannot place anything else.
-    A damaged or truncated archive raises PolicyError.
+    to a sibling category are written, never through a symlink, so a hostile archive cannot
+    place anything else. A damaged, truncated or oversized archive raises PolicyError.
     """
+    if not archive.is_file():
+        raise PolicyError(f"{archive}: no such file")
     skipped: list[str] = []
-    written = 0
+    unpacked = 0
     destination.mkdir(parents=True, exist_ok=True)
     try:
         with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
+            for count, member in enumerate(tar, 1):
+                if count > MAX_ARCHIVE_MEMBERS:
+                    raise PolicyError(f"{archive}: more than {MAX_ARCHIVE_MEMBERS} members; not a UT1 archive")
+                unpacked += max(member.size, 0)  # skipped members are decompressed too
+                if unpacked > max_bytes:
+                    raise PolicyError(f"{archive}: unpacks to more than {max_bytes >> 20} MiB")
                 parts = [part for part in PurePosixPath(member.name).parts if part != "."]
                 if parts and parts[0] == "blacklists":
                     parts = parts[1:]
                 if member.isdir() or not parts:
                     continue
                 target = _archive_target(member, parts)
-                if target is None:
-                    skipped.append(member.name)
+                path = destination.joinpath(*target) if target else destination
+                if target is None or os.path.lexists(path) or path.parent.is_symlink():
+                    if len(skipped) < _SKIPPED_KEPT:
+                        skipped.append(member.name)
                     continue
-                path = destination.joinpath(*target)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 if member.issym():
                     os.symlink(member.linkname.rstrip("/"), path)
                     continue
-                written += member.size
-                if written > max_bytes:
-                    raise PolicyError(f"{archive}: unpacks to more than {max_bytes >> 20} MiB")
                 source = tar.extractfile(member)
                 assert source is not None  # regular files always have data
-                with source, open(path, "wb") as copy:
+                with source, open(path, "xb") as copy:
                     shutil.copyfileobj(source, copy, 1 << 20)
-    except FileNotFoundError as error:
-        raise PolicyError(f"{archive}: no such file") from error
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise PolicyError(f"{archive}: cannot unpack (damaged or incomplete archive?): {error}") from error
     return skipped
@@ -532,8 +618,8 @@ def extract_ut1_archive(archive: Path, destination: Path, max_bytes: int = MAX_E
 def _archive_target(member: tarfile.TarInfo, parts: list[str]) -> list[str] | None:
     if len(parts) == 1 and parts[0] == "global_usage" and member.isfile():
         return parts
-    if len(parts) == 1 and member.issym() and _is_slug(parts[0]) and _is_slug(member.linkname.rstrip("/")):
-        return parts
-    if len(parts) == 2 and member.isfile() and _is_slug(parts[0]) and _UT1_FILES.fullmatch(parts[1]):
+    if len(parts) == 1 and member.issym() and is_category_name(parts[0]):
+        return parts if is_category_name(member.linkname.rstrip("/")) else None
+    if len(parts) == 2 and member.isfile() and is_category_name(parts[0]) and _UT1_FILES.fullmatch(parts[1]):
         return parts
     return None

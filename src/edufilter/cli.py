@@ -7,20 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from edufilter import __version__
+from edufilter.commands import api, inspect, lists, policy, run, token
 from edufilter.errors import EdufilterError
 
-
-def cmd_inspect(args: argparse.Namespace) -> int:
-    from edufilter.inspection import InspectionSummary, inspect_capture
-
-    summary = InspectionSummary()
-    try:
-        for record in inspect_capture(args.file, summary):
-            print(record.to_json() if args.json else record.to_text())
-    finally:
-        if not args.quiet:
-            print(f"edufilter inspect: {summary.to_text()}", file=sys.stderr)
-    return 0
+# Each module adds its subcommands; the order here is the order in --help.
+COMMAND_MODULES = (inspect, lists, policy, run, token, api)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,16 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edufilter {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    inspect = commands.add_parser(
-        "inspect",
-        help="list the names (DNS, TLS SNI, HTTP Host, QUIC SNI) in a pcap/pcapng capture",
-        description="Print one line per name found in a capture file, on the frame that completes it.",
-    )
-    inspect.add_argument("file", help="pcap or pcapng capture file")
-    inspect.add_argument("--json", action="store_true", help="one JSON object per line")
-    inspect.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
-    inspect.set_defaults(handler=cmd_inspect)
+    for module in COMMAND_MODULES:
+        module.register(commands)
     return parser
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from edufilter.commands.types import Subparsers, state_dir_option
-from edufilter.errors import PolicyError
+from edufilter.policy.model import Policy
 
 
 def register(commands: Subparsers) -> None:
@@ -50,22 +50,29 @@ def register(commands: Subparsers) -> None:
 
 
 def run_install_defaults(args: argparse.Namespace) -> int:
-    from edufilter.policy.defaults import default_policy_dir, load_policy_dir
+    from edufilter.policy.defaults import default_policy_dir
+
+    policy, version = install_policy(args.state_dir, args.folder or default_policy_dir())
+    print(f"installed {len(policy.groups)} groups, {len(policy.rules)} rules, {len(policy.lists)} lists "
+          f"(policy version {version})")
+    return run_compile(argparse.Namespace(state_dir=args.state_dir, categories=False))
+
+
+def install_policy(state_dir: Path, folder: Path) -> tuple[Policy, int]:
+    """Store the policy of a folder of TOML files in place of the stored one; imported
+    categories (with the titles their lists gave them) are kept."""
+    from edufilter.policy.defaults import load_policy_dir
     from edufilter.policy.store import PolicyStore
 
-    policy = load_policy_dir(args.folder or default_policy_dir())
-    args.state_dir.mkdir(parents=True, exist_ok=True)
-    with PolicyStore(args.state_dir / "policy.sqlite") as store:
-        # Categories come from list imports (with their titles); keep those the files do not define.
+    policy = load_policy_dir(folder)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with PolicyStore(state_dir / "policy.sqlite") as store:
         stored = {category.name: category for category in store.load().categories}
         named = {category.name for category in policy.categories}
         categories = tuple(stored.get(category.name, category) for category in policy.categories)
         categories += tuple(category for name, category in stored.items() if name not in named)
         store.replace_all(replace(policy, categories=categories))
-        version = store.version
-    print(f"installed {len(policy.groups)} groups, {len(policy.rules)} rules, {len(policy.lists)} lists "
-          f"(policy version {version})")
-    return run_compile(argparse.Namespace(state_dir=args.state_dir, categories=False))
+        return policy, store.version
 
 
 def run_compile(args: argparse.Namespace) -> int:

@@ -650,3 +650,9 @@ def restore_answer(response_packet: bytes, original_name: str) -> bytes | None:
             restored, flags=flags | FLAG_TC, answers=(), authority=(), additional=kept
         )
     return _carry(datagram, restored, reply=False)
+
+
+def special_names() -> frozenset[str]:
+    """Every name safe search or the bypass shield answers differently: the data path sends
+    only queries for these to Python."""
+    return frozenset(_SAFE_SEARCH_TARGETS) | _YOUTUBE_NAMES | _BYPASS_NXDOMAIN

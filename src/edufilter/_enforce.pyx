@@ -1,0 +1,669 @@
+# cython: language_level=3
+"""The data path's loop: receive a batch from NFQUEUE, decode and classify every packet
+without the GIL, and give all the verdicts in one send.
+
+A decision is an NF_REPEAT verdict whose packet mark carries the flow's verdict code: the
+rules save it into the conntrack mark and the kernel handles the rest of the flow. A
+packet that does not decide its flow yet (a SYN, the first segment of a split ClientHello)
+is accepted unmarked. Rare work — a QUIC Initial to decrypt, a DNS answer to write, a block
+page to inject, an event to log — is flagged and done in Python by the worker's handler
+between the classify pass and the send.
+
+Every decided flow is remembered in a bounded table (key, group, code, name), so packets
+already queued when the decision was made get the same verdict, and a new policy can
+re-decide the flows it changes.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcmp, memcpy, memset
+
+from edufilter._classify cimport (
+    ACTION_ALLOW,
+    ACTION_BLOCK,
+    ACTION_DROP,
+    ACTION_MONITOR,
+    ACTION_SINKHOLE,
+    CLIENT_BY_DEFAULT,
+    NO_RULE,
+    Classifier,
+    Decision,
+)
+from edufilter._fastpath cimport (
+    DECODE_FRAGMENT,
+    DECODE_OK,
+    DECODE_OTHER,
+    KIND_DNS,
+    KIND_HTTP_HOST,
+    KIND_NONE,
+    KIND_QUIC_INITIAL,
+    KIND_SNI,
+    FlowExtractor,
+    Packet,
+)
+from edufilter._queue cimport NF_ACCEPT, NF_DROP, NF_REPEAT, PacketQueue, QueuedPacket, Verdict
+
+cdef extern from "_hash.h":
+    uint64_t ef_hash_bytes(const void* data, size_t n) nogil
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    cdef struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int clock, timespec* ts)
+    enum:
+        CLOCK_REALTIME
+
+# Verdict codes in the packet and conntrack marks (enforce/marks.py).
+cpdef enum Code:
+    CODE_UNDECIDED = 0
+    CODE_ALLOW = 1
+    CODE_REJECT = 2
+    CODE_DROP = 3
+    CODE_BOUND = 5
+    CODE_SAFE_SEARCH = 6
+    CODE_INJECTED = 7
+
+# Why a packet needs the worker's Python handler.
+cpdef enum Slow:
+    SLOW_NONE = 0
+    SLOW_EVENT = 1          # a block or monitor decision: log it
+    SLOW_DNS_ANSWER = 2     # a blocked DNS query: answer it (NXDOMAIN or the block page) and drop it
+    SLOW_DNS_SPECIAL = 3    # safe search or a bypass signal: rewrite the query or answer it
+    SLOW_DNS_REPLY = 4      # the resolver's answer to a safe-search query: restore the question
+    SLOW_QUIC = 5           # a QUIC Initial to decrypt
+    SLOW_HTTP_BLOCK = 6     # a blocked plain-HTTP request: inject the block page
+    SLOW_HTTP_URL = 7       # a plain-HTTP host with URL-prefix rules: the path decides
+
+# Why a flow was decided as it was, beyond the classifier's rule.
+cpdef enum Reason:
+    REASON_RULE = 0         # a rule matched (or the group's default, list_id -1)
+    REASON_BOUND = 1        # no name within the inspection bound: the group's default
+    REASON_ECH = 2          # an encrypted ClientHello under the bypass shield
+    REASON_DOT = 3          # DNS over TLS/QUIC (port 853) under the bypass shield
+    REASON_QUIC = 4         # QUIC blocked for the group (browsers fall back to TCP)
+
+cdef enum:
+    TCP_SYN = 0x02
+    MAX_BATCH = 256
+    DECIDED_PROBES = 8
+    PROTO_TCP = 6
+    PROTO_UDP = 17
+    DNS_PORT = 53
+    DOT_PORT = 853
+    QUIC_PORT = 443
+    SPECIAL_SLOTS = 1024    # power of two, for the small set of safe-search and bypass names
+
+cdef struct FlowId:
+    uint8_t ip_version
+    uint8_t protocol
+    uint16_t sport
+    uint16_t dport
+    uint8_t src[16]
+    uint8_t dst[16]
+
+cdef struct DecidedFlow:
+    uint64_t hash            # 0: empty
+    FlowId flow
+    double decided_at
+    uint16_t group
+    uint8_t code
+    uint8_t kind
+    uint8_t name_len
+    char name[255]
+
+cdef struct GroupSettings:
+    uint8_t default_action
+    uint8_t safe_search
+    uint8_t quic_block
+    uint8_t bypass_shield
+
+# What the classify pass found out about one packet, for the handler and the counters.
+cdef struct Work:
+    uint8_t slow
+    uint8_t kind
+    uint8_t action           # the final RuleAction, the group's default applied
+    uint8_t code
+    uint8_t reason
+    uint8_t ech
+    uint8_t decided          # this packet decided its flow (counted once)
+    int32_t group
+    int32_t list_id
+    int32_t tier
+    uint32_t order
+    uint16_t dns_qtype
+    FlowId flow
+    int name_len
+    char name[256]
+    int path_len
+    char path[256]
+
+cdef struct Counters:
+    uint64_t packets
+    uint64_t batches
+    uint64_t undecided          # accepted unmarked: the flow's name is still to come
+    uint64_t flows_decided
+    uint64_t repeated           # packets of an already decided flow (queued before the mark)
+    uint64_t dns_queries
+    uint64_t dns_blocked
+    uint64_t slow_packets
+    uint64_t malformed_dropped
+    uint64_t fragments_accepted
+    uint64_t receive_errors
+    uint64_t send_errors
+    uint64_t decided_evicted
+    uint64_t by_code[8]
+
+
+cdef inline double wall_clock() noexcept nogil:
+    cdef timespec now
+    clock_gettime(CLOCK_REALTIME, &now)
+    return now.tv_sec + now.tv_nsec * 1e-9
+
+
+cdef inline uint8_t code_for(uint8_t action) noexcept nogil:
+    if action == ACTION_BLOCK or action == ACTION_SINKHOLE:
+        return CODE_REJECT
+    if action == ACTION_DROP:
+        return CODE_DROP
+    return CODE_ALLOW
+
+
+cdef class Enforcer:
+    """One worker's loop over one PacketQueue; classifier and group settings are swapped
+    in whole by set_policy, between batches."""
+
+    cdef PacketQueue queue
+    cdef FlowExtractor extractor
+    cdef Classifier classifier
+    cdef GroupSettings* groups
+    cdef int group_count
+    cdef int list_count
+    cdef uint32_t mark_mask
+    cdef uint32_t mark_shift
+    cdef int batch_size
+    cdef QueuedPacket packets[MAX_BATCH]
+    cdef Verdict verdicts[MAX_BATCH]
+    cdef Work work[MAX_BATCH]
+    cdef list payloads                 # replacement payloads, alive until the batch is sent
+    cdef DecidedFlow* decided
+    cdef uint32_t decided_mask
+    cdef double decided_lifetime
+    cdef uint64_t* special_hashes      # names the handler rewrites or answers (DNS)
+    cdef uint64_t* url_host_hashes     # plain-HTTP hosts with URL-prefix rules
+    cdef uint64_t* decisions           # group x (list + 1) x 4 codes: flows decided
+    cdef Counters counters
+    cdef object handler
+
+    def __cinit__(self, PacketQueue queue, FlowExtractor extractor, object handler, uint32_t mark_mask,
+                  int batch_size=64, int decided_flows=65536, double decided_lifetime=86400.0):
+        cdef uint32_t size = DECIDED_PROBES
+        if mark_mask == 0 or not 1 <= batch_size <= MAX_BATCH or decided_flows < 1:
+            raise ValueError("mark mask, batch size (1-256) and decided flows must be set")
+        self.queue, self.extractor, self.handler = queue, extractor, handler
+        self.mark_mask = mark_mask
+        self.mark_shift = 0
+        while not (mark_mask >> self.mark_shift) & 1:
+            self.mark_shift += 1
+        self.batch_size = batch_size
+        while size < <uint32_t>decided_flows:
+            size <<= 1
+        self.decided = <DecidedFlow*>calloc(size, sizeof(DecidedFlow))
+        self.special_hashes = <uint64_t*>calloc(SPECIAL_SLOTS, sizeof(uint64_t))
+        self.url_host_hashes = <uint64_t*>calloc(SPECIAL_SLOTS, sizeof(uint64_t))
+        if self.decided == NULL or self.special_hashes == NULL or self.url_host_hashes == NULL:
+            raise MemoryError()
+        self.decided_mask = size - 1
+        self.decided_lifetime = decided_lifetime
+        self.payloads = []
+
+    def __dealloc__(self):
+        free(self.decided)
+        free(self.special_hashes)
+        free(self.url_host_hashes)
+        free(self.groups)
+        free(self.decisions)
+
+    # ---- policy
+
+    def set_policy(self, Classifier classifier, list groups, special_names, url_hosts):
+        """groups: (default action code, safe_search, quic_block, bypass_shield) per group id;
+        special_names: DNS names the handler rewrites or answers; url_hosts: hosts with
+        URL-prefix rules. The old decision counters are returned (then start again)."""
+        cdef GroupSettings* settings = <GroupSettings*>calloc(max(1, len(groups)), sizeof(GroupSettings))
+        cdef uint64_t* decisions
+        cdef int index
+        if settings == NULL:
+            raise MemoryError()
+        if len(groups) != classifier.group_count:
+            free(settings)
+            raise ValueError("one settings tuple per group")
+        for index, (action, safe_search, quic_block, bypass_shield) in enumerate(groups):
+            settings[index].default_action = action
+            settings[index].safe_search = safe_search
+            settings[index].quic_block = quic_block
+            settings[index].bypass_shield = bypass_shield
+        decisions = <uint64_t*>calloc(classifier.group_count * (classifier.list_count + 1) * 4, sizeof(uint64_t))
+        if decisions == NULL:
+            free(settings)
+            raise MemoryError()
+        previous = self.decision_counts()
+        fill_name_set(self.special_hashes, special_names)
+        fill_name_set(self.url_host_hashes, url_hosts)
+        free(self.groups)
+        free(self.decisions)
+        self.groups, self.decisions = settings, decisions
+        self.group_count, self.list_count = classifier.group_count, classifier.list_count
+        self.classifier = classifier
+        return previous
+
+    # ---- the loop
+
+    def serve(self, double seconds, int timeout_ms=50):
+        """Runs batches until `seconds` have passed; returns the packets handled."""
+        cdef double until = wall_clock() + seconds
+        cdef uint64_t before = self.counters.packets
+        if self.classifier is None:
+            raise RuntimeError("set_policy before serve")
+        while wall_clock() < until:
+            self.run_batch(timeout_ms)
+        return self.counters.packets - before
+
+    cdef int run_batch(self, int timeout_ms) except -1:
+        cdef int count, i, slow = 0
+        cdef double now
+        with nogil:
+            count = self.queue.receive(self.packets, self.batch_size, timeout_ms)
+        if count <= 0:
+            if count < 0:
+                self.counters.receive_errors += 1
+            return 0
+        with nogil:
+            now = wall_clock()
+            for i in range(count):
+                self.classify(i, now)
+                if self.work[i].slow != SLOW_NONE:
+                    slow += 1
+        if slow:
+            self.counters.slow_packets += slow
+            self.handler.handle(self, count)
+        with nogil:
+            for i in range(count):
+                self.count(i)
+            if self.queue.send_verdicts(self.verdicts, count) < 0:
+                self.counters.send_errors += 1
+        self.payloads.clear()
+        self.counters.batches += 1
+        return count
+
+    cdef void classify(self, int i, double now) noexcept nogil:
+        cdef const QueuedPacket* queued = &self.packets[i]
+        cdef Verdict* verdict = &self.verdicts[i]
+        cdef Work* work = &self.work[i]
+        cdef Packet* packet = &self.extractor.packet
+        cdef int kind, how = CLIENT_BY_DEFAULT, group
+        cdef uint8_t mark_code = (queued.mark & self.mark_mask) >> self.mark_shift
+        cdef DecidedFlow* known
+        cdef Decision decision
+        verdict.packet_id = queued.packet_id
+        verdict.verdict = NF_ACCEPT
+        verdict.set_mark = 0
+        verdict.payload = NULL
+        verdict.payload_len = 0
+        work.slow = SLOW_NONE
+        work.kind = KIND_NONE
+        work.action = NO_RULE
+        work.code = CODE_UNDECIDED
+        work.reason = REASON_RULE
+        work.decided = 0
+        work.list_id = -1
+        work.tier = -1
+        work.name_len = 0
+        work.path_len = 0
+        work.ech = 0
+        self.counters.packets += 1
+
+        kind = self.extractor.process(queued.payload, queued.payload_len, now)
+        if self.extractor.decoded != DECODE_OK:
+            if self.extractor.decoded == DECODE_FRAGMENT or self.extractor.decoded == DECODE_OTHER:
+                self.counters.fragments_accepted += 1   # conntrack reassembles; not ours to judge
+            else:
+                verdict.verdict = NF_DROP               # truncated or malformed: counted, dropped
+                self.counters.malformed_dropped += 1
+            return
+        work.kind = kind
+        fill_flow(&work.flow, packet)
+        group = self.classifier.group_for(queued.hwaddr if queued.hwaddr_len == 6 else NULL, queued.indev,
+                                          packet.src, 4 if packet.ip_version == 4 else 16, &how)
+        work.group = group
+
+        if packet.protocol == PROTO_UDP and packet.sport == DNS_PORT and packet.dport != DNS_PORT:
+            work.slow = SLOW_DNS_REPLY                  # only safe-search replies are queued
+            return
+        if kind == KIND_DNS:
+            self.classify_dns(i, now)
+            return
+
+        # A packet of a flow decided a moment ago (queued before the mark was saved) gets the
+        # same verdict. A SYN starts a new connection, which is always judged afresh.
+        if not (packet.protocol == PROTO_TCP and packet.tcp_flags & TCP_SYN):
+            known = self.find_decided(&work.flow, now)
+            if known != NULL:
+                self.counters.repeated += 1
+                self.mark(i, known.code)
+                return
+
+        if kind == KIND_SNI or kind == KIND_HTTP_HOST:
+            work.name_len = self.extractor.result.name_len
+            memcpy(work.name, self.extractor.result.name, work.name_len + 1)
+            work.ech = self.extractor.result.ech
+            if kind == KIND_HTTP_HOST:
+                work.path_len = self.extractor.result.path_len
+                memcpy(work.path, self.extractor.result.path, work.path_len + 1)
+                if name_in_set(self.url_host_hashes, work.name, work.name_len):
+                    work.slow = SLOW_HTTP_URL
+                    return
+            decision = self.classifier.decide_flow(group, <const uint8_t*>work.name, work.name_len, packet.dst,
+                                                   4 if packet.ip_version == 4 else 16, <int64_t>now)
+            self.take(work, &decision)
+            if kind == KIND_SNI and work.ech and self.groups[group].bypass_shield and work.code == CODE_ALLOW:
+                self.override_reason(work, ACTION_BLOCK, REASON_ECH)
+            self.decide(i, now)
+            if kind == KIND_HTTP_HOST and work.code == CODE_REJECT:
+                work.slow = SLOW_HTTP_BLOCK
+            return
+        if kind == KIND_QUIC_INITIAL:
+            if self.groups[group].quic_block:
+                work.action = ACTION_BLOCK
+                work.code = CODE_REJECT
+                work.reason = REASON_QUIC
+                self.decide(i, now)
+            else:
+                work.slow = SLOW_QUIC
+            return
+
+        if packet.dport == DOT_PORT and self.groups[group].bypass_shield:
+            self.override_reason(work, ACTION_BLOCK, REASON_DOT)
+            self.decide(i, now)
+            return
+        if mark_code == CODE_BOUND or self.extractor.settled or packet.protocol == PROTO_UDP:
+            # No name is coming: the destination address and the group's default decide.
+            decision = self.classifier.decide_flow(group, NULL, 0, packet.dst, 4 if packet.ip_version == 4 else 16,
+                                                   <int64_t>now)
+            self.take(work, &decision)
+            if mark_code == CODE_BOUND and decision.action == NO_RULE:
+                work.reason = REASON_BOUND
+            self.decide(i, now)
+            return
+        self.counters.undecided += 1
+
+    cdef void classify_dns(self, int i, double now) noexcept nogil:
+        cdef Decision decision
+        cdef const Packet* packet = &self.extractor.packet
+        cdef Work* work = &self.work[i]
+        self.counters.dns_queries += 1
+        work.name_len = self.extractor.result.name_len
+        memcpy(work.name, self.extractor.result.name, work.name_len + 1)
+        work.dns_qtype = self.extractor.result.dns_qtype
+        decision = self.classifier.decide_flow(work.group, <const uint8_t*>work.name, work.name_len, NULL, 0,
+                                               <int64_t>now)
+        self.take(work, &decision)
+        if work.code == CODE_ALLOW:
+            if (self.groups[work.group].safe_search or self.groups[work.group].bypass_shield) and \
+                    name_in_set(self.special_hashes, work.name, work.name_len):
+                work.slow = SLOW_DNS_SPECIAL
+            elif work.action == ACTION_MONITOR:
+                work.slow = SLOW_EVENT
+            return
+        self.counters.dns_blocked += 1
+        if packet.protocol == PROTO_TCP:
+            self.mark(i, work.code)                # DNS over TCP: reset (or drop) the connection
+            work.slow = SLOW_EVENT
+        elif work.code == CODE_DROP:
+            self.verdicts[i].verdict = NF_DROP
+            work.slow = SLOW_EVENT
+        else:
+            work.slow = SLOW_DNS_ANSWER
+
+    cdef inline void take(self, Work* work, const Decision* decision) noexcept nogil:
+        """The classifier's decision, or the group's default when no rule matched."""
+        work.action = decision.action if decision.action != NO_RULE else self.groups[work.group].default_action
+        work.code = code_for(work.action)
+        work.list_id = decision.list_id
+        work.tier = decision.tier if decision.action != NO_RULE else -1
+        work.order = decision.order
+
+    cdef inline void override_reason(self, Work* work, uint8_t action, uint8_t reason) noexcept nogil:
+        work.action = action
+        work.code = code_for(action)
+        work.reason = reason
+        work.list_id = -1
+        work.tier = -1
+
+    cdef inline void mark(self, int i, uint8_t code) noexcept nogil:
+        """Packet i goes through the rules again with the flow's verdict code in its mark."""
+        self.verdicts[i].verdict = NF_REPEAT
+        self.verdicts[i].set_mark = 1
+        self.verdicts[i].mark = (self.packets[i].mark & ~self.mark_mask) | \
+                                ((<uint32_t>code << self.mark_shift) & self.mark_mask)
+
+    cdef void decide(self, int i, double now) noexcept nogil:
+        """Marks packet i's flow with work[i].code and remembers the decision."""
+        cdef Work* work = &self.work[i]
+        self.mark(i, work.code)
+        work.decided = 1
+        self.remember(work, now)
+        if work.slow == SLOW_NONE and (work.code != CODE_ALLOW or work.action == ACTION_MONITOR):
+            work.slow = SLOW_EVENT
+
+    # ---- decided flows
+
+    cdef DecidedFlow* find_decided(self, const FlowId* flow, double now) noexcept nogil:
+        cdef uint64_t hash = ef_hash_bytes(flow, sizeof(FlowId))
+        cdef DecidedFlow* slot
+        cdef int i
+        for i in range(DECIDED_PROBES):
+            slot = &self.decided[(hash + i) & self.decided_mask]
+            if slot.hash == hash and memcmp(&slot.flow, flow, sizeof(FlowId)) == 0:
+                if now - slot.decided_at > self.decided_lifetime:
+                    return NULL
+                return slot
+        return NULL
+
+    cdef void remember(self, const Work* work, double now) noexcept nogil:
+        cdef uint64_t hash = ef_hash_bytes(&work.flow, sizeof(FlowId))
+        cdef DecidedFlow* slot
+        cdef DecidedFlow* victim = NULL
+        cdef int i
+        for i in range(DECIDED_PROBES):
+            slot = &self.decided[(hash + i) & self.decided_mask]
+            if slot.hash == 0 or (slot.hash == hash and memcmp(&slot.flow, &work.flow, sizeof(FlowId)) == 0):
+                victim = slot
+                break
+            if victim == NULL or slot.decided_at < victim.decided_at:
+                victim = slot
+        if victim.hash != 0 and victim.hash != hash:
+            self.counters.decided_evicted += 1
+        victim.hash = hash
+        victim.flow = work.flow
+        victim.decided_at = now
+        victim.group = <uint16_t>work.group
+        victim.code = work.code
+        victim.kind = work.kind
+        victim.name_len = <uint8_t>min(work.name_len, 254)
+        memcpy(victim.name, work.name, victim.name_len)
+
+    cdef void count(self, int i) noexcept nogil:
+        cdef Work* work = &self.work[i]
+        cdef size_t cell
+        if not work.decided:
+            return
+        self.counters.flows_decided += 1
+        self.counters.by_code[work.code & 7] += 1
+        if 0 <= work.group < self.group_count and -1 <= work.list_id < self.list_count:
+            cell = (<size_t>work.group * (self.list_count + 1) + <size_t>(work.list_id + 1)) * 4
+            self.decisions[cell + (work.code & 3)] += 1
+
+    # ---- the handler's view of a batch
+
+    def slow_packets(self, int count):
+        """(index, slow reason) of the packets the handler must look at."""
+        return [(i, self.work[i].slow) for i in range(count) if self.work[i].slow != SLOW_NONE]
+
+    def packet(self, int i):
+        """What the handler needs of packet i: a dict (a copy; the payload only lives in the batch)."""
+        cdef Work* work = &self.work[i]
+        cdef int width = 4 if work.flow.ip_version == 4 else 16
+        return {
+            "payload": PyBytes_FromStringAndSize(<const char*>self.packets[i].payload, self.packets[i].payload_len),
+            "mark": self.packets[i].mark,
+            "slow": work.slow,
+            "kind": work.kind,
+            "action": work.action,
+            "code": work.code,
+            "reason": work.reason,
+            "group": work.group,
+            "list_id": work.list_id,
+            "tier": work.tier,
+            "order": work.order,
+            "ech": bool(work.ech),
+            "dns_qtype": work.dns_qtype,
+            "name": work.name[:work.name_len].decode("ascii") if work.name_len else None,
+            "path": work.path[:work.path_len].decode("latin-1") if work.path_len else None,
+            "ip_version": work.flow.ip_version,
+            "protocol": work.flow.protocol,
+            "src": PyBytes_FromStringAndSize(<const char*>work.flow.src, width),
+            "dst": PyBytes_FromStringAndSize(<const char*>work.flow.dst, width),
+            "sport": work.flow.sport,
+            "dport": work.flow.dport,
+        }
+
+    def decide_packet(self, int i, int action, int code, int list_id=-1, int tier=-1, int reason=REASON_RULE):
+        """The handler decided packet i's flow (QUIC, URL prefix): mark and remember it."""
+        cdef Work* work = &self.work[i]
+        work.action = action
+        work.code = code
+        work.list_id = list_id
+        work.tier = tier
+        work.reason = reason
+        self.decide(i, wall_clock())
+
+    def set_name(self, int i, str name):
+        """The name the handler found (a QUIC Initial's SNI), for the decided-flow table."""
+        cdef bytes raw = name.encode("ascii")
+        cdef Work* work = &self.work[i]
+        work.name_len = min(len(raw), 254)
+        memcpy(work.name, PyBytes_AS_STRING(raw), work.name_len)
+        work.name[work.name_len] = 0
+
+    def set_verdict(self, int i, int verdict, bytes payload=None, code=None):
+        """The handler's verdict for packet i (accept, drop or repeat), optionally with a
+        replaced payload and a verdict code in its packet mark (without deciding the flow)."""
+        cdef Verdict* out = &self.verdicts[i]
+        out.set_mark = 0
+        out.payload = NULL
+        out.payload_len = 0
+        if code is not None:
+            self.mark(i, code)
+        out.verdict = verdict
+        if payload is not None:
+            self.payloads.append(payload)
+            out.payload = <const uint8_t*>PyBytes_AS_STRING(payload)
+            out.payload_len = <uint32_t>PyBytes_GET_SIZE(payload)
+
+    def classify_name(self, int group, str name, bytes address, double now, url_matches=()):
+        """The classifier's raw decision for the handler (QUIC SNI, URL prefixes)."""
+        return self.classifier.decide(group, name.encode("ascii"), address, now, url_matches)
+
+    def decided_flows(self):
+        """Every remembered decision: (ip_version, protocol, src, dst, sport, dport, group, code, name)."""
+        cdef uint32_t i
+        cdef DecidedFlow* slot
+        cdef int width
+        found = []
+        for i in range(self.decided_mask + 1):
+            slot = &self.decided[i]
+            if slot.hash == 0:
+                continue
+            width = 4 if slot.flow.ip_version == 4 else 16
+            found.append((slot.flow.ip_version, slot.flow.protocol,
+                          PyBytes_FromStringAndSize(<const char*>slot.flow.src, width),
+                          PyBytes_FromStringAndSize(<const char*>slot.flow.dst, width),
+                          slot.flow.sport, slot.flow.dport, slot.group, slot.code,
+                          slot.name[:slot.name_len].decode("ascii") if slot.name_len else None))
+        return found
+
+    def update_decided(self, int ip_version, int protocol, bytes src, bytes dst, int sport, int dport, int code):
+        """A re-decided flow's new code, so queued packets of it get the new verdict too."""
+        cdef FlowId flow
+        cdef DecidedFlow* slot
+        memset(&flow, 0, sizeof(FlowId))
+        flow.ip_version, flow.protocol, flow.sport, flow.dport = ip_version, protocol, sport, dport
+        memcpy(flow.src, PyBytes_AS_STRING(src), min(len(src), 16))
+        memcpy(flow.dst, PyBytes_AS_STRING(dst), min(len(dst), 16))
+        slot = self.find_decided(&flow, wall_clock())
+        if slot != NULL:
+            slot.code = code
+
+    def decision_counts(self):
+        """{(group id, list id or -1, code): flows} since the policy was set."""
+        cdef size_t cell
+        cdef int group, list_id, code
+        counts = {}
+        if self.decisions == NULL:
+            return counts
+        for group in range(self.group_count):
+            for list_id in range(-1, self.list_count):
+                cell = (<size_t>group * (self.list_count + 1) + <size_t>(list_id + 1)) * 4
+                for code in range(4):
+                    if self.decisions[cell + code]:
+                        counts[(group, list_id, code)] = self.decisions[cell + code]
+        return counts
+
+    @property
+    def stats(self):
+        counters = dict(self.counters)
+        by_code = counters.pop("by_code")
+        counters.update({f"code_{code}": by_code[code] for code in (CODE_ALLOW, CODE_REJECT, CODE_DROP)})
+        return counters
+
+
+cdef inline void fill_flow(FlowId* flow, const Packet* packet) noexcept nogil:
+    memset(flow, 0, sizeof(FlowId))
+    flow.ip_version = packet.ip_version
+    flow.protocol = packet.protocol
+    flow.sport = packet.sport
+    flow.dport = packet.dport
+    memcpy(flow.src, packet.src, 16)
+    memcpy(flow.dst, packet.dst, 16)
+
+
+cdef void fill_name_set(uint64_t* slots, names) except *:
+    """An open-addressed set of name hashes (a false hit only sends a packet to Python)."""
+    cdef bytes raw
+    cdef uint64_t hash
+    cdef uint32_t slot, filled = 0
+    memset(slots, 0, SPECIAL_SLOTS * sizeof(uint64_t))
+    for name in names:
+        raw = name.encode("ascii") if isinstance(name, str) else bytes(name)
+        hash = ef_hash_bytes(PyBytes_AS_STRING(raw), len(raw))
+        slot = hash & (SPECIAL_SLOTS - 1)
+        while slots[slot] != 0 and slots[slot] != hash:
+            slot = (slot + 1) & (SPECIAL_SLOTS - 1)
+        if slots[slot] == 0:
+            filled += 1
+            if filled > SPECIAL_SLOTS // 2:
+                raise ValueError(f"at most {SPECIAL_SLOTS // 2} special names")
+        slots[slot] = hash
+
+
+cdef inline bint name_in_set(const uint64_t* slots, const char* name, int length) noexcept nogil:
+    cdef uint64_t hash = ef_hash_bytes(name, length)
+    cdef uint32_t slot = hash & (SPECIAL_SLOTS - 1)
+    while slots[slot] != 0:
+        if slots[slot] == hash:
+            return True
+        slot = (slot + 1) & (SPECIAL_SLOTS - 1)
+    return False

@@ -1,0 +1,78 @@
+"""`edufilter run` (the daemon) and `edufilter status`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edufilter.commands.types import Subparsers
+
+
+def register(commands: Subparsers) -> None:
+    run = commands.add_parser(
+        "run", help="filter: install the netfilter rules and run one worker per queue (needs root)",
+        description="The gateway daemon. Reads the configuration (default /etc/edufilter/edufilter.toml), "
+        "installs a stored or the bundled default policy, filters until SIGTERM; SIGHUP reloads the policy.",
+    )
+    run.add_argument("--config", type=Path, help="TOML configuration file")
+    run.add_argument("--state-dir", type=Path, help="state folder (overrides the configuration)")
+    run.add_argument("--no-api", action="store_true", help="do not serve the admin API")
+    run.set_defaults(handler=run_daemon)
+
+    status = commands.add_parser("status", help="queues, counters and the live policy version of the daemon")
+    status.add_argument("--config", type=Path, help="TOML configuration file")
+    status.add_argument("--state-dir", type=Path, help="state folder (overrides the configuration)")
+    status.add_argument("--json", action="store_true", help="the status document as JSON")
+    status.set_defaults(handler=show_status)
+
+
+def run_daemon(args: argparse.Namespace) -> int:
+    from edufilter.config import load_config
+    from edufilter.daemon.supervisor import Supervisor
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    config = load_config(args.config, args.state_dir)
+    return asyncio.run(Supervisor(config, args.config, serve_api=not args.no_api).run())
+
+
+def show_status(args: argparse.Namespace) -> int:
+    from edufilter.config import load_config
+    from edufilter.daemon.control import running_pid
+    from edufilter.output.status import read_status
+
+    config = load_config(args.config, args.state_dir)
+    status = read_status(config.state_dir / "run" / "status.json")
+    pid = running_pid(config.state_dir)
+    if args.json:
+        print(json.dumps({"running": pid is not None, **(status or {})}))
+        return 0 if pid is not None else 3
+    if status is None:
+        print(f"edufilter is not running (no status in {config.state_dir})")
+        return 3
+    print(f"edufilter {'running, pid ' + str(pid) if pid else 'NOT running (last status below)'}; "
+          f"policy version {status['policy']['version']}; status of {_age(status['updated_at'])}")
+    rows = [("WORKER", "QUEUE", "PID", "STATE", "RESTARTS", "PACKETS", "FLOWS", "ALLOW", "BLOCK", "DROP",
+             "QUEUED", "Q-DROPPED", "U-DROPPED")]
+    for queue in status["queues"]:
+        verdicts = queue["verdicts"]
+        rows.append(tuple(str(value) for value in (
+            queue["worker"], queue["queue"], queue["pid"] or "-", queue["state"], queue["restarts"],
+            queue["packets"], queue.get("flows", 0), verdicts.get("1", 0), verdicts.get("2", 0), verdicts.get("3", 0),
+            queue["queue_total"], queue["queue_dropped"], queue["user_dropped"])))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths)))
+    if status.get("last_reload"):
+        reload = status["last_reload"]
+        print(f"last reload {reload['at']}: {reload['result']} ({reload['duration_ms']} ms)")
+    return 0 if pid is not None else 3
+
+
+def _age(stamp: str) -> str:
+    seconds = (datetime.now(timezone.utc) - datetime.fromisoformat(stamp)).total_seconds()
+    return f"{seconds:.0f} s ago"

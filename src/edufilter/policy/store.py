@@ -10,9 +10,9 @@ import ipaddress
 import json
 import re
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, time, timezone
 from enum import StrEnum
 from pathlib import Path
@@ -126,6 +126,33 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX overrides_expiry ON overrides (expires_at);
     """,
+    # Admin API tokens (only a SHA-256 digest of each secret) and the audit log, kept with
+    # the policy so that a change and its audit row commit in one transaction.
+    """
+    CREATE TABLE api_tokens (
+        name TEXT PRIMARY KEY,
+        secret_sha256 TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        groups TEXT NOT NULL,
+        max_minutes INTEGER,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        token TEXT NOT NULL,
+        role TEXT NOT NULL,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        object_id TEXT NOT NULL,
+        before TEXT,
+        after TEXT,
+        policy_version INTEGER NOT NULL
+    );
+    CREATE INDEX audit_object ON audit_log (kind, object_id);
+    """,
 )
 
 BUSY_TIMEOUT_MS = 5000
@@ -145,6 +172,27 @@ _INTERFACE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # Linux IFNAMSIZ leaves 15 cha
 
 E = TypeVar("E", bound=StrEnum)
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who makes a change, as the audit log records it: token name and role, request line."""
+
+    token: str
+    role: str
+    method: str
+    path: str
+
+
+@dataclass(slots=True)
+class AuditedChange:
+    """The object one audited transaction changes; the caller sets before/after (JSON-ready)."""
+
+    db: sqlite3.Connection
+    kind: str
+    object_id: str
+    before: object = None
+    after: object = None
 
 
 class PolicyStore:
@@ -212,6 +260,11 @@ class PolicyStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        if self._db.in_transaction:
+            # Inside audited(): the outer transaction commits or rolls back everything.
+            with self._errors():
+                yield self._db
+            return
         with self._errors():
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -224,12 +277,53 @@ class PolicyStore:
 
     @contextmanager
     def _change(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction that bumps policy_version when it changed any row."""
+        """A write transaction that bumps policy_version when it changed the policy."""
         with self._transaction() as db:
             before = db.total_changes
+            # An update that writes the values a row already had changes rows, not the policy.
+            old_policy = _read_policy(db)
             yield db
-            if db.total_changes != before:
+            if db.total_changes != before and _read_policy(db) != old_policy:
                 db.execute("UPDATE policy_version SET version = version + 1")
+
+    @contextmanager
+    def audited(self, actor: Actor, kind: str, object_id: str) -> Iterator[AuditedChange]:
+        """One write transaction for the changes made inside it and their audit row.
+
+        Store methods called inside join the transaction; when any row changed, one
+        audit_log row (actor, object, the before/after the caller set) commits with them.
+        """
+        with self._transaction() as db:
+            change = AuditedChange(db, kind, object_id)
+            changes_before = db.total_changes
+            yield change
+            if db.total_changes != changes_before:
+                db.execute(
+                    "INSERT INTO audit_log (at, token, role, method, path, kind, object_id, before, after,"
+                    " policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                    " (SELECT version FROM policy_version))",
+                    (
+                        _utc_text(datetime.now(timezone.utc), "now"),
+                        actor.token,
+                        actor.role,
+                        actor.method,
+                        actor.path,
+                        change.kind,
+                        change.object_id,
+                        _json_or_null(change.before),
+                        _json_or_null(change.after),
+                    ),
+                )
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """The connection inside one read transaction, for consistent multi-query reads."""
+        with self._errors():
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            finally:
+                self._db.execute("COMMIT")
 
     def _known(self, kind: str, name: str) -> bool:
         return self._db.execute(_KNOWN_QUERIES[kind], (name,)).fetchone() is not None
@@ -250,13 +344,8 @@ class PolicyStore:
 
     def load_with_version(self) -> tuple[int, Policy]:
         """The policy and its policy_version, read from one snapshot."""
-        with self._errors():
-            self._db.execute("BEGIN")
-            try:
-                version = int(self._db.execute("SELECT version FROM policy_version").fetchone()[0])
-                return version, _read_policy(self._db)
-            finally:
-                self._db.execute("COMMIT")
+        with self.snapshot() as db:
+            return int(db.execute("SELECT version FROM policy_version").fetchone()[0]), _read_policy(db)
 
     # Whole policy
 
@@ -363,6 +452,21 @@ class PolicyStore:
                 raise PolicyError(f"list {list_name!r} already has {entry.kind} entry {entry.value!r}")
             _insert_entry(db, list_name, entry)
         return entry
+
+    def add_list_entries(self, list_name: str, entries: Iterable[ListEntry], replace_all: bool = False) -> int:
+        """Add many entries at once (an upload), skipping those the list has; returns how many
+        were added. With replace_all the list holds exactly the given entries afterwards."""
+        checked = [_checked_entry(entry, "entry") for entry in entries]
+        with self._change() as db:
+            self._require("lists", list_name, "list")
+            if replace_all:
+                db.execute("DELETE FROM list_entries WHERE list = ?", (list_name,))
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO list_entries (list, kind, value) VALUES (?, ?, ?)",
+                [(list_name, entry.kind.value, entry.value) for entry in checked],
+            )
+            return db.total_changes - before
 
     def remove_list_entry(self, list_name: str, entry: ListEntry) -> None:
         entry = _checked_entry(entry, "entry")
@@ -609,12 +713,12 @@ def _checked_entry(entry: ListEntry, what: str) -> ListEntry:
 
 def checked_list(admin_list: AdminList) -> AdminList:
     check_id("list", _text(admin_list.name, "list.name"))
-    entries: list[ListEntry] = []
+    entries: dict[ListEntry, None] = {}  # ordered, and a set for the duplicate test on long lists
     for index, entry in enumerate(admin_list.entries):
         entry = _checked_entry(entry, f"list.entries[{index}]")
         if entry in entries:
             raise PolicyError(f"list.entries[{index}]: {entry.kind} entry {entry.value!r} is given twice")
-        entries.append(entry)
+        entries[entry] = None
     return AdminList(admin_list.name, _text(admin_list.description, "list.description"), tuple(entries))
 
 
@@ -770,6 +874,10 @@ def _statements(script: str) -> Iterator[str]:
             statement = ""
     if statement.strip():
         raise PolicyError(f"migration statement is incomplete: {statement.strip()[:60]!r}")
+
+
+def _json_or_null(value: object) -> str | None:
+    return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
 def _utc_text(moment: datetime, what: str) -> str:

@@ -1,0 +1,181 @@
+"""Handlers that report rather than change: health, status, stats, events, Prometheus
+metrics, and the explained decision of `check`."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from edufilter.api.context import APPLIER, METRICS, STORE
+from edufilter.api.operations import Call, json_response
+from edufilter.api.problems import Problem
+from edufilter.api.uploads import UPLOADS
+from edufilter.api.validation import Invalid, parse_date_time
+from edufilter.errors import EdufilterError, PolicyError
+from edufilter.output.events import EventStore
+from edufilter.output.stats import StatsRow, prometheus_text
+from edufilter.output.status import read_status
+from edufilter.policy.model import ClientIdentity, check_mac
+
+log = logging.getLogger(__name__)
+
+
+class Explanation(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+# The decision engine's explain(name_or_url, client, at), called on a worker thread.
+Explain = Callable[[str, ClientIdentity, datetime], Explanation]
+# The daemon's status document (see output/status.py), or None when no daemon reports one.
+StatusSource = Callable[[], Awaitable[dict[str, Any] | None]]
+
+EXPLAIN: web.AppKey[Explain | None] = web.AppKey("explain")
+STATUS_SOURCE: web.AppKey[StatusSource] = web.AppKey("status_source")
+EVENTS: web.AppKey[EventStore | None] = web.AppKey("events")
+
+
+def status_file_source(path: Path) -> StatusSource:
+    """Reads the status file the daemon rewrites every second (<state>/run/status.json)."""
+
+    async def read() -> dict[str, Any] | None:
+        return await asyncio.to_thread(read_status, path)
+
+    return read
+
+
+async def healthz(call: Call) -> web.StreamResponse:
+    return json_response({"status": "ok"})
+
+
+async def status(call: Call) -> web.StreamResponse:
+    applier = call.app[APPLIER]
+    return json_response(
+        {
+            "policy_version": await call.app[STORE].run(lambda store: store.version),
+            "live_version": applier.live_version,
+            "applies": applier.applies,
+            "apply_failures": applier.failures,
+            "last_apply_error": applier.last_error,
+            "uploads_running": call.app[UPLOADS].running,
+            "daemon": await call.app[STATUS_SOURCE](),
+        }
+    )
+
+
+async def stats(call: Call) -> web.StreamResponse:
+    window, by = call.query["window"], call.query["by"]
+    store = call.app[EVENTS]
+    rows: list[StatsRow] = []
+    if store is not None:
+        filters = {name: call.query[name] for name in ("group", "category", "verdict") if name in call.query}
+        rows = await asyncio.to_thread(store.stats.query, window, by, **filters)
+    return json_response(
+        {
+            "window": window,
+            "by": by,
+            "rows": [
+                {"start": row.start.isoformat(), "key": row.key, "flows": row.flows, "packets": row.packets}
+                for row in rows
+            ],
+        }
+    )
+
+
+_EVENT_FILTERS = ("group", "category", "action", "client", "reference")
+
+
+async def events(call: Call) -> web.StreamResponse:
+    store = call.app[EVENTS]
+    if store is None:  # no daemon records events for this process
+        return json_response({"items": [], "next_cursor": None, "total": 0})
+    filters: dict[str, Any] = {name: call.query[name] for name in _EVENT_FILTERS if name in call.query}
+    for name in ("since", "until"):
+        if name in call.query:
+            filters[name] = parse_date_time(call.query[name])
+    found, following = await asyncio.to_thread(
+        store.query, limit=call.query["limit"], cursor=call.query.get("cursor"), **filters
+    )
+    return json_response({"items": [event.to_dict() for event in found], "next_cursor": following, "total": None})
+
+
+async def check(call: Call) -> web.StreamResponse:
+    explain = call.app[EXPLAIN]
+    if explain is None:
+        raise Problem(503, "engine-unavailable", "no decision engine is running here (no compiled policy)")
+    client = call.body["client"]
+    problems = []
+    try:
+        address = str(ipaddress.ip_address(client["address"]))
+    except ValueError as error:
+        problems.append(Invalid("client.address", str(error)))
+    mac = client.get("mac")
+    if mac is not None:
+        try:
+            mac = check_mac(mac)
+        except PolicyError as error:
+            problems.append(Invalid("client.mac", str(error)))
+    if problems:
+        raise Problem(422, "validation-error", "the client is not valid", invalid_params=problems)
+    at = parse_date_time(call.body["at"]) if "at" in call.body else datetime.now(timezone.utc)
+    identity = ClientIdentity(address, mac, client.get("interface"), client.get("vlan"))
+    explanation = await asyncio.to_thread(explain, call.body["target"], identity, at)
+    return json_response(explanation.to_dict())
+
+
+# Prometheus text exposition format 0.0.4
+
+
+_WORKER_COUNTERS = ("queue", "packets", "queue_dropped", "user_dropped", "fail_open", "restarts", "queue_total")
+
+
+async def metrics(call: Call) -> web.StreamResponse:
+    applier = call.app[APPLIER]
+    counters = call.app[METRICS]
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, int]]) -> None:
+        lines.extend((f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"))
+        lines.extend(f"{name}{labels} {value}" for labels, value in samples)
+
+    metric("edufilter_policy_version", "gauge", "Policy version stored in the policy database.",
+           [("", await call.app[STORE].run(lambda store: store.version))])
+    if applier.live_version is not None:
+        metric("edufilter_policy_live_version", "gauge", "Policy version the last successful apply made live.",
+               [("", applier.live_version)])
+    metric("edufilter_api_applies_total", "counter", "Policy applies by the admin API, by result.",
+           [('{result="ok"}', applier.applies), ('{result="failed"}', applier.failures)])
+    metric("edufilter_api_requests_total", "counter", "Admin API requests answered, by method and status.",
+           [(f'{{method="{method}",code="{code}"}}', count)
+            for (method, code), count in sorted(counters.requests.items())])
+    metric("edufilter_api_auth_failures_total", "counter", "Requests with an unknown or revoked token.",
+           [("", counters.auth_failures)])
+    metric("edufilter_api_throttled_total", "counter", "Requests refused for too many failed authentications.",
+           [("", counters.throttled)])
+    metric("edufilter_api_uploads_running", "gauge", "List uploads being read, stored or applied.",
+           [("", call.app[UPLOADS].running)])
+    text = "\n".join(lines) + "\n" + _worker_metrics(await call.app[STATUS_SOURCE]())
+    return web.Response(body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def _worker_metrics(status: dict[str, Any] | None) -> str:
+    """The queue counters of the daemon's status file, as output.stats writes them."""
+    queues = status.get("queues") if status else None
+    if not isinstance(queues, list):
+        return ""
+    workers = {
+        str(queue["worker"]): {name: queue[name] for name in _WORKER_COUNTERS if isinstance(queue.get(name), int)}
+        for queue in queues
+        if isinstance(queue, dict) and "worker" in queue
+    }
+    try:
+        return prometheus_text({"workers": workers})
+    except EdufilterError as error:
+        log.warning("admin API: the daemon's status has unusable counters: %s", error)
+        return ""

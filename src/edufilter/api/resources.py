@@ -1,0 +1,486 @@
+"""Handlers of the policy objects: groups, client matches, categories, admin lists and their
+entries, rules, schedules, overrides and the general settings."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, fields, replace
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from aiohttp import web
+
+from edufilter.api import schemas, views
+from edufilter.api.operations import (
+    Call,
+    Change,
+    json_response,
+    no_content,
+    not_found,
+    paginate,
+    path_of,
+    with_defaults,
+)
+from edufilter.api.problems import Problem
+from edufilter.api.tokens import Role
+from edufilter.api.validation import Invalid, Resource
+from edufilter.api.views import Row
+from edufilter.policy.model import (
+    AdminList,
+    ClientMatch,
+    DatedException,
+    Group,
+    ListEntry,
+    Rule,
+    Schedule,
+    Settings,
+    TimeSlot,
+    parse_entry,
+)
+from edufilter.policy.store import PolicyStore, checked_client
+
+Handler = Callable[[Call], Awaitable[web.StreamResponse]]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# Objects named by a slug: groups, lists, schedules
+
+
+@dataclass(frozen=True)
+class Named:
+    kind: str
+    param: str  # the path parameter holding the name
+    collection: str  # the collection's path part
+    resource: Resource
+    read: Callable[[sqlite3.Connection, str], Row | None]
+    read_all: Callable[[sqlite3.Connection], list[Row]]
+    model: Callable[[str, dict[str, Any], sqlite3.Connection], Any]  # name, writable fields -> model object
+    add: Callable[[PolicyStore, Any], None]
+    update: Callable[[PolicyStore, Any], None]
+    remove: Callable[[PolicyStore, str], None]
+    search: tuple[str, ...] = ("name",)
+
+
+def list_named(kind: Named) -> Handler:
+    async def handle(call: Call) -> web.StreamResponse:
+        return json_response(paginate(await call.read(kind.read_all), call.query, kind.search))
+
+    return handle
+
+
+def get_named(kind: Named) -> Handler:
+    async def handle(call: Call) -> web.StreamResponse:
+        name = call.params[kind.param]
+        row = await call.read(lambda db: kind.read(db, name))
+        if row is None:
+            raise not_found(kind.kind, name)
+        return json_response(row)
+
+    return handle
+
+
+def create_named(kind: Named) -> Handler:
+    async def handle(call: Call) -> web.StreamResponse:
+        body = with_defaults(call.body, kind.resource.create)
+        name = body.pop("name")
+
+        def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
+            kind.add(store, kind.model(name, body, db))
+
+        row = await call.change(Change(kind.kind, name, lambda db: kind.read(db, name), write, create=True))
+        return json_response(row, 201, location=path_of(kind.collection, name))
+
+    return handle
+
+
+def update_named(kind: Named, patch: bool) -> Handler:
+    """PUT replaces the writable fields (left out: their defaults); PATCH changes those given."""
+
+    async def handle(call: Call) -> web.StreamResponse:
+        name = call.params[kind.param]
+
+        def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
+            assert before is not None
+            if patch:
+                given = {field: before[field] for field in kind.resource.writable} | call.body
+            else:
+                given = with_defaults(call.body, kind.resource.replace)
+            kind.update(store, kind.model(name, given, db))
+
+        return json_response(await call.change(Change(kind.kind, name, lambda db: kind.read(db, name), write)))
+
+    return handle
+
+
+def delete_named(kind: Named) -> Handler:
+    async def handle(call: Call) -> web.StreamResponse:
+        name = call.params[kind.param]
+
+        def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
+            kind.remove(store, name)
+
+        await call.change(Change(kind.kind, name, lambda db: kind.read(db, name), write))
+        return no_content()
+
+    return handle
+
+
+def _list_model(name: str, given: dict[str, Any], db: sqlite3.Connection) -> AdminList:
+    # A list's representation leaves its entries out; a change of its fields keeps them.
+    rows = db.execute("SELECT kind, value FROM list_entries WHERE list = ? ORDER BY id", (name,))
+    return AdminList(name, given["description"], tuple(ListEntry(kind, value) for kind, value in rows))
+
+
+def _schedule_model(name: str, given: dict[str, Any], db: sqlite3.Connection) -> Schedule:
+    return Schedule(
+        name,
+        tuple(
+            TimeSlot(slot["weekday"], views.parse_slot_time(slot["start"]), views.parse_slot_time(slot["end"]))
+            for slot in given["slots"]
+        ),
+        tuple(
+            DatedException(
+                date.fromisoformat(exception["day"]),
+                tuple(
+                    (views.parse_slot_time(slot["start"]), views.parse_slot_time(slot["end"]))
+                    for slot in exception["slots"]
+                ),
+            )
+            for exception in given["exceptions"]
+        ),
+    )
+
+
+GROUPS = Named(
+    "group", "group", "groups", schemas.GROUP, views.group, views.groups,
+    lambda name, given, db: Group(name, **given),
+    PolicyStore.add_group, PolicyStore.update_group, PolicyStore.remove_group,
+    search=("name", "title"),
+)
+LISTS = Named(
+    "list", "list", "lists", schemas.LIST, views.admin_list, views.lists, _list_model,
+    PolicyStore.add_list, PolicyStore.update_list, PolicyStore.remove_list,
+    search=("name", "description"),
+)
+SCHEDULES = Named(
+    "schedule", "schedule", "schedules", schemas.SCHEDULE, views.schedule, views.schedules, _schedule_model,
+    PolicyStore.add_schedule, PolicyStore.update_schedule, PolicyStore.remove_schedule,
+)
+
+
+# Client matches, by id; their match (cidr, interface and VLAN, or MAC) never changes
+
+
+def _client_key(match: ClientMatch) -> str:
+    return " ".join(f"{name}={getattr(match, name)}" for name in ("cidr", "interface", "vlan", "mac")
+                    if getattr(match, name) is not None)
+
+
+def _client_by_match(db: sqlite3.Connection, match: ClientMatch) -> Row | None:
+    row = db.execute(
+        "SELECT id FROM clients WHERE cidr IS ? AND interface IS ? AND vlan IS ? AND mac IS ?",
+        (match.cidr, match.interface, match.vlan, match.mac),
+    ).fetchone()
+    return None if row is None else views.client(db, row[0])
+
+
+def _match_of(row: Row) -> ClientMatch:
+    return ClientMatch(**{field.name: row[field.name] for field in fields(ClientMatch)})  # type: ignore[arg-type]
+
+
+async def list_clients(call: Call) -> web.StreamResponse:
+    return json_response(paginate(await call.read(views.clients), call.query, ("cidr", "interface", "mac")))
+
+
+async def get_client(call: Call) -> web.StreamResponse:
+    client_id = call.params["id"]
+    row = await call.read(lambda db: views.client(db, client_id))
+    if row is None:
+        raise not_found("client", client_id)
+    return json_response(row)
+
+
+async def create_client(call: Call) -> web.StreamResponse:
+    match = _match_of(with_defaults(call.body, schemas.CLIENT.create))
+    # Normalised (cidr as a network, MAC lowercase) to find a duplicate; the store checks the group.
+    normal = replace(checked_client(match, lambda kind, name: True), group=match.group)
+
+    def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
+        store.add_client(match)
+
+    change = Change("client", _client_key(normal), lambda db: _client_by_match(db, normal), write, create=True,
+                    identify=lambda row: str(row["id"]))
+    row = await call.change(change)
+    assert row is not None
+    return json_response(row, 201, location=path_of("clients", row["id"]))
+
+
+def update_client(patch: bool) -> Handler:
+    async def handle(call: Call) -> web.StreamResponse:
+        client_id = call.params["id"]
+
+        def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
+            assert before is not None
+            group = call.body.get("group", before["group"]) if patch else call.body["group"]
+            store.update_client(replace(_match_of(before), group=group))
+
+        change = Change("client", str(client_id), lambda db: views.client(db, client_id), write)
+        return json_response(await call.change(change))
+
+    return handle
+
+
+async def delete_client(call: Call) -> web.StreamResponse:
+    client_id = call.params["id"]
+
+    def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
+        assert before is not None
+        store.remove_client(_match_of(before))
+
+    await call.change(Change("client", str(client_id), lambda db: views.client(db, client_id), write))
+    return no_content()
+
+
+# Categories: made by list imports, read here
+
+
+async def list_categories(call: Call) -> web.StreamResponse:
+    return json_response(paginate(await call.read(views.categories), call.query, ("name", "titles")))
+
+
+async def get_category(call: Call) -> web.StreamResponse:
+    name = call.params["category"]
+    row = await call.read(lambda db: views.category(db, name))
+    if row is None:
+        raise not_found("category", name)
+    return json_response(row)
+
+
+# Entries of an admin list
+
+
+def _require_list(db: sqlite3.Connection, name: str) -> None:
+    if views.admin_list(db, name) is None:
+        raise not_found("list", name)
+
+
+async def list_entries(call: Call) -> web.StreamResponse:
+    name = call.params["list"]
+    offset, limit = int(call.query.get("cursor") or 0), call.query["limit"]
+
+    def page(db: sqlite3.Connection) -> tuple[list[Row], int]:
+        _require_list(db, name)
+        return views.entries(
+            db, name, call.query.get("kind"), call.query.get("q"), call.query["sort"], limit, offset
+        )
+
+    items, total = await call.read(page)
+    following = offset + limit
+    return json_response(
+        {"items": items, "next_cursor": str(following) if following < total else None, "total": total}
+    )
+
+
+async def get_entry(call: Call) -> web.StreamResponse:
+    name, entry_id = call.params["list"], call.params["id"]
+    row = await call.read(lambda db: views.entry(db, name, entry_id))
+    if row is None:
+        raise not_found("entry", f"{name}/{entry_id}")
+    return json_response(row)
+
+
+async def create_entry(call: Call) -> web.StreamResponse:
+    name = call.params["list"]
+    entry = parse_entry(call.body["kind"], call.body["value"])  # normalised, to find a duplicate
+
+    def read(db: sqlite3.Connection) -> Row | None:
+        _require_list(db, name)
+        return views.entry_by_value(db, name, entry.kind.value, entry.value)
+
+    def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
+        store.add_list_entry(name, entry)
+
+    change = Change("entry", f"{name}/{entry.kind}:{entry.value}", read, write, create=True,
+                    identify=lambda row: f"{name}/{row['id']}")
+    row = await call.change(change)
+    assert row is not None
+    return json_response(row, 201, location=path_of("lists", name, "entries", row["id"]))
+
+
+async def delete_entry(call: Call) -> web.StreamResponse:
+    name, entry_id = call.params["list"], call.params["id"]
+
+    def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
+        assert before is not None
+        store.remove_list_entry(name, ListEntry(before["kind"], before["value"]))
+
+    await call.change(Change("entry", f"{name}/{entry_id}", lambda db: views.entry(db, name, entry_id), write))
+    return no_content()
+
+
+# Rules, by group and position
+
+
+def _rule_model(group: str, given: dict[str, Any]) -> Rule:
+    return Rule(group, given["target_kind"], given["target"], given["action"], given.get("schedule"))
+
+
+def _rule_id(row: Row) -> str:
+    return f"{row['group']}/{row['position']}"
+
+
+async def list_rules(call: Call) -> web.StreamResponse:
+    group = call.params["group"]
+
+    def read(db: sqlite3.Connection) -> list[Row]:
+        if views.group(db, group) is None:
+            raise not_found("group", group)
+        return views.rules(db, group)
+
+    return json_response(paginate(await call.read(read), call.query, ("target",)))
+
+
+async def get_rule(call: Call) -> web.StreamResponse:
+    group, position = call.params["group"], call.params["position"]
+    row = await call.read(lambda db: views.rule(db, group, position))
+    if row is None:
+        raise not_found("rule", f"{group}/{position}")
+    return json_response(row)
+
+
+async def create_rule(call: Call) -> web.StreamResponse:
+    group = call.params["group"]
+    rule = _rule_model(group, with_defaults(call.body, schemas.RULE.create))
+
+    def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> int:
+        if views.group(db, group) is None:
+            raise not_found("group", group)
+        return store.add_rule(rule, call.body.get("position"))
+
+    change = Change("rule", group, lambda db: None, write, create=True,
+                    read_after=lambda db, position: views.rule(db, group, position), identify=_rule_id)
+    row = await call.change(change)
+    assert row is not None
+    return json_response(row, 201, location=path_of("groups", group, "rules", row["position"]))
+
+
+def update_rule(patch: bool) -> Handler:
+    """Replace a rule; a new position moves it (the rules between shift by one)."""
+
+    async def handle(call: Call) -> web.StreamResponse:
+        group, position = call.params["group"], call.params["position"]
+
+        def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> int:
+            assert before is not None
+            given = before | call.body if patch else with_defaults(call.body, schemas.RULE.replace)
+            rule = _rule_model(group, given)
+            moved_to = call.body.get("position", position)
+            if moved_to == position:
+                store.update_rule(rule, position)
+            else:
+                store.remove_rule(group, position)
+                store.add_rule(rule, moved_to)
+            return int(moved_to)
+
+        change = Change("rule", f"{group}/{position}", lambda db: views.rule(db, group, position), write,
+                        read_after=lambda db, moved_to: views.rule(db, group, moved_to))
+        return json_response(await call.change(change))
+
+    return handle
+
+
+async def delete_rule(call: Call) -> web.StreamResponse:
+    group, position = call.params["group"], call.params["position"]
+
+    def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
+        store.remove_rule(group, position)
+
+    await call.change(Change("rule", f"{group}/{position}", lambda db: views.rule(db, group, position), write))
+    return no_content()
+
+
+# Overrides: the teacher's "open this site for my class for 50 minutes"
+
+
+def _may_override(call: Call, group: str) -> None:
+    token = call.token
+    assert token is not None
+    if token.role is Role.TEACHER and group not in token.groups:
+        raise Problem(403, "forbidden", f"this token may not override for group {group!r}")
+
+
+async def list_overrides(call: Call) -> web.StreamResponse:
+    now = _now()
+    rows = await call.read(lambda db: views.overrides(db, now))
+    assert call.token is not None
+    if call.token.role is Role.TEACHER:
+        rows = [row for row in rows if row["group"] in call.token.groups]
+    return json_response(paginate(rows, call.query, ("name", "reason")))
+
+
+async def get_override(call: Call) -> web.StreamResponse:
+    override_id, now = call.params["id"], _now()
+    row = await call.read(lambda db: views.override(db, override_id, now))
+    if row is None:
+        raise not_found("override", override_id)
+    _may_override(call, str(row["group"]))
+    return json_response(row)
+
+
+async def create_override(call: Call) -> web.StreamResponse:
+    body = with_defaults(call.body, schemas.OVERRIDE_CREATE)
+    _may_override(call, body["group"])
+    token = call.token
+    assert token is not None
+    if token.max_minutes is not None and body["minutes"] > token.max_minutes:
+        reason = f"is more than this token's maximum of {token.max_minutes} minutes"
+        raise Problem(422, "invalid-change", f"minutes {reason}", invalid_params=[Invalid("minutes", reason)])
+    starts_at = _now()
+
+    def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> int:
+        return store.add_override(
+            body["group"], body["name"], body["action"], starts_at, starts_at + timedelta(minutes=body["minutes"]),
+            created_by=token.name, reason=body["reason"],
+        ).id
+
+    change = Change("override", body["group"], lambda db: None, write, create=True,
+                    read_after=lambda db, override_id: views.override(db, override_id, starts_at),
+                    identify=lambda row: str(row["id"]))
+    row = await call.change(change)
+    assert row is not None
+    return json_response(row, 201, location=path_of("overrides", row["id"]))
+
+
+async def delete_override(call: Call) -> web.StreamResponse:
+    override_id, now = call.params["id"], _now()
+
+    def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
+        store.remove_override(override_id)
+
+    change = Change("override", str(override_id), lambda db: views.override(db, override_id, now), write,
+                    guard=lambda row: _may_override(call, str(row["group"])))
+    await call.change(change)
+    return no_content()
+
+
+# General settings: one object, always present
+
+
+async def get_settings(call: Call) -> web.StreamResponse:
+    return json_response(await call.read(views.settings))
+
+
+def update_settings(patch: bool) -> Handler:
+    async def handle(call: Call) -> web.StreamResponse:
+        def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
+            assert before is not None
+            given = before | call.body if patch else with_defaults(call.body, schemas.SETTINGS.replace)
+            store.set_settings(Settings(**given))
+
+        return json_response(await call.change(Change("settings", "settings", views.settings, write)))
+
+    return handle

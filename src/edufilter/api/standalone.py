@@ -1,0 +1,42 @@
+"""The applier and the decision engine of an API that serves a state directory beside the
+daemon rather than inside it (`edufilter api`, the tests): compile the stored policy into
+the live image and ask a running daemon to map it; explain decisions as `edufilter check`."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+
+from edufilter.api.context import Applier, policy_path
+from edufilter.api.observe import Explain
+from edufilter.daemon.control import request_reload
+from edufilter.policy.compile import compile_policy
+from edufilter.policy.engine import Explanation, open_current
+from edufilter.policy.model import ClientIdentity
+from edufilter.policy.store import PolicyStore
+
+
+def compiling_applier(state_dir: Path) -> Applier:
+    """Compile <state>/images/policy.img and signal the daemon; returns the version compiled."""
+
+    def compile_and_reload() -> int:
+        with PolicyStore(policy_path(state_dir)) as store:
+            version, policy = store.load_with_version()
+        compile_policy(state_dir, policy=policy, version=version)
+        request_reload(state_dir)  # no daemon running: the image waits for the next start
+        return version
+
+    async def apply() -> int:
+        return await asyncio.to_thread(compile_and_reload)
+
+    return apply
+
+
+def image_explain(state_dir: Path) -> Explain:
+    """Explain from the live images, or from a fresh compile when they are stale."""
+
+    def explain(target: str, client: ClientIdentity, at: datetime) -> Explanation:
+        return open_current(state_dir, at).explain(target, client, at)
+
+    return explain

@@ -1,0 +1,309 @@
+"""The API's JSON representations, read straight from the policy database's tables.
+
+PolicyStore.load() reads the whole policy (every list entry included); the API needs one
+object at a time inside the transaction that changes it (for If-Match and the audit log's
+before/after) and pages of long lists, so it reads the tables here. Keep these queries in
+step with store.MIGRATIONS.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import fields
+from datetime import datetime, time
+
+from edufilter.policy.model import Settings, TargetKind
+
+Row = dict[str, object]
+
+# A slot ending at midnight is stored as 00:00; the API writes it as 24:00, which reads better.
+END_OF_DAY = "24:00"
+
+
+def end_text(stored: str) -> str:
+    return END_OF_DAY if stored == "00:00" else stored
+
+
+def parse_slot_time(value: str) -> time:
+    return time(0, 0) if value == END_OF_DAY else time.fromisoformat(value)
+
+
+def _one(rows: list[Row]) -> Row | None:
+    return rows[0] if rows else None
+
+
+# Groups
+
+_GROUP_QUERY = (
+    "SELECT name, title, default_action, safe_search, quic, bypass_shield, log_client_address FROM groups"
+)
+
+
+def _group(row: tuple[object, ...]) -> Row:
+    name, title, default_action, safe_search, quic, bypass_shield, log_client_address = row
+    return {
+        "name": name,
+        "title": title,
+        "default_action": default_action,
+        "safe_search": bool(safe_search),
+        "quic": quic,
+        "bypass_shield": bool(bypass_shield),
+        "log_client_address": bool(log_client_address),
+    }
+
+
+def groups(db: sqlite3.Connection) -> list[Row]:
+    return [_group(row) for row in db.execute(f"{_GROUP_QUERY} ORDER BY rowid")]
+
+
+def group(db: sqlite3.Connection, name: str) -> Row | None:
+    return _one([_group(row) for row in db.execute(f"{_GROUP_QUERY} WHERE name = ?", (name,))])
+
+
+# Client matches
+
+_CLIENT_QUERY = "SELECT id, group_name, cidr, interface, vlan, mac FROM clients"
+
+
+def _client(row: tuple[object, ...]) -> Row:
+    client_id, group_name, cidr, interface, vlan, mac = row
+    return {"id": client_id, "group": group_name, "cidr": cidr, "interface": interface, "vlan": vlan, "mac": mac}
+
+
+def clients(db: sqlite3.Connection) -> list[Row]:
+    return [_client(row) for row in db.execute(f"{_CLIENT_QUERY} ORDER BY id")]
+
+
+def client(db: sqlite3.Connection, client_id: int) -> Row | None:
+    return _one([_client(row) for row in db.execute(f"{_CLIENT_QUERY} WHERE id = ?", (client_id,))])
+
+
+# Categories
+
+_CATEGORY_QUERY = "SELECT name, source, titles, descriptions, alias_of FROM categories"
+
+
+def _category(row: tuple[object, ...]) -> Row:
+    name, source, titles, descriptions, alias_of = row
+    return {
+        "name": name,
+        "source": source,
+        "titles": json.loads(str(titles)),
+        "descriptions": json.loads(str(descriptions)),
+        "alias_of": alias_of,
+    }
+
+
+def categories(db: sqlite3.Connection) -> list[Row]:
+    return [_category(row) for row in db.execute(f"{_CATEGORY_QUERY} ORDER BY name")]
+
+
+def category(db: sqlite3.Connection, name: str) -> Row | None:
+    return _one([_category(row) for row in db.execute(f"{_CATEGORY_QUERY} WHERE name = ?", (name,))])
+
+
+# Admin lists and their entries
+
+_LIST_QUERY = (
+    "SELECT l.name, l.description, (SELECT count(*) FROM list_entries e WHERE e.list = l.name) FROM lists l"
+)
+
+
+def _list(row: tuple[object, ...]) -> Row:
+    name, description, entry_count = row
+    return {"name": name, "description": description, "entry_count": entry_count}
+
+
+def lists(db: sqlite3.Connection) -> list[Row]:
+    return [_list(row) for row in db.execute(f"{_LIST_QUERY} ORDER BY l.rowid")]
+
+
+def admin_list(db: sqlite3.Connection, name: str) -> Row | None:
+    return _one([_list(row) for row in db.execute(f"{_LIST_QUERY} WHERE l.name = ?", (name,))])
+
+
+def _entry(row: tuple[object, ...]) -> Row:
+    entry_id, kind, value = row
+    return {"id": entry_id, "kind": kind, "value": value}
+
+
+ENTRY_SORTS = {"id": "id", "-id": "id DESC", "value": "value, id", "-value": "value DESC, id DESC"}
+
+
+def entries(
+    db: sqlite3.Connection,
+    list_name: str,
+    kind: str | None,
+    contains: str | None,
+    sort: str,
+    limit: int,
+    offset: int,
+) -> tuple[list[Row], int]:
+    """One page of a list's entries (SQL-side: lists can be long) and the number matching."""
+    where = "list = ?"
+    arguments: list[object] = [list_name]
+    if kind is not None:
+        where += " AND kind = ?"
+        arguments.append(kind)
+    if contains:
+        where += " AND instr(value, ?) > 0"
+        arguments.append(contains)
+    total = int(db.execute(f"SELECT count(*) FROM list_entries WHERE {where}", arguments).fetchone()[0])
+    rows = db.execute(
+        f"SELECT id, kind, value FROM list_entries WHERE {where} ORDER BY {ENTRY_SORTS[sort]} LIMIT ? OFFSET ?",
+        [*arguments, limit, offset],
+    )
+    return [_entry(row) for row in rows], total
+
+
+def entry(db: sqlite3.Connection, list_name: str, entry_id: int) -> Row | None:
+    rows = db.execute("SELECT id, kind, value FROM list_entries WHERE list = ? AND id = ?", (list_name, entry_id))
+    return _one([_entry(row) for row in rows])
+
+
+def entry_by_value(db: sqlite3.Connection, list_name: str, kind: str, value: str) -> Row | None:
+    rows = db.execute(
+        "SELECT id, kind, value FROM list_entries WHERE list = ? AND kind = ? AND value = ?", (list_name, kind, value)
+    )
+    return _one([_entry(row) for row in rows])
+
+
+# Rules, addressed by group and position
+
+_RULE_QUERY = "SELECT group_name, position, category, list, action, schedule FROM rules"
+
+
+def _rule(row: tuple[object, ...]) -> Row:
+    group_name, position, category_name, list_name, action, schedule_name = row
+    return {
+        "group": group_name,
+        "position": position,
+        "target_kind": (TargetKind.CATEGORY if category_name is not None else TargetKind.LIST).value,
+        "target": category_name if category_name is not None else list_name,
+        "action": action,
+        "schedule": schedule_name,
+    }
+
+
+def rules(db: sqlite3.Connection, group_name: str) -> list[Row]:
+    rows = db.execute(f"{_RULE_QUERY} WHERE group_name = ? ORDER BY position", (group_name,))
+    return [_rule(row) for row in rows]
+
+
+def rule(db: sqlite3.Connection, group_name: str, position: int) -> Row | None:
+    rows = db.execute(f"{_RULE_QUERY} WHERE group_name = ? AND position = ?", (group_name, position))
+    return _one([_rule(row) for row in rows])
+
+
+# Schedules
+
+def _schedules(db: sqlite3.Connection, name: str | None) -> list[Row]:
+    where, arguments = ("WHERE name = ?", (name,)) if name is not None else ("", ())
+    found: dict[str, Row] = {
+        str(row[0]): {"name": row[0], "slots": [], "exceptions": []}
+        for row in db.execute(f"SELECT name FROM schedules {where} ORDER BY rowid", arguments)
+    }
+    for schedule_name, weekday, starts, ends in db.execute(
+        "SELECT schedule, weekday, starts, ends FROM schedule_slots ORDER BY id"
+    ):
+        if schedule_name in found:
+            found[schedule_name]["slots"].append(  # type: ignore[attr-defined]
+                {"weekday": weekday, "start": starts, "end": end_text(ends)}
+            )
+    exceptions: dict[int, Row] = {}
+    for exception_id, schedule_name, day in db.execute(
+        "SELECT id, schedule, day FROM schedule_exceptions ORDER BY id"
+    ):
+        if schedule_name in found:
+            exceptions[exception_id] = {"day": day, "slots": []}
+            found[schedule_name]["exceptions"].append(exceptions[exception_id])  # type: ignore[attr-defined]
+    for exception_id, starts, ends in db.execute("SELECT exception, starts, ends FROM exception_slots ORDER BY id"):
+        if exception_id in exceptions:
+            exceptions[exception_id]["slots"].append({"start": starts, "end": end_text(ends)})  # type: ignore[attr-defined]
+    return list(found.values())
+
+
+def schedules(db: sqlite3.Connection) -> list[Row]:
+    return _schedules(db, None)
+
+
+def schedule(db: sqlite3.Connection, name: str) -> Row | None:
+    return _one(_schedules(db, name))
+
+
+# Overrides
+
+_OVERRIDE_QUERY = "SELECT id, group_name, name, action, starts_at, expires_at, created_by, reason FROM overrides"
+
+
+def _override(row: tuple[object, ...], now: datetime) -> Row:
+    override_id, group_name, name, action, starts_at, expires_at, created_by, reason = row
+    active = datetime.fromisoformat(str(starts_at)) <= now < datetime.fromisoformat(str(expires_at))
+    return {
+        "id": override_id,
+        "group": group_name,
+        "name": name,
+        "action": action,
+        "starts_at": starts_at,
+        "expires_at": expires_at,
+        "created_by": created_by,
+        "reason": reason,
+        "active": active,
+    }
+
+
+def overrides(db: sqlite3.Connection, now: datetime) -> list[Row]:
+    return [_override(row, now) for row in db.execute(f"{_OVERRIDE_QUERY} ORDER BY id")]
+
+
+def override(db: sqlite3.Connection, override_id: int, now: datetime) -> Row | None:
+    return _one([_override(row, now) for row in db.execute(f"{_OVERRIDE_QUERY} WHERE id = ?", (override_id,))])
+
+
+# General settings
+
+def settings(db: sqlite3.Connection) -> Row:
+    """The stored settings, each unset one at its model default."""
+    stored = {key: json.loads(value) for key, value in db.execute("SELECT key, value FROM settings")}
+    return {field.name: stored.get(field.name, field.default) for field in fields(Settings)}
+
+
+# Audit log, newest first, paged by id
+
+_AUDIT_FILTERS = {"kind": "kind = ?", "object_id": "object_id = ?", "token": "token = ?", "since": "at >= ?"}
+
+
+def audit(db: sqlite3.Connection, filters: dict[str, str], limit: int, before_id: int | None) -> list[Row]:
+    """Up to `limit` audit rows matching `filters`, with ids below before_id."""
+    clauses = [_AUDIT_FILTERS[name] for name in filters]
+    arguments: list[object] = list(filters.values())
+    if before_id is not None:
+        clauses.append("id < ?")
+        arguments.append(before_id)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = db.execute(
+        "SELECT id, at, token, role, method, path, kind, object_id, before, after, policy_version"
+        f" FROM audit_log {where} ORDER BY id DESC LIMIT ?",
+        [*arguments, limit],
+    )
+    return [
+        {
+            "id": row_id,
+            "at": at,
+            "token": token,
+            "role": role,
+            "method": method,
+            "path": path,
+            "kind": kind,
+            "object_id": object_id,
+            "before": None if before is None else json.loads(before),
+            "after": None if after is None else json.loads(after),
+            "policy_version": policy_version,
+        }
+        for row_id, at, token, role, method, path, kind, object_id, before, after, policy_version in rows
+    ]
+
+
+def policy_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT version FROM policy_version").fetchone()[0])

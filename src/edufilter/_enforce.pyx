@@ -71,7 +71,7 @@ cpdef enum Slow:
     SLOW_NONE = 0
     SLOW_EVENT = 1          # a block or monitor decision: log it
     SLOW_DNS_ANSWER = 2     # a blocked DNS query: answer it (NXDOMAIN or the block page) and drop it
-    SLOW_DNS_SPECIAL = 3    # safe search or a bypass signal: rewrite the query or answer it
+    SLOW_DNS_SPECIAL = 3    # safe search, a bypass signal or an HTTPS record: rewrite or answer
     SLOW_DNS_REPLY = 4      # the resolver's answer to a safe-search query: restore the question
     SLOW_QUIC = 5           # a QUIC Initial to decrypt
     SLOW_HTTP_BLOCK = 6     # a blocked plain-HTTP request: inject the block page
@@ -81,7 +81,6 @@ cpdef enum Slow:
 cpdef enum Reason:
     REASON_RULE = 0         # a rule matched (or the group's default, list_id -1)
     REASON_BOUND = 1        # no name within the inspection bound: the group's default
-    REASON_ECH = 2          # an encrypted ClientHello under the bypass shield
     REASON_DOT = 3          # DNS over TLS/QUIC (port 853) under the bypass shield
     REASON_QUIC = 4         # QUIC blocked for the group (browsers fall back to TCP)
 
@@ -92,6 +91,8 @@ cdef enum:
     PROTO_TCP = 6
     PROTO_UDP = 17
     DNS_PORT = 53
+    DNS_TYPE_SVCB = 64
+    DNS_TYPE_HTTPS = 65
     DOT_PORT = 853
     QUIC_PORT = 443
     SPECIAL_SLOTS = 1024    # power of two, for the small set of safe-search and bypass names
@@ -294,6 +295,10 @@ cdef class Enforcer:
                 self.count(i)
             if self.queue.send_verdicts(self.verdicts, count) < 0:
                 self.counters.send_errors += 1
+        if slow:
+            # Forged packets go out only now: a reset to the server must follow the segments
+            # of the same batch that were just accepted, or the server would not take it.
+            self.handler.after_verdicts()
         self.payloads.clear()
         self.counters.batches += 1
         return count
@@ -368,8 +373,6 @@ cdef class Enforcer:
             decision = self.classifier.decide_flow(group, <const uint8_t*>work.name, work.name_len, packet.dst,
                                                    4 if packet.ip_version == 4 else 16, <int64_t>now)
             self.take(work, &decision)
-            if kind == KIND_SNI and work.ech and self.groups[group].bypass_shield and work.code == CODE_ALLOW:
-                self.override_reason(work, ACTION_BLOCK, REASON_ECH)
             self.decide(i, now)
             if kind == KIND_HTTP_HOST and work.code == CODE_REJECT:
                 work.slow = SLOW_HTTP_BLOCK
@@ -413,6 +416,11 @@ cdef class Enforcer:
         if work.code == CODE_ALLOW:
             if (self.groups[work.group].safe_search or self.groups[work.group].bypass_shield) and \
                     name_in_set(self.special_hashes, work.name, work.name_len):
+                work.slow = SLOW_DNS_SPECIAL
+            elif self.groups[work.group].bypass_shield and (work.dns_qtype == DNS_TYPE_SVCB or
+                                                            work.dns_qtype == DNS_TYPE_HTTPS):
+                # Without HTTPS/SVCB records a browser learns no ECH keys (nor encrypted DNS
+                # servers), so its ClientHello keeps the real server name in the clear.
                 work.slow = SLOW_DNS_SPECIAL
             elif work.action == ACTION_MONITOR:
                 work.slow = SLOW_EVENT

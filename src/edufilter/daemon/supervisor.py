@@ -305,7 +305,8 @@ class Supervisor:
             entry = {
                 "worker": worker.index, "queue": worker.queue,
                 "pid": worker.process.pid if worker.process is not None and worker.process.poll() is None else None,
-                "state": worker.state, "restarts": worker.restarts, "packets": enforcer.get("packets", 0),
+                "state": worker.state, "restarts": worker.restarts, "policy_version": stats.get("policy_version"),
+                "packets": enforcer.get("packets", 0),
                 "flows": enforcer.get("flows_decided", 0),
                 "verdicts": {str(code): enforcer.get(f"code_{code}", 0) for code in (1, 2, 3)},
                 "queue_total": kernel.get("queue_total", 0), "queue_dropped": kernel.get("queue_dropped", 0),

@@ -34,7 +34,7 @@ from edufilter.config import Config, load_config
 from edufilter.decode.quic import QuicInitialCollector
 from edufilter.enforce import blockpage, dns
 from edufilter.enforce.conntrack import FlowTuple, set_code
-from edufilter.enforce.inject import RawSender, parse_ip
+from edufilter.enforce.inject import IPPROTO_TCP, RawSender, parse_ip
 from edufilter.enforce.marks import INJECTED, MarkLayout
 from edufilter.errors import EdufilterError
 from edufilter.output.events import new_reference
@@ -55,7 +55,8 @@ ACTION_NAMES = {
 ACTION_CODES = {name: code for code, name in ACTION_NAMES.items()}
 KIND_NAMES = {NameKind.KIND_DNS: "dns", NameKind.KIND_SNI: "sni", NameKind.KIND_HTTP_HOST: "http_host",
               NameKind.KIND_QUIC_INITIAL: "quic_sni"}
-REASON_CATEGORIES = {Reason.REASON_ECH: "bypass:ech", Reason.REASON_DOT: "bypass:dot", Reason.REASON_QUIC: "quic"}
+REASON_CATEGORIES = {Reason.REASON_DOT: "bypass:dot", Reason.REASON_QUIC: "quic"}
+SERVICE_BINDING_TYPES = (64, 65)  # SVCB, HTTPS: where browsers learn ECH keys and encrypted DNS
 
 
 def verdict_code(action: int) -> int:
@@ -136,6 +137,7 @@ class SlowPath:
         self.quic = QuicInitialCollector()
         self.rewritten: OrderedDict[tuple[bytes, int, int], tuple[str, float]] = OrderedDict()
         self.events: list[dict] = []
+        self.outbox: list[bytes] = []  # forged packets, sent once the batch's verdicts are out
         self.failures = 0
 
     def handle(self, enforcer: Enforcer, count: int) -> None:
@@ -148,9 +150,16 @@ class SlowPath:
                 self.failures += 1
                 log.exception("worker %d: handling a %s packet failed", self.worker, Slow(reason).name)
 
+    def after_verdicts(self) -> None:
+        for packet in self.outbox:
+            self.sender.send(packet, self.injected_mark)
+        self.outbox.clear()
+
     def dispatch(self, enforcer: Enforcer, index: int, reason: int, packet: dict, now: float) -> None:
         if reason == Slow.SLOW_EVENT:
             self.event(packet, now)
+            if packet["code"] == Code.CODE_REJECT and packet["protocol"] == IPPROTO_TCP:
+                self.reset_server(packet)
         elif reason == Slow.SLOW_DNS_ANSWER:
             self.answer_blocked_query(enforcer, index, packet, now)
         elif reason == Slow.SLOW_DNS_SPECIAL:
@@ -171,17 +180,24 @@ class SlowPath:
         mode = "sinkhole" if packet["action"] == RuleAction.ACTION_SINKHOLE else "nxdomain"
         answer = dns.blocked_answer(packet["payload"], mode, settings["block_page_ipv4"], settings["block_page_ipv6"])
         if answer is not None:
-            self.sender.send(answer, self.injected_mark)
+            self.outbox.append(answer)
         enforcer.set_verdict(index, DROP)
         self.event(packet, now)
 
     def special_query(self, enforcer: Enforcer, index: int, packet: dict, now: float) -> None:
         group = self.view.meta["groups"][packet["group"]]
         name = packet["name"]
+        shield = None
         if group["bypass_shield"] and dns.bypass_answer(name):
-            answer = dns.blocked_answer(packet["payload"], "nxdomain", "", "")
+            shield = "nxdomain"
+        elif group["bypass_shield"] and packet["dns_qtype"] in SERVICE_BINDING_TYPES:
+            shield = "sinkhole"  # NODATA for these types: no ECH keys, no resolver hints
+        if shield is not None:
+            settings = self.view.meta["settings"]
+            answer = dns.blocked_answer(packet["payload"], shield, settings["block_page_ipv4"],
+                                        settings["block_page_ipv6"])
             if answer is not None:
-                self.sender.send(answer, self.injected_mark)
+                self.outbox.append(answer)
                 enforcer.set_verdict(index, DROP)
             return
         target = dns.safe_search_target(name, self.config.dns.youtube) if group["safe_search"] else None
@@ -240,9 +256,6 @@ class SlowPath:
         reason = Reason.REASON_RULE
         if action == RuleAction.NO_RULE:
             action, list_id, tier = ACTION_CODES[self.view.meta["groups"][packet["group"]]["default_action"]], -1, -1
-        if packet["ech"] and self.view.meta["groups"][packet["group"]]["bypass_shield"] and \
-                verdict_code(action) == Code.CODE_ALLOW:
-            action, list_id, tier, reason = RuleAction.ACTION_BLOCK, -1, -1, Reason.REASON_ECH
         code = verdict_code(action)
         enforcer.decide_packet(index, action, code, list_id, tier, reason)
         packet.update(action=action, code=code, list_id=list_id, tier=tier, reason=reason)
@@ -250,16 +263,21 @@ class SlowPath:
             self.event(packet, now)
         return code
 
+    def reset_server(self, packet: dict) -> None:
+        """The kernel resets the client; the server is told too, so it does not wait for a
+        ClientHello that never comes."""
+        reset = blockpage.reset_to_server(packet["payload"])
+        if reset is not None:
+            self.outbox.append(reset)
+
     def block_page(self, enforcer: Enforcer, index: int, packet: dict, now: float) -> None:
         reference = new_reference()
         info = self.block_info(packet, reference, now)
         status, headers, body = blockpage.render_block_page(
             info, accept_language(packet["payload"]), self.config.blockpage.default_language)
         for segment in blockpage.block_response_segments(packet["payload"], body, BLOCK_PAGE_MSS, status, headers):
-            self.sender.send(segment, self.injected_mark)
-        reset = blockpage.reset_to_server(packet["payload"])
-        if reset is not None:
-            self.sender.send(reset, self.injected_mark)
+            self.outbox.append(segment)
+        self.reset_server(packet)
         # The client got its answer and a clean close: drop the rest of the flow quietly (a
         # reset would answer its closing ACK and FIN).
         enforcer.decide_packet(index, packet["action"], Code.CODE_DROP, packet["list_id"], packet["tier"],

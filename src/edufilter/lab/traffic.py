@@ -723,6 +723,7 @@ def _run_quic_client(address: str, port: int, server_name: str, version: int) ->
         server_name=server_name,
         verify_mode=ssl.CERT_NONE,
         supported_versions=[versions[version]],
+        idle_timeout=4.0,  # a blocked handshake fails in seconds, inside the caller's timeout
     )
 
     async def main() -> None:

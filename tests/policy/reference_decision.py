@@ -20,6 +20,7 @@ from edufilter.policy.model import (
     Rule,
     TargetKind,
     check_mac,
+    effective_rules,
 )
 from edufilter.policy.schedule import is_active
 
@@ -125,7 +126,7 @@ def reference_decide(
             target = f"override:{override.id}"
             candidates.append(_Candidate(TIER_OVERRIDE, match, override.action, override.id, target, None))
 
-    for position, rule in enumerate(rule for rule in policy.rules if rule.group == group_name):
+    for position, rule in enumerate(rule for rule in effective_rules(policy) if rule.group == group_name):
         if not _rule_active(policy, rule, when):
             continue
         if rule.target_kind is TargetKind.LIST:

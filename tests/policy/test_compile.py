@@ -196,7 +196,7 @@ def test_school_explanations(tmp_path: Path) -> None:
     assert (explained.action, explained.decided_by, explained.list, explained.matched) == (
         "allow", "admin list", "allow", "docs.example.org")
     assert explained.rule == {"group": "pupils", "position": 0, "target_kind": "list", "target": "allow",
-                              "action": "allow", "schedule": None}
+                              "action": "allow", "schedule": None, "bypass_shield": False}
     games = engine.explain("games.example", PUPIL, MONDAY_LESSON + timedelta(minutes=10))
     assert (games.action, games.decided_by, games.list) == ("block", "category", "games")
     assert games.schedule_slot == "Monday 2026-03-30 08:30-12:00"
@@ -255,7 +255,7 @@ def policies(draw: st.DrawFn) -> tuple[Policy, dict[str, CategoryData]]:
         for index in range(draw(st.integers(0, 3)))
     )
     data = {
-        f"c{index}": CategoryData(
+        ("c0", "vpn", "c2")[index]: CategoryData(
             frozenset(draw(st.lists(names, max_size=6))),
             tuple(sorted(set(draw(st.lists(st.sampled_from(DESTINATION_NETWORKS), max_size=2))))),
             frozenset(f"{n}/{p}" for n, p in draw(st.lists(st.tuples(names, st.sampled_from(["", "a/"])), max_size=2))),
@@ -284,7 +284,8 @@ def policies(draw: st.DrawFn) -> tuple[Policy, dict[str, CategoryData]]:
                  BASE + timedelta(minutes=draw(st.integers(3001, 6000))))
         for index in range(draw(st.integers(0, 2)))
     )
-    groups = tuple(Group(name, default_action=draw(st.sampled_from(ACTIONS))) for name in GROUPS)
+    groups = tuple(Group(name, default_action=draw(st.sampled_from(ACTIONS)), bypass_shield=draw(st.booleans()))
+                   for name in GROUPS)
     policy = Policy(Settings(timezone="Europe/Brussels", default_group="g0"), categories, lists, groups, clients,
                     rules, schedules, overrides)
     return policy, data

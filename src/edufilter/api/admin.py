@@ -10,10 +10,10 @@ from aiohttp import web
 
 from edufilter.api import views
 from edufilter.api.context import APPLIER, STORE
-from edufilter.api.operations import Call, Change, json_response, no_content, not_found, paginate, path_of
+from edufilter.api.operations import Call, Change, json_response, no_content, paginate, path_of
 from edufilter.api.problems import Problem
 from edufilter.api.tokens import create_token, find_token, list_tokens, revoke_token
-from edufilter.api.validation import parse_date_time
+from edufilter.api.validation import checked_date_time
 from edufilter.api.views import Row
 from edufilter.policy.store import PolicyStore
 
@@ -30,10 +30,7 @@ async def list_token_handler(call: Call) -> web.StreamResponse:
 
 async def get_token(call: Call) -> web.StreamResponse:
     name = call.params["name"]
-    row = await call.read(lambda db: _token_row(db, name))
-    if row is None:
-        raise not_found("token", name)
-    return json_response(row)
+    return json_response(await call.read_one("token", name, lambda db: _token_row(db, name)))
 
 
 async def create_token_handler(call: Call) -> web.StreamResponse:
@@ -72,11 +69,10 @@ async def whoami(call: Call) -> web.StreamResponse:
 
 async def read_audit(call: Call) -> web.StreamResponse:
     limit = call.query["limit"]
-    filters = {name: call.query[name] for name in ("kind", "object_id", "token") if name in call.query}
+    filters: dict[str, str] = {name: call.query[name] for name in ("kind", "object_id", "token") if name in call.query}
     if "since" in call.query:
         # Stored times are UTC with microseconds, so they compare as text in time order.
-        since = parse_date_time(call.query["since"])
-        assert since is not None  # the query schema checked the format
+        since = checked_date_time(call.query["since"])
         filters["since"] = since.astimezone(timezone.utc).isoformat(timespec="microseconds")
     cursor = call.query.get("cursor")
     rows = await call.read(lambda db: views.audit(db, filters, limit + 1, int(cursor) if cursor else None))

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from edufilter.api.problems import Problem
 from edufilter.api.settings import ApiSettings
+from edufilter.policy.liststore import POLICY_DB
 from edufilter.policy.store import PolicyStore
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ Applier = Callable[[], Awaitable[int]]
 
 
 def policy_path(state_dir: Path) -> Path:
-    return state_dir / "policy.sqlite"
+    return state_dir / POLICY_DB
 
 
 class StoreWorker:

@@ -17,7 +17,7 @@ from edufilter.api.context import APPLIER, METRICS, STORE
 from edufilter.api.operations import Call, json_response
 from edufilter.api.problems import Problem
 from edufilter.api.uploads import UPLOADS
-from edufilter.api.validation import Invalid, parse_date_time
+from edufilter.api.validation import Invalid, checked_date_time
 from edufilter.errors import EdufilterError, PolicyError
 from edufilter.output.events import EventStore
 from edufilter.output.stats import StatsRow, prometheus_text
@@ -31,7 +31,8 @@ class Explanation(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
-# The decision engine's explain(name_or_url, client, at), called on a worker thread.
+# The decision engine's explain(name_or_url, client, at). It runs on the event loop, beside
+# the daemon's other users of its engine, so it must be quick: a lookup in mapped images.
 Explain = Callable[[str, ClientIdentity, datetime], Explanation]
 # The daemon's status document (see output/status.py), or None when no daemon reports one.
 StatusSource = Callable[[], Awaitable[dict[str, Any] | None]]
@@ -98,7 +99,7 @@ async def events(call: Call) -> web.StreamResponse:
     filters: dict[str, Any] = {name: call.query[name] for name in _EVENT_FILTERS if name in call.query}
     for name in ("since", "until"):
         if name in call.query:
-            filters[name] = parse_date_time(call.query[name])
+            filters[name] = checked_date_time(call.query[name])
     found, following = await asyncio.to_thread(
         store.query, limit=call.query["limit"], cursor=call.query.get("cursor"), **filters
     )
@@ -123,16 +124,12 @@ async def check(call: Call) -> web.StreamResponse:
             problems.append(Invalid("client.mac", str(error)))
     if problems:
         raise Problem(422, "validation-error", "the client is not valid", invalid_params=problems)
-    at = parse_date_time(call.body["at"]) if "at" in call.body else datetime.now(timezone.utc)
+    at = checked_date_time(call.body["at"]) if "at" in call.body else datetime.now(timezone.utc)
     identity = ClientIdentity(address, mac, client.get("interface"), client.get("vlan"))
-    explanation = await asyncio.to_thread(explain, call.body["target"], identity, at)
-    return json_response(explanation.to_dict())
+    return json_response(explain(call.body["target"], identity, at).to_dict())
 
 
 # Prometheus text exposition format 0.0.4
-
-
-_WORKER_COUNTERS = ("queue", "packets", "queue_dropped", "user_dropped", "fail_open", "restarts", "queue_total")
 
 
 async def metrics(call: Call) -> web.StreamResponse:
@@ -169,11 +166,7 @@ def _worker_metrics(status: dict[str, Any] | None) -> str:
     queues = status.get("queues") if status else None
     if not isinstance(queues, list):
         return ""
-    workers = {
-        str(queue["worker"]): {name: queue[name] for name in _WORKER_COUNTERS if isinstance(queue.get(name), int)}
-        for queue in queues
-        if isinstance(queue, dict) and "worker" in queue
-    }
+    workers = {str(queue["worker"]): queue for queue in queues if isinstance(queue, dict) and "worker" in queue}
     try:
         return prometheus_text({"workers": workers})
     except EdufilterError as error:

@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -27,6 +27,7 @@ JSON_TYPES = ("application/json",)
 PATCH_TYPES = ("application/json", "application/merge-patch+json")
 UPLOAD_TYPES = ("application/octet-stream", "text/plain", "application/gzip")
 
+BODY_CHUNK_BYTES = 1 << 20
 TOKEN = web.RequestKey("token", Token)  # the authenticated token of a request
 MAX_PAGE = 1000
 PAGE_QUERY: dict[str, Schema] = {
@@ -92,6 +93,13 @@ class Call:
 
         return await self.app[STORE].run(work)
 
+    async def read_one(self, kind: str, object_id: object, query: Callable[[sqlite3.Connection], Row | None]) -> Row:
+        """The object `query` finds, or 404."""
+        row = await self.read(query)
+        if row is None:
+            raise not_found(kind, object_id)
+        return row
+
     async def change(self, change: Change, apply: bool = True) -> Row | None:
         """Make the change with its audit row in one transaction, then apply it live."""
         after, version = await self.app[STORE].run(lambda store: _run_change(store, change, self.actor, self.if_match))
@@ -156,10 +164,14 @@ def etag_of(representation: object) -> str:
     return '"' + hashlib.sha256(canonical_json(representation)).hexdigest()[:32] + '"'
 
 
+def precondition_required() -> Problem:
+    return Problem(428, "precondition-required", "send If-Match with the ETag of the resource you change")
+
+
 def check_if_match(if_match: str | None, current: Row) -> None:
     """412 unless If-Match is * or lists the current ETag (strong comparison, RFC 9110 13.1.1)."""
     if if_match is None:
-        raise Problem(428, "precondition-required", "send If-Match with the ETag of the resource you change")
+        raise precondition_required()
     if if_match.strip() == "*":
         return
     if etag_of(current) not in [tag.strip() for tag in if_match.split(",")]:
@@ -203,13 +215,13 @@ def paginate(rows: list[Row], query: dict[str, Any], search: tuple[str, ...] = (
         rows = sorted(rows, key=lambda row: (row[key] is None, row[key] if row[key] is not None else 0),
                       reverse=sort.startswith("-"))
     offset = int(query.get("cursor") or 0)
-    limit = query["limit"]
+    return page_of(rows[offset:offset + query["limit"]], len(rows), offset, query["limit"])
+
+
+def page_of(items: list[Row], total: int, offset: int, limit: int) -> dict[str, object]:
+    """A page at `offset` of a collection of `total` items; its cursor is the next offset."""
     following = offset + limit
-    return {
-        "items": rows[offset:following],
-        "next_cursor": str(following) if following < len(rows) else None,
-        "total": len(rows),
-    }
+    return {"items": items, "next_cursor": str(following) if following < total else None, "total": total}
 
 
 def sort_choices(*fields: str) -> Schema:
@@ -225,7 +237,7 @@ def handler_for(operation: Operation) -> Callable[[web.Request], Awaitable[web.S
         query = _query(request, operation)
         if_match = request.headers.get("If-Match")
         if operation.if_match and if_match is None:
-            raise Problem(428, "precondition-required", "send If-Match with the ETag of the resource you change")
+            raise precondition_required()
         body = await read_json(request, operation.body, operation.body_types) if operation.body else None
         return await operation.handler(Call(request, request.get(TOKEN), params, query, body, if_match))
 
@@ -283,7 +295,7 @@ async def read_json(request: web.Request, schema: Schema, types: tuple[str, ...]
     if request.content_type not in types:
         raise Problem(415, "unsupported-media-type", f"send the body as {' or '.join(types)}")
     limit = request.app[SETTINGS].max_json_bytes
-    raw = await read_limited(request, limit)
+    raw = b"".join([chunk async for chunk in limited_body(request, limit)])
     try:
         value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError) as error:
@@ -294,17 +306,16 @@ async def read_json(request: web.Request, schema: Schema, types: tuple[str, ...]
     return value
 
 
-async def read_limited(request: web.Request, limit: int) -> bytes:
+async def limited_body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+    """The body in chunks; 413 as soon as it is known to be longer than `limit` bytes."""
     if request.content_length is not None and request.content_length > limit:
         raise too_large(limit)
-    chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.readany():
+    async for chunk in request.content.iter_chunked(BODY_CHUNK_BYTES):
         size += len(chunk)
         if size > limit:
             raise too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        yield chunk
 
 
 def too_large(limit: int) -> Problem:

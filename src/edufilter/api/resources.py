@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -18,6 +18,7 @@ from edufilter.api.operations import (
     json_response,
     no_content,
     not_found,
+    page_of,
     paginate,
     path_of,
     with_defaults,
@@ -30,6 +31,7 @@ from edufilter.policy.model import (
     AdminList,
     ClientMatch,
     DatedException,
+    EntryKind,
     Group,
     ListEntry,
     Rule,
@@ -75,10 +77,7 @@ def list_named(kind: Named) -> Handler:
 def get_named(kind: Named) -> Handler:
     async def handle(call: Call) -> web.StreamResponse:
         name = call.params[kind.param]
-        row = await call.read(lambda db: kind.read(db, name))
-        if row is None:
-            raise not_found(kind.kind, name)
-        return json_response(row)
+        return json_response(await call.read_one(kind.kind, name, lambda db: kind.read(db, name)))
 
     return handle
 
@@ -131,8 +130,8 @@ def delete_named(kind: Named) -> Handler:
 
 def _list_model(name: str, given: dict[str, Any], db: sqlite3.Connection) -> AdminList:
     # A list's representation leaves its entries out; a change of its fields keeps them.
-    rows = db.execute("SELECT kind, value FROM list_entries WHERE list = ? ORDER BY id", (name,))
-    return AdminList(name, given["description"], tuple(ListEntry(kind, value) for kind, value in rows))
+    entries = tuple(ListEntry(EntryKind(kind), value) for kind, value in views.entry_values(db, name))
+    return AdminList(name, given["description"], entries)
 
 
 def _schedule_model(name: str, given: dict[str, Any], db: sqlite3.Connection) -> Schedule:
@@ -180,16 +179,8 @@ def _client_key(match: ClientMatch) -> str:
                     if getattr(match, name) is not None)
 
 
-def _client_by_match(db: sqlite3.Connection, match: ClientMatch) -> Row | None:
-    row = db.execute(
-        "SELECT id FROM clients WHERE cidr IS ? AND interface IS ? AND vlan IS ? AND mac IS ?",
-        (match.cidr, match.interface, match.vlan, match.mac),
-    ).fetchone()
-    return None if row is None else views.client(db, row[0])
-
-
 def _match_of(row: Row) -> ClientMatch:
-    return ClientMatch(**{field.name: row[field.name] for field in fields(ClientMatch)})  # type: ignore[arg-type]
+    return ClientMatch(row["group"], row["cidr"], row["interface"], row["vlan"], row["mac"])
 
 
 async def list_clients(call: Call) -> web.StreamResponse:
@@ -198,10 +189,7 @@ async def list_clients(call: Call) -> web.StreamResponse:
 
 async def get_client(call: Call) -> web.StreamResponse:
     client_id = call.params["id"]
-    row = await call.read(lambda db: views.client(db, client_id))
-    if row is None:
-        raise not_found("client", client_id)
-    return json_response(row)
+    return json_response(await call.read_one("client", client_id, lambda db: views.client(db, client_id)))
 
 
 async def create_client(call: Call) -> web.StreamResponse:
@@ -212,7 +200,7 @@ async def create_client(call: Call) -> web.StreamResponse:
     def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
         store.add_client(match)
 
-    change = Change("client", _client_key(normal), lambda db: _client_by_match(db, normal), write, create=True,
+    change = Change("client", _client_key(normal), lambda db: views.client_by_match(db, normal), write, create=True,
                     identify=lambda row: str(row["id"]))
     row = await call.change(change)
     assert row is not None
@@ -254,10 +242,7 @@ async def list_categories(call: Call) -> web.StreamResponse:
 
 async def get_category(call: Call) -> web.StreamResponse:
     name = call.params["category"]
-    row = await call.read(lambda db: views.category(db, name))
-    if row is None:
-        raise not_found("category", name)
-    return json_response(row)
+    return json_response(await call.read_one("category", name, lambda db: views.category(db, name)))
 
 
 # Entries of an admin list
@@ -279,18 +264,12 @@ async def list_entries(call: Call) -> web.StreamResponse:
         )
 
     items, total = await call.read(page)
-    following = offset + limit
-    return json_response(
-        {"items": items, "next_cursor": str(following) if following < total else None, "total": total}
-    )
+    return json_response(page_of(items, total, offset, limit))
 
 
 async def get_entry(call: Call) -> web.StreamResponse:
     name, entry_id = call.params["list"], call.params["id"]
-    row = await call.read(lambda db: views.entry(db, name, entry_id))
-    if row is None:
-        raise not_found("entry", f"{name}/{entry_id}")
-    return json_response(row)
+    return json_response(await call.read_one("entry", f"{name}/{entry_id}", lambda db: views.entry(db, name, entry_id)))
 
 
 async def create_entry(call: Call) -> web.StreamResponse:
@@ -316,7 +295,7 @@ async def delete_entry(call: Call) -> web.StreamResponse:
 
     def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
         assert before is not None
-        store.remove_list_entry(name, ListEntry(before["kind"], before["value"]))
+        store.remove_list_entry(name, ListEntry(EntryKind(before["kind"]), before["value"]))
 
     await call.change(Change("entry", f"{name}/{entry_id}", lambda db: views.entry(db, name, entry_id), write))
     return no_content()
@@ -346,10 +325,7 @@ async def list_rules(call: Call) -> web.StreamResponse:
 
 async def get_rule(call: Call) -> web.StreamResponse:
     group, position = call.params["group"], call.params["position"]
-    row = await call.read(lambda db: views.rule(db, group, position))
-    if row is None:
-        raise not_found("rule", f"{group}/{position}")
-    return json_response(row)
+    return json_response(await call.read_one("rule", f"{group}/{position}", lambda db: views.rule(db, group, position)))
 
 
 async def create_rule(call: Call) -> web.StreamResponse:
@@ -424,9 +400,7 @@ async def list_overrides(call: Call) -> web.StreamResponse:
 
 async def get_override(call: Call) -> web.StreamResponse:
     override_id, now = call.params["id"], _now()
-    row = await call.read(lambda db: views.override(db, override_id, now))
-    if row is None:
-        raise not_found("override", override_id)
+    row = await call.read_one("override", override_id, lambda db: views.override(db, override_id, now))
     _may_override(call, str(row["group"]))
     return json_response(row)
 

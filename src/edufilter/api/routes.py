@@ -16,13 +16,12 @@ from edufilter.api.operations import (
 )
 from edufilter.api.resources import GROUPS, LISTS, SCHEDULES, Named
 from edufilter.api.security import OPERATIONS
-from edufilter.api.tokens import Role
+from edufilter.api.tokens import EVERY_ROLE, Role
 from edufilter.api.validation import Schema, boolean, choice, date_time, integer, slug, text
 from edufilter.policy.model import Action, EntryKind, QuicMode, TargetKind
 from edufilter.output.stats import DIMENSIONS, WINDOWS
 from edufilter.policy.sources import ListFormat
 
-EVERYONE = frozenset(Role)
 READERS = frozenset((Role.ADMIN, Role.EDITOR, Role.VIEWER))
 EDITORS = frozenset((Role.ADMIN, Role.EDITOR))
 ADMINS = frozenset((Role.ADMIN,))
@@ -84,8 +83,8 @@ OPERATIONS_TABLE: list[Operation] = [
     Operation("GET", "/metrics", "metrics", "Prometheus metrics (text format 0.0.4)", observe.metrics, READERS,
               (Response(200, "Metrics", {"type": "string"}, content_type="text/plain"),), "service"),
     Operation("GET", "/api/openapi.json", "openapi", "This OpenAPI document", openapi.serve_openapi,
-              EVERYONE, (Response(200, "OpenAPI 3.1 document", {"type": "object"}),), "service"),
-    Operation("GET", "/api/v1/whoami", "whoami", "The token making this request", admin.whoami, EVERYONE,
+              EVERY_ROLE, (Response(200, "OpenAPI 3.1 document", {"type": "object"}),), "service"),
+    Operation("GET", "/api/v1/whoami", "whoami", "The token making this request", admin.whoami, EVERY_ROLE,
               (ok(schemas.TOKEN.representation),), "tokens"),
     Operation("GET", "/api/v1/status", "status", "Stored and live policy versions, daemon status",
               observe.status, READERS, (ok(schemas.STATUS),), "service"),
@@ -205,7 +204,7 @@ OPERATIONS_TABLE: list[Operation] = [
               READERS, (ok(schemas.UPLOAD),), "lists", path_params={"id": text(32, 1)}),
     # Overrides
     Operation("GET", "/api/v1/overrides", "list_overrides", "List overrides (a teacher sees their groups')",
-              resources.list_overrides, EVERYONE, (ok(schemas.OVERRIDE_PAGE),), "overrides",
+              resources.list_overrides, EVERY_ROLE, (ok(schemas.OVERRIDE_PAGE),), "overrides",
               query=_query(sort=sort_choices("id", "starts_at", "expires_at", "name"), q=text(100, 1),
                            group=slug("group name"), name=text(253, 1), action=choice(Action), active=boolean(),
                            created_by=text(64, 1))),
@@ -213,7 +212,7 @@ OPERATIONS_TABLE: list[Operation] = [
               "Allow (or block) a name for a group from now for some minutes", resources.create_override,
               OVERRIDERS, (created(schemas.OVERRIDE), APPLY_FAILED), "overrides", body=schemas.OVERRIDE_CREATE),
     Operation("GET", "/api/v1/overrides/{id}", "get_override", "Read an override", resources.get_override,
-              EVERYONE, (ok(schemas.OVERRIDE),), "overrides", path_params={"id": _ID}),
+              EVERY_ROLE, (ok(schemas.OVERRIDE),), "overrides", path_params={"id": _ID}),
     Operation("DELETE", "/api/v1/overrides/{id}", "delete_override", "End an override now",
               resources.delete_override, OVERRIDERS, (NO_CONTENT, APPLY_FAILED), "overrides",
               path_params={"id": _ID}, if_match=True),

@@ -262,9 +262,41 @@ CHECK_REQUEST = component(
         required=["target", "client"],
     ),
 )
+_EXPLAINED_RULE = obj(
+    {"group": slug("group name"), "position": integer(), "target_kind": choice(TargetKind),
+     "target": slug("category or list name"), "action": choice(Action), "schedule": nullable(slug("schedule name"))},
+    required=["group", "position", "target_kind", "target", "action", "schedule"],
+)
+_EXPLAINED_OVERRIDE = obj(
+    {"id": integer(1), "group": slug("group name"), "name": text(253), "action": choice(Action),
+     "starts_at": date_time(), "expires_at": date_time(), "created_by": text(200), "reason": text(500)},
+    required=["id", "group", "name", "action", "starts_at", "expires_at", "created_by", "reason"],
+)
 EXPLANATION = component(
     "Explanation",
-    {"type": "object", "description": "the decision and why: group, action, tier, rule, list or category, ..."},
+    obj(
+        {
+            "target": text(2048),
+            "group": slug("group name"),
+            "group_match": {"type": "string", "enum": ["mac", "interface", "cidr", "default"]},
+            "action": choice(Action),
+            "decided_by": {"type": "string", "enum": ["override", "admin list", "category", "group default"]},
+            "list": nullable(text(100, description="category or admin list; override:<id>")),
+            "list_title": nullable(text(2000, description="a category's title (English, else any)")),
+            "match": nullable({"type": "string", "enum": ["url", "name", "address"]}),
+            "matched": nullable(text(2048, description="the matched suffix, network or URL prefix")),
+            "rule": nullable(_EXPLAINED_RULE),
+            "override": nullable(_EXPLAINED_OVERRIDE),
+            "schedule_slot": nullable(text(100, description="the slot that made a scheduled rule active")),
+            "at": date_time(description="the moment decided for, on the school's clock"),
+            "policy_version": integer(description="the policy version of the image that decided"),
+        },
+        required=[
+            "target", "group", "group_match", "action", "decided_by", "list", "list_title", "match", "matched",
+            "rule", "override", "schedule_slot", "at", "policy_version",
+        ],
+        description="the decision and why, as `edufilter check` explains it",
+    ),
 )
 
 STATUS = component(

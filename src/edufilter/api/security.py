@@ -13,7 +13,7 @@ from aiohttp.web_urldispatcher import AbstractRoute
 from edufilter.api.context import METRICS, STORE
 from edufilter.api.operations import TOKEN, Operation
 from edufilter.api.problems import Handler, Problem
-from edufilter.api.tokens import Token, authenticate
+from edufilter.api.tokens import EVERY_ROLE, Token, authenticate
 from edufilter.policy.store import PolicyStore
 
 OPERATIONS = web.AppKey("operations", dict[AbstractRoute, Operation])
@@ -52,14 +52,16 @@ class FailureThrottle:
 
 
 THROTTLE = web.AppKey("throttle", FailureThrottle)
-_UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="edufilter"'}
+_CHALLENGE = 'Bearer realm="edufilter"'
+MAX_SECRET_CHARACTERS = 200  # far above a real token; anything longer is not looked up
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every request but the public ones needs a live token whose role the operation allows."""
     operation = request.app[OPERATIONS].get(request.match_info.route)
-    if operation is not None and operation.roles is None:
+    roles = EVERY_ROLE if operation is None else operation.roles  # an unknown path: any token, then 404
+    if roles is None:
         return await handler(request)
     address = request.remote or "unknown"
     throttle = request.app[THROTTLE]
@@ -72,7 +74,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "too many failed authentications from this address; wait before trying again",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
-    token = await _token(request)
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise Problem(401, "unauthorized", "this needs 'Authorization: Bearer <token>'",
+                      headers={"WWW-Authenticate": _CHALLENGE})
+    token = await _token(request.app, header)
     if token is None:
         throttle.failed(address)
         request.app[METRICS].auth_failures += 1
@@ -80,24 +86,23 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             401,
             "unauthorized",
             "send a valid, unrevoked token as 'Authorization: Bearer <token>'",
-            headers={"WWW-Authenticate": 'Bearer realm="edufilter", error="invalid_token"'},
+            headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'},
         )
-    if operation is not None and token.role not in operation.roles:
-        raise Problem(403, "forbidden", f"a {token.role} token may not use {request.method} {operation.path}")
+    if token.role not in roles:
+        raise Problem(403, "forbidden", f"a {token.role} token may not use {request.method} {request.path}")
     request[TOKEN] = token
     return await handler(request)
 
 
-async def _token(request: web.Request) -> Token | None:
-    scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
+async def _token(app: web.Application, header: str) -> Token | None:
+    """The live token an Authorization header carries, or None."""
+    scheme, _, secret = header.partition(" ")
     secret = secret.strip()
-    if scheme.lower() != "bearer" or not secret or len(secret) > 200:
-        if not request.headers.get("Authorization"):
-            raise Problem(401, "unauthorized", "this needs 'Authorization: Bearer <token>'", headers=_UNAUTHORIZED)
+    if scheme.lower() != "bearer" or not secret or len(secret) > MAX_SECRET_CHARACTERS:
         return None
 
     def lookup(store: PolicyStore) -> Token | None:
         with store.snapshot() as db:
             return authenticate(db, secret)
 
-    return await request.app[STORE].run(lookup)
+    return await app[STORE].run(lookup)

@@ -15,6 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import StrEnum
+from typing import Any
 
 from edufilter.errors import PolicyError
 from edufilter.policy.model import check_id
@@ -29,6 +30,9 @@ class Role(StrEnum):
     EDITOR = "editor"  # policy objects
     TEACHER = "teacher"  # overrides of the token's groups, up to its max_minutes
     VIEWER = "viewer"  # reads everything but tokens; changes nothing
+
+
+EVERY_ROLE = frozenset(Role)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +68,9 @@ def _now_text() -> str:
 _COLUMNS = "name, role, groups, max_minutes, created_at, revoked_at"
 
 
-def _token(row: tuple[object, ...]) -> Token:
+def _token(row: tuple[Any, ...]) -> Token:
     name, role, groups, max_minutes, created_at, revoked_at = row
-    return Token(str(name), Role(role), tuple(json.loads(str(groups))), max_minutes, str(created_at), revoked_at)  # type: ignore[arg-type]
+    return Token(name, Role(role), tuple(json.loads(groups)), max_minutes, created_at, revoked_at)
 
 
 def create_token(

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from edufilter.api import views
 from edufilter.api.context import APPLIER, SETTINGS, STATE_DIR, policy_path
-from edufilter.api.operations import UPLOAD_TYPES, Call, json_response, not_found, paginate, path_of, too_large
+from edufilter.api.operations import UPLOAD_TYPES, Call, json_response, limited_body, not_found, paginate, path_of
 from edufilter.api.problems import Problem
 from edufilter.errors import EdufilterError
 from edufilter.policy.model import EntryKind, ListEntry
@@ -30,7 +30,6 @@ from edufilter.policy.store import Actor, PolicyStore
 log = logging.getLogger(__name__)
 
 KEEP = 100
-CHUNK_BYTES = 1 << 20
 
 
 def _now_text() -> str:
@@ -117,22 +116,16 @@ async def create_upload(call: Call) -> web.StreamResponse:
     if request.content_type not in UPLOAD_TYPES:
         raise Problem(415, "unsupported-media-type", f"send the list file as {' or '.join(UPLOAD_TYPES)}")
     name = call.params["list"]
-    if await call.read(lambda db: views.admin_list(db, name)) is None:
-        raise not_found("list", name)
-    limit = call.app[SETTINGS].max_upload_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large(limit)
+    await call.read_one("list", name, lambda db: views.admin_list(db, name))
     uploads = call.app[UPLOADS]
     upload_id = secrets.token_hex(8)
     path = uploads.directory / upload_id
     size = 0
     try:
         with open(path, "wb") as file:
-            async for chunk in request.content.iter_chunked(CHUNK_BYTES):
+            async for chunk in limited_body(request, call.app[SETTINGS].max_upload_bytes):
                 size += len(chunk)
-                if size > limit:
-                    raise too_large(limit)
-                file.write(chunk)
+                file.write(chunk)  # into the page cache: quick enough for the event loop
     except BaseException:
         path.unlink(missing_ok=True)
         raise

@@ -159,6 +159,7 @@ def resource(
             return {**field.schema, "default": defaults[field_name]}
         return field.schema
 
+    result = Resource(name, resource_fields)
     items = resource_fields.items()
     component(name, obj({n: f.schema for n, f in items}, required=list(resource_fields)))
     if creatable:
@@ -170,7 +171,7 @@ def resource(
             ),
         )
     if updatable:
-        writable = {n: f for n, f in items if not f.read_only and not f.identity}
+        writable = {n: resource_fields[n] for n in result.writable}
         component(
             f"{name}Replace",
             obj(
@@ -179,7 +180,7 @@ def resource(
             ),
         )
         component(f"{name}Patch", obj({n: f.schema for n, f in writable.items()}))
-    return Resource(name, resource_fields)
+    return result
 
 
 def page(item: Schema, name: str) -> Schema:
@@ -224,22 +225,15 @@ def validate(value: Any, schema: Schema, path: str = "") -> list[Invalid]:
     return problems
 
 
+# bool before int: True is an int to Python, a boolean to JSON.
+_JSON_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (list, "array"),
+               (dict, "object"))
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    return next((name for kind, name in _JSON_TYPES if isinstance(value, kind)), type(value).__name__)
 
 
 def _problems(value: Any, schema: Schema, path: str) -> Iterator[Invalid]:
@@ -322,6 +316,14 @@ def parse_date_time(value: str) -> datetime | None:
         return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def checked_date_time(value: str) -> datetime:
+    """A date-time its schema has already checked (format date-time), as a datetime."""
+    moment = parse_date_time(value)
+    if moment is None:
+        raise ValueError(f"{value!r} was not checked as a date-time")
+    return moment
 
 
 def parse_date(value: str) -> date | None:

@@ -12,10 +12,11 @@ import json
 import sqlite3
 from dataclasses import fields
 from datetime import datetime, time
+from typing import Any
 
-from edufilter.policy.model import Settings, TargetKind
+from edufilter.policy.model import ClientMatch, Settings, TargetKind
 
-Row = dict[str, object]
+Row = dict[str, Any]  # a JSON object
 
 # A slot ending at midnight is stored as 00:00; the API writes it as 24:00, which reads better.
 END_OF_DAY = "24:00"
@@ -77,6 +78,15 @@ def clients(db: sqlite3.Connection) -> list[Row]:
 
 def client(db: sqlite3.Connection, client_id: int) -> Row | None:
     return _one([_client(row) for row in db.execute(f"{_CLIENT_QUERY} WHERE id = ?", (client_id,))])
+
+
+def client_by_match(db: sqlite3.Connection, match: ClientMatch) -> Row | None:
+    """The client match with the same (normalised) cidr, interface and VLAN, or MAC."""
+    rows = db.execute(
+        f"{_CLIENT_QUERY} WHERE cidr IS ? AND interface IS ? AND vlan IS ? AND mac IS ?",
+        (match.cidr, match.interface, match.vlan, match.mac),
+    )
+    return _one([_client(row) for row in rows])
 
 
 # Categories
@@ -157,6 +167,11 @@ def entries(
     return [_entry(row) for row in rows], total
 
 
+def entry_values(db: sqlite3.Connection, list_name: str) -> list[tuple[str, str]]:
+    """(kind, value) of every entry of a list, in order."""
+    return db.execute("SELECT kind, value FROM list_entries WHERE list = ? ORDER BY id", (list_name,)).fetchall()
+
+
 def entry(db: sqlite3.Connection, list_name: str, entry_id: int) -> Row | None:
     rows = db.execute("SELECT id, kind, value FROM list_entries WHERE list = ? AND id = ?", (list_name, entry_id))
     return _one([_entry(row) for row in rows])
@@ -200,28 +215,22 @@ def rule(db: sqlite3.Connection, group_name: str, position: int) -> Row | None:
 
 def _schedules(db: sqlite3.Connection, name: str | None) -> list[Row]:
     where, arguments = ("WHERE name = ?", (name,)) if name is not None else ("", ())
-    found: dict[str, Row] = {
-        str(row[0]): {"name": row[0], "slots": [], "exceptions": []}
-        for row in db.execute(f"SELECT name FROM schedules {where} ORDER BY rowid", arguments)
-    }
+    names = [row[0] for row in db.execute(f"SELECT name FROM schedules {where} ORDER BY rowid", arguments)]
+    slots: dict[str, list[Row]] = {}
     for schedule_name, weekday, starts, ends in db.execute(
         "SELECT schedule, weekday, starts, ends FROM schedule_slots ORDER BY id"
     ):
-        if schedule_name in found:
-            found[schedule_name]["slots"].append(  # type: ignore[attr-defined]
-                {"weekday": weekday, "start": starts, "end": end_text(ends)}
-            )
-    exceptions: dict[int, Row] = {}
-    for exception_id, schedule_name, day in db.execute(
-        "SELECT id, schedule, day FROM schedule_exceptions ORDER BY id"
-    ):
-        if schedule_name in found:
-            exceptions[exception_id] = {"day": day, "slots": []}
-            found[schedule_name]["exceptions"].append(exceptions[exception_id])  # type: ignore[attr-defined]
+        slots.setdefault(schedule_name, []).append({"weekday": weekday, "start": starts, "end": end_text(ends)})
+    day_slots: dict[int, list[Row]] = {}
     for exception_id, starts, ends in db.execute("SELECT exception, starts, ends FROM exception_slots ORDER BY id"):
-        if exception_id in exceptions:
-            exceptions[exception_id]["slots"].append({"start": starts, "end": end_text(ends)})  # type: ignore[attr-defined]
-    return list(found.values())
+        day_slots.setdefault(exception_id, []).append({"start": starts, "end": end_text(ends)})
+    exceptions: dict[str, list[Row]] = {}
+    for exception_id, schedule_name, day in db.execute("SELECT id, schedule, day FROM schedule_exceptions ORDER BY id"):
+        exceptions.setdefault(schedule_name, []).append({"day": day, "slots": day_slots.get(exception_id, [])})
+    return [
+        {"name": schedule_name, "slots": slots.get(schedule_name, []), "exceptions": exceptions.get(schedule_name, [])}
+        for schedule_name in names
+    ]
 
 
 def schedules(db: sqlite3.Connection) -> list[Row]:

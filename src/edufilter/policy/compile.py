@@ -41,6 +41,7 @@ from edufilter.policy.model import (
     Schedule,
     TargetKind,
     TimeSlot,
+    effective_rules,
 )
 from edufilter.policy.schedule import active_minutes
 from edufilter.policy.store import PolicyStore
@@ -359,12 +360,13 @@ def policy_sections(
     cells: dict[tuple[int, int], list[bytes]] = {}
     rule_meta = []
     positions: Counter[str] = Counter()
-    for rule in policy.rules:
+    for index, rule in enumerate(effective_rules(policy)):
         position = positions[rule.group]
         positions[rule.group] += 1
         rule_meta.append(
             {"group": rule.group, "position": position, "target_kind": rule.target_kind.value,
-             "target": rule.target, "action": rule.action.value, "schedule": rule.schedule}
+             "target": rule.target, "action": rule.action.value, "schedule": rule.schedule,
+             "bypass_shield": index >= len(policy.rules)}
         )
         if rule.target_kind is TargetKind.CATEGORY:
             key = ("category", aliases.get(rule.target, rule.target))

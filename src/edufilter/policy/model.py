@@ -198,6 +198,23 @@ class Policy:
     overrides: tuple[Override, ...] = ()
 
 
+# What a group's bypass shield blocks besides DNS-level signals: encrypted DNS (DoH) servers,
+# VPNs and proxies, by their UT1 categories (as far as they are imported).
+BYPASS_CATEGORIES = ("doh", "vpn", "redirector", "residential-proxies")
+
+
+def effective_rules(policy: Policy) -> tuple[Rule, ...]:
+    """The policy's rules plus, per group with the bypass shield on, a block rule for each
+    bypass category the policy knows, after the group's own rules."""
+    known = {category.name for category in policy.categories}
+    shield = tuple(
+        Rule(group.name, TargetKind.CATEGORY, name, Action.BLOCK)
+        for group in policy.groups if group.bypass_shield
+        for name in BYPASS_CATEGORIES if name in known
+    )
+    return policy.rules + shield
+
+
 def parse_entry(kind: EntryKind | str, value: str) -> ListEntry:
     """A validated, normalised admin-list entry; PolicyError names what is wrong."""
     from edufilter._fastpath import normalise_name

@@ -1,0 +1,97 @@
+"""Bad requests are refused with a problem that says why, and never reach the store."""
+
+from __future__ import annotations
+
+import pytest
+from pathlib import Path
+
+import requests
+from conftest import LiveApi, problem, seed
+
+from edufilter.api.settings import ApiSettings
+
+
+def _post_raw(api: LiveApi, path: str, data: bytes, content_type: str = "application/json") -> requests.Response:
+    return api.call("POST", path, data=data, headers={"Content-Type": content_type})
+
+
+@pytest.mark.parametrize("data", [b"{", b"", b'{"name": "a",}', b"\xff\xfe{}", b'{"name": NaN}',
+                                  b'{"name": "a", "name": "b"}'])
+def test_malformed_json(api: LiveApi, data: bytes) -> None:
+    assert "JSON" in problem(_post_raw(api, "/api/v1/groups", data), 400)["detail"]
+
+
+def test_json_only(api: LiveApi) -> None:
+    problem(_post_raw(api, "/api/v1/groups", b'{"name": "a"}', "text/plain"), 415)
+    problem(_post_raw(api, "/api/v1/groups", b"name=a", "application/x-www-form-urlencoded"), 415)
+    problem(api.call("POST", "/api/v1/groups", data=b'{"name": "a"}'), 415)  # no Content-Type
+
+
+def test_wrong_types_and_unknown_fields_name_the_field(api: LiveApi) -> None:
+    refused = problem(api.post("/api/v1/groups", {"name": "a", "safe_search": "yes", "colour": "red"}), 422)
+    assert {(item["name"], item["reason"]) for item in refused["invalid_params"]} == {
+        ("safe_search", "must be boolean, not string"), ("colour", "is not a known field")}
+    problem(api.post("/api/v1/groups", ["a"]), 422)
+    problem(api.post("/api/v1/groups", {"title": "no name"}), 422)
+    refused = problem(api.post("/api/v1/schedules", {"name": "s", "slots": [{"weekday": True, "start": "8:00",
+                                                                             "end": "09:00"}]}), 422)
+    assert {item["name"] for item in refused["invalid_params"]} == {"slots[0].weekday", "slots[0].start"}
+    refused = problem(api.post("/api/v1/overrides", {"group": "g", "name": "a.example", "minutes": 1.5}), 422)
+    assert refused["invalid_params"][0]["name"] == "minutes"
+    problem(api.post("/api/v1/groups", {"name": "a", "title": "\ud800"}), 422)  # lone surrogate
+    assert api.get("/api/v1/groups").json()["total"] == 1  # the fixture's guests
+
+
+def test_request_size_limits(tmp_path: Path) -> None:
+    api = LiveApi(tmp_path, settings=ApiSettings(port=0, max_json_bytes=4096, max_upload_bytes=8192))
+    try:
+        huge = b'{"name": "a", "title": "' + b"x" * 5000 + b'"}'
+        assert "4096" in problem(_post_raw(api, "/api/v1/groups", huge), 413)["detail"]
+        chunked = api.call("POST", "/api/v1/groups", data=iter([huge[:3000], huge[3000:]]),
+                           headers={"Content-Type": "application/json"})
+        problem(chunked, 413)  # no Content-Length: counted while read
+        api.post("/api/v1/lists", {"name": "big"})
+        upload = api.call("POST", "/api/v1/lists/big/uploads", data=b"a.example\n" * 1000,
+                          headers={"Content-Type": "text/plain"})
+        problem(upload, 413)
+        assert api.get("/api/v1/groups").json()["total"] == 1  # the fixture's guests
+        assert not list((tmp_path / "uploads").iterdir())
+    finally:
+        api.stop()
+
+
+def test_default_json_limit_is_one_mebibyte(api: LiveApi) -> None:
+    body = b'{"name": "a", "title": "' + b"x" * (1 << 20) + b'"}'
+    problem(_post_raw(api, "/api/v1/groups", body), 413)
+
+
+def test_query_parameters_are_checked(api: LiveApi) -> None:
+    seed(api)
+    assert problem(api.get("/api/v1/groups", params={"colour": "red"}), 422)["invalid_params"][0]["name"] == "colour"
+    problem(api.get("/api/v1/groups", params={"limit": "0"}), 422)
+    problem(api.get("/api/v1/groups", params={"limit": "ten"}), 422)
+    problem(api.get("/api/v1/groups", params={"limit": ["1", "2"]}), 422)
+    problem(api.get("/api/v1/groups", params={"sort": "colour"}), 422)
+    problem(api.get("/api/v1/groups", params={"safe_search": "maybe"}), 422)
+    problem(api.get("/api/v1/clients/99999999999999999999999"), 404)
+    problem(api.get("/api/v1/clients/abc"), 404)
+
+
+def test_pagination_filtering_and_sorting(api: LiveApi) -> None:
+    for number in range(25):
+        api.post("/api/v1/groups", {"name": f"class-{number:02d}", "title": f"T{24 - number:02d}",
+                                    "safe_search": number % 2 == 0})
+    seen, cursor = [], None
+    while True:
+        params: dict[str, object] = {"limit": 10, "sort": "-name", **({"cursor": cursor} if cursor else {})}
+        page = api.get("/api/v1/groups", params={**params, "q": "class-"}).json()
+        assert page["total"] == 25
+        seen += [item["name"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted((f"class-{number:02d}" for number in range(25)), reverse=True)
+    filtered = api.get("/api/v1/groups", params={"safe_search": "true", "sort": "title", "limit": 3}).json()
+    assert filtered["total"] == 13
+    assert [item["title"] for item in filtered["items"]] == ["T00", "T02", "T04"]
+    assert api.get("/api/v1/groups", params={"q": "CLASS-1"}).json()["total"] == 10

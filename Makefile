@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh Debian machine (as root):
-#   make demo   — install, build, and run the main job on the bundled sample
+#   make demo   — install, build, and run the main job: a lab school filtered live by the daemon
 #   make test   — install, build, and run the whole test suite
 PYTHON ?= python3
 VENV := .venv
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml setup.py src/edufilter/*.pyx src/edufilter/*.pxd src/ed
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/edufilter inspect src/edufilter/data/sample-school.pcapng
+	$(BIN)/python -m edufilter.lab.demo
 
 test: setup
 	$(BIN)/pytest

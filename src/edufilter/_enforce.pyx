@@ -95,7 +95,6 @@ cdef enum:
     DNS_TYPE_HTTPS = 65
     DOT_PORT = 853
     QUIC_PORT = 443
-    SPECIAL_SLOTS = 1024    # power of two, for the small set of safe-search and bypass names
 
 cdef struct FlowId:
     uint8_t ip_version
@@ -114,6 +113,12 @@ cdef struct DecidedFlow:
     uint8_t kind
     uint8_t name_len
     char name[255]
+
+# An open-addressed set of name hashes, at most half full (a false hit only sends a packet
+# to Python, where the name is looked at again).
+cdef struct NameSet:
+    uint64_t* slots
+    uint32_t mask
 
 cdef struct GroupSettings:
     uint8_t default_action
@@ -192,8 +197,8 @@ cdef class Enforcer:
     cdef DecidedFlow* decided
     cdef uint32_t decided_mask
     cdef double decided_lifetime
-    cdef uint64_t* special_hashes      # names the handler rewrites or answers (DNS)
-    cdef uint64_t* url_host_hashes     # plain-HTTP hosts with URL-prefix rules
+    cdef NameSet special_names         # names the handler rewrites or answers (DNS)
+    cdef NameSet url_hosts             # plain-HTTP hosts with URL-prefix rules
     cdef uint64_t* decisions           # group x (list + 1) x 4 codes: flows decided
     cdef Counters counters
     cdef object handler
@@ -212,9 +217,7 @@ cdef class Enforcer:
         while size < <uint32_t>decided_flows:
             size <<= 1
         self.decided = <DecidedFlow*>calloc(size, sizeof(DecidedFlow))
-        self.special_hashes = <uint64_t*>calloc(SPECIAL_SLOTS, sizeof(uint64_t))
-        self.url_host_hashes = <uint64_t*>calloc(SPECIAL_SLOTS, sizeof(uint64_t))
-        if self.decided == NULL or self.special_hashes == NULL or self.url_host_hashes == NULL:
+        if self.decided == NULL:
             raise MemoryError()
         self.decided_mask = size - 1
         self.decided_lifetime = decided_lifetime
@@ -222,8 +225,8 @@ cdef class Enforcer:
 
     def __dealloc__(self):
         free(self.decided)
-        free(self.special_hashes)
-        free(self.url_host_hashes)
+        free(self.special_names.slots)
+        free(self.url_hosts.slots)
         free(self.groups)
         free(self.decisions)
 
@@ -251,8 +254,13 @@ cdef class Enforcer:
             free(settings)
             raise MemoryError()
         previous = self.decision_counts()
-        fill_name_set(self.special_hashes, special_names)
-        fill_name_set(self.url_host_hashes, url_hosts)
+        try:
+            replace_name_set(&self.special_names, special_names)
+            replace_name_set(&self.url_hosts, url_hosts)
+        except MemoryError:
+            free(settings)
+            free(decisions)
+            raise
         free(self.groups)
         free(self.decisions)
         self.groups, self.decisions = settings, decisions
@@ -367,7 +375,7 @@ cdef class Enforcer:
             if kind == KIND_HTTP_HOST:
                 work.path_len = self.extractor.result.path_len
                 memcpy(work.path, self.extractor.result.path, work.path_len + 1)
-                if name_in_set(self.url_host_hashes, work.name, work.name_len):
+                if name_in_set(&self.url_hosts, work.name, work.name_len):
                     work.slow = SLOW_HTTP_URL
                     return
             decision = self.classifier.decide_flow(group, <const uint8_t*>work.name, work.name_len, packet.dst,
@@ -415,7 +423,7 @@ cdef class Enforcer:
         self.take(work, &decision)
         if work.code == CODE_ALLOW:
             if (self.groups[work.group].safe_search or self.groups[work.group].bypass_shield) and \
-                    name_in_set(self.special_hashes, work.name, work.name_len):
+                    name_in_set(&self.special_names, work.name, work.name_len):
                 work.slow = SLOW_DNS_SPECIAL
             elif self.groups[work.group].bypass_shield and (work.dns_qtype == DNS_TYPE_SVCB or
                                                             work.dns_qtype == DNS_TYPE_HTTPS):
@@ -648,30 +656,37 @@ cdef inline void fill_flow(FlowId* flow, const Packet* packet) noexcept nogil:
     memcpy(flow.dst, packet.dst, 16)
 
 
-cdef void fill_name_set(uint64_t* slots, names) except *:
-    """An open-addressed set of name hashes (a false hit only sends a packet to Python)."""
+cdef int replace_name_set(NameSet* name_set, names) except -1:
+    """Fill a new set with the names, then swap it in."""
+    cdef list hashes = []
     cdef bytes raw
     cdef uint64_t hash
-    cdef uint32_t slot, filled = 0
-    memset(slots, 0, SPECIAL_SLOTS * sizeof(uint64_t))
+    cdef uint32_t size = 16, slot
+    cdef uint64_t* slots
     for name in names:
         raw = name.encode("ascii") if isinstance(name, str) else bytes(name)
-        hash = ef_hash_bytes(PyBytes_AS_STRING(raw), len(raw))
-        slot = hash & (SPECIAL_SLOTS - 1)
+        hashes.append(ef_hash_bytes(PyBytes_AS_STRING(raw), len(raw)))
+    while size < 2 * len(hashes):
+        size <<= 1
+    slots = <uint64_t*>calloc(size, sizeof(uint64_t))
+    if slots == NULL:
+        raise MemoryError()
+    for hash in hashes:
+        slot = hash & (size - 1)
         while slots[slot] != 0 and slots[slot] != hash:
-            slot = (slot + 1) & (SPECIAL_SLOTS - 1)
-        if slots[slot] == 0:
-            filled += 1
-            if filled > SPECIAL_SLOTS // 2:
-                raise ValueError(f"at most {SPECIAL_SLOTS // 2} special names")
+            slot = (slot + 1) & (size - 1)
         slots[slot] = hash
+    free(name_set.slots)
+    name_set.slots = slots
+    name_set.mask = size - 1
+    return 0
 
 
-cdef inline bint name_in_set(const uint64_t* slots, const char* name, int length) noexcept nogil:
+cdef inline bint name_in_set(const NameSet* name_set, const char* name, int length) noexcept nogil:
     cdef uint64_t hash = ef_hash_bytes(name, length)
-    cdef uint32_t slot = hash & (SPECIAL_SLOTS - 1)
-    while slots[slot] != 0:
-        if slots[slot] == hash:
+    cdef uint32_t slot = hash & name_set.mask
+    while name_set.slots[slot] != 0:
+        if name_set.slots[slot] == hash:
             return True
-        slot = (slot + 1) & (SPECIAL_SLOTS - 1)
+        slot = (slot + 1) & name_set.mask
     return False

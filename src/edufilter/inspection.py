@@ -15,6 +15,7 @@ from pathlib import Path
 from edufilter._fastpath import FlowExtractor, parse_client_hello
 from edufilter.capture.pcapfile import ip_packet, read_frames
 from edufilter.decode.quic import QuicInitialCollector
+from edufilter.policy.engine import Explanation
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +29,7 @@ class NameRecord:
     dst: str
     ech: bool = False
 
-    def to_json(self) -> str:
+    def to_json(self, verdict: Verdict | None = None) -> str:
         record: dict[str, object] = {
             "frame": self.frame,
             "kind": self.kind,
@@ -38,11 +39,39 @@ class NameRecord:
         }
         if self.ech:
             record["ech"] = True
+        if verdict is not None:
+            record["verdict"] = verdict.to_dict()
         return json.dumps(record)
 
-    def to_text(self) -> str:
+    def to_text(self, verdict: Verdict | None = None) -> str:
         ech = "  ech" if self.ech else ""
-        return f"{self.frame:>7}  {self.kind:<9}  {self.value}  {self.src} -> {self.dst}{ech}"
+        decided = f"  {verdict.to_text()}" if verdict is not None else ""
+        return f"{self.frame:>7}  {self.kind:<9}  {self.value}  {self.src} -> {self.dst}{ech}{decided}"
+
+    @property
+    def client(self) -> str:
+        return self.src.rpartition(":")[0].strip("[]")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the policy does with a record's name for its client (edufilter inspect --policy)."""
+
+    action: str
+    group: str
+    decided_by: str
+    list: str | None
+
+    @classmethod
+    def of(cls, explanation: Explanation) -> Verdict:
+        return cls(explanation.action, explanation.group, explanation.decided_by, explanation.list)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"action": self.action, "group": self.group, "decided_by": self.decided_by, "list": self.list}
+
+    def to_text(self) -> str:
+        by = f"{self.decided_by} {self.list}" if self.list else self.decided_by
+        return f"{self.action.upper()} ({self.group}, {by})"
 
 
 @dataclass(slots=True)

@@ -6,10 +6,9 @@ import argparse
 import json
 import sys
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 
-from edufilter.commands.types import Subparsers, state_dir_option
+from edufilter.commands.types import Subparsers, moment, state_dir_option
 from edufilter.policy.model import Policy
 
 
@@ -44,7 +43,7 @@ def register(commands: Subparsers) -> None:
     check.add_argument("--mac", help="the client's MAC address")
     check.add_argument("--interface", help="the interface the client is on")
     check.add_argument("--vlan", type=int, help="the client's VLAN")
-    check.add_argument("--at", type=_moment, help="ISO-8601 time with time zone (default: now)")
+    check.add_argument("--at", type=moment, help="ISO-8601 time with time zone (default: now)")
     check.add_argument("--json", action="store_true", help="one JSON object")
     check.set_defaults(handler=run_check)
 
@@ -97,13 +96,3 @@ def run_check(args: argparse.Namespace) -> int:
     explanation = open_current(args.state_dir, args.at).explain(args.target, client, args.at)
     print(json.dumps(explanation.to_dict()) if args.json else explanation.to_text())
     return 0
-
-
-def _moment(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 time") from None
-    if moment.utcoffset() is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone, e.g. {text}+01:00")
-    return moment

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from pathlib import Path
 
 Subparsers = argparse._SubParsersAction  # what add_subparsers() returns
@@ -18,3 +19,14 @@ def state_dir_option() -> argparse.ArgumentParser:
         help=f"edufilter's state folder (default {DEFAULT_STATE_DIR})",
     )
     return parent
+
+
+def moment(text: str) -> datetime:
+    """An ISO-8601 time with its time zone, as --at options take it."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 time") from None
+    if value.utcoffset() is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone, e.g. {text}+01:00")
+    return value

@@ -44,7 +44,8 @@ from edufilter.policy.store import PolicyStore
 
 log = logging.getLogger("edufilter")
 
-RESTART_DELAY = 0.5  # a dead worker is started again within a second
+RESTART_DELAY = 0.3  # a dead worker is started again within a second
+CRASH_LOOP_DELAY = 5.0
 WATCH_INTERVAL = 0.2
 STATUS_INTERVAL = 1.0
 MAINTENANCE_INTERVAL = 3600.0
@@ -61,6 +62,7 @@ class WorkerState:
     control: socket.socket | None = None
     state: str = "starting"
     restarts: int = 0
+    quick_failures: int = 0
     started_at: float = 0.0
     stats: dict = field(default_factory=dict)
     decisions: dict[tuple[str, str | None, int], int] = field(default_factory=dict)
@@ -225,10 +227,15 @@ class Supervisor:
                 status = worker.process.returncode
                 worker.restarts += 1
                 worker.state = "restarting"
-                log.error("worker %d (queue %d) exited with status %s; queue %d %s until it is back", worker.index,
+                # A worker that keeps dying at start (a broken image, a missing capability) is
+                # retried less often, so the log stays readable.
+                worker.quick_failures = worker.quick_failures + 1 if time.monotonic() - worker.started_at < 5 else 0
+                delay = RESTART_DELAY if worker.quick_failures < 3 else CRASH_LOOP_DELAY
+                log.error("worker %d (queue %d) exited with status %s; queue %d %s until it is back%s", worker.index,
                           worker.queue, status, worker.queue,
-                          "lets traffic pass (fail-open)" if self.config.queue.fail_open else "drops traffic (fail-closed)")
-                await asyncio.sleep(RESTART_DELAY)
+                          "lets traffic pass (fail-open)" if self.config.queue.fail_open else "drops traffic (fail-closed)",
+                          f" (failing at start, next try in {delay:.0f} s)" if delay > RESTART_DELAY else "")
+                await asyncio.sleep(delay)
                 if not self.stopping.is_set():
                     self.start_worker(worker)
             await asyncio.sleep(WATCH_INTERVAL)

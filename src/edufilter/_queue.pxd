@@ -94,6 +94,7 @@ cdef class PacketQueue:
     # Packets received and not yet given a verdict: a batch verdict covers every queued
     # id up to its own, so batches are only used when nothing else is held.
     cdef uint64_t held
+    cdef bint drained            # the last receive emptied the socket
     # Receive slots: one buffer, header and address per message of a recvmmsg burst.
     cdef int slot_count
     cdef size_t slot_size

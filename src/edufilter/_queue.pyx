@@ -520,7 +520,8 @@ cdef class PacketQueue:
 
         A negative timeout waits without end. Payloads stay valid until the next receive.
         """
-        cdef int received, i, count = 0
+        cdef int received, ready, i, count = 0
+        cdef bint polled = False
         cdef pollfd waiting
         cdef const uint8_t* data
         cdef uint32_t length, message_length
@@ -531,20 +532,29 @@ cdef class PacketQueue:
             max_packets = self.slot_count
         if max_packets <= 0:
             return -EINVAL
+        waiting.fd = self.fd
+        waiting.events = POLLIN
+        # After a receive that emptied the socket, a receive would most likely find nothing:
+        # wait first. Under load the socket stays full and each burst costs one recvmmsg.
+        if self.drained and timeout_ms != 0:
+            ready = poll(&waiting, 1, timeout_ms)
+            if ready <= 0:
+                return -errno if ready < 0 else 0
+            polled = True
         received = recvmmsg(self.fd, self.messages, max_packets, MSG_DONTWAIT, NULL)
-        if received < 0 and errno == EAGAIN and timeout_ms != 0:
-            waiting.fd = self.fd
-            waiting.events = POLLIN
+        if received < 0 and errno == EAGAIN and timeout_ms != 0 and not polled:
             if poll(&waiting, 1, timeout_ms) < 0:
                 return -errno
             received = recvmmsg(self.fd, self.messages, max_packets, MSG_DONTWAIT, NULL)
         if received < 0:
             if errno == EAGAIN:
+                self.drained = True
                 return 0
             if errno == ENOBUFS:
                 self.counters.enobufs += 1
                 return 0
             return -errno
+        self.drained = received < max_packets
         # The kernel sends each packet and each error reply as its own datagram.
         for i in range(received):
             self.messages[i].msg_hdr.msg_namelen = sizeof(sockaddr_nl)

@@ -323,6 +323,54 @@ def test_override_opens_a_blocked_site_for_a_lesson(school: FilteredSchool) -> N
     assert curl(pupil(school), "https://blocked.test/", "blocked.test", str(UPSTREAM_V4)).returncode != 0
 
 
+def api(school: FilteredSchool, token: str, method: str, path: str, body: dict | None = None,
+        *headers: str) -> tuple[int, dict, str]:
+    """One request to the daemon's admin API on the gateway's loopback: (status, JSON body, ETag)."""
+    argv = ["curl", "-sS", "-X", method, "-H", f"Authorization: Bearer {token}", "-D", "-",
+            f"http://127.0.0.1:8470{path}"]
+    if body is not None:
+        argv += ["-H", "Content-Type: application/json", "--data", json.dumps(body)]
+    for header in headers:
+        argv += ["-H", header]
+    raw = school.gateway.run(argv, timeout=10).stdout  # text mode: line ends are "\n"
+    head, _, text = raw.partition("\n\n")
+    status = int(head.split()[1])
+    etag = next((line.split(":", 1)[1].strip() for line in head.splitlines() if line.lower().startswith("etag:")), "")
+    return status, json.loads(text) if text.strip() else {}, etag
+
+
+def test_a_teacher_opens_a_site_over_the_api_and_traffic_follows_within_a_second(school: FilteredSchool) -> None:
+    teacher = school.run_edufilter("token", "create", "--role", "teacher", "--groups", "pupils", "--max-minutes",
+                                   "50", "--name", "ms-peeters").stdout.strip()
+    viewer = school.run_edufilter("token", "create", "--role", "viewer").stdout.strip()
+    blocked = ["https://blocked.test/", "blocked.test", str(UPSTREAM_V4), "-o", "/dev/null", "-w", "%{http_code}"]
+    assert curl(pupil(school), *blocked).returncode in CURL_RESET_EXITS
+    status, denied, _ = api(school, viewer, "POST", "/api/v1/overrides",
+                            {"group": "pupils", "name": "blocked.test", "minutes": 50})
+    assert status == 403, denied
+    status, created, _ = api(school, teacher, "POST", "/api/v1/overrides",
+                             {"group": "pupils", "name": "blocked.test", "minutes": 50})
+    assert status == 201, created
+    applied = time.monotonic()
+    while curl(pupil(school), *blocked, timeout=3).stdout != "200":
+        assert time.monotonic() - applied < 1.0, "an override is live in real traffic within a second"
+        time.sleep(0.05)
+    status, explained, _ = api(school, viewer, "POST", "/api/v1/check",
+                               {"target": "blocked.test", "client": {"address": str(school.pupils["pupil"].address)}})
+    assert status == 200, explained
+    assert explained["action"] == "allow" and explained["decided_by"] == "override", explained
+    status, _, etag = api(school, teacher, "GET", f"/api/v1/overrides/{created['id']}")
+    assert status == 200
+    status, _, _ = api(school, teacher, "DELETE", f"/api/v1/overrides/{created['id']}", None, f"If-Match: {etag}")
+    assert status in (200, 204)
+    school.wait_for_version(school.stored_version())
+    assert curl(pupil(school), *blocked).returncode in CURL_RESET_EXITS
+    status, audit, _ = api(school, school.run_edufilter("token", "create", "--role", "admin").stdout.strip(), "GET",
+                           "/api/v1/audit")
+    assert status == 200 and any(entry["token"] == "ms-peeters" and entry["kind"] == "override"
+                                 for entry in audit["items"]), audit
+
+
 def test_schedule_switches_a_rule_on_and_off(school: FilteredSchool) -> None:
     from zoneinfo import ZoneInfo
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds an AddressSanitizer copy of the fast path and runs the fast-path tests and
+# Builds an AddressSanitizer copy of the extensions and runs the fast-path and table tests and
 # fuzzers against it: heap over-reads/over-writes in the reassembly buffers and tables
 # abort the run with an ASan report. Usage: scripts/fuzz-asan.sh [extra pytest args]
 set -euo pipefail
@@ -9,7 +9,7 @@ out=$root/build/asan
 rm -rf "$out"
 mkdir -p "$out/lib"
 cp -r "$root/src/edufilter" "$out/lib/"
-rm -f "$out"/lib/edufilter/*.so "$out"/lib/edufilter/_fastpath.c
+rm -f "$out"/lib/edufilter/*.so "$out"/lib/edufilter/_*.c
 (cd "$root" && EDUFILTER_SANITIZE=address "$python" setup.py -q build_ext \
     --build-lib "$out/lib" --build-temp "$out/tmp" >"$out/build.log" 2>&1) \
     || { cat "$out/build.log"; exit 1; }
@@ -18,4 +18,4 @@ cd "$root"
 # detect_leaks=0: CPython itself keeps allocations alive at exit by design.
 LD_PRELOAD=$asan_runtime ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 PYTHONMALLOC=malloc \
     PYTHONPATH=$out/lib "$python" -m pytest -q -p no:cacheprovider \
-    tests/test_fastpath.py tests/test_fastpath_fuzz.py tests/test_fastpath_differential.py "$@"
+    tests/test_fastpath.py tests/test_fastpath_fuzz.py tests/test_fastpath_differential.py tests/test_classify.py "$@"

@@ -1,4 +1,4 @@
-"""The fast-path tests and fuzzers, again, against an AddressSanitizer build."""
+"""The fast-path and domain-table tests and fuzzers, again, against an AddressSanitizer build."""
 
 from __future__ import annotations
 

@@ -36,6 +36,8 @@ cdef struct TableView:
     const uint8_t* tld_bytes
     uint8_t* tld_slots           # open-addressed TLD hash -> code, built when the view is made
     uint32_t tld_slot_mask
+    const uint32_t* filter       # zone filter: filter_blocks blocks of 8 words (0 blocks: none)
+    uint32_t filter_blocks
 
 cdef int table_find(const TableView* table, const uint8_t* name, int length) noexcept nogil
 cdef int name_suffixes(const uint8_t* name, int length, int* starts) noexcept nogil

@@ -61,16 +61,36 @@ cdef extern from *:
                 return 0;
         return 1;
     }
+    /* Whether a filter block has all eight bits of a key: the eight words at once (GCC
+       vector extensions: SSE2 on x86-64, NEON on arm64). */
+    typedef uint32_t ef_v8u __attribute__((vector_size(32)));
+    static inline int ef_filter_has(const uint32_t* block, uint32_t hash, const uint32_t* salts) {
+        ef_v8u words, multipliers, bits;
+        memcpy(&words, block, sizeof words);
+        memcpy(&multipliers, salts, sizeof multipliers);
+        bits = ((ef_v8u){1, 1, 1, 1, 1, 1, 1, 1}) << ((hash * multipliers) >> 27);
+        bits = (words & bits) ^ bits;
+        uint64_t lanes[4];
+        memcpy(lanes, &bits, sizeof lanes);
+        return (lanes[0] | lanes[1] | lanes[2] | lanes[3]) == 0;
+    }
     """
     void EF_PREFETCH(const void* p) nogil
     int ef_find_key(const uint32_t* keys, uint32_t start, uint32_t count, uint32_t key) nogil
     bint ef_same_bytes(const uint8_t* a, const uint8_t* b, uint32_t n) nogil
+    bint ef_filter_has(const uint32_t* block, uint32_t hash, const uint32_t* salts) nogil
 
 cdef enum:
     KEY_PADDING = 4               # keys after the last, so the SIMD scan never reads past them
 
 cdef enum:
-    HEADER_WORDS = 18
+    HEADER_WORDS = 20
+    FILTER_WORDS = 8              # a filter block: 8 x 32 bits, one bit set per word per key
+    FILTER_BITS_PER_NAME = 6      # ~5 % false positives: a false positive only costs the full lookup
+
+cdef uint64_t FILTER_SEED = 0x5EEDF11735EEDF11
+cdef uint32_t FILTER_SALTS[8]
+FILTER_SALTS[:] = [0x47B6137B, 0x44974D91, 0x8824AD5B, 0xA2B7289D, 0x705495C7, 0x2DF1424B, 0x9EFC4947, 0x5C6BFB31]
 
 SECTION_MAGIC = 0x3142544D4F444645   # b"EFDOMTB1" little-endian
 cdef uint64_t MAGIC = SECTION_MAGIC
@@ -100,6 +120,52 @@ cdef inline uint32_t entry_key(uint64_t hash, uint32_t fingerprint_mask, uint32_
 
 cdef inline uint32_t key_stored_length(uint32_t key) noexcept nogil:
     return (key >> 16) & 0xFF
+
+
+# ---------------------------------------------------------------- the zone filter
+# Every suffix of a name with two labels or more ends in the name's last two labels, its
+# "zone" (example.org for www.docs.example.org). A small split-block Bloom filter over the
+# zones of all listed names answers most misses with one cache line instead of a probe per
+# suffix (bare TLDs excepted: when the table lists one, the filter is not consulted).
+
+cdef inline int zone_start(const uint8_t* name, int length) noexcept nogil:
+    """Where the name's last two labels start, or -1 for a single label."""
+    cdef int i = length - 1, dots = 0
+    while i >= 0:
+        if name[i] == b'.':
+            dots += 1
+            if dots == 2:
+                return i + 1
+        i -= 1
+    return 0 if dots == 1 else -1
+
+
+cdef inline uint64_t zone_hash(const uint8_t* name, int length, int start) noexcept nogil:
+    return ef_hash_seeded(name + start, length - start, FILTER_SEED)
+
+
+cdef inline const uint32_t* filter_block(const TableView* table, uint64_t hash) noexcept nogil:
+    return table.filter + (((hash >> 32) * <uint64_t>table.filter_blocks) >> 32) * FILTER_WORDS
+
+
+cdef inline bint filter_has(const uint32_t* block, uint64_t hash) noexcept nogil:
+    return ef_filter_has(block, <uint32_t>hash, FILTER_SALTS)
+
+
+cdef inline void filter_add(uint32_t* block, uint64_t hash) noexcept nogil:
+    cdef uint32_t low = <uint32_t>hash
+    cdef int i
+    for i in range(FILTER_WORDS):
+        block[i] |= <uint32_t>1 << ((low * FILTER_SALTS[i]) >> 27)
+
+
+cdef inline bint maybe_listed(const TableView* table, const uint8_t* name, int length) noexcept nogil:
+    """False when no suffix of the name can be in the table (the zone filter says so)."""
+    cdef int start
+    if table.filter_blocks == 0 or table.single_labels:
+        return True
+    start = zone_start(name, length)
+    return start < 0 or filter_has(filter_block(table, zone_hash(name, length, start)), zone_hash(name, length, start))
 
 
 # ---------------------------------------------------------------- 6-bit names
@@ -240,9 +306,9 @@ cdef int suffix_sets(const TableView* table, const uint8_t* name, int length,
                      int* starts, int* set_ids) noexcept nogil:
     """Set id (or -1) of every suffix of the name, most specific first; returns the count."""
     cdef int count = name_suffixes(name, length, starts)
-    cdef int probed = probed_suffixes(table, count)
+    cdef int probed = probed_suffixes(table, count) if maybe_listed(table, name, length) else 0
     cdef int tld_length = 0, i, suffix_length
-    cdef uint8_t code = tld_code_of(table, name, length, &tld_length)
+    cdef uint8_t code = tld_code_of(table, name, length, &tld_length) if probed else 0
     cdef uint64_t hash
     for i in range(probed):
         # warm the buckets of every suffix before walking any of them
@@ -275,6 +341,8 @@ cdef class DomainTable:
             raise TableFormatError("domain table: bad magic")
         if header[16] != length:
             raise TableFormatError(f"domain table: section is {length} bytes, header says {header[16]}")
+        if header[19] >= (1 << 31):
+            raise TableFormatError("domain table: zone filter size out of range")
         if header[1] == 0 or header[1] >= (1 << 31) or header[2] >= (1 << 31) or header[3] > 65536 \
                 or header[4] > 255 or header[6] > 0xFFFF:
             raise TableFormatError("domain table: counts out of range")
@@ -301,6 +369,9 @@ cdef class DomainTable:
         self.check_region(header[13], self.view.set_offsets[self.view.set_count] * 2, length, "set members")
         self.view.set_members = <const uint16_t*>(&data[0] + header[13])
         self.view.blob = &data[0] + header[14]
+        self.check_region(header[18], header[19] * FILTER_WORDS * 4, length, "zone filter")
+        self.view.filter = <const uint32_t*>(&data[0] + header[18])
+        self.view.filter_blocks = <uint32_t>header[19]
         self.validate(header[15])
         self.view.tld_slots = build_tld_slots(self.view.tld_offsets, self.view.tld_bytes,
                                               self.view.tld_count, &self.view.tld_slot_mask)
@@ -408,7 +479,7 @@ cdef class DomainTable:
 
 
 cdef enum:
-    BATCH = 32
+    BATCH = 64
 
 cdef struct Probe:
     const uint8_t* suffix
@@ -422,61 +493,104 @@ cdef struct Probe:
     int owner
 
 
+cdef inline int parent_start(const uint8_t* name, int start) noexcept nogil:
+    """Where the suffix one label longer than name[start:] starts, or -1 at the full name."""
+    cdef int i = start - 2
+    if start <= 0:
+        return -1
+    while i >= 0 and name[i] != b'.':
+        i -= 1
+    return i + 1
+
+
 cdef void find_batch(const TableView* table, const uint8_t** names, const int* lengths, int count,
                      Probe* probes, bint* found) noexcept nogil:
-    """found[i]: whether any suffix of names[i] is listed. Four passes, each touching memory
-    the previous one requested, so the cache misses of all probes overlap instead of adding
-    up: hash and bucket, entries, name bytes of fingerprint matches, exact comparison."""
-    cdef int starts[MAX_LABELS]
-    cdef int probe_count = 0, i, j, suffixes, probed, tld_length
-    cdef uint8_t code
+    """found[i]: whether any suffix of names[i] is listed.
+
+    Most misses end at the zone filter. The rest are probed in two rounds: the zone alone
+    first (lists mostly hold registrable domains), then every longer suffix of the names
+    still open. Each round runs in passes — hash and bucket, keys, name bytes of a
+    fingerprint match, exact comparison — so the cache misses of all the batch's probes
+    overlap instead of adding up. probes holds BATCH * MAX_LABELS.
+    """
+    cdef int next_start[BATCH]       # the suffix each name probes next; -1: done
+    cdef uint8_t codes[BATCH]
+    cdef int tld_lengths[BATCH]
+    cdef uint64_t zones[BATCH]
+    cdef int probe_count, i, j, start, suffix_start, round_number = 0
     cdef uint64_t hash
     cdef Probe* probe
     cdef uint8_t packed[192]
+    cdef bint filtered = table.filter_blocks != 0 and not table.single_labels
     for i in range(count):
         found[i] = False
+        next_start[i] = -1
         if lengths[i] == 0:
             continue
-        suffixes = name_suffixes(names[i], lengths[i], starts)
-        probed = probed_suffixes(table, suffixes)
-        tld_length = 0
-        code = tld_code_of(table, names[i], lengths[i], &tld_length)
-        for j in range(probed):
-            probe = &probes[probe_count]
-            probe.suffix = names[i] + starts[j]
-            probe.length = lengths[i] - starts[j]
-            if code and probe.length > tld_length:
-                probe.code = code
-                probe.stored_length = probe.length - tld_length - 1
-            else:
-                probe.code = 0
-                probe.stored_length = probe.length
-            hash = ef_hash_seeded(probe.suffix, probe.length, table.seed)
-            probe.key = entry_key(hash, table.fingerprint_mask, probe.stored_length, probe.code)
-            probe.bucket = bucket_of(hash, table.bucket_count)
-            probe.owner = i
-            EF_PREFETCH(&table.buckets[probe.bucket])
-            probe_count += 1
-    for j in range(probe_count):
-        EF_PREFETCH(&table.keys[table.buckets[probes[j].bucket].entry_start])
-    for j in range(probe_count):
-        probe = &probes[j]
-        probe.candidate_entry = ef_find_key(table.keys, table.buckets[probe.bucket].entry_start,
-                                            table.buckets[probe.bucket + 1].entry_start, probe.key)
-        if probe.candidate_entry >= 0:
-            probe.candidate_offset = blob_offset(table, probe.bucket, probe.candidate_entry)
-            EF_PREFETCH(table.blob + probe.candidate_offset)
-    for j in range(probe_count):
-        probe = &probes[j]
-        if probe.candidate_entry < 0 or found[probe.owner]:
-            continue
-        pack_name(probe.suffix, probe.stored_length, packed)
-        if ef_same_bytes(table.blob + probe.candidate_offset, packed, packed_length(probe.stored_length)):
-            found[probe.owner] = True
-        else:
-            # a 16-bit fingerprint collision inside the bucket: let the exact lookup go on
-            found[probe.owner] = find_coded(table, probe.suffix, probe.length, probe.code,
-                                            probe.stored_length) >= 0
+        # A bare TLD is probed only when the table lists one; then no zone filter either.
+        next_start[i] = zone_start(names[i], lengths[i]) if not table.single_labels else lengths[i]
+        if next_start[i] < 0 or next_start[i] == lengths[i]:
+            start = lengths[i] - 1
+            while start > 0 and names[i][start - 1] != b'.':
+                start -= 1
+            next_start[i] = start
+        if filtered and next_start[i] >= 0:
+            zones[i] = zone_hash(names[i], lengths[i], next_start[i])
+            EF_PREFETCH(filter_block(table, zones[i]))
+    for i in range(count):
+        if filtered and next_start[i] >= 0 and not filter_has(filter_block(table, zones[i]), zones[i]):
+            next_start[i] = -1
+        if next_start[i] >= 0:
+            tld_lengths[i] = 0
+            codes[i] = tld_code_of(table, names[i], lengths[i], &tld_lengths[i])
+    while True:
+        probe_count = 0
+        for i in range(count):
+            if next_start[i] < 0:
+                continue
+            # The zone alone in the first round; every longer suffix at once in the second.
+            suffix_start = next_start[i]
+            while suffix_start >= 0:
+                probe = &probes[probe_count]
+                probe.suffix = names[i] + suffix_start
+                probe.length = lengths[i] - suffix_start
+                if codes[i] and probe.length > tld_lengths[i]:
+                    probe.code = codes[i]
+                    probe.stored_length = probe.length - tld_lengths[i] - 1
+                else:
+                    probe.code = 0
+                    probe.stored_length = probe.length
+                hash = ef_hash_seeded(probe.suffix, probe.length, table.seed)
+                probe.key = entry_key(hash, table.fingerprint_mask, probe.stored_length, probe.code)
+                probe.bucket = bucket_of(hash, table.bucket_count)
+                probe.owner = i
+                EF_PREFETCH(&table.buckets[probe.bucket])
+                probe_count += 1
+                suffix_start = parent_start(names[i], suffix_start) if round_number else -1
+            next_start[i] = parent_start(names[i], next_start[i]) if round_number == 0 else -1
+        if probe_count == 0:
+            return
+        round_number += 1
+        for j in range(probe_count):
+            EF_PREFETCH(&table.keys[table.buckets[probes[j].bucket].entry_start])
+        for j in range(probe_count):
+            probe = &probes[j]
+            probe.candidate_entry = ef_find_key(table.keys, table.buckets[probe.bucket].entry_start,
+                                                table.buckets[probe.bucket + 1].entry_start, probe.key)
+            if probe.candidate_entry >= 0:
+                probe.candidate_offset = blob_offset(table, probe.bucket, probe.candidate_entry)
+                EF_PREFETCH(table.blob + probe.candidate_offset)
+        for j in range(probe_count):
+            probe = &probes[j]
+            i = probe.owner
+            if probe.candidate_entry < 0 or found[i]:
+                continue
+            pack_name(probe.suffix, probe.stored_length, packed)
+            if ef_same_bytes(table.blob + probe.candidate_offset, packed, packed_length(probe.stored_length)) or \
+                    find_coded(table, probe.suffix, probe.length, probe.code, probe.stored_length) >= 0:
+                # (find_coded: a 16-bit fingerprint collision inside the bucket; the exact lookup goes on)
+                found[i] = True
+                next_start[i] = -1
 
 
 # ---------------------------------------------------------------- building
@@ -523,6 +637,8 @@ cdef class DomainTableBuilder:
     cdef size_t blob_length
     cdef size_t member_count
     cdef size_t single_labels      # names that are a bare TLD: lookups probe those only when any exist
+    cdef uint32_t filter_blocks
+    cdef uint32_t* filter          # the section's zone filter, while write() runs
     cdef bint prepared
 
     def __cinit__(self, tlds=(), uint64_t seed=0, double entries_per_bucket=8.0,
@@ -652,18 +768,19 @@ cdef class DomainTableBuilder:
             i = j
         self.count = k
         self.bucket_count = max(1, <uint32_t>(k / self.entries_per_bucket + 0.5))
-        self.section_length = self.layout()[8]
+        self.filter_blocks = <uint32_t>((k * FILTER_BITS_PER_NAME + FILTER_WORDS * 32 - 1) // (FILTER_WORDS * 32))
+        self.section_length = self.layout()[9]
         self.prepared = True
         return self.section_length
 
     cdef tuple layout(self):
         """Byte offsets of the regions: buckets, keys, set ids, TLD offsets, TLD names, set
-        offsets, set members, names, end."""
+        offsets, set members, names, zone filter, end."""
         cdef size_t offset = HEADER_WORDS * 8
         offsets = []
         for size in ((self.bucket_count + 1) * sizeof(Bucket), (self.count + KEY_PADDING) * 4, self.count * 2,
                      (self.tlds.tld_count + 1) * 4, len(self.tld_blob), (len(self.sets) + 1) * 4,
-                     self.member_count * 2, self.blob_length):
+                     self.member_count * 2, self.blob_length, self.filter_blocks * FILTER_WORDS * 4):
             offsets.append(offset)
             offset = align8(offset + size)
         offsets.append(offset)
@@ -684,7 +801,7 @@ cdef class DomainTableBuilder:
         cdef uint8_t* written
         cdef uint32_t bucket, next_bucket = 0
         cdef size_t i, blob_offset = 0, n
-        cdef size_t regions[9]
+        cdef size_t regions[10]
         if not self.prepared:
             self.prepare()
         if buffer.shape[0] != self.section_length:
@@ -692,12 +809,12 @@ cdef class DomainTableBuilder:
         base = &buffer[0]
         memset(base, 0, self.section_length)
         layout = self.layout()
-        for i in range(9):
+        for i in range(10):
             regions[i] = layout[i]
         header = <uint64_t*>base
         for i, value in enumerate((MAGIC, self.bucket_count, self.count, len(self.sets), self.tlds.tld_count,
                                    self.seed, self.fingerprint_mask, *layout[:8], self.blob_length,
-                                   self.section_length, self.single_labels)):
+                                   self.section_length, self.single_labels, layout[8], self.filter_blocks)):
             header[i] = value
         buckets = <Bucket*>(base + regions[0])
         keys = <uint32_t*>(base + regions[1])
@@ -728,6 +845,7 @@ cdef class DomainTableBuilder:
                 n += 1
         offsets32[len(self.sets)] = <uint32_t>n
         blob = base + regions[7]
+        self.filter = <uint32_t*>(base + regions[8])
         written = <uint8_t*>calloc(self.count // 8 + 1, 1)
         if written == NULL:
             raise MemoryError()
@@ -755,6 +873,7 @@ cdef class DomainTableBuilder:
         cdef uint32_t bucket, i, offset
         cdef uint8_t stored
         cdef uint8_t packed[192]
+        cdef int zone
         while p < end:
             line_end = <const uint8_t*>memchr(p, b'\n', end - p)
             if line_end == NULL:
@@ -782,6 +901,11 @@ cdef class DomainTableBuilder:
                     else:
                         memcpy(blob + offset, packed, packed_length(stored))
                         written[i >> 3] |= <uint8_t>(1 << (i & 7))
+                        zone = zone_start(<const uint8_t*>name, length)
+                        if zone >= 0 and self.filter_blocks:
+                            hash = zone_hash(<const uint8_t*>name, length, zone)
+                            filter_add(self.filter + (((hash >> 32) * <uint64_t>self.filter_blocks) >> 32) * FILTER_WORDS,
+                                       hash)
             p = line_end + 1
         return 0
 

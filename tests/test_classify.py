@@ -1,0 +1,83 @@
+"""The compiled domain table against a Python set of suffixes, and damaged sections."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edufilter._classify import DomainTable, DomainTableBuilder, TableFormatError
+
+LABELS = ["a", "b", "www", "cdn", "xn--bcher-kva", "x" * 63, "1-2"]
+TLDS = ["com", "org", "be", "nl"]
+
+names = st.builds(lambda labels, tld: ".".join([*labels, tld]), st.lists(st.sampled_from(LABELS), max_size=4),
+                  st.sampled_from(TLDS))
+
+
+def section_of(listed: list[str], tlds: list[str] = TLDS, **options: object) -> bytes:
+    builder = DomainTableBuilder(tlds=[t.encode() for t in tlds], **options)
+    builder.add_source(3, False, lambda: ["\n".join(listed).encode() + b"\n"])
+    section = bytearray(builder.prepare())
+    builder.write(section)
+    return bytes(section)
+
+
+def build(listed: list[str], tlds: list[str] = TLDS, **options: object) -> DomainTable:
+    return DomainTable(section_of(listed, tlds, **options))
+
+
+def listed_suffix(name: str, listed: set[str]) -> bool:
+    labels = name.split(".")
+    return any(".".join(labels[i:]) in listed for i in range(len(labels)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(names, max_size=40), st.lists(names, min_size=1, max_size=80), st.booleans(), st.integers(0, 3))
+def test_batch_lookup_matches_a_set_of_suffixes(listed: list[str], asked: list[str], bare_tld: bool,
+                                                seed: int) -> None:
+    if bare_tld:
+        listed = [*listed, "nl"]  # a listed TLD turns the zone filter off
+    table = build(listed, seed=seed)
+    expected = [listed_suffix(name, set(listed)) for name in asked]
+    assert table.count_listed([name.encode() for name in asked]) == sum(expected)
+    for name, hit in zip(asked, expected):
+        assert table.count_listed([name.encode()]) == int(hit), name
+        assert bool(table.matches(name.encode())) == hit
+        assert (table.find(name.encode()) is not None) == (name in set(listed))
+
+
+def test_large_table_batches_agree_with_single_lookups() -> None:
+    rng = random.Random(5)
+    listed = sorted({f"{rng.choice(LABELS[:5])}{i}.{rng.choice(TLDS)}" for i in range(20_000)})
+    table = build(listed)
+    asked = [rng.choice(["", "www.", "m.a."]) + rng.choice(listed) for _ in range(3000)]
+    asked += [f"w{i}.nothing{i}.{rng.choice(TLDS)}" for i in range(3000)]
+    rng.shuffle(asked)
+    encoded = [name.encode() for name in asked]
+    assert table.count_listed(encoded) == sum(table.count_listed([name]) for name in encoded) == 3000
+
+
+def test_invalid_and_oversized_names_are_never_listed() -> None:
+    table = build(["example.org"])
+    assert table.count_listed([b"", b"x" * 300, b"EXAMPLE.ORG", b"example.org."]) == 0
+    with pytest.raises(TypeError):
+        table.count_listed(["example.org"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_damaged_sections_are_refused_or_safe(data: st.DataObject) -> None:
+    """Flipped, cut or zeroed bytes: a TableFormatError, or a table whose lookups stay in bounds."""
+    section = bytearray(section_of(["a.example.org", "b.example.org", "www.x.be", "nl"]))
+    for _ in range(data.draw(st.integers(1, 6))):
+        position = data.draw(st.integers(0, len(section) - 1))
+        section[position] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.sampled_from([len(section), len(section) - 1, 200, 10]))
+    try:
+        table = DomainTable(bytes(section[:cut]))
+    except TableFormatError:
+        return
+    table.count_listed([b"a.example.org", b"www.x.be", b"q.nl", b"zz.zz"])

@@ -279,6 +279,8 @@ def test_bypass_shield(school: FilteredSchool) -> None:
                for name in ("pupil", "guest")}
     assert "Protocol version" in dot_for["guest"].stderr, dot_for["guest"].stderr
     assert "Protocol version" not in dot_for["pupil"].stderr  # DNS over TLS is reset for pupils
+    time.sleep(1.5)
+    assert any(event["category"] == "bypass-shield-dot" and event["group"] == "pupils" for event in school.events())
 
 
 # --- QUIC ----------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ class Supervisor:
         self.stopping: asyncio.Event | None = None
         self.reload_lock: asyncio.Lock | None = None
         self.runners: list[web.AppRunner] = []
-        self.event_backlog: list = []
+        self.bad_events = 0
 
     # ---- start
 
@@ -209,13 +209,17 @@ class Supervisor:
         events = []
         for event in reported:
             group = groups.get(event["group"], {})
-            events.append(self.pseudonyms.block_event(
-                time=datetime.fromtimestamp(event["time"], timezone.utc), group=event["group"],
-                category=event["category"], name=event["name"], destination=event["destination"],
-                kind=event["kind"], action=event["action"], client_address=event["client_address"],
-                worker=worker.index, log_client_address=bool(group.get("log_client_address")),
-                reference=event["reference"],
-            ))
+            try:
+                events.append(self.pseudonyms.block_event(
+                    time=datetime.fromtimestamp(event["time"], timezone.utc), group=event["group"],
+                    category=event["category"], name=event["name"], destination=event["destination"],
+                    kind=event["kind"], action=event["action"], client_address=event["client_address"],
+                    worker=worker.index, log_client_address=bool(group.get("log_client_address")),
+                    reference=event["reference"],
+                ))
+            except (EdufilterError, KeyError, TypeError, ValueError) as error:
+                self.bad_events += 1
+                log.warning("worker %d reported an event that cannot be logged: %s", worker.index, error)
         if events:
             self.events.record(events)
 

@@ -55,7 +55,7 @@ ACTION_NAMES = {
 ACTION_CODES = {name: code for code, name in ACTION_NAMES.items()}
 KIND_NAMES = {NameKind.KIND_DNS: "dns", NameKind.KIND_SNI: "sni", NameKind.KIND_HTTP_HOST: "http_host",
               NameKind.KIND_QUIC_INITIAL: "quic_sni"}
-REASON_CATEGORIES = {Reason.REASON_DOT: "bypass:dot", Reason.REASON_QUIC: "quic"}
+REASON_CATEGORIES = {Reason.REASON_DOT: "bypass-shield-dot", Reason.REASON_QUIC: "quic-blocked"}
 SERVICE_BINDING_TYPES = (64, 65)  # SVCB, HTTPS: where browsers learn ECH keys and encrypted DNS
 
 

@@ -602,6 +602,20 @@ cdef packed struct Pending:
     uint8_t tld_code
 
 
+cdef inline const uint8_t* next_name(const uint8_t* p, const uint8_t* end, char* name, int* length) noexcept nogil:
+    """The line at p, normalised into name: *length is -1 when it is not a valid host name and
+    0 when the line is empty. Returns where the next line starts."""
+    cdef const uint8_t* line_end = <const uint8_t*>memchr(p, b'\n', end - p)
+    cdef int n
+    if line_end == NULL:
+        line_end = end
+    n = <int>(line_end - p)
+    if n and p[n - 1] == b'\r':
+        n -= 1
+    length[0] = 0 if n == 0 else (normalise_name_into(p, n, name) if n <= 254 else -1)
+    return line_end + 1
+
+
 cdef int compare_pending(const void* a, const void* b) noexcept nogil:
     cdef const Pending* x = <const Pending*>a
     cdef const Pending* y = <const Pending*>b
@@ -696,21 +710,14 @@ cdef class DomainTableBuilder:
         """Pass 1 over one chunk: hash and measure every valid name."""
         cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(chunk)
         cdef const uint8_t* end = p + PyBytes_GET_SIZE(chunk)
-        cdef const uint8_t* line_end
         cdef char name[256]
         cdef int length, tld_length
         cdef uint8_t code
         cdef Pending* entry
         while p < end:
-            line_end = <const uint8_t*>memchr(p, b'\n', end - p)
-            if line_end == NULL:
-                line_end = end
-            length = <int>(line_end - p)
-            if length and p[length - 1] == b'\r':
-                length -= 1
+            p = next_name(p, end, name, &length)
             if length:
                 self.names_read += 1
-                length = normalise_name_into(p, length, name) if length <= 254 else -1
                 if length < 0:
                     self.invalid_names += 1
                 else:
@@ -726,7 +733,6 @@ cdef class DomainTableBuilder:
                     if memchr(name, b'.', length) == NULL:
                         self.single_labels += 1
                     self.count += 1
-            p = line_end + 1
         return self.count
 
     def prepare(self):
@@ -866,7 +872,6 @@ cdef class DomainTableBuilder:
         check that a repeated name really is the same name."""
         cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(chunk)
         cdef const uint8_t* end = p + PyBytes_GET_SIZE(chunk)
-        cdef const uint8_t* line_end
         cdef char name[256]
         cdef int length
         cdef uint64_t hash
@@ -875,38 +880,30 @@ cdef class DomainTableBuilder:
         cdef uint8_t packed[192]
         cdef int zone
         while p < end:
-            line_end = <const uint8_t*>memchr(p, b'\n', end - p)
-            if line_end == NULL:
-                line_end = end
-            length = <int>(line_end - p)
-            if length and p[length - 1] == b'\r':
-                length -= 1
-            if length:
-                length = normalise_name_into(p, length, name) if length <= 254 else -1
-                if length >= 0:
-                    hash = ef_hash_seeded(name, length, self.seed)
-                    bucket = bucket_of(hash, self.bucket_count)
-                    offset = buckets[bucket].blob_start
-                    i = buckets[bucket].entry_start
-                    while i < self.count and self.pending[i].hash != hash:
-                        offset += packed_length(self.pending[i].stored_length)
-                        i += 1
-                    if i >= self.count or bucket_of(self.pending[i].hash, self.bucket_count) != bucket:
-                        raise ValueError("a list changed while it was being compiled")
-                    stored = self.pending[i].stored_length
-                    pack_name(<const uint8_t*>name, stored, packed)
-                    if written[i >> 3] & (1 << (i & 7)):
-                        if memcmp(blob + offset, packed, packed_length(stored)) != 0:
-                            raise HashCollision(f"seed {self.seed}")
-                    else:
-                        memcpy(blob + offset, packed, packed_length(stored))
-                        written[i >> 3] |= <uint8_t>(1 << (i & 7))
-                        zone = zone_start(<const uint8_t*>name, length)
-                        if zone >= 0 and self.filter_blocks:
-                            hash = zone_hash(<const uint8_t*>name, length, zone)
-                            filter_add(self.filter + (((hash >> 32) * <uint64_t>self.filter_blocks) >> 32) * FILTER_WORDS,
-                                       hash)
-            p = line_end + 1
+            p = next_name(p, end, name, &length)
+            if length > 0:
+                hash = ef_hash_seeded(name, length, self.seed)
+                bucket = bucket_of(hash, self.bucket_count)
+                offset = buckets[bucket].blob_start
+                i = buckets[bucket].entry_start
+                while i < self.count and self.pending[i].hash != hash:
+                    offset += packed_length(self.pending[i].stored_length)
+                    i += 1
+                if i >= self.count or bucket_of(self.pending[i].hash, self.bucket_count) != bucket:
+                    raise ValueError("a list changed while it was being compiled")
+                stored = self.pending[i].stored_length
+                pack_name(<const uint8_t*>name, stored, packed)
+                if written[i >> 3] & (1 << (i & 7)):
+                    if memcmp(blob + offset, packed, packed_length(stored)) != 0:
+                        raise HashCollision(f"seed {self.seed}")
+                else:
+                    memcpy(blob + offset, packed, packed_length(stored))
+                    written[i >> 3] |= <uint8_t>(1 << (i & 7))
+                    zone = zone_start(<const uint8_t*>name, length)
+                    if zone >= 0 and self.filter_blocks:
+                        hash = zone_hash(<const uint8_t*>name, length, zone)
+                        filter_add(self.filter + (((hash >> 32) * <uint64_t>self.filter_blocks) >> 32) * FILTER_WORDS,
+                                   hash)
         return 0
 
 

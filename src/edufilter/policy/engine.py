@@ -222,7 +222,8 @@ class Engine:
         if listed["kind"] != "category":
             return None
         titles = self.meta["categories"].get(listed["name"], {}).get("titles", {})
-        return titles.get("en") or next(iter(titles.values()), None)
+        title = titles.get("en") or next(iter(titles.values()), None)
+        return title if title != listed["name"] else None  # UT1 titles some categories by their name
 
     def _slot(self, schedule_name: str, local: datetime) -> str | None:
         for start, end in slots_on(self.schedules[schedule_name], local.date()):

@@ -135,6 +135,7 @@ cdef struct Work:
     uint8_t reason
     uint8_t ech
     uint8_t decided          # this packet decided its flow (counted once)
+    uint8_t counted          # a DNS query judged: counted like a decision, no flow marked
     int32_t group
     int32_t list_id
     int32_t tier
@@ -331,6 +332,7 @@ cdef class Enforcer:
         work.code = CODE_UNDECIDED
         work.reason = REASON_RULE
         work.decided = 0
+        work.counted = 0
         work.list_id = -1
         work.tier = -1
         work.name_len = 0
@@ -421,6 +423,7 @@ cdef class Enforcer:
         decision = self.classifier.decide_flow(work.group, <const uint8_t*>work.name, work.name_len, NULL, 0,
                                                <int64_t>now)
         self.take(work, &decision)
+        work.counted = 1
         if work.code == CODE_ALLOW:
             if (self.groups[work.group].safe_search or self.groups[work.group].bypass_shield) and \
                     name_in_set(&self.special_names, work.name, work.name_len):
@@ -514,10 +517,11 @@ cdef class Enforcer:
     cdef void count(self, int i) noexcept nogil:
         cdef Work* work = &self.work[i]
         cdef size_t cell
-        if not work.decided:
+        if not (work.decided or work.counted):
             return
-        self.counters.flows_decided += 1
-        self.counters.by_code[work.code & 7] += 1
+        if work.decided:
+            self.counters.flows_decided += 1
+            self.counters.by_code[work.code & 7] += 1
         if 0 <= work.group < self.group_count and -1 <= work.list_id < self.list_count:
             cell = (<size_t>work.group * (self.list_count + 1) + <size_t>(work.list_id + 1)) * 4
             self.decisions[cell + (work.code & 3)] += 1

@@ -428,6 +428,22 @@ def test_events_are_pseudonymised_unless_the_group_asks(school: FilteredSchool) 
     assert sum(queue["verdicts"]["2"] for queue in status["queues"]) > 0
 
 
+def test_prometheus_metrics_count_decisions_per_group_and_category(school: FilteredSchool) -> None:
+    dig(pupil(school), "www.blocked.test")
+    curl(pupil(school), "https://adult.test/", "adult.test", str(UPSTREAM_V4))
+    time.sleep(2.2)  # workers report every second, the status file follows
+    viewer = school.run_edufilter("token", "create", "--role", "viewer").stdout.strip()
+    text = school.gateway.run(["curl", "-sS", "-H", f"Authorization: Bearer {viewer}",
+                               "http://127.0.0.1:8470/metrics"]).stdout
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line and not line.startswith("#")}
+    flows = {key: value for key, value in samples.items() if key.startswith("edufilter_flows_total{")}
+    assert any('group="pupils"' in key and 'category="blocked"' in key and 'verdict="block"' in key
+               for key in flows), flows
+    assert any('category="adult"' in key for key in flows)
+    assert any(key.startswith("edufilter_queue_packets_total{") and value > 0 for key, value in samples.items())
+
+
 def test_status_command(school: FilteredSchool) -> None:
     shown = school.gateway.run([sys.executable, "-m", "edufilter", "status", "--config", str(school.config_path)],
                                check=False)
@@ -465,6 +481,12 @@ def test_a_killed_worker_is_restarted_and_the_failure_mode_holds(
             assert received == sent, "fail-open: nothing is lost while the worker is away"
         else:
             assert received < sent, "fail-closed: new flows are dropped while the worker is away"
+        counted = "fail_open" if fail == "open" else "fail_closed_dropped"
+        deadline = time.monotonic() + 8
+        while school.status()["totals"].get(counted, 0) == 0:  # counted every 5 s from the rules
+            assert time.monotonic() < deadline, f"the packets that met no worker are counted ({counted})"
+            time.sleep(0.2)
+        assert school.status()["totals"][counted] <= sent
         assert "exited with status" in school.log()
         assert curl(pupil(school), "https://blocked.test/", "blocked.test", str(UPSTREAM_V4)).returncode != 0
         assert school.stop_daemon() == 0

@@ -157,7 +157,17 @@ async def metrics(call: Call) -> web.StreamResponse:
            [("", counters.throttled)])
     metric("edufilter_api_uploads_running", "gauge", "List uploads being read, stored or applied.",
            [("", call.app[UPLOADS].running)])
-    text = "\n".join(lines) + "\n" + _worker_metrics(await call.app[STATUS_SOURCE]())
+    status = await call.app[STATUS_SOURCE]()
+    totals = status.get("totals", {}) if isinstance(status, dict) else {}
+    for key, name, help_text in (
+        ("fail_open", "edufilter_fail_open_packets_total",
+         "Packets that passed uninspected: no worker on their queue, or the queue full (fail-open)."),
+        ("fail_closed_dropped", "edufilter_fail_closed_dropped_packets_total",
+         "Packets dropped because no worker could inspect them (fail-closed)."),
+    ):
+        if isinstance(totals.get(key), int):
+            metric(name, "counter", help_text, [("", totals[key])])
+    text = "\n".join(lines) + "\n" + _worker_metrics(status)
     return web.Response(body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 

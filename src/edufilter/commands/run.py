@@ -67,6 +67,12 @@ def show_status(args: argparse.Namespace) -> int:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.rjust(width) for cell, width in zip(row, widths)))
+    totals = status["totals"]
+    if "fail_open" in totals:
+        print(f"uninspected: {totals['fail_open']} packets passed while no worker could take them (fail-open)")
+    elif "fail_closed_dropped" in totals:
+        print(f"uninspected: {totals['fail_closed_dropped']} packets dropped with no worker to take them "
+              "(fail-closed)")
     if status.get("last_reload"):
         reload = status["last_reload"]
         print(f"last reload {reload['at']}: {reload['result']} ({reload['duration_ms']} ms)")

@@ -48,6 +48,7 @@ RESTART_DELAY = 0.3  # a dead worker is started again within a second
 CRASH_LOOP_DELAY = 5.0
 WATCH_INTERVAL = 0.2
 STATUS_INTERVAL = 1.0
+UNINSPECTED_EVERY = 5  # status rounds between readings of the queue rules' counters
 MAINTENANCE_INTERVAL = 3600.0
 RECOMPILE_INTERVAL = 6 * 3600.0  # the schedule window reaches days ahead; refresh it often
 STOP_GRACE = 3.0
@@ -89,6 +90,8 @@ class Supervisor:
         self.reload_lock: asyncio.Lock | None = None
         self.runners: list[web.AppRunner] = []
         self.bad_events = 0
+        self.enqueued: dict[int, tuple[int, int]] = {}  # queue -> (packets taken in total, last id_sequence)
+        self.uninspected = 0
 
     # ---- start
 
@@ -306,13 +309,38 @@ class Supervisor:
 
     # ---- status
 
+    def count_enqueued(self, queue: int, kernel: dict) -> int:
+        """Packets a queue really took since the daemon started, across worker restarts (a new
+        binding starts its id sequence at 0 again)."""
+        taken, last = self.enqueued.get(queue, (0, 0))
+        sequence = kernel.get("id_sequence", last)
+        taken += sequence - last if sequence >= last else sequence
+        self.enqueued[queue] = (taken, sequence)
+        return taken
+
+    def count_uninspected(self, queues: list[dict]) -> None:
+        """Packets that went through the queue rules to no worker: while a worker was away, or
+        when a queue was full. Fail-open lets them pass, fail-closed drops them; the kernel
+        counts neither, so it is the rules' counters less what the queues took and dropped."""
+        queued = self.rules.queued_packets() if self.rules is not None and not self.rules.removed else None
+        if queued is None:
+            return
+        taken = sum(self.enqueued.get(queue["queue"], (0, 0))[0] + queue["queue_dropped"] for queue in queues)
+        uninspected = max(0, queued - taken)
+        if uninspected > self.uninspected:
+            log.warning("%d packets %s since the daemon started", uninspected,
+                        "passed uninspected (fail-open)" if self.config.queue.fail_open else
+                        "were dropped with no worker to inspect them (fail-closed)")
+        self.uninspected = uninspected
+
     def status(self) -> dict:
         queues = []
-        totals = {"packets": 0, "flows": 0, "queue_dropped": 0, "user_dropped": 0, "fail_open": 0}
+        totals = {"packets": 0, "flows": 0, "queue_dropped": 0, "user_dropped": 0}
         for worker in self.workers:
             stats = worker.stats
             enforcer = stats.get("enforcer", {})
-            kernel = stats.get("kernel") or kernel_counters(worker.queue)
+            kernel = kernel_counters(worker.queue) or stats.get("kernel") or {}
+            self.count_enqueued(worker.queue, kernel)
             entry = {
                 "worker": worker.index, "queue": worker.queue,
                 "pid": worker.process.pid if worker.process is not None and worker.process.poll() is None else None,
@@ -321,13 +349,14 @@ class Supervisor:
                 "flows": enforcer.get("flows_decided", 0),
                 "verdicts": {str(code): enforcer.get(f"code_{code}", 0) for code in (1, 2, 3)},
                 "queue_total": kernel.get("queue_total", 0), "queue_dropped": kernel.get("queue_dropped", 0),
-                "user_dropped": kernel.get("user_dropped", 0), "fail_open": 0,
+                "user_dropped": kernel.get("user_dropped", 0), "decisions": decision_tree(worker.decisions),
                 "malformed_dropped": enforcer.get("malformed_dropped", 0),
                 "slow_packets": enforcer.get("slow_packets", 0),
             }
             queues.append(entry)
             for key in totals:
                 totals[key] += entry.get(key, 0)
+        totals["fail_open" if self.config.queue.fail_open else "fail_closed_dropped"] = self.uninspected
         return {
             "updated_at": datetime.now(timezone.utc),
             "daemon": {"pid": os.getpid(), "started_at": self.started_at, "edufilter": __version__},
@@ -342,11 +371,16 @@ class Supervisor:
 
     async def keep_status(self) -> None:
         path = self.state_dir / "run" / "status.json"
+        rounds = 0
         while not self.stopping.is_set():
             try:
-                write_status(path, self.status())
+                status = self.status()
+                if rounds % UNINSPECTED_EVERY == 0:  # reading the rules' counters runs iptables-save
+                    self.count_uninspected(status["queues"])
+                write_status(path, status)
             except EdufilterError as error:
                 log.warning("%s", error)
+            rounds += 1
             try:
                 await asyncio.wait_for(self.stopping.wait(), STATUS_INTERVAL)
             except asyncio.TimeoutError:
@@ -462,6 +496,15 @@ class Supervisor:
         pid_file(self.state_dir).unlink(missing_ok=True)
         if self.events is not None:
             self.events.close()
+
+
+def decision_tree(decisions: dict[tuple[str, str | None, int], int]) -> dict:
+    """{group: {category or "": {verdict: {"flows": n}}}} from a worker's decision counts."""
+    tree: dict = {}
+    for (group, category, code), flows in decisions.items():
+        verdict = CODE_VERDICTS.get(code, str(code))
+        tree.setdefault(group, {}).setdefault(category or "", {})[verdict] = {"flows": flows}
+    return tree
 
 
 def kernel_counters(queue: int) -> dict:

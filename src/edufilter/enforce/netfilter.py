@@ -406,6 +406,22 @@ class InstalledRules:
     created_base: frozenset[_BaseObject] = frozenset()
     removed: bool = False
 
+    def queued_packets(self) -> int | None:
+        """Packets our rules have handed to NFQUEUE since install (both families), from the
+        rules' own counters; None with the nft backend, whose queue rules keep no counter.
+
+        The kernel counts no fail-open accept anywhere else: this minus the packets the queues
+        really took (their id sequences) and dropped is what passed uninspected."""
+        if self.backend is Backend.NFT:
+            return None
+        total = 0
+        for family in self.settings.families:
+            save = _run([f"{IPTABLES[family]}-save", "-c", "-t", "filter"], self.netns).stdout
+            for line in save.splitlines():
+                if line.startswith("[") and " -j NFQUEUE" in line and " EDUFILTER-" in line:
+                    total += int(line[1:line.index(":")])
+        return total
+
     def remove(self) -> None:
         """Remove our table or chains and jumps; a second call does nothing."""
         if self.removed:

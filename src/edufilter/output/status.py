@@ -15,9 +15,10 @@ Schema 1 (times ISO 8601 with offset, counts since the daemon started; write_sta
                  "restarts": int, "packets": int,
                  "verdicts": {"<mark code>": packets},   # "1" allow, "2" reject, "3" drop, ...
                  "queue_total": int,                     # waiting in the kernel queue now
-                 "queue_dropped": int, "user_dropped": int, "fail_open": int}],
+                 "queue_dropped": int, "user_dropped": int,
+                 "decisions": {group: {category or "": {verdict: {"flows": int}}}}}],
      "totals": {"packets": int, "flows": int, "queue_dropped": int, "user_dropped": int,
-                "fail_open": int},
+                "fail_open" | "fail_closed_dropped": int},   # packets that met no worker
      "last_reload": {"at": time, "duration_ms": float, "result": "ok" | "failed: <reason>"} | null}
 """
 

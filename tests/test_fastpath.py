@@ -9,7 +9,7 @@ import pytest
 
 from edufilter._fastpath import FlowExtractor, normalise_name, parse_client_hello
 from packets import (
-    ACK_PSH, client_hello_message, dns_query, ipv4, ipv6, openssl_client_hello,
+    client_hello_message, dns_query, ipv4, ipv6, openssl_client_hello,
     post_quantum_client_hello, segments, sni_extension, syn, tcp, tls_records, udp,
 )
 

@@ -14,11 +14,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edufilter.enforce.blockpage_server import make_blockpage_app
 from edufilter.enforce.blockpage import (
     BlockInfo,
     block_response_segments,
     choose_language,
-    make_blockpage_app,
     render_block_page,
     render_neutral_page,
     reset_to_server,

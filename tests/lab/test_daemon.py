@@ -7,12 +7,10 @@ only through the gateway. This file also runs as a script inside the namespaces 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import signal
 import socket
-import sqlite3
 import ssl
 import subprocess
 import sys

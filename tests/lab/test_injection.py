@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
+from edufilter.enforce.blockpage_server import make_blockpage_app
 from edufilter.enforce.blockpage import (
     BlockInfo,
     block_response_segments,
-    make_blockpage_app,
     render_block_page,
     reset_to_server,
 )

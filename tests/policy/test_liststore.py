@@ -163,7 +163,7 @@ def test_ut1_import_aliases_catalogue_and_registration(tmp_path: Path) -> None:
 
 
 def test_ut1_archive_and_only(tmp_path: Path) -> None:
-    tree = ut1_tree(tmp_path / "ut1")
+    ut1_tree(tmp_path / "ut1")
     archive = tmp_path / "blacklists.tar.gz"
     subprocess.run(["tar", "-czf", archive, "-C", tmp_path, "--transform", "s,^ut1,blacklists,", "ut1"], check=True)
     store = ListStore(tmp_path / "lists")

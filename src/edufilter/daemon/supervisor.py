@@ -31,6 +31,7 @@ from edufilter._queue import queue_counters
 from edufilter.config import Config, split_listen
 from edufilter.daemon.control import pid_file
 from edufilter.enforce import blockpage
+from edufilter.enforce.blockpage_server import make_blockpage_app
 from edufilter.enforce.marks import MarkLayout
 from edufilter.enforce.netfilter import InstalledRules, RuleSettings, install, remove_stale
 from edufilter.errors import EdufilterError
@@ -412,7 +413,7 @@ class Supervisor:
 
     async def start_web(self) -> None:
         settings = self.policy_meta["settings"]
-        app = blockpage.make_blockpage_app(self.explain_block, self.config.blockpage.default_language)
+        app = make_blockpage_app(self.explain_block, self.config.blockpage.default_language)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self.runners.append(runner)

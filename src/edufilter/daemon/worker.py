@@ -33,7 +33,6 @@ from edufilter._queue import ACCEPT, DROP, REPEAT, PacketQueue, queue_counters
 from edufilter.config import Config, load_config
 from edufilter.decode.quic import QuicInitialCollector
 from edufilter.enforce import blockpage, dns
-from edufilter.enforce.conntrack import FlowTuple, set_code
 from edufilter.enforce.inject import IPPROTO_TCP, RawSender, parse_ip
 from edufilter.enforce.marks import INJECTED, MarkLayout
 from edufilter.errors import EdufilterError
@@ -388,6 +387,8 @@ class Worker:
 
     def redecide(self, old: PolicyView | None, new: PolicyView) -> int:
         """Flows decided under the old policy whose verdict changes: new conntrack marks now."""
+        from edufilter.enforce.conntrack import FlowTuple, set_code  # pyroute2: only when needed
+
         now = time.time()
         changed = 0
         for version, protocol, src, dst, sport, dport, group, code, name in self.enforcer.decided_flows():

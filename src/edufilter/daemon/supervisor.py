@@ -65,7 +65,6 @@ class WorkerState:
     state: str = "starting"
     restarts: int = 0
     quick_failures: int = 0
-    started_at: float = 0.0
     stats: dict = field(default_factory=dict)
     decisions: dict[tuple[str, str | None, int], int] = field(default_factory=dict)
 
@@ -151,7 +150,6 @@ class Supervisor:
             worker.control.close()
         worker.control = parent
         worker.state = "starting"
-        worker.started_at = time.monotonic()
         worker.decisions = {}
         asyncio.get_running_loop().add_reader(parent.fileno(), self.read_worker, worker)
 
@@ -234,10 +232,10 @@ class Supervisor:
                     continue
                 status = worker.process.returncode
                 worker.restarts += 1
+                # A worker that keeps dying before it is ready (a broken image, a missing
+                # capability) is retried less often, so the log stays readable.
+                worker.quick_failures = worker.quick_failures + 1 if worker.state == "starting" else 0
                 worker.state = "restarting"
-                # A worker that keeps dying at start (a broken image, a missing capability) is
-                # retried less often, so the log stays readable.
-                worker.quick_failures = worker.quick_failures + 1 if time.monotonic() - worker.started_at < 5 else 0
                 delay = RESTART_DELAY if worker.quick_failures < 3 else CRASH_LOOP_DELAY
                 log.error("worker %d (queue %d) exited with status %s; queue %d %s until it is back%s", worker.index,
                           worker.queue, status, worker.queue,

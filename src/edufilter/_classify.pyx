@@ -697,8 +697,16 @@ cdef class DomainTableBuilder:
             raise RuntimeError("add_source after prepare")
         self.sources.append(((list_id | (MEMBER_EXACT if exact else 0)), chunks))
 
+    def reserve(self, Py_ssize_t names):
+        """Room for this many names up front (e.g. the lists' counts): growing by copying
+        would need the old and the new array at once, the compile's peak memory."""
+        if names > <Py_ssize_t>self.capacity:
+            self.resize(names)
+
     cdef bint grow(self) except False:
-        cdef size_t capacity = self.capacity * 3 // 2 + 4096
+        return self.resize(self.capacity * 3 // 2 + 4096)
+
+    cdef bint resize(self, size_t capacity) except False:
         cdef Pending* grown = <Pending*>realloc(self.pending, capacity * sizeof(Pending))
         if grown == NULL:
             raise MemoryError()
@@ -793,8 +801,9 @@ cdef class DomainTableBuilder:
         return tuple(offsets)
 
     def write(self, out, checkpoint=None):
-        """Fills out (writable, exactly prepare() bytes) with the section: pass 2 places names.
-        checkpoint(), when given, is called after each chunk of pass 2."""
+        """Fills out (writable, exactly prepare() bytes, zero-filled: a new bytearray or a freshly
+        truncated file's map) with the section; pass 2 places the names. checkpoint(), when
+        given, is called after the index regions and after each chunk of pass 2."""
         cdef uint8_t[::1] buffer = out
         cdef uint8_t* base
         cdef uint64_t* header
@@ -812,8 +821,7 @@ cdef class DomainTableBuilder:
             self.prepare()
         if buffer.shape[0] != self.section_length:
             raise ValueError(f"section buffer must be {self.section_length} bytes")
-        base = &buffer[0]
-        memset(base, 0, self.section_length)
+        base = &buffer[0]  # zero-filled by the caller: touching every page here would double the peak
         layout = self.layout()
         for i in range(10):
             regions[i] = layout[i]
@@ -850,6 +858,8 @@ cdef class DomainTableBuilder:
                 members[n] = member
                 n += 1
         offsets32[len(self.sets)] = <uint32_t>n
+        if checkpoint is not None:
+            checkpoint()
         blob = base + regions[7]
         self.filter = <uint32_t*>(base + regions[8])
         written = <uint8_t*>calloc(self.count // 8 + 1, 1)

@@ -106,6 +106,7 @@ def write_categories_image(categories: Sequence[StoredCategory], path: Path) -> 
     tlds = _common_tlds(data)
 
     def add_sources(builder: DomainTableBuilder) -> None:
+        builder.reserve(sum(category.counts.names for category in data))
         for category in data:
             builder.add_source(ids[category.name], False, category.name_chunks)
 

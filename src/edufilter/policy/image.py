@@ -90,7 +90,7 @@ def write_image(path: Path, sections: list[SectionSpec], meta: dict[str, object]
                     DIRECTORY_ENTRY.pack(section.name.encode(), start, section.size) for section, start in layout
                 )
                 view[HEADER.size:HEADER.size + len(directory)] = directory
-                crc = zlib.crc32(view[HEADER.size:total])
+                crc = _checksum(mapped, view, HEADER.size, total)
                 view[:HEADER.size] = HEADER.pack(MAGIC, FORMAT_VERSION, len(all_sections), crc, 0, body_offset)
                 mapped.flush()
             finally:
@@ -111,6 +111,21 @@ def write_image(path: Path, sections: list[SectionSpec], meta: dict[str, object]
             os.unlink(temporary)
         raise
     return path
+
+
+CHECKSUM_WINDOW = 8 << 20
+
+
+def _checksum(mapped: mmap.mmap, view: memoryview, start: int, end: int) -> int:
+    """CRC-32 of view[start:end], read a window at a time and each window's pages dropped
+    again, so checking a large new image does not map all of it into the compiling process."""
+    crc = 0
+    for low in range(start, end, CHECKSUM_WINDOW):
+        high = min(end, low + CHECKSUM_WINDOW)
+        crc = zlib.crc32(view[low:high], crc)
+        page = low - low % mmap.PAGESIZE
+        mapped.madvise(mmap.MADV_DONTNEED, page, high - page)
+    return crc
 
 
 class Image:

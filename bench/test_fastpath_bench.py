@@ -1,30 +1,81 @@
-"""Decode + extract throughput: the Cython fast path against the dpkt reference on the
-same packets in the same run (python bench/summary.py turns the JSON into ratios)."""
+"""Decode + extract (edufilter/_fastpath.pyx): the Cython fast path against the dpkt reference
+on the same packets in the same run, without and with QUIC Initials (whose decryption is
+Python on both sides: the worker's slow path, decode/quic.py)."""
 
 from __future__ import annotations
 
-from edufilter._fastpath import FlowExtractor
-from mixes import FIRST_PACKETS, MIX_DESCRIPTION, TINY
-from reference_extractor import ReferenceExtractor
+import dpkt
+
+from edufilter._fastpath import FlowExtractor, parse_client_hello
+from edufilter.decode.quic import QuicInitialCollector, looks_like_client_initial
+from mixes import FIRST_PACKETS, MIX_DESCRIPTION, QUIC_MIX_DESCRIPTION, QUIC_PACKETS, QUIC_PORT, TINY
+from reference_extractor import ReferenceExtractor, client_hello_names, parse_ip
+
+FAST_ROUNDS = 3 if TINY else 30
+REFERENCE_ROUNDS = 1 if TINY else 3
+NOW = 1.0
+
+
+def record(benchmark, figure: str, packets: int, description: str) -> None:
+    benchmark.extra_info.update(rate_figure=figure, count=packets, unit="packets/s", mix=description)
 
 
 def test_fastpath_first_packets(benchmark):
     benchmark.group = "decode+extract, first-packets mix"
-    benchmark.extra_info.update(packets=len(FIRST_PACKETS), mix=MIX_DESCRIPTION, role="fast")
+    record(benchmark, "fastpath_pps", len(FIRST_PACKETS), MIX_DESCRIPTION)
     found = benchmark.pedantic(
-        lambda extractor: extractor.extract_batch(FIRST_PACKETS, 1.0),
+        lambda extractor: extractor.extract_batch(FIRST_PACKETS, NOW),
         setup=lambda: ((FlowExtractor(),), {}),
-        rounds=3 if TINY else 30,
+        rounds=FAST_ROUNDS,
     )
     assert found > 0
 
 
 def test_reference_first_packets(benchmark):
     benchmark.group = "decode+extract, first-packets mix"
-    benchmark.extra_info.update(packets=len(FIRST_PACKETS), mix=MIX_DESCRIPTION, role="baseline")
+    record(benchmark, "fastpath_reference_pps", len(FIRST_PACKETS), MIX_DESCRIPTION)
 
     def run(extractor: ReferenceExtractor) -> int:
         return sum(len(extractor.extract(packet)) for packet in FIRST_PACKETS)
 
-    found = benchmark.pedantic(run, setup=lambda: ((ReferenceExtractor(),), {}), rounds=1 if TINY else 3)
+    found = benchmark.pedantic(run, setup=lambda: ((ReferenceExtractor(),), {}), rounds=REFERENCE_ROUNDS)
+    assert found > 0
+
+
+def test_fastpath_with_quic(benchmark, pipeline):
+    """The fast path flags QUIC client Initials nogil; Python decrypts them, as in the worker."""
+    benchmark.group = "decode+extract, first-packets mix with QUIC"
+    record(benchmark, "fastpath_quic_pps", len(QUIC_PACKETS), QUIC_MIX_DESCRIPTION)
+
+    def run(extractor: FlowExtractor, quic: QuicInitialCollector) -> int:
+        names, _blocked, _unnamed, initials = pipeline.run(extractor, QUIC_PACKETS, NOW)
+        for datagram, address, port in initials:
+            hello = quic.feed(datagram, (address, port), NOW)
+            if hello is not None and parse_client_hello(hello) is not None:
+                names += 1
+        return names
+
+    found = benchmark.pedantic(run, setup=lambda: ((FlowExtractor(), QuicInitialCollector()), {}),
+                               rounds=FAST_ROUNDS)
+    assert found > 0
+
+
+def test_reference_with_quic(benchmark):
+    benchmark.group = "decode+extract, first-packets mix with QUIC"
+    record(benchmark, "fastpath_quic_reference_pps", len(QUIC_PACKETS), QUIC_MIX_DESCRIPTION)
+
+    def run(extractor: ReferenceExtractor, quic: QuicInitialCollector) -> int:
+        names = 0
+        for packet in QUIC_PACKETS:
+            names += len(extractor.extract(packet))
+            source, _destination, transport = parse_ip(packet)
+            if isinstance(transport, dpkt.udp.UDP) and transport.dport == QUIC_PORT and \
+                    looks_like_client_initial(bytes(transport.data)):
+                hello = quic.feed(bytes(transport.data), (source, transport.sport), NOW)
+                if hello is not None and client_hello_names(hello[4:])[0] is not None:
+                    names += 1
+        return names
+
+    found = benchmark.pedantic(run, setup=lambda: ((ReferenceExtractor(), QuicInitialCollector()), {}),
+                               rounds=REFERENCE_ROUNDS)
     assert found > 0

@@ -1,0 +1,163 @@
+"""The policy at scale, built once per benchmark session: every real list in
+../shared/blocklists imported through the ListStore, synthetic names from its synth.py to
+reach 5 million distinct names, a policy that blocks every category, and the compiled images.
+
+synth.py takes minutes for 5 M names, so its output is cached under bench/results/raw/cache
+(ignored by git), keyed by count and seed; the imports run again every session.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from edufilter.policy.compile import CATEGORIES_IMAGE, compile_categories, images_dir
+from edufilter.policy.engine import Engine
+from edufilter.policy.liststore import POLICY_DB, ListStore, register_categories
+from edufilter.policy.model import Action, Category, ClientMatch, Group, Policy, Rule, Settings, TargetKind
+from edufilter.policy.store import PolicyStore
+from mixes import TINY
+
+BENCH = Path(__file__).resolve().parent
+BLOCKLISTS = BENCH.parent.parent / "shared" / "blocklists"
+CACHE = BENCH / "results" / "raw" / "cache"
+SYNTH_SEED = 1
+# Enough for any real-name overlap: synth.py's output for a smaller count is a prefix of this.
+SYNTH_COUNT = 50_000 if TINY else 5_000_000
+TARGET_NAMES = 60_000 if TINY else 5_000_000
+# The real lists in other formats (README of ../shared/blocklists), category -> file.
+OTHER_LISTS = {
+    "sw-adult": "shadowwhisperer-adult.txt",
+    "sw-malware": "shadowwhisperer-malware.txt",
+    "hagezi-light": "hagezi-light.adblock.txt",
+    "stevenblack": "stevenblack.domains.txt",
+    "blp-redirect": "blocklistproject-redirect.hosts.txt",
+}
+TINY_OTHER_LISTS = ("sw-malware",)
+SYNTHETIC_CATEGORY = "synthetic"
+PUPILS_CIDR = "198.18.16.0/20"
+
+
+def blocklists_missing() -> str | None:
+    """Why the real lists cannot be used here, or None."""
+    if not (BLOCKLISTS / "ut1").is_dir() or not (BLOCKLISTS / "synth.py").is_file():
+        return f"the real lists are not at {BLOCKLISTS} (see its README)"
+    return None
+
+
+def synthetic_names_file(count: int = SYNTH_COUNT, seed: int = SYNTH_SEED) -> Path:
+    """synth.py's output for count names, made once and kept in the cache."""
+    path = CACHE / f"synth-{count}-seed{seed}.txt"
+    if not path.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".partial-{os.getpid()}")
+        with open(partial, "wb") as out:
+            subprocess.run([sys.executable, BLOCKLISTS / "synth.py", str(count), "--seed", str(seed)],
+                           stdout=out, check=True, timeout=900)
+        partial.rename(path)
+    return path
+
+
+def stored_names(store: ListStore) -> Iterator[bytes]:
+    """Every stored name of every category (a name may come once per category)."""
+    for category in store.categories():
+        if category.alias_of is None:
+            for chunk in category.name_chunks():
+                yield from chunk.split()
+
+
+@dataclass
+class PolicyScale:
+    """A state folder holding the imported lists and the compiled images."""
+
+    state_dir: Path
+    real_names: int  # distinct names in the real lists
+    synthetic_names: int
+    import_seconds: float
+
+    @property
+    def categories_image(self) -> Path:
+        return images_dir(self.state_dir) / CATEGORIES_IMAGE
+
+    def store(self) -> ListStore:
+        return ListStore.in_state_dir(self.state_dir)
+
+    def engine(self) -> Engine:
+        return Engine.open(self.state_dir)
+
+    def listed_set(self) -> set[bytes]:
+        """The pure-Python baseline's table: every listed name in a set."""
+        return set(stored_names(self.store()))
+
+
+def suffixes(name: bytes) -> Iterator[bytes]:
+    """The name and each parent domain: a.b.c, b.c, c."""
+    while True:
+        yield name
+        dot = name.find(b".")
+        if dot < 0:
+            return
+        name = name[dot + 1:]
+
+
+def usable_synthetic(line: bytes, taken: set[bytes], reserved: set[bytes]) -> bool:
+    """synth.py joins real labels at random, so a few of its names need leaving out: those
+    with an empty label (a leading-dot UT1 line gives ".com", which would list a whole
+    top-level domain), those already in the real lists, and those that happen to equal a
+    popular real domain or one of its parents (google.com): no real list holds them."""
+    name = line.rstrip(b"\n")
+    return bool(name) and not name.startswith(b".") and not name.endswith(b".") and b".." not in name \
+        and name not in taken and name not in reserved
+
+
+def build_policy_scale(state_dir: Path, popular: Collection[bytes] = ()) -> PolicyScale:
+    """Import the real lists, top them up with synthetic names to TARGET_NAMES, compile.
+
+    popular: names real traffic asks for most, which the synthetic names must not list."""
+    started = time.monotonic()
+    store = ListStore.in_state_dir(state_dir)
+    categories: list[Category] = []
+    if not TINY:
+        categories += store.import_ut1(BLOCKLISTS / "ut1").categories
+    for name, file in OTHER_LISTS.items():
+        if not TINY or name in TINY_OTHER_LISTS:
+            categories += store.import_file(BLOCKLISTS / "other" / file, name).categories
+    real = set(stored_names(store))
+    wanted = max(0, TARGET_NAMES - len(real))
+    reserved = {suffix for name in popular for suffix in suffixes(name)}
+    synthetic = state_dir / "synthetic.txt"
+    written = 0
+    with open(synthetic_names_file(), "rb") as names, open(synthetic, "wb") as out:
+        for line in names:
+            if written == wanted:
+                break
+            if usable_synthetic(line, real, reserved):
+                out.write(line)
+                written += 1
+    categories += store.import_file(synthetic, SYNTHETIC_CATEGORY, "plain").categories
+    synthetic.unlink()
+    with PolicyStore(state_dir / POLICY_DB) as policy_store:
+        register_categories(policy_store, categories)
+        stored = policy_store.load().categories
+        policy_store.replace_all(bench_policy(stored))
+    import_seconds = time.monotonic() - started
+    compile_categories(state_dir)
+    return PolicyScale(state_dir, len(real), written, import_seconds)
+
+
+def bench_policy(categories: tuple[Category, ...]) -> Policy:
+    """One group of pupils, allowed by default, every category blocked."""
+    return Policy(
+        settings=Settings(default_group="pupils"),
+        categories=categories,
+        groups=(Group("pupils", title="Pupils", default_action=Action.ALLOW),),
+        clients=(ClientMatch("pupils", cidr=PUPILS_CIDR),),
+        rules=tuple(Rule("pupils", TargetKind.CATEGORY, category.name, Action.BLOCK)
+                    for category in categories if category.alias_of is None),
+    )
+

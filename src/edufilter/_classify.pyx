@@ -616,6 +616,40 @@ cdef inline const uint8_t* next_name(const uint8_t* p, const uint8_t* end, char*
     return line_end + 1
 
 
+cdef void sort_pending(Pending* items, size_t count) noexcept nogil:
+    """Sort by hash, in place: glibc's qsort would allocate a second array as large as this one
+    for its merge sort. One American-flag pass on the hash's top byte, then each of the 256
+    buckets (small: their copy is small) with qsort."""
+    cdef size_t counts[256]
+    cdef size_t starts[257]
+    cdef size_t cursor[256]
+    cdef size_t i, bucket
+    cdef uint32_t digit
+    cdef Pending moving, swapped
+    memset(counts, 0, sizeof(counts))
+    for i in range(count):
+        counts[items[i].hash >> 56] += 1
+    starts[0] = 0
+    for bucket in range(256):
+        starts[bucket + 1] = starts[bucket] + counts[bucket]
+        cursor[bucket] = starts[bucket]
+    for bucket in range(256):
+        while cursor[bucket] < starts[bucket + 1]:
+            moving = items[cursor[bucket]]
+            digit = <uint32_t>(moving.hash >> 56)
+            while digit != bucket:
+                # carry it to its bucket, taking the item there along the cycle
+                swapped = items[cursor[digit]]
+                items[cursor[digit]] = moving
+                cursor[digit] += 1
+                moving = swapped
+                digit = <uint32_t>(moving.hash >> 56)
+            items[cursor[bucket]] = moving
+            cursor[bucket] += 1
+    for bucket in range(256):
+        qsort(items + starts[bucket], counts[bucket], sizeof(Pending), compare_pending)
+
+
 cdef int compare_pending(const void* a, const void* b) noexcept nogil:
     cdef const Pending* x = <const Pending*>a
     cdef const Pending* y = <const Pending*>b
@@ -754,7 +788,7 @@ cdef class DomainTableBuilder:
             for chunk in chunks():
                 self.collect(bytes(chunk), member)
         with nogil:
-            qsort(self.pending, self.count, sizeof(Pending), compare_pending)
+            sort_pending(self.pending, self.count)
         i = 0
         while i < self.count:
             j = i + 1

@@ -68,7 +68,10 @@ ACTION_CODES = {
     Action.MONITOR: RuleAction.ACTION_MONITOR,
 }
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# A network as the interval tables need it: IP version, first address, one past the last
+# address, prefix length. Plain ints: tens of thousands of ipaddress objects would be most of
+# a compile's memory besides the name table.
+NetworkSpan = tuple[int, int, int, int]
 
 
 def images_dir(state_dir: Path) -> Path:
@@ -111,7 +114,7 @@ def write_categories_image(categories: Sequence[StoredCategory], path: Path) -> 
             builder.add_source(ids[category.name], False, category.name_chunks)
 
     names = _build_names(tlds, add_sources)
-    networks = [(network, ids[category.name]) for category in data for network in _networks(category.cidrs())]
+    networks = [(span, ids[category.name]) for category in data for span in _networks(category.cidrs())]
     urls = [(ids[category.name], url) for category in data for url in category.urls()]
     digest = hashlib.sha256(
         json.dumps([[category.name, category.digest] for category in data] + [sorted(aliases.items())]).encode()
@@ -166,10 +169,16 @@ def _fill_names(builder: DomainTableBuilder) -> Callable[[memoryview, Callable[[
     return fill
 
 
-def _networks(lines: Iterable[str]) -> Iterator[IPNetwork]:
+def network_span(text: str) -> NetworkSpan:
+    network = ipaddress.ip_network(text, strict=False)
+    first = int(network.network_address)
+    return network.version, first, first + network.num_addresses, network.prefixlen
+
+
+def _networks(lines: Iterable[str]) -> Iterator[NetworkSpan]:
     for line in lines:
         try:
-            yield ipaddress.ip_network(line, strict=False)
+            yield network_span(line)
         except ValueError:
             continue  # the list store only holds valid networks; a damaged line is skipped
 
@@ -182,7 +191,7 @@ def _urls_section(urls: Iterable[tuple[int, str]], name: str = "urls") -> Sectio
 # ---------------------------------------------------------------- address tables
 
 
-def _list_address_sections(entries: list[tuple[IPNetwork, int]]) -> list[SectionSpec]:
+def _list_address_sections(entries: list[tuple[NetworkSpan, int]]) -> list[SectionSpec]:
     """v4 and v6 interval tables whose values index address sets: the lists covering a range."""
     sets: dict[tuple[int, ...], int] = {}
 
@@ -198,7 +207,7 @@ def _list_address_sections(entries: list[tuple[IPNetwork, int]]) -> list[Section
     return [*tables, SectionSpec.of_bytes("address_sets", packed)]
 
 
-def _client_address_sections(entries: list[tuple[IPNetwork, int]]) -> list[SectionSpec]:
+def _client_address_sections(entries: list[tuple[NetworkSpan, int]]) -> list[SectionSpec]:
     """v4 and v6 interval tables whose values are the group of the longest covering prefix."""
 
     def innermost(members: tuple[tuple[int, int], ...]) -> int:
@@ -216,7 +225,7 @@ def _list_members(members: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
 
 
 def _interval_table(
-    entries: list[tuple[IPNetwork, int]], version: int, value_of: Callable[[tuple[tuple[int, int], ...]], int]
+    entries: list[tuple[NetworkSpan, int]], version: int, value_of: Callable[[tuple[tuple[int, int], ...]], int]
 ) -> bytes:
     """Flat intervals over one address family: u32 count, u32 pad, starts, u32 values.
 
@@ -225,11 +234,10 @@ def _interval_table(
     """
     width = 4 if version == 4 else 16
     spans = sorted(
-        (int(network.network_address), int(network.broadcast_address) + 1, (value, network.prefixlen))
-        for network, value in entries
-        if network.version == version
+        ((start, end, (value, prefix_length)) for (family, start, end, prefix_length), value in entries
+         if family == version),
+        key=lambda span: (span[0], span[0] - span[1]),  # at one start, the larger first
     )
-    spans.sort(key=lambda span: (span[0], span[0] - span[1]))  # at one start, the larger first
     boundaries: dict[int, int] = {}
     stack: list[tuple[int, tuple[int, int]]] = []
 
@@ -336,7 +344,7 @@ def policy_sections(
 
     # Names: admin domain/exact entries and overrides.
     domain_lines: dict[tuple[int, bool], list[str]] = {}
-    networks: list[tuple[IPNetwork, int]] = []
+    networks: list[tuple[NetworkSpan, int]] = []
     urls: list[tuple[int, str]] = []
     for admin_list in policy.lists:
         list_id = lists.ids[("list", admin_list.name)]
@@ -344,7 +352,7 @@ def policy_sections(
             if entry.kind in (EntryKind.DOMAIN, EntryKind.EXACT):
                 domain_lines.setdefault((list_id, entry.kind is EntryKind.EXACT), []).append(entry.value)
             elif entry.kind is EntryKind.CIDR:
-                networks.append((ipaddress.ip_network(entry.value), list_id))
+                networks.append((network_span(entry.value), list_id))
             else:
                 urls.append((list_id, entry.value))
     for override in policy.overrides:
@@ -403,7 +411,7 @@ def policy_sections(
     bitmaps = b"".join(active_minutes(schedule, zone, window_start, window_minutes) for schedule in policy.schedules)
 
     # Clients: source networks (longest prefix), MACs; interfaces are resolved by the worker.
-    client_networks = [(ipaddress.ip_network(m.cidr), groups[m.group]) for m in policy.clients if m.cidr]
+    client_networks = [(network_span(m.cidr), groups[m.group]) for m in policy.clients if m.cidr]
     macs = sorted(int(m.mac.replace(":", ""), 16) << 16 | groups[m.group] for m in policy.clients if m.mac)
 
     sections = [

@@ -87,7 +87,9 @@ cpdef enum Reason:
 cdef enum:
     TCP_SYN = 0x02
     MAX_BATCH = 256
-    DECIDED_PROBES = 8
+    DECIDED_PROBES = 8      # a bucket: eight slots, their tags in one cache line
+    DECIDED_NAME = 256
+    NO_SLOT = 0x7FFFFFFF
     PROTO_TCP = 6
     PROTO_UDP = 17
     DNS_PORT = 53
@@ -104,15 +106,16 @@ cdef struct FlowId:
     uint8_t src[16]
     uint8_t dst[16]
 
+# A remembered decision: one cache line. The flow's name, when it has one, is kept apart
+# (names[slot]), so flows without a name never touch it.
 cdef struct DecidedFlow:
-    uint64_t hash            # 0: empty
+    uint64_t hash
     FlowId flow
     double decided_at
     uint16_t group
     uint8_t code
     uint8_t kind
     uint8_t name_len
-    char name[255]
 
 # An open-addressed set of name hashes, at most half full (a false hit only sends a packet
 # to Python, where the name is looked at again).
@@ -196,7 +199,10 @@ cdef class Enforcer:
     cdef Work work[MAX_BATCH]
     cdef list payloads                 # replacement payloads, alive until the batch is sent
     cdef DecidedFlow* decided
+    cdef uint16_t* decided_tags        # per slot: 0 empty, else 16 bits of the flow's hash (| 1)
+    cdef char* decided_names           # per slot: DECIDED_NAME bytes
     cdef uint32_t decided_mask
+    cdef uint32_t evictions
     cdef double decided_lifetime
     cdef NameSet special_names         # names the handler rewrites or answers (DNS)
     cdef NameSet url_hosts             # plain-HTTP hosts with URL-prefix rules
@@ -218,7 +224,9 @@ cdef class Enforcer:
         while size < <uint32_t>decided_flows:
             size <<= 1
         self.decided = <DecidedFlow*>calloc(size, sizeof(DecidedFlow))
-        if self.decided == NULL:
+        self.decided_tags = <uint16_t*>calloc(size + DECIDED_PROBES, sizeof(uint16_t))
+        self.decided_names = <char*>calloc(size, DECIDED_NAME)  # untouched pages cost nothing
+        if self.decided == NULL or self.decided_tags == NULL or self.decided_names == NULL:
             raise MemoryError()
         self.decided_mask = size - 1
         self.decided_lifetime = decided_lifetime
@@ -226,6 +234,8 @@ cdef class Enforcer:
 
     def __dealloc__(self):
         free(self.decided)
+        free(self.decided_tags)
+        free(self.decided_names)
         free(self.special_names.slots)
         free(self.url_hosts.slots)
         free(self.groups)
@@ -479,40 +489,51 @@ cdef class Enforcer:
 
     # ---- decided flows
 
+    cdef inline uint32_t decided_bucket(self, uint64_t hash) noexcept nogil:
+        return <uint32_t>hash & self.decided_mask & ~(<uint32_t>DECIDED_PROBES - 1)
+
     cdef DecidedFlow* find_decided(self, const FlowId* flow, double now) noexcept nogil:
+        """The remembered decision of a flow; the tags let most misses read one cache line."""
         cdef uint64_t hash = ef_hash_bytes(flow, sizeof(FlowId))
+        cdef uint32_t first = self.decided_bucket(hash), i
+        cdef uint16_t tag = <uint16_t>(hash >> 48) | 1
         cdef DecidedFlow* slot
-        cdef int i
-        for i in range(DECIDED_PROBES):
-            slot = &self.decided[(hash + i) & self.decided_mask]
+        for i in range(first, first + DECIDED_PROBES):
+            if self.decided_tags[i] != tag:
+                continue
+            slot = &self.decided[i]
             if slot.hash == hash and memcmp(&slot.flow, flow, sizeof(FlowId)) == 0:
-                if now - slot.decided_at > self.decided_lifetime:
-                    return NULL
-                return slot
+                return NULL if now - slot.decided_at > self.decided_lifetime else slot
         return NULL
 
     cdef void remember(self, const Work* work, double now) noexcept nogil:
         cdef uint64_t hash = ef_hash_bytes(&work.flow, sizeof(FlowId))
+        cdef uint32_t first = self.decided_bucket(hash), i, chosen = NO_SLOT
+        cdef uint16_t tag = <uint16_t>(hash >> 48) | 1
         cdef DecidedFlow* slot
-        cdef DecidedFlow* victim = NULL
-        cdef int i
-        for i in range(DECIDED_PROBES):
-            slot = &self.decided[(hash + i) & self.decided_mask]
-            if slot.hash == 0 or (slot.hash == hash and memcmp(&slot.flow, &work.flow, sizeof(FlowId)) == 0):
-                victim = slot
+        for i in range(first, first + DECIDED_PROBES):
+            if self.decided_tags[i] == tag and self.decided[i].hash == hash and \
+                    memcmp(&self.decided[i].flow, &work.flow, sizeof(FlowId)) == 0:
+                chosen = i
                 break
-            if victim == NULL or slot.decided_at < victim.decided_at:
-                victim = slot
-        if victim.hash != 0 and victim.hash != hash:
+            if self.decided_tags[i] == 0 and chosen == NO_SLOT:
+                chosen = i
+        if chosen == NO_SLOT:
+            # a full bucket: the slots take turns going (cheaper than finding the oldest)
+            chosen = first + (self.evictions & (DECIDED_PROBES - 1))
+            self.evictions += 1
             self.counters.decided_evicted += 1
-        victim.hash = hash
-        victim.flow = work.flow
-        victim.decided_at = now
-        victim.group = <uint16_t>work.group
-        victim.code = work.code
-        victim.kind = work.kind
-        victim.name_len = <uint8_t>min(work.name_len, 254)
-        memcpy(victim.name, work.name, victim.name_len)
+        slot = &self.decided[chosen]
+        self.decided_tags[chosen] = tag
+        slot.hash = hash
+        slot.flow = work.flow
+        slot.decided_at = now
+        slot.group = <uint16_t>work.group
+        slot.code = work.code
+        slot.kind = work.kind
+        slot.name_len = <uint8_t>min(work.name_len, DECIDED_NAME - 1)
+        if slot.name_len:
+            memcpy(self.decided_names + <size_t>chosen * DECIDED_NAME, work.name, slot.name_len)
 
     cdef void count(self, int i) noexcept nogil:
         cdef Work* work = &self.work[i]
@@ -603,16 +624,18 @@ cdef class Enforcer:
         cdef DecidedFlow* slot
         cdef int width
         found = []
+        cdef const char* name
         for i in range(self.decided_mask + 1):
-            slot = &self.decided[i]
-            if slot.hash == 0:
+            if self.decided_tags[i] == 0:
                 continue
+            slot = &self.decided[i]
+            name = self.decided_names + <size_t>i * DECIDED_NAME
             width = 4 if slot.flow.ip_version == 4 else 16
             found.append((slot.flow.ip_version, slot.flow.protocol,
                           PyBytes_FromStringAndSize(<const char*>slot.flow.src, width),
                           PyBytes_FromStringAndSize(<const char*>slot.flow.dst, width),
                           slot.flow.sport, slot.flow.dport, slot.group, slot.code,
-                          slot.name[:slot.name_len].decode("ascii") if slot.name_len else None))
+                          name[:slot.name_len].decode("ascii") if slot.name_len else None))
         return found
 
     def update_decided(self, int ip_version, int protocol, bytes src, bytes dst, int sport, int dport, int code):

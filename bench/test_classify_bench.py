@@ -3,9 +3,9 @@ the same input in the same run:
 
 - DomainTable.count_listed, the batch lookup, against a set of every listed name and the
   natural loop over a name's suffixes, on the lookup mixes of querymix.py;
-- the worker's per-packet work without the queue — decode, extract and classify
-  (bench/pipeline.pyx, which does what Enforcer.classify does) — against a naive Python
-  classifier: the dpkt reference extractor, then the same set of suffixes.
+- the worker's per-packet work without the queue — decode, extract, classify, decide, mark
+  and remember: Enforcer.classify_offline, the worker's own classify pass — against a naive
+  Python classifier: the dpkt reference extractor, then the same set of suffixes.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from collections.abc import Iterator
 import pytest
 
 from edufilter._classify import DomainTable
-from edufilter._fastpath import FlowExtractor
 from edufilter.policy.engine import Engine
 from edufilter.policy.image import Image
 from mixes import FLOWS, MIX_DESCRIPTION, TINY, first_packets_mix
@@ -79,20 +78,19 @@ def test_count_listed_python(benchmark, table: DomainTable, mixes: dict[str, Loo
     assert found == table.count_listed(names), "the compiled table and the Python set disagree"
 
 
-def test_classify_packets(benchmark, pipeline, engine: Engine, named_packets: list[bytes]) -> None:
+def test_classify_packets(benchmark, worker_loop, named_packets: list[bytes]) -> None:
     benchmark.group = "decode+extract+classify, first-packets mix"
-    classifier = engine.classifier
-    names, blocked, _unnamed, _quic = pipeline.run(FlowExtractor(), named_packets, NOW, classifier)
+    names, blocked, _slow = worker_loop().classify_offline(named_packets, NOW)
     record(benchmark, "classify_pps", len(named_packets), "packets/s",
            MIX_DESCRIPTION + "; names from the realistic lookup mix",
            classify_blocked_share=blocked / names)
-    result = benchmark.pedantic(lambda extractor: pipeline.run(extractor, named_packets, NOW, classifier),
-                                setup=lambda: ((FlowExtractor(),), {}), rounds=FAST_ROUNDS)
+    result = benchmark.pedantic(lambda loop: loop.classify_offline(named_packets, NOW),
+                                setup=lambda: ((worker_loop(),), {}), rounds=FAST_ROUNDS)
     assert result[:2] == (names, blocked)
 
 
 def test_classify_packets_naive(benchmark, named_packets: list[bytes], listed_set: set[bytes],
-                                pipeline, engine: Engine) -> None:
+                                worker_loop) -> None:
     benchmark.group = "decode+extract+classify, first-packets mix"
     record(benchmark, "classify_naive_pps", len(named_packets), "packets/s",
            MIX_DESCRIPTION + "; names from the realistic lookup mix")
@@ -106,5 +104,5 @@ def test_classify_packets_naive(benchmark, named_packets: list[bytes], listed_se
         return names, blocked
 
     result = benchmark.pedantic(run, setup=lambda: ((ReferenceExtractor(),), {}), rounds=PYTHON_ROUNDS)
-    assert result == pipeline.run(FlowExtractor(), named_packets, NOW, engine.classifier)[:2], \
+    assert result == worker_loop().classify_offline(named_packets, NOW)[:2], \
         "the worker's loop and the naive classifier disagree"

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dpkt
 
+from edufilter._enforce import Slow
 from edufilter._fastpath import FlowExtractor, parse_client_hello
 from edufilter.decode.quic import QuicInitialCollector, looks_like_client_initial
+from edufilter.enforce.inject import parse_ip as parse_ip_packet
 from mixes import FIRST_PACKETS, MIX_DESCRIPTION, QUIC_MIX_DESCRIPTION, QUIC_PACKETS, QUIC_PORT, TINY
 from reference_extractor import ReferenceExtractor, client_hello_names, parse_ip
 
@@ -42,20 +44,25 @@ def test_reference_first_packets(benchmark):
     assert found > 0
 
 
-def test_fastpath_with_quic(benchmark, pipeline):
-    """The fast path flags QUIC client Initials nogil; Python decrypts them, as in the worker."""
+def test_fastpath_with_quic(benchmark, worker_loop):
+    """The worker's loop flags QUIC client Initials nogil; Python decrypts them, as the worker's
+    slow path does."""
     benchmark.group = "decode+extract, first-packets mix with QUIC"
     record(benchmark, "fastpath_quic_pps", len(QUIC_PACKETS), QUIC_MIX_DESCRIPTION)
 
-    def run(extractor: FlowExtractor, quic: QuicInitialCollector) -> int:
-        names, _blocked, _unnamed, initials = pipeline.run(extractor, QUIC_PACKETS, NOW)
-        for datagram, address, port in initials:
-            hello = quic.feed(datagram, (address, port), NOW)
+    def run(loop, quic: QuicInitialCollector) -> int:
+        names, _blocked, slow = loop.classify_offline(QUIC_PACKETS, NOW)
+        for index, reason in slow:
+            if reason != Slow.SLOW_QUIC:
+                continue
+            packet = parse_ip_packet(QUIC_PACKETS[index])
+            source_port = int.from_bytes(packet.transport[:2], "big")
+            hello = quic.feed(packet.transport[8:], (packet.source, source_port), NOW)
             if hello is not None and parse_client_hello(hello) is not None:
                 names += 1
         return names
 
-    found = benchmark.pedantic(run, setup=lambda: ((FlowExtractor(), QuicInitialCollector()), {}),
+    found = benchmark.pedantic(run, setup=lambda: ((worker_loop(), QuicInitialCollector()), {}),
                                rounds=FAST_ROUNDS)
     assert found > 0
 

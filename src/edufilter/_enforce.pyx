@@ -210,7 +210,7 @@ cdef class Enforcer:
     cdef Counters counters
     cdef object handler
 
-    def __cinit__(self, PacketQueue queue, FlowExtractor extractor, object handler, uint32_t mark_mask,
+    def __cinit__(self, PacketQueue queue, FlowExtractor extractor not None, object handler, uint32_t mark_mask,
                   int batch_size=64, int decided_flows=65536, double decided_lifetime=86400.0):
         cdef uint32_t size = DECIDED_PROBES
         if mark_mask == 0 or not 1 <= batch_size <= MAX_BATCH or decided_flows < 1:
@@ -285,8 +285,8 @@ cdef class Enforcer:
         """Runs batches until `seconds` have passed; returns the packets handled."""
         cdef double until = wall_clock() + seconds
         cdef uint64_t before = self.counters.packets
-        if self.classifier is None:
-            raise RuntimeError("set_policy before serve")
+        if self.classifier is None or self.queue is None:
+            raise RuntimeError("serve needs a queue and a policy (set_policy)")
         while wall_clock() < until:
             self.run_batch(timeout_ms)
         return self.counters.packets - before
@@ -649,6 +649,41 @@ cdef class Enforcer:
         slot = self.find_decided(&flow, wall_clock())
         if slot != NULL:
             slot.code = code
+
+    def classify_offline(self, list packets, double now):
+        """The classify pass over IP packets given as bytes, as if they came from the queue, in
+        batches: no verdict is sent and no slow path runs. For benchmarks and tests of the loop
+        without a queue. Returns (names found, named decisions that block, [(index, slow reason)])."""
+        cdef Py_ssize_t start, n = len(packets), names = 0, blocked = 0
+        cdef int j, batch
+        cdef object packet
+        cdef Work* work
+        if self.classifier is None:
+            raise RuntimeError("set_policy before classify_offline")
+        slow = []
+        for start in range(0, n, self.batch_size):
+            batch = <int>min(self.batch_size, n - start)
+            for j in range(batch):
+                packet = packets[start + j]
+                if type(packet) is not bytes:
+                    raise TypeError("classify_offline takes a list of bytes")
+                memset(&self.packets[j], 0, sizeof(QueuedPacket))
+                self.packets[j].packet_id = <uint32_t>j
+                self.packets[j].payload = <const uint8_t*>PyBytes_AS_STRING(packet)
+                self.packets[j].payload_len = <uint32_t>PyBytes_GET_SIZE(packet)
+            with nogil:
+                for j in range(batch):
+                    self.classify(j, now)
+                    self.count(j)
+                    work = &self.work[j]
+                    if work.kind == KIND_DNS or work.kind == KIND_SNI or work.kind == KIND_HTTP_HOST:
+                        names += 1
+                        if work.code != CODE_ALLOW:
+                            blocked += 1
+            for j in range(batch):
+                if self.work[j].slow != SLOW_NONE:
+                    slow.append((start + j, self.work[j].slow))
+        return names, blocked, slow
 
     def decision_counts(self):
         """{(group id, list id or -1, code): flows} since the policy was set."""

@@ -1,0 +1,120 @@
+"""The worker's classify pass (_enforce.pyx) without a queue: what it decides per packet, what
+it leaves to the Python slow path, and that a flow is decided once. The queue and the kernel
+are in tests/lab/test_daemon.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edufilter._enforce import Code, Enforcer, Slow
+from edufilter._fastpath import FlowExtractor
+from edufilter.daemon.worker import PolicyView
+from edufilter.enforce.dns import special_names
+from edufilter.policy.compile import compile_policy
+from edufilter.policy.defaults import load_policy_dir
+from edufilter.policy.store import PolicyStore
+from packets import (
+    SERVER4,
+    dns_query,
+    ipv4,
+    openssl_client_hello,
+    post_quantum_client_hello,
+    segments,
+    syn,
+    tcp,
+    tls_records,
+    udp,
+)
+
+POLICY = """
+[settings]
+default_group = "pupils"
+[lists.blocked]
+domain = ["blocked.test"]
+[lists.sink]
+domain = ["sink.test"]
+[lists.network]
+cidr = ["198.51.100.0/24"]
+[groups.pupils]
+safe_search = true
+bypass_shield = true
+[[groups.pupils.rules]]
+action = "block"
+lists = ["blocked", "network"]
+[[groups.pupils.rules]]
+action = "sinkhole"
+lists = ["sink"]
+"""
+MASK = 0x0F000000
+
+
+@pytest.fixture(scope="module")
+def enforcer(tmp_path_factory: pytest.TempPathFactory) -> Enforcer:
+    state = tmp_path_factory.mktemp("state")
+    (state / "policy").mkdir()
+    (state / "policy" / "school.toml").write_text(POLICY)
+    with PolicyStore(state / "policy.sqlite") as store:
+        store.replace_all(load_policy_dir(state / "policy"))
+    compile_policy(state)
+    view = PolicyView.load(state)
+    loop = Enforcer(None, FlowExtractor(), None, MASK, 16)
+    loop.set_policy(view.engine.classifier, view.groups, special_names(), view.url_hosts)
+    return loop
+
+
+def tls_flow(name: str, isn: int, sport: int, cuts: list[int] | None = None) -> list[bytes]:
+    hello = tls_records(post_quantum_client_hello(name.encode())) if cuts else openssl_client_hello(name)
+    return [syn(isn, sport=sport), *segments(hello, cuts or [], isn, sport=sport)]
+
+
+def test_names_are_decided_and_blocks_counted(enforcer: Enforcer) -> None:
+    packets = [*tls_flow("www.allowed.test", 1000, 40001), *tls_flow("www.blocked.test", 2000, 40002),
+               *tls_flow("a.blocked.test", 3000, 40003, cuts=[1400])]
+    names, blocked, slow = enforcer.classify_offline(packets, 1.0)
+    assert (names, blocked) == (3, 2)
+    # Each blocked TLS flow goes to Python once: its event (and the reset of the server side).
+    assert [reason for _, reason in slow] == [Slow.SLOW_EVENT, Slow.SLOW_EVENT]
+
+
+def test_dns_blocks_safe_search_and_bypass_signals_go_to_the_slow_path(enforcer: Enforcer) -> None:
+    queries = ["www.allowed.test", "www.blocked.test", "sink.test", "www.google.com", "use-application-dns.net"]
+    packets = [ipv4(udp(dns_query(name), 53, sport=30000 + index), 17) for index, name in enumerate(queries)]
+    names, blocked, slow = enforcer.classify_offline(packets, 1.0)
+    assert (names, blocked) == (5, 2)
+    assert slow == [(1, Slow.SLOW_DNS_ANSWER), (2, Slow.SLOW_DNS_ANSWER), (3, Slow.SLOW_DNS_SPECIAL),
+                    (4, Slow.SLOW_DNS_SPECIAL)]
+    https_record = ipv4(udp(dns_query("www.allowed.test", qtype=65), 53, sport=31000), 17)
+    assert enforcer.classify_offline([https_record], 1.0)[2] == [(0, Slow.SLOW_DNS_SPECIAL)]
+
+
+def test_a_flow_without_a_name_is_decided_by_address_when_it_settles(enforcer: Enforcer) -> None:
+    to_listed_network = ipv4(tcp(b"SSH-2.0-OpenSSH_9.2\r\n", 5001, dport=22, sport=41000), 6, dst="198.51.100.7")
+    elsewhere = ipv4(tcp(b"SSH-2.0-OpenSSH_9.2\r\n", 6001, dport=22, sport=41001), 6, dst=SERVER4)
+    names, blocked, slow = enforcer.classify_offline([to_listed_network, elsewhere], 1.0)
+    assert (names, blocked) == (0, 0)
+    assert slow == [(0, Slow.SLOW_EVENT)]  # blocked by the network list: an event, no name
+    stats = enforcer.stats
+    assert stats["flows_decided"] >= 2
+
+
+def test_packets_of_a_decided_flow_get_its_verdict_again(enforcer: Enforcer) -> None:
+    first = tls_flow("again.blocked.test", 7000, 42000)
+    before = enforcer.stats["repeated"]
+    enforcer.classify_offline(first, 1.0)
+    # a segment queued before the mark was saved: same flow, no name in it
+    late = ipv4(tcp(b"\x17\x03\x03\x00\x10" + bytes(16), 7000 + 1 + 600, sport=42000), 6)
+    enforcer.classify_offline([late], 1.0)
+    assert enforcer.stats["repeated"] == before + 1
+    flows = {(flow[4], flow[8]): flow[7] for flow in enforcer.decided_flows()}
+    assert flows[(42000, "again.blocked.test")] == Code.CODE_REJECT
+
+
+def test_bad_packets_are_counted_and_dropped_not_raised(enforcer: Enforcer) -> None:
+    before = enforcer.stats["malformed_dropped"]
+    junk = [b"", b"\x45", b"\x45\x00\x00\x50" + bytes(16), b"\x60" + bytes(30), bytes(range(256)) * 3]
+    assert enforcer.classify_offline(junk, 1.0)[:2] == (0, 0)
+    assert enforcer.stats["malformed_dropped"] >= before + 3
+    with pytest.raises(TypeError):
+        enforcer.classify_offline(["not bytes"], 1.0)

@@ -678,8 +678,8 @@ cdef class Enforcer:
                     work = &self.work[j]
                     if work.kind == KIND_DNS or work.kind == KIND_SNI or work.kind == KIND_HTTP_HOST:
                         names += 1
-                        if work.code != CODE_ALLOW:
-                            blocked += 1
+                        if (work.decided or work.counted) and work.code != CODE_ALLOW:
+                            blocked += 1  # (a host with URL-prefix rules is decided by the slow path)
             for j in range(batch):
                 if self.work[j].slow != SLOW_NONE:
                     slow.append((start + j, self.work[j].slow))

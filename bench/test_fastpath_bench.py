@@ -52,7 +52,7 @@ def test_fastpath_with_quic(benchmark, worker_loop):
 
     def run(loop, quic: QuicInitialCollector) -> int:
         names, _blocked, slow = loop.classify_offline(QUIC_PACKETS, NOW)
-        for index, reason in slow:
+        for index, reason, _name in slow:
             if reason != Slow.SLOW_QUIC:
                 continue
             packet = parse_ip_packet(QUIC_PACKETS[index])

@@ -75,7 +75,8 @@ def test_names_are_decided_and_blocks_counted(enforcer: Enforcer) -> None:
     names, blocked, slow = enforcer.classify_offline(packets, 1.0)
     assert (names, blocked) == (3, 2)
     # Each blocked TLS flow goes to Python once: its event (and the reset of the server side).
-    assert [reason for _, reason in slow] == [Slow.SLOW_EVENT, Slow.SLOW_EVENT]
+    assert [(reason, name) for _, reason, name in slow] == [(Slow.SLOW_EVENT, "www.blocked.test"),
+                                                            (Slow.SLOW_EVENT, "a.blocked.test")]
 
 
 def test_dns_blocks_safe_search_and_bypass_signals_go_to_the_slow_path(enforcer: Enforcer) -> None:
@@ -83,10 +84,10 @@ def test_dns_blocks_safe_search_and_bypass_signals_go_to_the_slow_path(enforcer:
     packets = [ipv4(udp(dns_query(name), 53, sport=30000 + index), 17) for index, name in enumerate(queries)]
     names, blocked, slow = enforcer.classify_offline(packets, 1.0)
     assert (names, blocked) == (5, 2)
-    assert slow == [(1, Slow.SLOW_DNS_ANSWER), (2, Slow.SLOW_DNS_ANSWER), (3, Slow.SLOW_DNS_SPECIAL),
-                    (4, Slow.SLOW_DNS_SPECIAL)]
+    assert slow == [(1, Slow.SLOW_DNS_ANSWER, "www.blocked.test"), (2, Slow.SLOW_DNS_ANSWER, "sink.test"),
+                    (3, Slow.SLOW_DNS_SPECIAL, "www.google.com"), (4, Slow.SLOW_DNS_SPECIAL, "use-application-dns.net")]
     https_record = ipv4(udp(dns_query("www.allowed.test", qtype=65), 53, sport=31000), 17)
-    assert enforcer.classify_offline([https_record], 1.0)[2] == [(0, Slow.SLOW_DNS_SPECIAL)]
+    assert enforcer.classify_offline([https_record], 1.0)[2] == [(0, Slow.SLOW_DNS_SPECIAL, "www.allowed.test")]
 
 
 def test_a_flow_without_a_name_is_decided_by_address_when_it_settles(enforcer: Enforcer) -> None:
@@ -94,7 +95,7 @@ def test_a_flow_without_a_name_is_decided_by_address_when_it_settles(enforcer: E
     elsewhere = ipv4(tcp(b"SSH-2.0-OpenSSH_9.2\r\n", 6001, dport=22, sport=41001), 6, dst=SERVER4)
     names, blocked, slow = enforcer.classify_offline([to_listed_network, elsewhere], 1.0)
     assert (names, blocked) == (0, 0)
-    assert slow == [(0, Slow.SLOW_EVENT)]  # blocked by the network list: an event, no name
+    assert slow == [(0, Slow.SLOW_EVENT, None)]  # blocked by the network list: an event, no name
     stats = enforcer.stats
     assert stats["flows_decided"] >= 2
 

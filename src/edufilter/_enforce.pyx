@@ -653,7 +653,8 @@ cdef class Enforcer:
     def classify_offline(self, list packets, double now):
         """The classify pass over IP packets given as bytes, as if they came from the queue, in
         batches: no verdict is sent and no slow path runs. For benchmarks and tests of the loop
-        without a queue. Returns (names found, named decisions that block, [(index, slow reason)])."""
+        without a queue. Returns (names found, named decisions that block, [(index, slow reason,
+        name or None)])."""
         cdef Py_ssize_t start, n = len(packets), names = 0, blocked = 0
         cdef int j, batch
         cdef object packet
@@ -681,8 +682,9 @@ cdef class Enforcer:
                         if (work.decided or work.counted) and work.code != CODE_ALLOW:
                             blocked += 1  # (a host with URL-prefix rules is decided by the slow path)
             for j in range(batch):
-                if self.work[j].slow != SLOW_NONE:
-                    slow.append((start + j, self.work[j].slow))
+                work = &self.work[j]
+                if work.slow != SLOW_NONE:
+                    slow.append((start + j, work.slow, work.name[:work.name_len].decode("ascii") or None))
         return names, blocked, slow
 
     def decision_counts(self):

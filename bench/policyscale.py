@@ -18,9 +18,9 @@ from pathlib import Path
 
 from edufilter.policy.compile import CATEGORIES_IMAGE, compile_categories, images_dir
 from edufilter.policy.engine import Engine
-from edufilter.policy.liststore import POLICY_DB, ListStore, register_categories
+from edufilter.policy.liststore import ListStore, register_categories
 from edufilter.policy.model import Action, Category, ClientMatch, Group, Policy, Rule, Settings, TargetKind
-from edufilter.policy.store import PolicyStore
+from edufilter.policy.store import POLICY_DB, PolicyStore
 from mixes import TINY
 
 BENCH = Path(__file__).resolve().parent

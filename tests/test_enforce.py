@@ -4,7 +4,6 @@ are in tests/lab/test_daemon.py."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

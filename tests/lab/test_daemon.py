@@ -30,7 +30,14 @@ from edufilter.lab.school import (
     FilteredSchool,
     start_filtered_school,
 )
-from edufilter.lab.traffic import chromium, chromium_available, curl_https, quic_client, wait_for_listener
+from edufilter.lab.traffic import (
+    chromium,
+    chromium_available,
+    curl_https,
+    quic_client,
+    script_environment,
+    wait_for_listener,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]
 
@@ -395,7 +402,7 @@ def test_policy_change_cuts_an_established_flow_within_two_seconds(school: Filte
     from edufilter.policy.model import EntryKind, ListEntry
 
     talk = pupil(school).popen([sys.executable, str(SCRIPT), "talk", str(UPSTREAM_V4), "cut.test"],
-                               stdout=subprocess.PIPE, text=True, env=_environment())
+                               stdout=subprocess.PIPE, text=True, env=script_environment())
     try:
         assert talk.stdout.readline().strip() == "open"
         school.run_edufilter("policy", "compile")  # nothing changed: the session goes on
@@ -463,7 +470,7 @@ def test_a_killed_worker_is_restarted_and_the_failure_mode_holds(
                             f'[queue]\nworkers = 1\nfail = "{fail}"\n', lists={})
         before = school.ruleset()
         counter = school.upstream.popen([sys.executable, str(SCRIPT), "udp-count", str(UDP_PORT)],
-                                        stdout=subprocess.PIPE, text=True, env=_environment())
+                                        stdout=subprocess.PIPE, text=True, env=script_environment())
         wait_for_listener(school.upstream, "udp", UDP_PORT)
         worker = school.status()["queues"][0]["pid"]
         os.kill(worker, signal.SIGKILL)
@@ -504,14 +511,6 @@ def wait_until_bound(school: FilteredSchool, old_pid: int, timeout: float = 10.0
                 return time.monotonic()
         time.sleep(0.02)
     raise LabError("the worker was not restarted")
-
-
-def _environment() -> dict[str, str]:
-    import edufilter
-
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = str(Path(edufilter.__file__).resolve().parent.parent)
-    return environment
 
 
 # --- the probes, run inside the namespaces ----------------------------------------------------

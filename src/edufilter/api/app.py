@@ -30,6 +30,7 @@ from edufilter.api.settings import ApiSettings
 from edufilter.api.uploads import UPLOADS, Uploads
 from edufilter.errors import EdufilterError
 from edufilter.output.events import EventStore
+from edufilter.output.status import status_path
 
 
 def make_app(
@@ -56,7 +57,7 @@ def make_app(
     app[THROTTLE] = FailureThrottle(settings.auth_failures, settings.auth_window)
     app[UPLOADS] = Uploads(state_dir / "uploads")
     app[EXPLAIN] = explain
-    app[STATUS_SOURCE] = status_source or status_file_source(state_dir / "run" / "status.json")
+    app[STATUS_SOURCE] = status_source or status_file_source(status_path(state_dir))
     app[EVENTS] = event_store
     app[OPENAPI] = openapi_document(OPERATIONS_TABLE)
     setup_routes(app)

@@ -15,8 +15,7 @@ from aiohttp import web
 
 from edufilter.api.problems import Problem
 from edufilter.api.settings import ApiSettings
-from edufilter.policy.liststore import POLICY_DB
-from edufilter.policy.store import PolicyStore
+from edufilter.policy.store import POLICY_DB, PolicyStore
 
 log = logging.getLogger(__name__)
 

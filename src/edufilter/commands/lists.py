@@ -101,8 +101,8 @@ def run_import_file(args: argparse.Namespace) -> int:
 
 
 def _finish_import(args: argparse.Namespace, report: ImportReport) -> int:
-    from edufilter.policy.liststore import POLICY_DB, register_categories
-    from edufilter.policy.store import PolicyStore
+    from edufilter.policy.liststore import register_categories
+    from edufilter.policy.store import POLICY_DB, PolicyStore
 
     with PolicyStore(args.state_dir / POLICY_DB) as policy:
         register_categories(policy, report.categories)
@@ -208,8 +208,8 @@ def _age(elapsed: timedelta) -> str:
 
 def run_remove(args: argparse.Namespace) -> int:
     from edufilter.errors import PolicyError
-    from edufilter.policy.liststore import POLICY_DB, ListStore
-    from edufilter.policy.store import PolicyStore
+    from edufilter.policy.liststore import ListStore
+    from edufilter.policy.store import POLICY_DB, PolicyStore
 
     lists = ListStore.in_state_dir(args.state_dir)
     stored = lists.get(args.name)

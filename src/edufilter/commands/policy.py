@@ -61,11 +61,11 @@ def install_policy(state_dir: Path, folder: Path) -> tuple[Policy, int]:
     """Store the policy of a folder of TOML files in place of the stored one; imported
     categories (with the titles their lists gave them) are kept."""
     from edufilter.policy.defaults import load_policy_dir
-    from edufilter.policy.store import PolicyStore
+    from edufilter.policy.store import POLICY_DB, PolicyStore
 
     policy = load_policy_dir(folder)
     state_dir.mkdir(parents=True, exist_ok=True)
-    with PolicyStore(state_dir / "policy.sqlite") as store:
+    with PolicyStore(state_dir / POLICY_DB) as store:
         stored = {category.name: category for category in store.load().categories}
         named = {category.name for category in policy.categories}
         categories = tuple(stored.get(category.name, category) for category in policy.categories)

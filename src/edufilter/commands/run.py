@@ -43,10 +43,10 @@ def run_daemon(args: argparse.Namespace) -> int:
 def show_status(args: argparse.Namespace) -> int:
     from edufilter.config import load_config
     from edufilter.daemon.control import running_pid
-    from edufilter.output.status import read_status
+    from edufilter.output.status import read_status, status_path
 
     config = load_config(args.config, args.state_dir)
-    status = read_status(config.state_dir / "run" / "status.json")
+    status = read_status(status_path(config.state_dir))
     pid = running_pid(config.state_dir)
     if args.json:
         print(json.dumps({"running": pid is not None, **(status or {})}))

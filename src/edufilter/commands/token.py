@@ -60,8 +60,7 @@ def _actor(action: str) -> Actor:
 
 def run_create(args: argparse.Namespace) -> int:
     from edufilter.api.tokens import create_token
-    from edufilter.policy.liststore import POLICY_DB
-    from edufilter.policy.store import PolicyStore
+    from edufilter.policy.store import POLICY_DB, PolicyStore
 
     name = args.name or f"{args.role}-{secrets.token_hex(3)}"
     args.state_dir.mkdir(parents=True, exist_ok=True)
@@ -77,8 +76,7 @@ def run_create(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     from edufilter.api.tokens import list_tokens
-    from edufilter.policy.liststore import POLICY_DB
-    from edufilter.policy.store import PolicyStore
+    from edufilter.policy.store import POLICY_DB, PolicyStore
 
     with PolicyStore(args.state_dir / POLICY_DB) as store, store.snapshot() as db:
         tokens = list_tokens(db)
@@ -99,8 +97,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_revoke(args: argparse.Namespace) -> int:
     from edufilter.api.tokens import find_token, revoke_token
-    from edufilter.policy.liststore import POLICY_DB
-    from edufilter.policy.store import PolicyStore
+    from edufilter.policy.store import POLICY_DB, PolicyStore
 
     with PolicyStore(args.state_dir / POLICY_DB) as store:
         with store.audited(_actor("revoke"), "token", args.name) as change:

@@ -6,9 +6,11 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
+from edufilter.config import Config
+
 Subparsers = argparse._SubParsersAction  # what add_subparsers() returns
 
-DEFAULT_STATE_DIR = Path("/var/lib/edufilter")
+DEFAULT_STATE_DIR = Config().state_dir
 
 
 def state_dir_option() -> argparse.ArgumentParser:

@@ -36,12 +36,11 @@ from edufilter.enforce.marks import MarkLayout
 from edufilter.enforce.netfilter import InstalledRules, RuleSettings, install, remove_stale
 from edufilter.errors import EdufilterError
 from edufilter.output.events import EventStore, Pseudonymiser, new_reference
-from edufilter.output.status import write_status
+from edufilter.output.status import status_path, write_status
 from edufilter.policy.compile import CATEGORIES_IMAGE, compile_categories, compile_policy, images_dir
 from edufilter.policy.engine import Engine
-from edufilter.policy.liststore import POLICY_DB
 from edufilter.policy.model import Action, ClientIdentity
-from edufilter.policy.store import PolicyStore
+from edufilter.policy.store import POLICY_DB, PolicyStore
 
 log = logging.getLogger("edufilter")
 
@@ -369,7 +368,7 @@ class Supervisor:
         }
 
     async def keep_status(self) -> None:
-        path = self.state_dir / "run" / "status.json"
+        path = status_path(self.state_dir)
         rounds = 0
         while not self.stopping.is_set():
             try:
@@ -489,7 +488,7 @@ class Supervisor:
         for runner in self.runners:
             await runner.cleanup()
         try:
-            write_status(self.state_dir / "run" / "status.json", self.status())
+            write_status(status_path(self.state_dir), self.status())
         except EdufilterError:
             pass
         pid_file(self.state_dir).unlink(missing_ok=True)

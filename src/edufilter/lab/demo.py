@@ -22,7 +22,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from edufilter.lab.netns import Lab, LabError, cleanup_stale, namespaces_available
-from edufilter.lab.school import UPSTREAM_V4, UPSTREAM_V6, FilteredSchool, start_filtered_school
+from edufilter.lab.school import EDUFILTER, UPSTREAM_V4, UPSTREAM_V6, FilteredSchool, start_filtered_school
 from edufilter.lab.traffic import quic_client
 from edufilter.policy.defaults import default_policy_dir
 
@@ -178,15 +178,11 @@ def play(lab: Lab, workdir: Path, rounds: int) -> int:
         print(f"  {event['time'][11:19]}  {event['group']:<9} {event['client']:<15} {event['action']:<8} "
               f"{event['kind']:<9} {event['name'] or event['destination']}  [{event['category']}] ref {event['reference']}")
     print()
-    print(school.gateway.run([*_edufilter(), "status", "--config", str(school.config_path)], check=False).stdout)
+    print(school.gateway.run([*EDUFILTER, "status", "--config", str(school.config_path)], check=False).stdout)
     code = school.stop_daemon()
     leftover = "EDUFILTER" in school.ruleset()
     print(f"`edufilter run` stopped (exit {code}); its netfilter rules are {'STILL THERE' if leftover else 'gone'}.")
     return 0 if code == 0 and not leftover else 1
-
-
-def _edufilter() -> list[str]:
-    return [sys.executable, "-m", "edufilter"]
 
 
 if __name__ == "__main__":

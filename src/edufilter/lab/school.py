@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -24,9 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from edufilter.lab.netns import Host, Lab, LabError, Link
+from edufilter.output.status import status_path
+from edufilter.policy.store import POLICY_DB
 from edufilter.lab.traffic import (
     Certificate,
     make_self_signed_certificate,
+    script_environment,
     start_nginx,
     start_quic_server,
     start_tls_server,
@@ -125,7 +127,7 @@ class FilteredSchool:
         self.log_path = self.workdir / "daemon.log"
         with open(self.log_path, "ab") as log:
             self.daemon = self.gateway.popen([*EDUFILTER, "run", "--config", str(self.config_path)],
-                                             stdout=log, stderr=log, env=_environment())
+                                             stdout=log, stderr=log, env=script_environment())
         self.wait_for_workers()
 
     def wait_for_workers(self, timeout: float = DAEMON_START_TIMEOUT) -> dict:
@@ -174,12 +176,12 @@ class FilteredSchool:
         return self.gateway.run([*EDUFILTER, *args, "--state-dir", str(self.state_dir)], timeout=timeout)
 
     def stored_version(self) -> int:
-        with sqlite3.connect(self.state_dir / "policy.sqlite") as db:
+        with sqlite3.connect(self.state_dir / POLICY_DB) as db:
             return int(db.execute("SELECT version FROM policy_version").fetchone()[0])
 
     def status(self) -> dict | None:
         try:
-            return json.loads((self.state_dir / "run" / "status.json").read_text())
+            return json.loads(status_path(self.state_dir).read_text())
         except (OSError, ValueError):
             return None
 
@@ -245,11 +247,3 @@ def _start_resolver(upstream: Host, workdir: Path) -> subprocess.Popen[Any]:
     wait_for_listener(upstream, "udp", 53)
     return process
 
-
-def _environment() -> dict[str, str]:
-    import edufilter
-
-    source_root = str(Path(edufilter.__file__).resolve().parent.parent)
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, environment.get("PYTHONPATH")]))
-    return environment

@@ -227,8 +227,8 @@ def start_nginx(host: Host, ports: Sequence[int], workdir: Path) -> subprocess.P
     return process
 
 
-def _script_environment() -> dict[str, str]:
-    """Environment under which `python -m edufilter.lab.traffic` finds this package."""
+def script_environment() -> dict[str, str]:
+    """Environment under which `python -m edufilter...` run in a lab host finds this package."""
     source_root = str(Path(edufilter.__file__).resolve().parent.parent)
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(
@@ -246,7 +246,7 @@ def start_quic_server(
     argv += [f"--port={port}" for port in ports]
     with open(workdir / "quic-server.log", "w") as log:
         process = host.popen(
-            argv, env=_script_environment(), stdout=subprocess.DEVNULL, stderr=log
+            argv, env=script_environment(), stdout=subprocess.DEVNULL, stderr=log
         )
     for port in ports:
         wait_for_listener(host, "udp", port, timeout=15.0)
@@ -323,7 +323,7 @@ def quic_client(
     argv += [f"--version={version}"]
     completed = subprocess.run(
         host.command(argv),
-        env=_script_environment(),
+        env=script_environment(),
         capture_output=True,
         text=True,
         timeout=CLIENT_TIMEOUT,

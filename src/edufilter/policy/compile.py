@@ -31,7 +31,7 @@ from edufilter._classify import (
 )
 from edufilter.errors import PolicyError
 from edufilter.policy.image import SectionSpec, write_image
-from edufilter.policy.liststore import POLICY_DB, ListStore, StoredCategory
+from edufilter.policy.liststore import ListStore, StoredCategory
 from edufilter.policy.model import (
     Action,
     DatedException,
@@ -44,7 +44,7 @@ from edufilter.policy.model import (
     effective_rules,
 )
 from edufilter.policy.schedule import active_minutes
-from edufilter.policy.store import PolicyStore
+from edufilter.policy.store import POLICY_DB, PolicyStore
 
 IMAGES_DIR = "images"
 CATEGORIES_IMAGE = "categories.img"

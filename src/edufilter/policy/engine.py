@@ -27,10 +27,9 @@ from edufilter.policy.compile import (
     schedule_from_meta,
 )
 from edufilter.policy.image import Image
-from edufilter.policy.liststore import POLICY_DB
 from edufilter.policy.model import Action, ClientIdentity, check_mac
 from edufilter.policy.schedule import MIDNIGHT, slots_on
-from edufilter.policy.store import PolicyStore
+from edufilter.policy.store import POLICY_DB, PolicyStore
 
 ACTION_NAMES = {
     RuleAction.ACTION_ALLOW: Action.ALLOW,

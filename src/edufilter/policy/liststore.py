@@ -47,7 +47,6 @@ from edufilter.policy.store import PolicyStore
 from edufilter.progress import ProgressCallback
 
 LISTS_DIR = "lists"  # under the state directory
-POLICY_DB = "policy.sqlite"  # under the state directory, beside the list store
 UT1_SOURCE = "ut1"
 NAME_CHUNK_BYTES = 8 << 20
 RUN_LINES = 1_000_000  # lines sorted in memory at once; more are spilled as sorted runs and merged

@@ -155,6 +155,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+POLICY_DB = "policy.sqlite"  # the policy database's name in the state directory
 BUSY_TIMEOUT_MS = 5000
 
 # Whether a name of some kind exists: kinds are "groups", "categories", "lists", "schedules",

@@ -27,7 +27,6 @@ from pathlib import Path, PurePosixPath
 from edufilter import __version__
 from edufilter.errors import PolicyError
 from edufilter.policy.liststore import (
-    POLICY_DB,
     UT1_SOURCE,
     ImportedCategory,
     ImportReport,
@@ -36,7 +35,7 @@ from edufilter.policy.liststore import (
 )
 from edufilter.policy.model import check_id
 from edufilter.policy.sources import extract_ut1_archive, scan_ut1
-from edufilter.policy.store import PolicyStore
+from edufilter.policy.store import POLICY_DB, PolicyStore
 from edufilter.progress import StepProgress
 
 DEFAULT_UT1_URL = "https://dsi.ut-capitole.fr/blacklists/download/"

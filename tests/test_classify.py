@@ -60,6 +60,39 @@ def test_large_table_batches_agree_with_single_lookups() -> None:
     assert table.count_listed(encoded) == sum(table.count_listed([name]) for name in encoded) == 3000
 
 
+def test_placing_names_a_hash_range_at_a_time_builds_the_same_section() -> None:
+    rng = random.Random(8)
+    listed = sorted({f"{rng.choice(LABELS[:5])}{i}.{rng.choice(TLDS)}" for i in range(5000)} | {"nl", "a.b"})
+    checkpoints: list[int] = []
+    builder = DomainTableBuilder(tlds=[t.encode() for t in TLDS], blob_bytes_per_pass=1000)
+    builder.add_source(3, False, lambda: ["\n".join(listed[:2000]).encode() + b"\n", "\n".join(listed[2000:]).encode()])
+    builder.add_source(4, True, lambda: ["\n".join(listed[::7]).encode()])
+    section = bytearray(builder.prepare())
+    builder.write(section, lambda: checkpoints.append(1))
+    one_pass = DomainTableBuilder(tlds=[t.encode() for t in TLDS])
+    one_pass.add_source(3, False, lambda: ["\n".join(listed).encode()])
+    one_pass.add_source(4, True, lambda: ["\n".join(listed[::7]).encode()])
+    whole = bytearray(one_pass.prepare())
+    one_pass.write(whole)
+    assert section == whole
+    assert len(checkpoints) > 20  # one per range: the moments the written pages can be dropped
+    assert DomainTable(bytes(section)).count_listed([f"www.{name}".encode() for name in listed]) == len(listed)
+
+
+def test_a_list_that_changes_between_ranges_fails_the_compile() -> None:
+    reads = []
+
+    def chunks() -> list[bytes]:
+        reads.append(1)
+        return [b"a.example\nb.example\n" if len(reads) < 3 else b"a.example\n"]
+
+    builder = DomainTableBuilder(blob_bytes_per_pass=1)
+    builder.add_source(1, False, chunks)
+    section = bytearray(builder.prepare())
+    with pytest.raises(ValueError, match="changed while it was being compiled"):
+        builder.write(section)
+
+
 def test_invalid_and_oversized_names_are_never_listed() -> None:
     table = build(["example.org"])
     assert table.count_listed([b"", b"x" * 300, b"EXAMPLE.ORG", b"example.org."]) == 0

@@ -11,6 +11,7 @@ ever match the wrong name. About 22 bytes per name.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memchr, memcmp, memcpy, memset
@@ -87,6 +88,9 @@ cdef enum:
     HEADER_WORDS = 20
     FILTER_WORDS = 8              # a filter block: 8 x 32 bits, one bit set per word per key
     FILTER_BITS_PER_NAME = 6      # ~5 % false positives: a false positive only costs the full lookup
+
+cdef enum:
+    INDEX_ENTRIES_PER_CHECKPOINT = 1 << 20
 
 cdef uint64_t FILTER_SEED = 0x5EEDF11735EEDF11
 cdef uint32_t FILTER_SALTS[8]
@@ -463,6 +467,10 @@ cdef class DomainTable:
         try:
             for start in range(0, n, BATCH):
                 batch = <int>min(BATCH, n - start)
+                # The names are Python objects scattered over the heap: warm the next batch's
+                # while this one is probed.
+                for j in range(start + BATCH, min(start + 2 * BATCH, n)):
+                    EF_PREFETCH(<void*>PyList_GET_ITEM(names, j))
                 for j in range(batch):
                     name = names[start + j]
                     if type(name) is not bytes:
@@ -676,6 +684,7 @@ cdef class DomainTableBuilder:
     cdef uint64_t seed
     cdef uint32_t fingerprint_mask
     cdef double entries_per_bucket
+    cdef size_t blob_bytes_per_pass
     cdef list sources
     cdef list sets
     cdef readonly Py_ssize_t invalid_names
@@ -690,7 +699,7 @@ cdef class DomainTableBuilder:
     cdef bint prepared
 
     def __cinit__(self, tlds=(), uint64_t seed=0, double entries_per_bucket=8.0,
-                  uint32_t fingerprint_mask=0xFFFF):
+                  uint32_t fingerprint_mask=0xFFFF, size_t blob_bytes_per_pass=16 << 20):
         cdef uint32_t i, offset = 0
         tld_list = [bytes(t) for t in tlds]
         if len(tld_list) > 255:
@@ -716,6 +725,10 @@ cdef class DomainTableBuilder:
         self.seed = seed
         self.fingerprint_mask = fingerprint_mask
         self.entries_per_bucket = entries_per_bucket
+        # Pass 2 places names a hash range at a time, each range's names about this many
+        # bytes: the pages it writes (and the part of the pending array it reads) stay few, so
+        # the compile's memory stays well below the image's size, and they fit in the cache.
+        self.blob_bytes_per_pass = max(1, blob_bytes_per_pass)
         self.sources = []
         self.sets = []
 
@@ -836,8 +849,10 @@ cdef class DomainTableBuilder:
 
     def write(self, out, checkpoint=None):
         """Fills out (writable, exactly prepare() bytes, zero-filled: a new bytearray or a freshly
-        truncated file's map) with the section; pass 2 places the names. checkpoint(), when
-        given, is called after the index regions and after each chunk of pass 2."""
+        truncated file's map) with the section; pass 2 places the names, reading the sources
+        once per hash range of about blob_bytes_per_pass of stored names. checkpoint(), when given, is
+        called after each million index entries and after each range: the moment to drop the
+        pages written so far (e.g. MADV_DONTNEED on a file map)."""
         cdef uint8_t[::1] buffer = out
         cdef uint8_t* base
         cdef uint64_t* header
@@ -849,7 +864,8 @@ cdef class DomainTableBuilder:
         cdef uint8_t* blob
         cdef uint8_t* written
         cdef uint32_t bucket, next_bucket = 0
-        cdef size_t i, blob_offset = 0, n
+        cdef size_t i, blob_offset = 0, n, passes, range_number
+        cdef uint64_t range_low, range_high
         cdef size_t regions[10]
         if not self.prepared:
             self.prepare()
@@ -877,6 +893,8 @@ cdef class DomainTableBuilder:
                                 self.pending[i].tld_code)
             set_ids[i] = self.pending[i].member
             blob_offset += packed_length(self.pending[i].stored_length)
+            if checkpoint is not None and i % INDEX_ENTRIES_PER_CHECKPOINT == INDEX_ENTRIES_PER_CHECKPOINT - 1:
+                checkpoint()
         while next_bucket <= self.bucket_count:
             buckets[next_bucket].entry_start = <uint32_t>self.count
             buckets[next_bucket].blob_start = <uint32_t>blob_offset
@@ -899,21 +917,28 @@ cdef class DomainTableBuilder:
         written = <uint8_t*>calloc(self.count // 8 + 1, 1)
         if written == NULL:
             raise MemoryError()
+        passes = max(1, (self.blob_length + self.blob_bytes_per_pass - 1) // self.blob_bytes_per_pass)
         try:
-            for member, chunks in self.sources:
-                for chunk in chunks():
-                    self.place(bytes(chunk), buckets, blob, written)
-                    if checkpoint is not None:
-                        checkpoint()
+            for range_number in range(passes):
+                # hashes are uniform: equal slices of the hash space hold about equal bytes
+                range_low = range_number * (0xFFFFFFFFFFFFFFFF // passes)
+                range_high = 0xFFFFFFFFFFFFFFFF if range_number == passes - 1 else range_low + 0xFFFFFFFFFFFFFFFF // passes
+                for member, chunks in self.sources:
+                    for chunk in chunks():
+                        self.place(bytes(chunk), buckets, blob, written, range_low, range_high)
+                if checkpoint is not None:
+                    checkpoint()
             for i in range(self.count):
                 if not written[i >> 3] & (1 << (i & 7)):
                     raise ValueError("a list changed while it was being compiled")
         finally:
             free(written)
 
-    cdef int place(self, bytes chunk, const Bucket* buckets, uint8_t* blob, uint8_t* written) except -1:
-        """Pass 2 over one chunk: copy each name's stored bytes to its place (first copy) or
-        check that a repeated name really is the same name."""
+    cdef int place(self, bytes chunk, const Bucket* buckets, uint8_t* blob, uint8_t* written,
+                   uint64_t range_low, uint64_t range_high) except -1:
+        """Pass 2 over one chunk, for the names whose hash is in [range_low, range_high] only:
+        copy each name's stored bytes to its place (first copy) or check that a repeated name
+        really is the same name."""
         cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(chunk)
         cdef const uint8_t* end = p + PyBytes_GET_SIZE(chunk)
         cdef char name[256]
@@ -927,6 +952,8 @@ cdef class DomainTableBuilder:
             p = next_name(p, end, name, &length)
             if length > 0:
                 hash = ef_hash_seeded(name, length, self.seed)
+                if hash < range_low or hash > range_high:
+                    continue
                 bucket = bucket_of(hash, self.bucket_count)
                 offset = buckets[bucket].blob_start
                 i = buckets[bucket].entry_start

@@ -48,7 +48,7 @@ from edufilter.progress import ProgressCallback
 
 LISTS_DIR = "lists"  # under the state directory
 UT1_SOURCE = "ut1"
-NAME_CHUNK_BYTES = 8 << 20
+NAME_CHUNK_BYTES = 1 << 20  # small blocks: the compile holds a few at once; 8 MB ones were a sixth of its peak
 RUN_LINES = 1_000_000  # lines sorted in memory at once; more are spilled as sorted runs and merged
 SHRINK_GUARD_MIN_ENTRIES = 100  # smaller lists change a lot in relative terms; never refused
 _VERSIONS = ".versions"

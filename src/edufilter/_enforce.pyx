@@ -145,6 +145,7 @@ cdef struct Work:
     uint32_t order
     uint16_t dns_qtype
     FlowId flow
+    uint64_t flow_hash       # of flow: the decided-flow table's key, hashed once per packet
     int name_len
     char name[256]
     int path_len
@@ -360,6 +361,7 @@ cdef class Enforcer:
             return
         work.kind = kind
         fill_flow(&work.flow, packet)
+        work.flow_hash = ef_hash_bytes(&work.flow, sizeof(FlowId))
         group = self.classifier.group_for(queued.hwaddr if queued.hwaddr_len == 6 else NULL, queued.indev,
                                           packet.src, 4 if packet.ip_version == 4 else 16, &how)
         work.group = group
@@ -374,7 +376,7 @@ cdef class Enforcer:
         # A packet of a flow decided a moment ago (queued before the mark was saved) gets the
         # same verdict. A SYN starts a new connection, which is always judged afresh.
         if not (packet.protocol == PROTO_TCP and packet.tcp_flags & TCP_SYN):
-            known = self.find_decided(&work.flow, now)
+            known = self.find_decided(&work.flow, work.flow_hash, now)
             if known != NULL:
                 self.counters.repeated += 1
                 self.mark(i, known.code)
@@ -492,9 +494,9 @@ cdef class Enforcer:
     cdef inline uint32_t decided_bucket(self, uint64_t hash) noexcept nogil:
         return <uint32_t>hash & self.decided_mask & ~(<uint32_t>DECIDED_PROBES - 1)
 
-    cdef DecidedFlow* find_decided(self, const FlowId* flow, double now) noexcept nogil:
-        """The remembered decision of a flow; the tags let most misses read one cache line."""
-        cdef uint64_t hash = ef_hash_bytes(flow, sizeof(FlowId))
+    cdef DecidedFlow* find_decided(self, const FlowId* flow, uint64_t hash, double now) noexcept nogil:
+        """The remembered decision of a flow (hash: its ef_hash_bytes); the tags let most misses
+        read one cache line."""
         cdef uint32_t first = self.decided_bucket(hash), i
         cdef uint16_t tag = <uint16_t>(hash >> 48) | 1
         cdef DecidedFlow* slot
@@ -507,7 +509,7 @@ cdef class Enforcer:
         return NULL
 
     cdef void remember(self, const Work* work, double now) noexcept nogil:
-        cdef uint64_t hash = ef_hash_bytes(&work.flow, sizeof(FlowId))
+        cdef uint64_t hash = work.flow_hash
         cdef uint32_t first = self.decided_bucket(hash), i, chosen = NO_SLOT
         cdef uint16_t tag = <uint16_t>(hash >> 48) | 1
         cdef DecidedFlow* slot
@@ -646,7 +648,7 @@ cdef class Enforcer:
         flow.ip_version, flow.protocol, flow.sport, flow.dport = ip_version, protocol, sport, dport
         memcpy(flow.src, PyBytes_AS_STRING(src), min(len(src), 16))
         memcpy(flow.dst, PyBytes_AS_STRING(dst), min(len(dst), 16))
-        slot = self.find_decided(&flow, wall_clock())
+        slot = self.find_decided(&flow, ef_hash_bytes(&flow, sizeof(FlowId)), wall_clock())
         if slot != NULL:
             slot.code = code
 

@@ -21,9 +21,16 @@ TYPICAL_IPTABLES_V4 = """\
 *filter
 :EDUFILTER-FORWARD - [0:0]
 :EDUFILTER-INSPECT - [0:0]
+:EDUFILTER-SAVE-ALLOW - [0:0]
 -I FORWARD 1 -j EDUFILTER-FORWARD
+-A EDUFILTER-FORWARD -m mark --mark 0x00000000/0x0f000000 -m connmark --mark 0x01000000/0x0f000000 -j RETURN
+-A EDUFILTER-FORWARD -m mark --mark 0x01000000/0x0f000000 -g EDUFILTER-SAVE-ALLOW
+-A EDUFILTER-FORWARD -i eth1 -p tcp -m mark --mark 0x00000000/0x0f000000 -m connmark --mark 0x00000000/0x0f000000 -m connbytes --connbytes 0:5 --connbytes-dir original --connbytes-mode packets -m conntrack --ctdir ORIGINAL -j NFQUEUE --queue-balance 0:3 --queue-bypass
+-A EDUFILTER-FORWARD -i eth1 -p udp -m mark --mark 0x00000000/0x0f000000 -m connmark --mark 0x00000000/0x0f000000 -m connbytes --connbytes 0:5 --connbytes-dir original --connbytes-mode packets -m conntrack --ctdir ORIGINAL -j NFQUEUE --queue-balance 0:3 --queue-bypass
+-A EDUFILTER-FORWARD -i eth1 -p tcp -m mark --mark 0x00000000/0x0f000000 -m connmark --mark 0x00000000/0x0f000000 -m conntrack --ctdir ORIGINAL -j EDUFILTER-INSPECT
+-A EDUFILTER-FORWARD -i eth1 -p udp -m mark --mark 0x00000000/0x0f000000 -m connmark --mark 0x00000000/0x0f000000 -m conntrack --ctdir ORIGINAL -j EDUFILTER-INSPECT
+-A EDUFILTER-FORWARD -m mark --mark 0x00000000/0x0f000000 -m connmark --mark 0x00000000/0x0f000000 -j RETURN
 -A EDUFILTER-FORWARD -m mark --mark 0x07000000/0x0f000000 -j RETURN
--A EDUFILTER-FORWARD -m mark --mark 0x01000000/0x0f000000 -j CONNMARK --set-xmark 0x01000000/0x0f000000
 -A EDUFILTER-FORWARD -m mark --mark 0x02000000/0x0f000000 -j CONNMARK --set-xmark 0x02000000/0x0f000000
 -A EDUFILTER-FORWARD -m mark --mark 0x03000000/0x0f000000 -j CONNMARK --set-xmark 0x03000000/0x0f000000
 -A EDUFILTER-FORWARD -m mark --mark 0x06000000/0x0f000000 -j CONNMARK --set-xmark 0x06000000/0x0f000000
@@ -35,6 +42,7 @@ TYPICAL_IPTABLES_V4 = """\
 -A EDUFILTER-FORWARD -p udp --sport 53 -m conntrack --ctdir REPLY -m connmark --mark 0x06000000/0x0f000000 -j NFQUEUE --queue-balance 0:3 --queue-bypass
 -A EDUFILTER-FORWARD -i eth1 -p tcp -m conntrack --ctdir ORIGINAL -j EDUFILTER-INSPECT
 -A EDUFILTER-FORWARD -i eth1 -p udp -m conntrack --ctdir ORIGINAL -j EDUFILTER-INSPECT
+-A EDUFILTER-SAVE-ALLOW -j CONNMARK --set-xmark 0x01000000/0x0f000000
 -A EDUFILTER-INSPECT -p udp --dport 53 -j NFQUEUE --queue-balance 0:3 --queue-bypass
 -A EDUFILTER-INSPECT -m connmark ! --mark 0x00000000/0x0f000000 -j RETURN
 -A EDUFILTER-INSPECT -m connbytes --connbytes 0:5 --connbytes-dir original --connbytes-mode packets -j NFQUEUE --queue-balance 0:3 --queue-bypass
@@ -47,8 +55,12 @@ TYPICAL_NFT = """\
 table inet edufilter {
 \tchain forward {
 \t\ttype filter hook forward priority filter - 10; policy accept;
+\t\tmeta mark & 0x0f000000 == 0x00000000 ct mark & 0x0f000000 == 0x01000000 return
+\t\tmeta mark & 0x0f000000 == 0x01000000 ct mark set ct mark & 0xf0ffffff | 0x01000000 return
+\t\tmeta mark & 0x0f000000 == 0x00000000 ct mark & 0x0f000000 == 0x00000000 iifname { "eth1" } meta l4proto { tcp, udp } ct direction original ct original packets 0-5 queue num 0-3 bypass
+\t\tmeta mark & 0x0f000000 == 0x00000000 ct mark & 0x0f000000 == 0x00000000 iifname { "eth1" } meta l4proto { tcp, udp } ct direction original jump inspect
+\t\tmeta mark & 0x0f000000 == 0x00000000 ct mark & 0x0f000000 == 0x00000000 return
 \t\tmeta mark & 0x0f000000 == 0x07000000 return
-\t\tmeta mark & 0x0f000000 == 0x01000000 ct mark set ct mark & 0xf0ffffff | 0x01000000
 \t\tmeta mark & 0x0f000000 == 0x02000000 ct mark set ct mark & 0xf0ffffff | 0x02000000
 \t\tmeta mark & 0x0f000000 == 0x03000000 ct mark set ct mark & 0xf0ffffff | 0x03000000
 \t\tmeta mark & 0x0f000000 == 0x06000000 ct mark set ct mark & 0xf0ffffff | 0x06000000
@@ -143,7 +155,16 @@ def test_filter_local_adds_the_output_hook() -> None:
     assert ipv4.count("-I FORWARD 1 -j EDUFILTER-FORWARD\n") == 1
     # The gateway's own packets have no input interface: no -i in the OUTPUT chain.
     output_rules = [line for line in ipv4.splitlines() if line.startswith("-A EDUFILTER-OUTPUT")]
-    assert output_rules[0] == "-A EDUFILTER-OUTPUT -m mark --mark 0x07000000/0x0f000000 -j RETURN"
+    unmarked = "-m mark --mark 0x00000000/0x0f000000 -m connmark --mark 0x00000000/0x0f000000"
+    assert output_rules[:2] == [
+        "-A EDUFILTER-OUTPUT -m mark --mark 0x00000000/0x0f000000 -m connmark --mark 0x01000000/0x0f000000 -j RETURN",
+        "-A EDUFILTER-OUTPUT -m mark --mark 0x01000000/0x0f000000 -g EDUFILTER-SAVE-ALLOW",
+    ]
+    assert output_rules[4:7] == [
+        f"-A EDUFILTER-OUTPUT -p tcp {unmarked} -m conntrack --ctdir ORIGINAL -j EDUFILTER-INSPECT",
+        f"-A EDUFILTER-OUTPUT -p udp {unmarked} -m conntrack --ctdir ORIGINAL -j EDUFILTER-INSPECT",
+        f"-A EDUFILTER-OUTPUT {unmarked} -j RETURN",
+    ]
     assert not any(" -i " in line for line in output_rules)
     nft = render(RuleSettings(filter_local=True), Backend.NFT)
     assert "type filter hook output priority filter - 10; policy accept;" in nft

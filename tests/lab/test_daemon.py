@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from datetime import time as dtime
 from pathlib import Path
 
 import pytest
@@ -383,13 +384,18 @@ def test_schedule_switches_a_rule_on_and_off(school: FilteredSchool) -> None:
 
     from edufilter.policy.model import Schedule, TimeSlot
 
-    local = datetime.now(ZoneInfo("Europe/Brussels"))
-    start = (local - timedelta(minutes=2)).time().replace(second=0, microsecond=0)
-    end = (local + timedelta(minutes=30)).time().replace(second=0, microsecond=0)
-    now_slot = Schedule("lessons", (TimeSlot(local.weekday(), start, end),))
-    if end <= start:  # near midnight: the slot runs to midnight
-        now_slot = Schedule("lessons", (TimeSlot(local.weekday(), start, end.replace(hour=0, minute=0)),))
-    other_day = Schedule("lessons", (TimeSlot((local.weekday() + 3) % 7, start, end),))
+    zone = ZoneInfo("Europe/Brussels")
+    local = datetime.now(zone)
+    if local.hour == 23 and local.minute == 59:  # the slot would end before the checks: wait for the new day
+        time.sleep(61 - local.second)
+        local = datetime.now(zone)
+    # A slot of today's from two minutes ago to half an hour from now, cut at the day's bounds.
+    start = max(local - timedelta(minutes=2), local.replace(hour=0, minute=0, second=0, microsecond=0))
+    later = local + timedelta(minutes=30)
+    end = later.time().replace(second=0, microsecond=0) if later.date() == local.date() else dtime(0, 0)
+    slot_start = start.time().replace(second=0, microsecond=0)
+    now_slot = Schedule("lessons", (TimeSlot(local.weekday(), slot_start, end),))
+    other_day = Schedule("lessons", (TimeSlot((local.weekday() + 3) % 7, slot_start, end),))
     store_change(school, lambda store: store.update_schedule(now_slot))
     assert curl(pupil(school), "https://games.test/", "games.test", str(UPSTREAM_V4)).returncode in CURL_RESET_EXITS
     store_change(school, lambda store: store.update_schedule(other_day))

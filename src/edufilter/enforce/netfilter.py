@@ -54,7 +54,8 @@ NFT_PRIORITY = "filter - 10"
 IPTABLES_FORWARD = "EDUFILTER-FORWARD"
 IPTABLES_OUTPUT = "EDUFILTER-OUTPUT"
 IPTABLES_INSPECT = "EDUFILTER-INSPECT"
-IPTABLES_CHAINS = (IPTABLES_FORWARD, IPTABLES_OUTPUT, IPTABLES_INSPECT)
+IPTABLES_SAVE_ALLOW = "EDUFILTER-SAVE-ALLOW"
+IPTABLES_CHAINS = (IPTABLES_FORWARD, IPTABLES_OUTPUT, IPTABLES_INSPECT, IPTABLES_SAVE_ALLOW)
 IPTABLES = {4: "iptables", 6: "ip6tables"}
 IPTABLES_REJECT_ICMP = {4: "icmp-admin-prohibited", 6: "icmp6-adm-prohibited"}
 IPTABLES_NFT_FAMILIES = ("ip", "ip6")  # where iptables-nft and ip6tables-nft keep their tables
@@ -189,11 +190,39 @@ def _iptables_lines(settings: RuleSettings, family: int) -> list[str]:
     def connmark(code: int) -> str:
         return f"-m connmark --mark {_hex(layout.value(code))}/{mask}"
 
+    def to_inspect(chain: str, interfaces: Iterable[str | None], matches: str = "",
+                   target: str = f"-j {IPTABLES_INSPECT}") -> list[str]:
+        return [
+            f"-A {chain}{f' -i {interface}' if interface else ''} -p {protocol}{matches} "
+            f"-m conntrack --ctdir ORIGINAL {target}"
+            for interface in interfaces
+            for protocol in ("tcp", "udp")
+        ]
+
+    # Original-direction TCP/UDP of a flow that is undecided (or a safe-search DNS flow).
+    connbytes = (
+        f"-m connbytes --connbytes 0:{settings.inspect_packets} "
+        "--connbytes-dir original --connbytes-mode packets"
+    )
+
     def entry_chain(chain: str, interfaces: Iterable[str | None]) -> list[str]:
-        rules = [f"-A {chain} {mark(INJECTED)} -j RETURN"]
+        interfaces = list(interfaces)
+        # The common packets first, each ending where the full list below would end it, in
+        # fewer rules: an allowed flow's (the bulk of the traffic), the decision of an allowed
+        # flow coming back (NF_REPEAT), and a new flow's (the worst case, a flood of them).
+        unmarked = f"{mark(UNDECIDED)} {connmark(UNDECIDED)}"
+        rules = [
+            f"-A {chain} {mark(UNDECIDED)} {connmark(ALLOW)} -j RETURN",
+            # goto: when the chain ends the packet leaves ours too, as after a RETURN here
+            f"-A {chain} {mark(ALLOW)} -g {IPTABLES_SAVE_ALLOW}",
+        ]
+        rules += to_inspect(chain, interfaces, f" {unmarked} {connbytes}", queue)
+        rules += to_inspect(chain, interfaces, f" {unmarked}")
+        rules += [f"-A {chain} {unmarked} -j RETURN", f"-A {chain} {mark(INJECTED)} -j RETURN"]
         rules += [
             f"-A {chain} {mark(code)} -j CONNMARK --set-xmark {_hex(layout.value(code))}/{mask}"
             for code in VERDICT_CODES
+            if code != ALLOW  # saved above
         ]
         rules += [
             f"-A {chain} {connmark(ALLOW)} -j RETURN",
@@ -206,28 +235,17 @@ def _iptables_lines(settings: RuleSettings, family: int) -> list[str]:
             f"-A {chain} -p udp --sport {DNS_PORT} -m conntrack --ctdir REPLY "
             f"{connmark(SAFE_SEARCH)} {queue}",
         ]
-        for interface in interfaces:
-            incoming = f" -i {interface}" if interface else ""
-            rules += [
-                f"-A {chain}{incoming} -p {protocol} -m conntrack --ctdir ORIGINAL "
-                f"-j {IPTABLES_INSPECT}"
-                for protocol in ("tcp", "udp")
-            ]
-        return rules
+        return rules + to_inspect(chain, interfaces)
 
-    chains = [IPTABLES_FORWARD, IPTABLES_INSPECT]
+    chains = [IPTABLES_FORWARD, IPTABLES_INSPECT, IPTABLES_SAVE_ALLOW]
     jumps = [f"-I FORWARD 1 -j {IPTABLES_FORWARD}"]
     rules = entry_chain(IPTABLES_FORWARD, settings.lan_interfaces or [None])
     if settings.filter_local:
         chains.insert(1, IPTABLES_OUTPUT)
         jumps.append(f"-I OUTPUT 1 -j {IPTABLES_OUTPUT}")
         rules += entry_chain(IPTABLES_OUTPUT, [None])
-    # Original-direction TCP/UDP of a flow that is undecided (or a safe-search DNS flow).
-    connbytes = (
-        f"-m connbytes --connbytes 0:{settings.inspect_packets} "
-        "--connbytes-dir original --connbytes-mode packets"
-    )
     rules += [
+        f"-A {IPTABLES_SAVE_ALLOW} -j CONNMARK --set-xmark {_hex(layout.value(ALLOW))}/{mask}",
         f"-A {IPTABLES_INSPECT} -p udp --dport {DNS_PORT} {queue}",
         f"-A {IPTABLES_INSPECT} -m connmark ! --mark {_hex(layout.value(UNDECIDED))}/{mask} "
         "-j RETURN",
@@ -262,10 +280,24 @@ def _nft_script(settings: RuleSettings) -> str:
         rules += [
             f"{mark(code)} ct mark set ct mark & {keep} | {_hex(layout.value(code))}"
             for code in VERDICT_CODES
+            if code != ALLOW  # saved above
         ]
         incoming = ""
         if interfaces:
             incoming = "iifname { " + ", ".join(f'"{lan}"' for lan in interfaces) + " } "
+        to_inspect = f"{incoming}meta l4proto {{ tcp, udp }} ct direction original jump inspect"
+        # The common packets first, each ending where the full list below would end it, in
+        # fewer rules: an allowed flow's (the bulk of the traffic), the decision of an allowed
+        # flow coming back (NF_REPEAT), and a new flow's (the worst case, a flood of them).
+        unmarked = f"{mark(UNDECIDED)} {connmark(UNDECIDED)}"
+        first = 1 if settings.ipv6 else 2
+        rules[first:first] = [
+            f"{mark(UNDECIDED)} {connmark(ALLOW)} return",
+            f"{mark(ALLOW)} ct mark set ct mark & {keep} | {_hex(layout.value(ALLOW))} return",
+            f"{unmarked} {to_inspect.replace('jump inspect', f'ct original packets 0-{settings.inspect_packets} {queue}')}",
+            f"{unmarked} {to_inspect}",
+            f"{unmarked} return",
+        ]
         rules += [
             f"{connmark(ALLOW)} return",
             f"{connmark(REJECT)} meta l4proto tcp reject with tcp reset",
@@ -273,7 +305,7 @@ def _nft_script(settings: RuleSettings) -> str:
             f"{connmark(DROP)} drop",
             f"{mark(SAFE_SEARCH)} return",
             f"{connmark(SAFE_SEARCH)} ct direction reply udp sport {DNS_PORT} {queue}",
-            f"{incoming}meta l4proto {{ tcp, udp }} ct direction original jump inspect",
+            to_inspect,
         ]
         return [f"\tchain {name} {{", *(f"\t\t{rule}" for rule in rules), "\t}"]
 

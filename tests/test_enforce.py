@@ -111,6 +111,19 @@ def test_packets_of_a_decided_flow_get_its_verdict_again(enforcer: Enforcer) -> 
     assert flows[(42000, "again.blocked.test")] == Code.CODE_REJECT
 
 
+def test_a_flow_decided_earlier_in_the_same_batch_gets_its_verdict(enforcer: Enforcer) -> None:
+    """The batch's decisions are written to the table after the batch: a later packet of the
+    same flow in the batch must still find its flow's decision."""
+    late = ipv4(tcp(b"\x17\x03\x03\x00\x10" + bytes(16), 8000 + 1 + 600, sport=42100), 6)
+    other = ipv4(tcp(b"\x17\x03\x03\x00\x10" + bytes(16), 9000, sport=42101), 6)
+    before = enforcer.stats["repeated"]
+    names, blocked, _ = enforcer.classify_offline([*tls_flow("same.blocked.test", 8000, 42100), late, other], 1.0)
+    assert (names, blocked) == (1, 1)
+    assert enforcer.stats["repeated"] == before + 1  # the late segment; the other flow is not it
+    flows = {(flow[4], flow[8]): flow[7] for flow in enforcer.decided_flows()}
+    assert flows[(42100, "same.blocked.test")] == Code.CODE_REJECT
+
+
 def test_bad_packets_are_counted_and_dropped_not_raised(enforcer: Enforcer) -> None:
     before = enforcer.stats["malformed_dropped"]
     junk = [b"", b"\x45", b"\x45\x00\x00\x50" + bytes(16), b"\x60" + bytes(30), bytes(range(256)) * 3]

@@ -44,6 +44,24 @@ from edufilter._fastpath cimport (
 )
 from edufilter._queue cimport NF_ACCEPT, NF_DROP, NF_REPEAT, PacketQueue, QueuedPacket, Verdict
 
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    #define EF_PREFETCH_WRITE(p) __builtin_prefetch((const void*)(p), 1)
+    /* calloc, aligned: a 64-byte remembered flow then takes exactly one cache line */
+    static void* ef_calloc_lines(size_t count, size_t size) {
+        void* memory = NULL;
+        if (size && count > ((size_t)-1) / size)
+            return NULL;
+        if (posix_memalign(&memory, 64, count * size) != 0)
+            return NULL;
+        memset(memory, 0, count * size);
+        return memory;
+    }
+    """
+    void EF_PREFETCH_WRITE(const void* p) nogil
+    void* ef_calloc_lines(size_t count, size_t size) nogil
+
 cdef extern from "_hash.h":
     uint64_t ef_hash_bytes(const void* data, size_t n) nogil
 
@@ -205,6 +223,12 @@ cdef class Enforcer:
     cdef uint32_t decided_mask
     cdef uint32_t evictions
     cdef double decided_lifetime
+    # Decisions of the batch being classified, remembered once it is done: the table's slots
+    # are scattered over megabytes, and writing them together overlaps their cache misses.
+    cdef int deferred[MAX_BATCH]
+    cdef int deferred_count
+    cdef uint64_t deferred_bits      # bit (hash & 63) of each deferred flow: most packets skip the scan
+    cdef bint deferring
     cdef NameSet special_names         # names the handler rewrites or answers (DNS)
     cdef NameSet url_hosts             # plain-HTTP hosts with URL-prefix rules
     cdef uint64_t* decisions           # group x (list + 1) x 4 codes: flows decided
@@ -224,7 +248,7 @@ cdef class Enforcer:
         self.batch_size = batch_size
         while size < <uint32_t>decided_flows:
             size <<= 1
-        self.decided = <DecidedFlow*>calloc(size, sizeof(DecidedFlow))
+        self.decided = <DecidedFlow*>ef_calloc_lines(size, sizeof(DecidedFlow))
         self.decided_tags = <uint16_t*>calloc(size + DECIDED_PROBES, sizeof(uint16_t))
         self.decided_names = <char*>calloc(size, DECIDED_NAME)  # untouched pages cost nothing
         if self.decided == NULL or self.decided_tags == NULL or self.decided_names == NULL:
@@ -303,10 +327,12 @@ cdef class Enforcer:
             return 0
         with nogil:
             now = wall_clock()
+            self.deferring = True
             for i in range(count):
                 self.classify(i, now)
                 if self.work[i].slow != SLOW_NONE:
                     slow += 1
+            self.remember_deferred(now)
         if slow:
             self.counters.slow_packets += slow
             self.handler.handle(self, count)
@@ -331,6 +357,7 @@ cdef class Enforcer:
         cdef int kind, how = CLIENT_BY_DEFAULT, group
         cdef uint8_t mark_code = (queued.mark & self.mark_mask) >> self.mark_shift
         cdef DecidedFlow* known
+        cdef int known_code
         cdef Decision decision
         verdict.packet_id = queued.packet_id
         verdict.verdict = NF_ACCEPT
@@ -361,7 +388,7 @@ cdef class Enforcer:
             return
         work.kind = kind
         fill_flow(&work.flow, packet)
-        work.flow_hash = ef_hash_bytes(&work.flow, sizeof(FlowId))
+        work.flow_hash = flow_hash(&work.flow)
         group = self.classifier.group_for(queued.hwaddr if queued.hwaddr_len == 6 else NULL, queued.indev,
                                           packet.src, 4 if packet.ip_version == 4 else 16, &how)
         work.group = group
@@ -376,10 +403,14 @@ cdef class Enforcer:
         # A packet of a flow decided a moment ago (queued before the mark was saved) gets the
         # same verdict. A SYN starts a new connection, which is always judged afresh.
         if not (packet.protocol == PROTO_TCP and packet.tcp_flags & TCP_SYN):
-            known = self.find_decided(&work.flow, work.flow_hash, now)
-            if known != NULL:
+            known_code = self.deferred_code(work)
+            if known_code < 0:
+                known = self.find_decided(&work.flow, work.flow_hash, now)
+                if known != NULL:
+                    known_code = known.code
+            if known_code >= 0:
                 self.counters.repeated += 1
-                self.mark(i, known.code)
+                self.mark(i, <uint8_t>known_code)
                 return
 
         if kind == KIND_SNI or kind == KIND_HTTP_HOST:
@@ -485,7 +516,12 @@ cdef class Enforcer:
         cdef Work* work = &self.work[i]
         self.mark(i, work.code)
         work.decided = 1
-        self.remember(work, now)
+        if self.deferring:
+            self.deferred[self.deferred_count] = i
+            self.deferred_count += 1
+            self.deferred_bits |= <uint64_t>1 << (work.flow_hash & 63)
+        else:
+            self.remember(work, now)
         if work.slow == SLOW_NONE and (work.code != CODE_ALLOW or work.action == ACTION_MONITOR):
             work.slow = SLOW_EVENT
 
@@ -495,7 +531,7 @@ cdef class Enforcer:
         return <uint32_t>hash & self.decided_mask & ~(<uint32_t>DECIDED_PROBES - 1)
 
     cdef DecidedFlow* find_decided(self, const FlowId* flow, uint64_t hash, double now) noexcept nogil:
-        """The remembered decision of a flow (hash: its ef_hash_bytes); the tags let most misses
+        """The remembered decision of a flow (hash: its flow_hash); the tags let most misses
         read one cache line."""
         cdef uint32_t first = self.decided_bucket(hash), i
         cdef uint16_t tag = <uint16_t>(hash >> 48) | 1
@@ -507,6 +543,37 @@ cdef class Enforcer:
             if slot.hash == hash and memcmp(&slot.flow, flow, sizeof(FlowId)) == 0:
                 return NULL if now - slot.decided_at > self.decided_lifetime else slot
         return NULL
+
+    cdef int deferred_code(self, const Work* work) noexcept nogil:
+        """The code of this flow when a packet before it in the batch decided it, else -1."""
+        cdef int k
+        cdef const Work* earlier
+        if not (self.deferred_bits >> (work.flow_hash & 63)) & 1:
+            return -1
+        for k in range(self.deferred_count):
+            earlier = &self.work[self.deferred[k]]
+            if earlier.flow_hash == work.flow_hash and memcmp(&earlier.flow, &work.flow, sizeof(FlowId)) == 0:
+                return earlier.code
+        return -1
+
+    cdef void remember_deferred(self, double now) noexcept nogil:
+        """Remembers the batch's decisions: first a prefetch of the slot each will most likely
+        take (an empty one, else the next to go), then the writes."""
+        cdef int k
+        cdef uint32_t first, slot, guess
+        self.deferring = False
+        for k in range(self.deferred_count):
+            first = self.decided_bucket(self.work[self.deferred[k]].flow_hash)
+            guess = first + ((self.evictions + <uint32_t>k) & (DECIDED_PROBES - 1))
+            for slot in range(first, first + DECIDED_PROBES):
+                if self.decided_tags[slot] == 0:
+                    guess = slot
+                    break
+            EF_PREFETCH_WRITE(&self.decided[guess])
+        for k in range(self.deferred_count):
+            self.remember(&self.work[self.deferred[k]], now)
+        self.deferred_count = 0
+        self.deferred_bits = 0
 
     cdef void remember(self, const Work* work, double now) noexcept nogil:
         cdef uint64_t hash = work.flow_hash
@@ -648,7 +715,7 @@ cdef class Enforcer:
         flow.ip_version, flow.protocol, flow.sport, flow.dport = ip_version, protocol, sport, dport
         memcpy(flow.src, PyBytes_AS_STRING(src), min(len(src), 16))
         memcpy(flow.dst, PyBytes_AS_STRING(dst), min(len(dst), 16))
-        slot = self.find_decided(&flow, ef_hash_bytes(&flow, sizeof(FlowId)), wall_clock())
+        slot = self.find_decided(&flow, flow_hash(&flow), wall_clock())
         if slot != NULL:
             slot.code = code
 
@@ -675,8 +742,11 @@ cdef class Enforcer:
                 self.packets[j].payload = <const uint8_t*>PyBytes_AS_STRING(packet)
                 self.packets[j].payload_len = <uint32_t>PyBytes_GET_SIZE(packet)
             with nogil:
+                self.deferring = True
                 for j in range(batch):
                     self.classify(j, now)
+                self.remember_deferred(now)
+                for j in range(batch):
                     self.count(j)
                     work = &self.work[j]
                     if work.kind == KIND_DNS or work.kind == KIND_SNI or work.kind == KIND_HTTP_HOST:
@@ -712,8 +782,26 @@ cdef class Enforcer:
         return counters
 
 
+cdef inline uint64_t flow_hash(const FlowId* flow) noexcept nogil:
+    """The decided-flow table's hash of a flow: its fields as five words, multiply-xorshift
+    mixed (the constants of _hash.h), never 0."""
+    cdef uint64_t words[4]
+    cdef uint64_t h = (<uint64_t>flow.ip_version | (<uint64_t>flow.protocol << 8) | (<uint64_t>flow.sport << 16) |
+                       (<uint64_t>flow.dport << 32)) * <uint64_t>0x9E3779B97F4A7C15ULL
+    cdef int i
+    memcpy(words, flow.src, 16)
+    memcpy(&words[2], flow.dst, 16)
+    for i in range(4):
+        h = (h ^ (h >> 31) ^ words[i]) * <uint64_t>0xBF58476D1CE4E5B9ULL
+    h ^= h >> 29
+    h *= <uint64_t>0x94D049BB133111EBULL
+    h ^= h >> 32
+    return h if h else 1
+
+
 cdef inline void fill_flow(FlowId* flow, const Packet* packet) noexcept nogil:
-    memset(flow, 0, sizeof(FlowId))
+    # every byte is written (no padding), so no memset: flow_hash reads the fields back at
+    # the widths they were written with, which keeps the loads from waiting on the stores
     flow.ip_version = packet.ip_version
     flow.protocol = packet.protocol
     flow.sport = packet.sport

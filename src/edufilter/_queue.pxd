@@ -94,7 +94,7 @@ cdef class PacketQueue:
     # Packets received and not yet given a verdict: a batch verdict covers every queued
     # id up to its own, so batches are only used when nothing else is held.
     cdef uint64_t held
-    cdef bint drained            # the last receive emptied the socket
+    cdef int receive_timeout_ms  # SO_RCVTIMEO as last set (0: not yet)
     # Receive slots: one buffer, header and address per message of a recvmmsg burst.
     cdef int slot_count
     cdef size_t slot_size
@@ -114,6 +114,7 @@ cdef class PacketQueue:
     cdef QueuedPacket* python_slots
     cdef set pending_ids
 
+    cdef int set_receive_timeout(self, int timeout_ms) noexcept nogil
     cdef int receive(self, QueuedPacket* out, int max_packets, int timeout_ms) noexcept nogil
     cdef int send_verdicts(self, const Verdict* verdicts, int count) noexcept nogil
     cdef int append_verdict(self, uint16_t message_type, const Verdict* verdict) noexcept nogil

@@ -45,7 +45,7 @@ from libc.errno cimport (EAGAIN, EBADF, EINTR, EINVAL, EMSGSIZE, ENOBUFS, EOPNOT
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
-from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec, timeval
 from posix.unistd cimport close as close_fd
 
 from edufilter.errors import QueueError
@@ -65,6 +65,8 @@ cdef extern from "<sys/socket.h>" nogil:
         SO_SNDBUFFORCE
         MSG_DONTWAIT
         MSG_TRUNC
+        MSG_WAITFORONE
+        SO_RCVTIMEO
     ctypedef unsigned int socklen_t
     cdef struct sockaddr:
         pass
@@ -433,7 +435,9 @@ cdef class PacketQueue:
         cdef sockaddr_nl address
         cdef socklen_t length = sizeof(address)
         cdef int enabled = 1, granted = 0, send_buffer = 2 * SEND_BYTES_LIMIT
-        self.fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_NETFILTER)
+        # Blocking, so that one recvmmsg both waits for a burst and takes it (SO_RCVTIMEO
+        # bounds the wait); every other receive passes MSG_DONTWAIT.
+        self.fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER)
         if self.fd < 0:
             code = errno
             raise QueueError(f"queue {self.queue_num}: no netfilter netlink socket: "
@@ -515,14 +519,22 @@ cdef class PacketQueue:
 
     # ------------------------------------------------------------ the hot path
 
+    cdef int set_receive_timeout(self, int timeout_ms) noexcept nogil:
+        """SO_RCVTIMEO for the blocking receive; a negative timeout waits without end."""
+        cdef timeval wait
+        wait.tv_sec = timeout_ms // 1000 if timeout_ms > 0 else 0
+        wait.tv_usec = (timeout_ms % 1000) * 1000 if timeout_ms > 0 else 0
+        if setsockopt(self.fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(timeval)) < 0:
+            return -1
+        self.receive_timeout_ms = timeout_ms
+        return 0
+
     cdef int receive(self, QueuedPacket* out, int max_packets, int timeout_ms) noexcept nogil:
         """Receive up to max_packets into out; 0 on timeout, a negative errno on error.
 
         A negative timeout waits without end. Payloads stay valid until the next receive.
         """
-        cdef int received, ready, i, count = 0
-        cdef bint polled = False
-        cdef pollfd waiting
+        cdef int received, i, count = 0
         cdef const uint8_t* data
         cdef uint32_t length, message_length
         cdef int32_t error
@@ -532,29 +544,21 @@ cdef class PacketQueue:
             max_packets = self.slot_count
         if max_packets <= 0:
             return -EINVAL
-        waiting.fd = self.fd
-        waiting.events = POLLIN
-        # After a receive that emptied the socket, a receive would most likely find nothing:
-        # wait first. Under load the socket stays full and each burst costs one recvmmsg.
-        if self.drained and timeout_ms != 0:
-            ready = poll(&waiting, 1, timeout_ms)
-            if ready <= 0:
-                return -errno if ready < 0 else 0
-            polled = True
-        received = recvmmsg(self.fd, self.messages, max_packets, MSG_DONTWAIT, NULL)
-        if received < 0 and errno == EAGAIN and timeout_ms != 0 and not polled:
-            if poll(&waiting, 1, timeout_ms) < 0:
-                return -errno
+        # One system call per burst: wait for its first packet (at most timeout_ms), then
+        # take what else is there without waiting.
+        if timeout_ms == 0:
             received = recvmmsg(self.fd, self.messages, max_packets, MSG_DONTWAIT, NULL)
+        else:
+            if timeout_ms != self.receive_timeout_ms and self.set_receive_timeout(timeout_ms) < 0:
+                return -errno
+            received = recvmmsg(self.fd, self.messages, max_packets, MSG_WAITFORONE, NULL)
         if received < 0:
             if errno == EAGAIN:
-                self.drained = True
                 return 0
             if errno == ENOBUFS:
                 self.counters.enobufs += 1
                 return 0
             return -errno
-        self.drained = received < max_packets
         # The kernel sends each packet and each error reply as its own datagram.
         for i in range(received):
             self.messages[i].msg_hdr.msg_namelen = sizeof(sockaddr_nl)

@@ -208,15 +208,14 @@ def _iptables_lines(settings: RuleSettings, family: int) -> list[str]:
     def entry_chain(chain: str, interfaces: Iterable[str | None]) -> list[str]:
         interfaces = list(interfaces)
         # The common packets first, each ending where the full list below would end it, in
-        # fewer rules: an allowed flow's (the bulk of the traffic), the decision of an allowed
-        # flow coming back (NF_REPEAT), and a new flow's (the worst case, a flood of them).
+        # fewer rules: the decision of an allowed flow coming back (NF_REPEAT), a new flow's
+        # first packets (the worst case, a flood of them) and an allowed flow's (the bulk of
+        # the traffic; the rules before it fail on their first matches).
         unmarked = f"{mark(UNDECIDED)} {connmark(UNDECIDED)}"
-        rules = [
-            f"-A {chain} {mark(UNDECIDED)} {connmark(ALLOW)} -j RETURN",
-            # goto: when the chain ends the packet leaves ours too, as after a RETURN here
-            f"-A {chain} {mark(ALLOW)} -g {IPTABLES_SAVE_ALLOW}",
-        ]
+        # goto: when the chain ends the packet leaves ours too, as after a RETURN here
+        rules = [f"-A {chain} {mark(ALLOW)} -g {IPTABLES_SAVE_ALLOW}"]
         rules += to_inspect(chain, interfaces, f" {unmarked} {connbytes}", queue)
+        rules += [f"-A {chain} {mark(UNDECIDED)} {connmark(ALLOW)} -j RETURN"]
         rules += to_inspect(chain, interfaces, f" {unmarked}")
         rules += [f"-A {chain} {unmarked} -j RETURN", f"-A {chain} {mark(INJECTED)} -j RETURN"]
         rules += [
@@ -287,14 +286,15 @@ def _nft_script(settings: RuleSettings) -> str:
             incoming = "iifname { " + ", ".join(f'"{lan}"' for lan in interfaces) + " } "
         to_inspect = f"{incoming}meta l4proto {{ tcp, udp }} ct direction original jump inspect"
         # The common packets first, each ending where the full list below would end it, in
-        # fewer rules: an allowed flow's (the bulk of the traffic), the decision of an allowed
-        # flow coming back (NF_REPEAT), and a new flow's (the worst case, a flood of them).
+        # fewer rules: the decision of an allowed flow coming back (NF_REPEAT), a new flow's
+        # first packets (the worst case, a flood of them) and an allowed flow's (the bulk of
+        # the traffic; the rules before it fail on their first matches).
         unmarked = f"{mark(UNDECIDED)} {connmark(UNDECIDED)}"
         first = 1 if settings.ipv6 else 2
         rules[first:first] = [
-            f"{mark(UNDECIDED)} {connmark(ALLOW)} return",
             f"{mark(ALLOW)} ct mark set ct mark & {keep} | {_hex(layout.value(ALLOW))} return",
             f"{unmarked} {to_inspect.replace('jump inspect', f'ct original packets 0-{settings.inspect_packets} {queue}')}",
+            f"{mark(UNDECIDED)} {connmark(ALLOW)} return",
             f"{unmarked} {to_inspect}",
             f"{unmarked} return",
         ]

@@ -25,9 +25,10 @@ Why each setting is there:
 - NETLINK_NO_ENOBUFS: without it an overrun raises ENOBUFS on the next receive and the kernel
   stops delivering until the reader catches up; with it the undeliverable packet goes the
   fail-open or fail-closed way (user_dropped) and the loop never sees an error.
-- Non-blocking socket and poll with a timeout: the loop wakes up to swap policy images, send
-  counters and see signals; recvmmsg with MSG_DONTWAIT comes first, so a busy queue costs no
-  poll call.
+- One blocking recvmmsg with MSG_WAITFORONE per burst: it waits for the first packet (at
+  most SO_RCVTIMEO, so the loop wakes up to swap policy images, send counters and see
+  signals) and takes what else is queued without waiting: one system call per burst, as the
+  C reference loop of the benchmarks (a poll first cost a second call per burst).
 
 Why raw netlink: libnetfilter_queue's libmnl API builds the one-off bind message and checks
 its acknowledgement here, but its per-packet helpers would mean a callback per attribute on

@@ -93,7 +93,44 @@ cdef extern from *:
         memcpy(&y, b + 8, 8);
         return __builtin_bswap64(x) <= __builtin_bswap64(y);
     }
+    /* Where the last and the second-to-last '.' of name[0..n) are (-1: none), scanning back
+       eight bytes at a time: 0x80 marks each byte of the word that is a dot, exactly. */
+    static inline void ef_last_two_dots(const uint8_t* name, int n, int* last, int* second) {
+        int end = n, i;
+        *last = -1;
+        *second = -1;
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        for (; end >= 8; end -= 8) {
+            uint64_t word, other, marks;
+            memcpy(&word, name + end - 8, 8);
+            other = word ^ 0x2E2E2E2E2E2E2E2EULL;
+            marks = ~(((other & 0x7F7F7F7F7F7F7F7FULL) + 0x7F7F7F7F7F7F7F7FULL) | other | 0x7F7F7F7F7F7F7F7FULL);
+            while (marks) {
+                int top = 63 - __builtin_clzll(marks);
+                int position = end - 8 + (top >> 3);
+                if (*last < 0) {
+                    *last = position;
+                } else {
+                    *second = position;
+                    return;
+                }
+                marks &= ~(1ULL << top);
+            }
+        }
+    #endif
+        for (i = end - 1; i >= 0; i--) {
+            if (name[i] == '.') {
+                if (*last < 0) {
+                    *last = i;
+                } else {
+                    *second = i;
+                    return;
+                }
+            }
+        }
+    }
     """
+    void ef_last_two_dots(const uint8_t* name, int n, int* last, int* second) nogil
     void EF_PREFETCH(const void* p) nogil
     bint ef_address_at_most(const uint8_t* a, const uint8_t* b, uint32_t width) nogil
     int ef_find_key(const uint32_t* keys, uint32_t start, uint32_t count, uint32_t key) nogil
@@ -251,12 +288,18 @@ cdef inline uint8_t tld_code_of(const TableView* table, const uint8_t* name, int
                                 int* tld_length) noexcept nogil:
     """The code of the name's TLD, 0 when it has none in the table (then the whole name is stored)."""
     cdef int dot = length - 1
+    while dot >= 0 and name[dot] != b'.':
+        dot -= 1
+    return tld_code_after(table, name, length, dot, tld_length)
+
+
+cdef inline uint8_t tld_code_after(const TableView* table, const uint8_t* name, int length, int dot,
+                                   int* tld_length) noexcept nogil:
+    """tld_code_of for a name whose last dot is known to be at dot (-1: none)."""
     cdef uint32_t slot
     cdef uint8_t code
     cdef const uint8_t* tld
     cdef int n
-    while dot >= 0 and name[dot] != b'.':
-        dot -= 1
     if dot < 0 or table.tld_count == 0:
         return 0
     tld = name + dot + 1
@@ -267,7 +310,7 @@ cdef inline uint8_t tld_code_of(const TableView* table, const uint8_t* name, int
         if code == 0:
             return 0
         if <int>(table.tld_offsets[code] - table.tld_offsets[code - 1]) == n and \
-                memcmp(table.tld_bytes + table.tld_offsets[code - 1], tld, n) == 0:
+                ef_same_bytes(table.tld_bytes + table.tld_offsets[code - 1], tld, n):
             tld_length[0] = n
             return code
         slot = (slot + 1) & table.tld_slot_mask
@@ -543,8 +586,9 @@ cdef void find_batch(const TableView* table, const uint8_t** names, const int* l
     cdef int next_start[BATCH]       # the suffix each name probes next; -1: done
     cdef uint8_t codes[BATCH]
     cdef int tld_lengths[BATCH]
+    cdef int last_dots[BATCH]
     cdef uint64_t zones[BATCH]
-    cdef int probe_count, i, j, start, suffix_start, round_number = 0
+    cdef int probe_count, i, j, second_dot, suffix_start, round_number = 0
     cdef uint64_t hash
     cdef Probe* probe
     cdef uint8_t packed[192]
@@ -554,13 +598,13 @@ cdef void find_batch(const TableView* table, const uint8_t** names, const int* l
         next_start[i] = -1
         if lengths[i] == 0:
             continue
-        # A bare TLD is probed only when the table lists one; then no zone filter either.
-        next_start[i] = zone_start(names[i], lengths[i]) if not table.single_labels else lengths[i]
-        if next_start[i] < 0 or next_start[i] == lengths[i]:
-            start = lengths[i] - 1
-            while start > 0 and names[i][start - 1] != b'.':
-                start -= 1
-            next_start[i] = start
+        ef_last_two_dots(names[i], lengths[i], &last_dots[i], &second_dot)
+        # The zone (the last two labels) first; a name of one label, or any name when the
+        # table lists a bare TLD (then no zone filter either), from its last label.
+        if table.single_labels or last_dots[i] < 0:
+            next_start[i] = last_dots[i] + 1
+        else:
+            next_start[i] = second_dot + 1
         if filtered and next_start[i] >= 0:
             zones[i] = zone_hash(names[i], lengths[i], next_start[i])
             EF_PREFETCH(filter_block(table, zones[i]))
@@ -569,7 +613,7 @@ cdef void find_batch(const TableView* table, const uint8_t** names, const int* l
             next_start[i] = -1
         if next_start[i] >= 0:
             tld_lengths[i] = 0
-            codes[i] = tld_code_of(table, names[i], lengths[i], &tld_lengths[i])
+            codes[i] = tld_code_after(table, names[i], lengths[i], last_dots[i], &tld_lengths[i])
     while True:
         probe_count = 0
         for i in range(count):

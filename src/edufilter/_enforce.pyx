@@ -558,42 +558,45 @@ cdef class Enforcer:
 
     cdef void remember_deferred(self, double now) noexcept nogil:
         """Remembers the batch's decisions: first a prefetch of the slot each will most likely
-        take (an empty one, else the next to go), then the writes."""
+        take (the next evictions as they would come), then the writes."""
         cdef int k
-        cdef uint32_t first, slot, guess
+        cdef bint evicts
         self.deferring = False
         for k in range(self.deferred_count):
-            first = self.decided_bucket(self.work[self.deferred[k]].flow_hash)
-            guess = first + ((self.evictions + <uint32_t>k) & (DECIDED_PROBES - 1))
-            for slot in range(first, first + DECIDED_PROBES):
-                if self.decided_tags[slot] == 0:
-                    guess = slot
-                    break
-            EF_PREFETCH_WRITE(&self.decided[guess])
+            EF_PREFETCH_WRITE(&self.decided[self.slot_for(&self.work[self.deferred[k]], self.evictions + k, &evicts)])
         for k in range(self.deferred_count):
             self.remember(&self.work[self.deferred[k]], now)
         self.deferred_count = 0
         self.deferred_bits = 0
 
-    cdef void remember(self, const Work* work, double now) noexcept nogil:
-        cdef uint64_t hash = work.flow_hash
-        cdef uint32_t first = self.decided_bucket(hash), i, chosen = NO_SLOT
-        cdef uint16_t tag = <uint16_t>(hash >> 48) | 1
-        cdef DecidedFlow* slot
+    cdef uint32_t slot_for(self, const Work* work, uint32_t eviction, bint* evicts) noexcept nogil:
+        """Where the decision of work's flow goes: the flow's own slot, else the bucket's first
+        empty one, else (a full bucket: the slots take turns going, cheaper than finding the
+        oldest) the one `eviction` picks, and then *evicts is set."""
+        cdef uint32_t first = self.decided_bucket(work.flow_hash), i, chosen = NO_SLOT
+        cdef uint16_t tag = <uint16_t>(work.flow_hash >> 48) | 1
+        evicts[0] = False
         for i in range(first, first + DECIDED_PROBES):
-            if self.decided_tags[i] == tag and self.decided[i].hash == hash and \
+            if self.decided_tags[i] == tag and self.decided[i].hash == work.flow_hash and \
                     memcmp(&self.decided[i].flow, &work.flow, sizeof(FlowId)) == 0:
-                chosen = i
-                break
+                return i
             if self.decided_tags[i] == 0 and chosen == NO_SLOT:
                 chosen = i
         if chosen == NO_SLOT:
-            # a full bucket: the slots take turns going (cheaper than finding the oldest)
-            chosen = first + (self.evictions & (DECIDED_PROBES - 1))
+            evicts[0] = True
+            chosen = first + (eviction & (DECIDED_PROBES - 1))
+        return chosen
+
+    cdef void remember(self, const Work* work, double now) noexcept nogil:
+        cdef uint64_t hash = work.flow_hash
+        cdef bint evicts
+        cdef uint32_t chosen = self.slot_for(work, self.evictions, &evicts)
+        cdef DecidedFlow* slot
+        if evicts:
             self.evictions += 1
             self.counters.decided_evicted += 1
         slot = &self.decided[chosen]
-        self.decided_tags[chosen] = tag
+        self.decided_tags[chosen] = <uint16_t>(hash >> 48) | 1
         slot.hash = hash
         slot.flow = work.flow
         slot.decided_at = now

@@ -53,13 +53,12 @@ cdef enum FlowState:
 
 cdef inline void store_ipv4_as_words(uint8_t* out, const uint8_t* address) noexcept nogil:
     """A 16-byte address field holding an IPv4 address and zeros, written as two words."""
-    cdef uint32_t four
-    cdef uint64_t word = 0
-    memcpy(&four, address, 4)
-    word = four          # little- or big-endian alike: the bytes land first in the word
-    memcpy(out, &word, 8)
-    word = 0
-    memcpy(out + 8, &word, 8)
+    cdef uint8_t word[8]
+    memset(word, 0, 8)
+    memcpy(word, address, 4)    # in a register: one 8-byte store below, on any byte order
+    memcpy(out, word, 8)
+    memset(word, 0, 4)
+    memcpy(out + 8, word, 8)
 
 cdef inline uint16_t be16(const uint8_t* p) noexcept nogil:
     return (<uint16_t>p[0] << 8) | p[1]

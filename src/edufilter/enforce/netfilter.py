@@ -284,7 +284,8 @@ def _nft_script(settings: RuleSettings) -> str:
         incoming = ""
         if interfaces:
             incoming = "iifname { " + ", ".join(f'"{lan}"' for lan in interfaces) + " } "
-        to_inspect = f"{incoming}meta l4proto {{ tcp, udp }} ct direction original jump inspect"
+        new_flow = f"{incoming}meta l4proto {{ tcp, udp }} ct direction original"
+        to_inspect = f"{new_flow} jump inspect"
         # The common packets first, each ending where the full list below would end it, in
         # fewer rules: the decision of an allowed flow coming back (NF_REPEAT), a new flow's
         # first packets (the worst case, a flood of them) and an allowed flow's (the bulk of
@@ -293,7 +294,7 @@ def _nft_script(settings: RuleSettings) -> str:
         first = 1 if settings.ipv6 else 2
         rules[first:first] = [
             f"{mark(ALLOW)} ct mark set ct mark & {keep} | {_hex(layout.value(ALLOW))} return",
-            f"{unmarked} {to_inspect.replace('jump inspect', f'ct original packets 0-{settings.inspect_packets} {queue}')}",
+            f"{unmarked} {new_flow} ct original packets 0-{settings.inspect_packets} {queue}",
             f"{mark(UNDECIDED)} {connmark(ALLOW)} return",
             f"{unmarked} {to_inspect}",
             f"{unmarked} return",

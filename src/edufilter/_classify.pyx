@@ -11,7 +11,6 @@ ever match the wrong name. About 22 bytes per name.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.list cimport PyList_GET_ITEM
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memchr, memcmp, memcpy, memset
@@ -529,10 +528,6 @@ cdef class DomainTable:
         try:
             for start in range(0, n, BATCH):
                 batch = <int>min(BATCH, n - start)
-                # The names are Python objects scattered over the heap: warm the next batch's
-                # while this one is probed.
-                for j in range(start + BATCH, min(start + 2 * BATCH, n)):
-                    EF_PREFETCH(<void*>PyList_GET_ITEM(names, j))
                 for j in range(batch):
                     name = names[start + j]
                     if type(name) is not bytes:
@@ -913,9 +908,9 @@ cdef class DomainTableBuilder:
     def write(self, out, checkpoint=None):
         """Fills out (writable, exactly prepare() bytes, zero-filled: a new bytearray or a freshly
         truncated file's map) with the section; pass 2 places the names, reading the sources
-        once per hash range of about blob_bytes_per_pass of stored names. checkpoint(), when given, is
-        called after each million index entries and after each range: the moment to drop the
-        pages written so far (e.g. MADV_DONTNEED on a file map)."""
+        once per hash range of about blob_bytes_per_pass of stored names. checkpoint(), when
+        given, is called after each million index entries and after each range: the moment to
+        drop the pages written so far (e.g. MADV_DONTNEED on a file map)."""
         cdef uint8_t[::1] buffer = out
         cdef uint8_t* base
         cdef uint64_t* header
@@ -985,7 +980,8 @@ cdef class DomainTableBuilder:
             for range_number in range(passes):
                 # hashes are uniform: equal slices of the hash space hold about equal bytes
                 range_low = range_number * (0xFFFFFFFFFFFFFFFF // passes)
-                range_high = 0xFFFFFFFFFFFFFFFF if range_number == passes - 1 else range_low + 0xFFFFFFFFFFFFFFFF // passes
+                range_high = 0xFFFFFFFFFFFFFFFF if range_number == passes - 1 else \
+                    range_low + 0xFFFFFFFFFFFFFFFF // passes - 1
                 for member, chunks in self.sources:
                     for chunk in chunks():
                         self.place(bytes(chunk), buckets, blob, written, range_low, range_high)

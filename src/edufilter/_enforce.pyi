@@ -10,6 +10,7 @@ class Code(IntEnum):
     CODE_ALLOW = 1
     CODE_REJECT = 2
     CODE_DROP = 3
+    CODE_PASS = 4
     CODE_BOUND = 5
     CODE_SAFE_SEARCH = 6
     CODE_INJECTED = 7

@@ -4,8 +4,10 @@ without the GIL, and give all the verdicts in one send.
 
 A decision is an NF_REPEAT verdict whose packet mark carries the flow's verdict code: the
 rules save it into the conntrack mark and the kernel handles the rest of the flow. A
-packet that does not decide its flow yet (a SYN, the first segment of a split ClientHello)
-is accepted unmarked. Rare work — a QUIC Initial to decrypt, a DNS answer to write, a block
+packet that does not decide its flow yet (a SYN, the first segment of a split ClientHello,
+a DNS query) is passed: an NF_REPEAT with the pass code, on which the rules return at once.
+Never an NF_ACCEPT: that would skip the rest of the chain that queued the packet, where the
+iptables backend shares FORWARD with the school's own rules. Rare work — a QUIC Initial to decrypt, a DNS answer to write, a block
 page to inject, an event to log — is flagged and done in Python by the worker's handler
 between the classify pass and the send.
 
@@ -42,7 +44,7 @@ from edufilter._fastpath cimport (
     FlowExtractor,
     Packet,
 )
-from edufilter._queue cimport NF_ACCEPT, NF_DROP, NF_REPEAT, PacketQueue, QueuedPacket, Verdict
+from edufilter._queue cimport NF_DROP, NF_REPEAT, PacketQueue, QueuedPacket, Verdict
 
 cdef extern from *:
     """
@@ -80,6 +82,7 @@ cpdef enum Code:
     CODE_ALLOW = 1
     CODE_REJECT = 2
     CODE_DROP = 3
+    CODE_PASS = 4
     CODE_BOUND = 5
     CODE_SAFE_SEARCH = 6
     CODE_INJECTED = 7
@@ -360,10 +363,9 @@ cdef class Enforcer:
         cdef int known_code
         cdef Decision decision
         verdict.packet_id = queued.packet_id
-        verdict.verdict = NF_ACCEPT
-        verdict.set_mark = 0
         verdict.payload = NULL
         verdict.payload_len = 0
+        self.mark(i, CODE_PASS)
         work.slow = SLOW_NONE
         work.kind = KIND_NONE
         work.action = NO_RULE

@@ -24,6 +24,7 @@ TYPICAL_IPTABLES_V4 = """\
 :EDUFILTER-SAVE-ALLOW - [0:0]
 -I FORWARD 1 -j EDUFILTER-FORWARD
 -A EDUFILTER-FORWARD -m mark --mark 0x01000000/0x0f000000 -g EDUFILTER-SAVE-ALLOW
+-A EDUFILTER-FORWARD -m mark --mark 0x04000000/0x0f000000 -j RETURN
 -A EDUFILTER-FORWARD -i eth1 -p tcp -m mark --mark 0x00000000/0x0f000000 -m connmark --mark 0x00000000/0x0f000000 -m connbytes --connbytes 0:5 --connbytes-dir original --connbytes-mode packets -m conntrack --ctdir ORIGINAL -j NFQUEUE --queue-balance 0:3 --queue-bypass
 -A EDUFILTER-FORWARD -i eth1 -p udp -m mark --mark 0x00000000/0x0f000000 -m connmark --mark 0x00000000/0x0f000000 -m connbytes --connbytes 0:5 --connbytes-dir original --connbytes-mode packets -m conntrack --ctdir ORIGINAL -j NFQUEUE --queue-balance 0:3 --queue-bypass
 -A EDUFILTER-FORWARD -m mark --mark 0x00000000/0x0f000000 -m connmark --mark 0x01000000/0x0f000000 -j RETURN
@@ -56,6 +57,7 @@ table inet edufilter {
 \tchain forward {
 \t\ttype filter hook forward priority filter - 10; policy accept;
 \t\tmeta mark & 0x0f000000 == 0x01000000 ct mark set ct mark & 0xf0ffffff | 0x01000000 return
+\t\tmeta mark & 0x0f000000 == 0x04000000 return
 \t\tmeta mark & 0x0f000000 == 0x00000000 ct mark & 0x0f000000 == 0x00000000 iifname { "eth1" } meta l4proto { tcp, udp } ct direction original ct original packets 0-5 queue num 0-3 bypass
 \t\tmeta mark & 0x0f000000 == 0x00000000 ct mark & 0x0f000000 == 0x01000000 return
 \t\tmeta mark & 0x0f000000 == 0x00000000 ct mark & 0x0f000000 == 0x00000000 iifname { "eth1" } meta l4proto { tcp, udp } ct direction original jump inspect
@@ -157,10 +159,11 @@ def test_filter_local_adds_the_output_hook() -> None:
     output_rules = [line for line in ipv4.splitlines() if line.startswith("-A EDUFILTER-OUTPUT")]
     unmarked = "-m mark --mark 0x00000000/0x0f000000 -m connmark --mark 0x00000000/0x0f000000"
     assert output_rules[0] == "-A EDUFILTER-OUTPUT -m mark --mark 0x01000000/0x0f000000 -g EDUFILTER-SAVE-ALLOW"
-    assert output_rules[3] == (
+    assert output_rules[1] == "-A EDUFILTER-OUTPUT -m mark --mark 0x04000000/0x0f000000 -j RETURN"
+    assert output_rules[4] == (
         "-A EDUFILTER-OUTPUT -m mark --mark 0x00000000/0x0f000000 -m connmark --mark 0x01000000/0x0f000000 -j RETURN"
     )
-    assert output_rules[4:7] == [
+    assert output_rules[5:8] == [
         f"-A EDUFILTER-OUTPUT -p tcp {unmarked} -m conntrack --ctdir ORIGINAL -j EDUFILTER-INSPECT",
         f"-A EDUFILTER-OUTPUT -p udp {unmarked} -m conntrack --ctdir ORIGINAL -j EDUFILTER-INSPECT",
         f"-A EDUFILTER-OUTPUT {unmarked} -j RETURN",

@@ -261,6 +261,28 @@ def test_dns_block_sinkhole_drop(school: FilteredSchool, family: int) -> None:
                                            or status_of(over_tcp) == "no answer")
 
 
+def test_the_schools_own_rules_after_ours_see_every_packet(school: FilteredSchool) -> None:
+    """Our chain is jumped to from the top of FORWARD, before the school's own rules there. A
+    packet a worker lets through without deciding its flow (a SYN, a DNS query) must still meet
+    those rules: an accept from the queue would skip them."""
+    connect = [sys.executable, "-c", "import socket, sys; socket.create_connection((sys.argv[1], 443), timeout=3)",
+               str(UPSTREAM_V4)]
+    assert pupil(school).run(connect, check=False, timeout=10).returncode == 0
+    assert answers(dig(pupil(school), "www.allowed.test")) == [f"A {UPSTREAM_V4}"]
+    school_rules = [["FORWARD", "-p", "tcp", "-d", str(UPSTREAM_V4), "--dport", "443", "-j", "DROP"],
+                    ["FORWARD", "-p", "udp", "-d", str(UPSTREAM_V4), "--dport", "53", "-j", "DROP"]]
+    for rule in school_rules:
+        school.gateway.run(["iptables", "-A", *rule])
+    try:
+        # the SYN is the school's to drop: no handshake at all, not just a stalled ClientHello
+        assert pupil(school).run(connect, check=False, timeout=10).returncode != 0
+        assert status_of(dig(pupil(school), "www.allowed.test")) == "no answer"
+    finally:
+        for rule in school_rules:
+            school.gateway.run(["iptables", "-D", *rule])
+    assert answers(dig(pupil(school), "www.allowed.test")) == [f"A {UPSTREAM_V4}"]
+
+
 def test_safe_search_rewrites_answers_for_pupils_only(school: FilteredSchool) -> None:
     host = pupil(school)
     google = answers(dig(host, "www.google.com"))

@@ -29,7 +29,7 @@ from pathlib import Path
 from edufilter._classify import RuleAction
 from edufilter._enforce import Code, Enforcer, Reason, Slow
 from edufilter._fastpath import FlowExtractor, NameKind, parse_client_hello
-from edufilter._queue import ACCEPT, DROP, REPEAT, PacketQueue, queue_counters
+from edufilter._queue import DROP, REPEAT, PacketQueue, queue_counters
 from edufilter.config import Config, load_config
 from edufilter.decode.quic import QuicInitialCollector
 from edufilter.enforce import blockpage, dns
@@ -226,7 +226,7 @@ class SlowPath:
             return  # a reply on a safe-search flow to a query we did not rewrite
         restored = dns.restore_answer(packet["payload"], pending[0])
         if restored is not None:
-            enforcer.set_verdict(index, ACCEPT, payload=restored)
+            enforcer.set_verdict(index, REPEAT, payload=restored, code=Code.CODE_PASS)
 
     # ---- QUIC, plain HTTP
 

@@ -27,6 +27,7 @@ from edufilter.enforce.marks import (
     BOUND,
     DROP,
     INJECTED,
+    PASS,
     REJECT,
     SAFE_SEARCH,
     UNDECIDED,
@@ -213,7 +214,7 @@ def _iptables_lines(settings: RuleSettings, family: int) -> list[str]:
         # the traffic; the rules before it fail on their first matches).
         unmarked = f"{mark(UNDECIDED)} {connmark(UNDECIDED)}"
         # goto: when the chain ends the packet leaves ours too, as after a RETURN here
-        rules = [f"-A {chain} {mark(ALLOW)} -g {IPTABLES_SAVE_ALLOW}"]
+        rules = [f"-A {chain} {mark(ALLOW)} -g {IPTABLES_SAVE_ALLOW}", f"-A {chain} {mark(PASS)} -j RETURN"]
         rules += to_inspect(chain, interfaces, f" {unmarked} {connbytes}", queue)
         rules += [f"-A {chain} {mark(UNDECIDED)} {connmark(ALLOW)} -j RETURN"]
         rules += to_inspect(chain, interfaces, f" {unmarked}")
@@ -294,6 +295,7 @@ def _nft_script(settings: RuleSettings) -> str:
         first = 1 if settings.ipv6 else 2
         rules[first:first] = [
             f"{mark(ALLOW)} ct mark set ct mark & {keep} | {_hex(layout.value(ALLOW))} return",
+            f"{mark(PASS)} return",
             f"{unmarked} {new_flow} ct original packets 0-{settings.inspect_packets} {queue}",
             f"{mark(UNDECIDED)} {connmark(ALLOW)} return",
             f"{unmarked} {to_inspect}",

@@ -66,6 +66,7 @@ cdef extern from *:
 
 cdef extern from "_hash.h":
     uint64_t ef_hash_bytes(const void* data, size_t n) nogil
+    uint64_t ef_hash_flow(uint64_t fields, const uint8_t* src, const uint8_t* dst) nogil
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -788,20 +789,9 @@ cdef class Enforcer:
 
 
 cdef inline uint64_t flow_hash(const FlowId* flow) noexcept nogil:
-    """The decided-flow table's hash of a flow: its fields as five words, multiply-xorshift
-    mixed (the constants of _hash.h), never 0."""
-    cdef uint64_t words[4]
-    cdef uint64_t h = (<uint64_t>flow.ip_version | (<uint64_t>flow.protocol << 8) | (<uint64_t>flow.sport << 16) |
-                       (<uint64_t>flow.dport << 32)) * <uint64_t>0x9E3779B97F4A7C15ULL
-    cdef int i
-    memcpy(words, flow.src, 16)
-    memcpy(&words[2], flow.dst, 16)
-    for i in range(4):
-        h = (h ^ (h >> 31) ^ words[i]) * <uint64_t>0xBF58476D1CE4E5B9ULL
-    h ^= h >> 29
-    h *= <uint64_t>0x94D049BB133111EBULL
-    h ^= h >> 32
-    return h if h else 1
+    """The decided-flow table's hash of a flow."""
+    return ef_hash_flow(<uint64_t>flow.ip_version | (<uint64_t>flow.protocol << 8) | (<uint64_t>flow.sport << 16) |
+                        (<uint64_t>flow.dport << 32), flow.src, flow.dst)
 
 
 cdef inline void fill_flow(FlowId* flow, const Packet* packet) noexcept nogil:

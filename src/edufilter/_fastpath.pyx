@@ -19,7 +19,7 @@ cdef extern from *:
     bint EF_UNLIKELY(bint) nogil
 
 cdef extern from "_hash.h":
-    uint64_t ef_hash_bytes(const void* data, size_t n) nogil
+    uint64_t ef_hash_flow(uint64_t fields, const uint8_t* src, const uint8_t* dst) nogil
 
 # TCP flags (RFC 9293)
 cdef enum:
@@ -590,7 +590,8 @@ cdef inline bint is_quic_client_initial(const uint8_t* datagram) noexcept nogil:
 
 
 cdef inline uint64_t hash_flow_key(const FlowKey* key) noexcept nogil:
-    return ef_hash_bytes(key, sizeof(FlowKey))
+    return ef_hash_flow(<uint64_t>key.ip_version | (<uint64_t>key.sport << 16) | (<uint64_t>key.dport << 32),
+                        key.src, key.dst)
 
 
 cdef class Extraction:

@@ -189,14 +189,9 @@ cdef inline uint32_t key_stored_length(uint32_t key) noexcept nogil:
 
 cdef inline int zone_start(const uint8_t* name, int length) noexcept nogil:
     """Where the name's last two labels start, or -1 for a single label."""
-    cdef int i = length - 1, dots = 0
-    while i >= 0:
-        if name[i] == b'.':
-            dots += 1
-            if dots == 2:
-                return i + 1
-        i -= 1
-    return 0 if dots == 1 else -1
+    cdef int last, second
+    ef_last_two_dots(name, length, &last, &second)
+    return second + 1 if second >= 0 else (0 if last >= 0 else -1)
 
 
 cdef inline uint64_t zone_hash(const uint8_t* name, int length, int start) noexcept nogil:
@@ -286,10 +281,9 @@ cdef uint8_t* build_tld_slots(const uint32_t* offsets, const uint8_t* tld_bytes,
 cdef inline uint8_t tld_code_of(const TableView* table, const uint8_t* name, int length,
                                 int* tld_length) noexcept nogil:
     """The code of the name's TLD, 0 when it has none in the table (then the whole name is stored)."""
-    cdef int dot = length - 1
-    while dot >= 0 and name[dot] != b'.':
-        dot -= 1
-    return tld_code_after(table, name, length, dot, tld_length)
+    cdef int last, second
+    ef_last_two_dots(name, length, &last, &second)
+    return tld_code_after(table, name, length, last, tld_length)
 
 
 cdef inline uint8_t tld_code_after(const TableView* table, const uint8_t* name, int length, int dot,

@@ -62,6 +62,35 @@ def test_large_table_batches_agree_with_single_lookups() -> None:
     assert table.count_listed(encoded) == sum(table.count_listed([name]) for name in encoded) == 3000
 
 
+def test_names_asked_again_are_answered_exactly_from_the_name_cache() -> None:
+    """count_listed answers a name seen before in the same call from its name cache, whose
+    entries are checked byte for byte: names of every length around the cached 48 bytes,
+    each also asked with one character changed, never borrow another name's answer, in a
+    cache big enough for all of them or in a small one where they evict each other."""
+    rng = random.Random(3)
+    listed = []
+    for length in range(1, 70):
+        labels, left = [], length
+        while left > 0:
+            labels.append("".join(rng.choice("abcdef") for _ in range(min(left, 20))))
+            left -= 21
+        listed.append(".".join(labels) + ".nl")
+    asked = list(listed)
+    for name in listed:
+        for position in range(0, len(name) - 3, 3):
+            if name[position] != ".":
+                changed = "f" if name[position] != "f" else "e"
+                asked.append(name[:position] + changed + name[position + 1:])
+    table = build(listed[::2])
+    expected = {name: listed_suffix(name, set(listed[::2])) for name in asked}
+    everything = asked * 3
+    rng.shuffle(everything)
+    assert table.count_listed([name.encode() for name in everything]) == sum(expected[name] for name in everything)
+    for start in range(0, len(asked), 7):
+        small = asked[start:start + 7] * 4
+        assert table.count_listed([name.encode() for name in small]) == sum(expected[name] for name in small)
+
+
 def test_placing_names_a_hash_range_at_a_time_builds_the_same_section() -> None:
     rng = random.Random(8)
     listed = sorted({f"{rng.choice(LABELS[:5])}{i}.{rng.choice(TLDS)}" for i in range(5000)} | {"nl", "a.b"})

@@ -4,6 +4,7 @@ are in tests/lab/test_daemon.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import pytest
 
@@ -49,17 +50,23 @@ lists = ["sink"]
 MASK = 0x0F000000
 
 
-@pytest.fixture(scope="module")
-def enforcer(tmp_path_factory: pytest.TempPathFactory) -> Enforcer:
-    state = tmp_path_factory.mktemp("state")
-    (state / "policy").mkdir()
-    (state / "policy" / "school.toml").write_text(POLICY)
+def compiled_view(state: Path, policy: str) -> PolicyView:
+    (state / "policy").mkdir(parents=True)
+    (state / "policy" / "school.toml").write_text(policy)
     with PolicyStore(state / "policy.sqlite") as store:
         store.replace_all(load_policy_dir(state / "policy"))
     compile_policy(state)
-    view = PolicyView.load(state)
-    loop = Enforcer(None, FlowExtractor(), None, MASK, 16)
+    return PolicyView.load(state)
+
+
+def set_policy(loop: Enforcer, view: PolicyView) -> None:
     loop.set_policy(view.engine.classifier, view.groups, special_names(), view.url_hosts)
+
+
+@pytest.fixture(scope="module")
+def enforcer(tmp_path_factory: pytest.TempPathFactory) -> Enforcer:
+    loop = Enforcer(None, FlowExtractor(), None, MASK, 16)
+    set_policy(loop, compiled_view(tmp_path_factory.mktemp("state"), POLICY))
     return loop
 
 
@@ -131,3 +138,57 @@ def test_bad_packets_are_counted_and_dropped_not_raised(enforcer: Enforcer) -> N
     assert enforcer.stats["malformed_dropped"] >= before + 3
     with pytest.raises(TypeError):
         enforcer.classify_offline(["not bytes"], 1.0)
+
+
+def dns_queries(names: list[str], first_port: int) -> list[bytes]:
+    return [ipv4(udp(dns_query(name), 53, sport=first_port + index), 17) for index, name in enumerate(names)]
+
+
+NESTED_POLICY = """
+[settings]
+default_group = "pupils"
+[lists.blocked]
+domain = ["deep.test"]
+[lists.sink]
+domain = ["a.deep.test"]
+[lists.open]
+domain = ["b.a.deep.test"]
+[groups.pupils]
+[[groups.pupils.rules]]
+action = "allow"
+lists = ["open"]
+[[groups.pupils.rules]]
+action = "block"
+lists = ["blocked"]
+[[groups.pupils.rules]]
+action = "sinkhole"
+lists = ["sink"]
+"""
+
+
+def test_a_name_asked_again_is_answered_from_the_name_cache(tmp_path: Path) -> None:
+    """The worker remembers the tables' answer per name; a name asked again gets the same
+    decision without the lookup. A name with more than two listed suffixes (b.a.deep.test:
+    three lists) or longer than 48 bytes is looked up every time, and decided the same."""
+    loop = Enforcer(None, FlowExtractor(), None, MASK, 16)
+    set_policy(loop, compiled_view(tmp_path, NESTED_POLICY))
+    names = ["www.deep.test", "c.a.deep.test", "b.a.deep.test", "www.elsewhere.test",
+             "x" * 40 + ".long.deep.test", "deep.test"]
+    first = loop.classify_offline(dns_queries(names, 30000), 1.0)
+    assert (loop.stats["name_cache_hits"], loop.stats["name_cache_misses"]) == (0, len(names))
+    again = loop.classify_offline(dns_queries(names, 31000), 1.0)
+    assert again == first
+    assert first[:2] == (6, 4)  # blocked, sinkholed, -, -, blocked, blocked; b.a.deep.test allowed
+    assert [name for _, _, name in first[2]] == ["www.deep.test", "c.a.deep.test", names[4], "deep.test"]
+    assert (loop.stats["name_cache_hits"], loop.stats["name_cache_misses"]) == (4, len(names) + 2)
+
+
+def test_a_new_policy_empties_the_name_cache(tmp_path: Path) -> None:
+    """A cached answer holds set ids of the old tables: after set_policy, a name is looked
+    up in the new ones (here the old set id would block an allowed name)."""
+    loop = Enforcer(None, FlowExtractor(), None, MASK, 16)
+    set_policy(loop, compiled_view(tmp_path / "old", POLICY.replace("blocked.test", "first.test")))
+    assert loop.classify_offline(dns_queries(["www.first.test"], 32000), 1.0)[:2] == (1, 1)
+    set_policy(loop, compiled_view(tmp_path / "new", POLICY.replace("blocked.test", "second.test")))
+    assert loop.classify_offline(dns_queries(["www.first.test", "www.second.test"], 33000), 1.0)[:2] == (2, 1)
+    assert loop.stats["name_cache_hits"] == 0

@@ -40,6 +40,35 @@ cdef struct TableView:
     uint32_t filter_blocks
 
 cdef int table_find(const TableView* table, const uint8_t* name, int length) noexcept nogil
+
+# A process's memory of what the tables said about the names it saw last (see _classify.pyx).
+cdef enum:
+    CACHED_NAME_BYTES = 48       # longer names are not cached
+    CACHED_VALUE_BYTES = 7
+    CACHED_MATCHES = 2           # a worker caches names with at most two listed suffixes
+    CACHED_POLICY_TABLE = 0x80   # a cached match in the admin lists' table (else the categories')
+    NAME_CACHE_NAMES = 65536     # a worker's name cache: 4 MB
+
+cdef struct CachedName:          # one cache line
+    uint64_t hash                # of the whole name; 0: an empty entry
+    uint8_t length
+    uint8_t value[CACHED_VALUE_BYTES]  # what the owner of the cache stores about the name
+    uint8_t name[CACHED_NAME_BYTES]
+
+cdef struct NameCache:
+    CachedName* entries          # set_mask + 1 sets of two, the newer first
+    uint32_t set_mask
+    uint64_t hits                # lookups answered from the cache, and not
+    uint64_t misses
+
+cdef int name_cache_init(NameCache* cache, uint32_t names) noexcept nogil
+cdef void name_cache_free(NameCache* cache) noexcept nogil
+cdef void name_cache_clear(NameCache* cache) noexcept nogil
+cdef uint64_t name_cache_hash(const uint8_t* name, int length) noexcept nogil
+cdef void name_cache_prefetch(const NameCache* cache, uint64_t hash) noexcept nogil
+cdef const CachedName* name_cache_find(const NameCache* cache, uint64_t hash, const uint8_t* name,
+                                       int length) noexcept nogil
+cdef CachedName* name_cache_store(NameCache* cache, uint64_t hash, const uint8_t* name, int length) noexcept nogil
 cdef int name_suffixes(const uint8_t* name, int length, int* starts) noexcept nogil
 
 
@@ -138,5 +167,7 @@ cdef class Classifier:
                                 int specificity, int matched, int64_t now, Decision* best) noexcept nogil
     cdef void consider_address_set(self, const AddressSets* sets, uint32_t set_id, int group, int64_t now,
                                    Decision* best) noexcept nogil
+    cdef int name_sets(self, NameCache* cache, const uint8_t* name, int length, int* starts, int* policy_sets,
+                       int* category_sets) noexcept nogil
     cdef Decision decide_flow(self, int group, const uint8_t* name, int length, const uint8_t* address,
-                              int width, int64_t now) noexcept nogil
+                              int width, int64_t now, NameCache* cache) noexcept nogil

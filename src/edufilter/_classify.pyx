@@ -10,7 +10,9 @@ common TLD, which the code implies) are kept for the exact check, so no hash col
 ever match the wrong name. About 22 bytes per name.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM
+from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memchr, memcmp, memcpy, memset
@@ -19,6 +21,9 @@ from edufilter._fastpath cimport normalise_name_into
 
 cdef extern from "_hash.h":
     uint64_t ef_hash_seeded(const void* data, size_t n, uint64_t seed) nogil
+
+cdef extern from "_lines.h":
+    void* ef_calloc_lines(size_t count, size_t size) nogil
 
 cdef extern from *:
     """
@@ -128,7 +133,55 @@ cdef extern from *:
             }
         }
     }
+    /* The name cache's hash and comparison, for names of 1 to 48 bytes. A name of 8 bytes
+       or more is read as six 8-byte words at offsets min(8i, n - 8): overlapping, never past
+       the name, and as many loads whatever its length, so neither the hash nor the
+       comparison branches on the length (a mispredicted loop exit per name costs more than
+       the redundant loads). Shorter names: two overlapping 4-byte loads, or three bytes. */
+    static inline uint64_t ef_cache_word(const uint8_t* name, int n, int i) {
+        uint64_t w;
+        int offset = 8 * i < n - 8 ? 8 * i : n - 8;
+        memcpy(&w, name + offset, 8);
+        return w;
+    }
+    static inline uint64_t ef_cache_short(const uint8_t* name, int n) {
+        uint32_t x, y;
+        if (n >= 4) {
+            memcpy(&x, name, 4);
+            memcpy(&y, name + n - 4, 4);
+            return ((uint64_t)x << 32) | y;
+        }
+        return ((uint64_t)name[0] << 16) | ((uint64_t)name[n >> 1] << 8) | name[n - 1];
+    }
+    static inline uint64_t ef_cache_hash(const uint8_t* name, int n, uint64_t seed) {
+        uint64_t a = seed ^ ((uint64_t)n * 0x9E3779B97F4A7C15ULL), b = 0xD6E8FEB86659FD93ULL, h;
+        int i;
+        if (n >= 8) {
+            for (i = 0; i < 6; i += 2) {
+                a = (a ^ ef_cache_word(name, n, i)) * 0xBF58476D1CE4E5B9ULL;
+                b = (b ^ ef_cache_word(name, n, i + 1)) * 0x94D049BB133111EBULL;
+                a ^= a >> 29;
+                b ^= b >> 31;
+            }
+        } else {
+            a = (a ^ ef_cache_short(name, n)) * 0xBF58476D1CE4E5B9ULL;
+        }
+        h = (a ^ (b << 23) ^ (b >> 41)) * 0x94D049BB133111EBULL;
+        h ^= h >> 32;
+        return h ? h : 1;
+    }
+    static inline int ef_cache_same(const uint8_t* a, const uint8_t* b, int n) {
+        uint64_t differ = 0;
+        int i;
+        if (n < 8)
+            return ef_cache_short(a, n) == ef_cache_short(b, n);
+        for (i = 0; i < 6; i++)
+            differ |= ef_cache_word(a, n, i) ^ ef_cache_word(b, n, i);
+        return differ == 0;
+    }
     """
+    uint64_t ef_cache_hash(const uint8_t* name, int n, uint64_t seed) nogil
+    bint ef_cache_same(const uint8_t* a, const uint8_t* b, int n) nogil
     void ef_last_two_dots(const uint8_t* name, int n, int* last, int* second) nogil
     void EF_PREFETCH(const void* p) nogil
     bint ef_address_at_most(const uint8_t* a, const uint8_t* b, uint32_t width) nogil
@@ -384,6 +437,91 @@ cdef int suffix_sets(const TableView* table, const uint8_t* name, int length,
     return count
 
 
+# ---------------------------------------------------------------- the name cache
+# Traffic asks for the same few thousand names over and over (DNS query popularity follows
+# Zipf's law): a worker remembers what the tables said about the names it saw last. An
+# entry is keyed by the whole name and checked byte for byte, as the table is, so a popular
+# name costs one hash and one cache line instead of the zone filter and a probe per suffix.
+# Each cache belongs to one thread of one process and to one policy: its owner clears it
+# when its tables change. Two entries per set, the newer first; the older one is evicted.
+
+cdef uint64_t CACHE_SEED = 0xCAC4EDA7A5EED001
+
+
+cdef int name_cache_init(NameCache* cache, uint32_t names) noexcept nogil:
+    """Room for about `names` names (a power of two, at least 2); -1 when out of memory."""
+    cdef uint32_t sets = 1
+    while sets * 2 < names and sets < (<uint32_t>1 << 30):
+        sets <<= 1
+    cache.entries = <CachedName*>ef_calloc_lines(sets * 2, sizeof(CachedName))
+    cache.set_mask = sets - 1
+    cache.hits = cache.misses = 0
+    return 0 if cache.entries != NULL else -1
+
+
+cdef void name_cache_free(NameCache* cache) noexcept nogil:
+    free(cache.entries)
+    cache.entries = NULL
+
+
+cdef void name_cache_clear(NameCache* cache) noexcept nogil:
+    if cache.entries != NULL:
+        memset(cache.entries, 0, (<size_t>cache.set_mask + 1) * 2 * sizeof(CachedName))
+
+
+cdef inline uint64_t cache_hash(const uint8_t* name, int length) noexcept nogil:
+    """The hash a name is cached under; 0 (never a cached hash) for a name too long to cache."""
+    return ef_cache_hash(name, length, CACHE_SEED) if 0 < length <= CACHED_NAME_BYTES else 0
+
+
+cdef uint64_t name_cache_hash(const uint8_t* name, int length) noexcept nogil:
+    return cache_hash(name, length)
+
+
+cdef inline CachedName* cache_set(const NameCache* cache, uint64_t hash) noexcept nogil:
+    return cache.entries + ((hash >> 32) & cache.set_mask) * 2
+
+
+cdef void name_cache_prefetch(const NameCache* cache, uint64_t hash) noexcept nogil:
+    EF_PREFETCH(cache_set(cache, hash))
+
+
+cdef inline bint holds(const CachedName* entry, uint64_t hash, const uint8_t* name, int length) noexcept nogil:
+    return entry.hash == hash and entry.length == length and ef_cache_same(entry.name, name, length)
+
+
+cdef const CachedName* name_cache_find(const NameCache* cache, uint64_t hash, const uint8_t* name,
+                                       int length) noexcept nogil:
+    return cache_find(cache, hash, name, length)
+
+
+cdef inline const CachedName* cache_find(const NameCache* cache, uint64_t hash, const uint8_t* name,
+                                         int length) noexcept nogil:
+    """The entry of exactly this name, or NULL."""
+    cdef const CachedName* entries = cache_set(cache, hash)
+    # the way whose hash matches (two names of one set never share a 64-bit hash in practice,
+    # and if they did the byte check below would only miss): one branch, not one per way
+    cdef const CachedName* entry = &entries[1] if entries[1].hash == hash else &entries[0]
+    if hash != 0 and holds(entry, hash, name, length):
+        return entry
+    return NULL
+
+
+cdef CachedName* name_cache_store(NameCache* cache, uint64_t hash, const uint8_t* name, int length) noexcept nogil:
+    """A new entry for the name, its value for the caller to fill; NULL when the name is too long."""
+    cdef CachedName* entries = cache_set(cache, hash)
+    if hash == 0 or not 0 < length <= CACHED_NAME_BYTES:
+        return NULL
+    if holds(&entries[0], hash, name, length):
+        return &entries[0]
+    entries[1] = entries[0]
+    entries[0].hash = hash
+    entries[0].length = <uint8_t>length
+    memset(entries[0].value, 0, CACHED_VALUE_BYTES)
+    memcpy(entries[0].name, name, length)
+    return &entries[0]
+
+
 cdef class DomainTable:
     """A read-only view of one domain-table section (e.g. a slice of a mapped image)."""
 
@@ -508,32 +646,55 @@ cdef class DomainTable:
     def count_listed(self, list names):
         """How many of the (normalised, bytes) names have a listed suffix: the batch lookup.
 
-        Names are taken BATCH at a time and their probes interleaved, so the cache misses
-        of one name's buckets overlap with the others' instead of adding up."""
+        A name seen before in the same call is answered from a name cache, as a worker
+        answers a popular name. The others are looked up BATCH at a time with their probes
+        interleaved, so the cache misses of one name's buckets overlap with the others'.
+        The GIL is held throughout: the names are read in place from the list."""
         cdef Probe* probes = <Probe*>malloc(BATCH * MAX_LABELS * sizeof(Probe))
+        cdef NameCache cache
         cdef const uint8_t* pointers[BATCH]
         cdef int lengths[BATCH]
-        cdef bint found[BATCH]
-        cdef Py_ssize_t listed = 0, start, n = len(names), i
+        cdef uint64_t hashes[BATCH]
+        cdef LookupQueue queue
+        cdef Py_ssize_t listed = 0, start, n = len(names)
         cdef int batch, j
-        cdef object name
-        if probes == NULL:
+        cdef const CachedName* entry
+        cdef PyObject* name
+        if probes == NULL or name_cache_init(&cache, <uint32_t>min(n, NAME_CACHE_NAMES)) < 0:
+            free(probes)
             raise MemoryError()
+        queue.count = 0
         try:
             for start in range(0, n, BATCH):
                 batch = <int>min(BATCH, n - start)
+                # the next batch's name objects: scattered over the allocator's pools by size
+                for j in range(<int>min(BATCH, n - start - batch)):
+                    EF_PREFETCH(PyList_GET_ITEM(names, start + batch + j))
                 for j in range(batch):
-                    name = names[start + j]
-                    if type(name) is not bytes:
+                    name = PyList_GET_ITEM(names, start + j)   # borrowed: no reference count written
+                    if not PyBytes_CheckExact(<object>name):
                         raise TypeError("count_listed takes a list of bytes")
-                    pointers[j] = <const uint8_t*>PyBytes_AS_STRING(name)
-                    lengths[j] = <int>PyBytes_GET_SIZE(name) if 0 < PyBytes_GET_SIZE(name) <= 253 else 0
-                with nogil:
-                    find_batch(&self.view, pointers, lengths, batch, probes, found)
+                    pointers[j] = <const uint8_t*>PyBytes_AS_STRING(<object>name)
+                    lengths[j] = <int>PyBytes_GET_SIZE(<object>name)
+                    if not 0 < lengths[j] <= 253:
+                        lengths[j] = 0
+                    hashes[j] = cache_hash(pointers[j], lengths[j])
+                    name_cache_prefetch(&cache, hashes[j])
                 for j in range(batch):
-                    listed += found[j]
+                    entry = cache_find(&cache, hashes[j], pointers[j], lengths[j])
+                    if entry != NULL:
+                        listed += entry.value[0]
+                    elif lengths[j]:
+                        queue.pointers[queue.count] = pointers[j]
+                        queue.lengths[queue.count] = lengths[j]
+                        queue.hashes[queue.count] = hashes[j]
+                        queue.count += 1
+                        if queue.count == BATCH:
+                            listed += look_up_queued(&self.view, &queue, probes, &cache)
+            listed += look_up_queued(&self.view, &queue, probes, &cache)
         finally:
             free(probes)
+            name_cache_free(&cache)
         return listed
 
 
@@ -550,6 +711,32 @@ cdef struct Probe:
     uint32_t candidate_offset      # blob offset of the first entry whose fingerprint matches
     int candidate_entry            # -1: no entry matches, the suffix is not listed
     int owner
+
+
+cdef struct LookupQueue:
+    # names the cache did not know, waiting for a full batch
+    const uint8_t* pointers[BATCH]
+    int lengths[BATCH]
+    uint64_t hashes[BATCH]
+    bint found[BATCH]
+    int count
+
+
+cdef Py_ssize_t look_up_queued(const TableView* table, LookupQueue* queue, Probe* probes,
+                               NameCache* cache) noexcept nogil:
+    """Looks the queued names up in the table, caches what it found and empties the queue;
+    returns how many were listed."""
+    cdef Py_ssize_t listed = 0
+    cdef CachedName* stored
+    cdef int k
+    find_batch(table, queue.pointers, queue.lengths, queue.count, probes, queue.found)
+    for k in range(queue.count):
+        listed += queue.found[k]
+        stored = name_cache_store(cache, queue.hashes[k], queue.pointers[k], queue.lengths[k])
+        if stored != NULL:
+            stored.value[0] = queue.found[k]
+    queue.count = 0
+    return listed
 
 
 cdef inline int parent_start(const uint8_t* name, int start) noexcept nogil:
@@ -1330,9 +1517,64 @@ cdef class Classifier:
             if (member >> 8) < <uint32_t>self.list_count:
                 self.consider_list(group, member >> 8, MATCH_ADDRESS, member & 0xFF, member & 0xFF, now, best)
 
+    cdef int name_sets(self, NameCache* cache, const uint8_t* name, int length, int* starts, int* policy_sets,
+                       int* category_sets) noexcept nogil:
+        """The set id (or -1) of every suffix of the name in the admin lists' table and in the
+        categories' table, most specific first; returns the count. With a cache (or NULL), a
+        name seen before is answered from it and a new one is remembered when at most
+        CACHED_MATCHES of its suffixes are listed (the value: that count, then per match the
+        suffix's index | CACHED_POLICY_TABLE and its set id, low byte first)."""
+        cdef uint64_t hash = 0
+        cdef const CachedName* entry = NULL
+        cdef CachedName* stored
+        cdef const uint8_t* match
+        cdef uint8_t* value
+        cdef int count, i, matches = 0, set_id
+        if cache != NULL:
+            hash = cache_hash(name, length)
+            entry = cache_find(cache, hash, name, length)
+        if entry != NULL:
+            cache.hits += 1
+            count = name_suffixes(name, length, starts)
+            for i in range(count):
+                policy_sets[i] = -1
+                category_sets[i] = -1
+            for i in range(min(entry.value[0], CACHED_MATCHES)):
+                match = &entry.value[1 + 3 * i]
+                set_id = match[1] | (match[2] << 8)
+                if match[0] & CACHED_POLICY_TABLE:
+                    policy_sets[match[0] & ~CACHED_POLICY_TABLE] = set_id
+                else:
+                    category_sets[match[0]] = set_id
+            return count
+        count = suffix_sets(&self.policy_names.view, name, length, starts, policy_sets)
+        suffix_sets(&self.category_names.view, name, length, starts, category_sets)
+        if cache == NULL:
+            return count
+        cache.misses += 1
+        for i in range(count):
+            matches += (policy_sets[i] >= 0) + (category_sets[i] >= 0)
+        if matches > CACHED_MATCHES:
+            return count
+        stored = name_cache_store(cache, hash, name, length)
+        if stored == NULL:
+            return count
+        value = stored.value
+        value[0] = <uint8_t>matches
+        value += 1
+        for i in range(count):
+            if policy_sets[i] >= 0:
+                value[0], value[1], value[2] = <uint8_t>(i | CACHED_POLICY_TABLE), policy_sets[i] & 0xFF, policy_sets[i] >> 8
+                value += 3
+            if category_sets[i] >= 0:
+                value[0], value[1], value[2] = <uint8_t>i, category_sets[i] & 0xFF, category_sets[i] >> 8
+                value += 3
+        return count
+
     cdef Decision decide_flow(self, int group, const uint8_t* name, int length, const uint8_t* address,
-                              int width, int64_t now) noexcept nogil:
-        """The winning rule for a name (may be NULL) and a destination address (may be NULL)."""
+                              int width, int64_t now, NameCache* cache) noexcept nogil:
+        """The winning rule for a name (may be NULL) and a destination address (may be NULL);
+        cache: the caller's name cache, or NULL."""
         cdef int starts[MAX_LABELS]
         cdef int category_sets[MAX_LABELS]
         cdef int policy_sets[MAX_LABELS]
@@ -1342,8 +1584,7 @@ cdef class Classifier:
         if group < 0 or group >= self.group_count:
             return best
         if name != NULL and 0 < length <= 253:
-            count = suffix_sets(&self.policy_names.view, name, length, starts, policy_sets)
-            suffix_sets(&self.category_names.view, name, length, starts, category_sets)
+            count = self.name_sets(cache, name, length, starts, policy_sets, category_sets)
             for i in range(count):
                 # specificity: the number of labels of the matched suffix
                 if policy_sets[i] >= 0:
@@ -1376,7 +1617,7 @@ cdef class Classifier:
                 raise ValueError("address must be 4 or 16 packed bytes")
             address_bytes = <const uint8_t*>PyBytes_AS_STRING(address)
             width = len(address)
-        decision = self.decide_flow(group, name_bytes, name_length, address_bytes, width, <int64_t>now)
+        decision = self.decide_flow(group, name_bytes, name_length, address_bytes, width, <int64_t>now, NULL)
         if 0 <= group < self.group_count:
             for list_id, prefix_length in url_matches:
                 if 0 <= list_id < self.list_count:
@@ -1394,7 +1635,7 @@ cdef class Classifier:
             if type(name) is not bytes:
                 raise TypeError("decide_batch takes a list of bytes")
             decision = self.decide_flow(group, <const uint8_t*>PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name),
-                                        NULL, 0, <int64_t>now)
+                                        NULL, 0, <int64_t>now, NULL)
             if decision.action != NO_RULE and decision.action != ACTION_ALLOW and decision.action != ACTION_MONITOR:
                 blocked += 1
         return blocked

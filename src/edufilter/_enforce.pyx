@@ -28,9 +28,14 @@ from edufilter._classify cimport (
     ACTION_MONITOR,
     ACTION_SINKHOLE,
     CLIENT_BY_DEFAULT,
+    NAME_CACHE_NAMES,
     NO_RULE,
     Classifier,
     Decision,
+    NameCache,
+    name_cache_clear,
+    name_cache_free,
+    name_cache_init,
 )
 from edufilter._fastpath cimport (
     DECODE_FRAGMENT,
@@ -50,18 +55,10 @@ cdef extern from *:
     """
     #include <stdlib.h>
     #define EF_PREFETCH_WRITE(p) __builtin_prefetch((const void*)(p), 1)
-    /* calloc, aligned: a 64-byte remembered flow then takes exactly one cache line */
-    static void* ef_calloc_lines(size_t count, size_t size) {
-        void* memory = NULL;
-        if (size && count > ((size_t)-1) / size)
-            return NULL;
-        if (posix_memalign(&memory, 64, count * size) != 0)
-            return NULL;
-        memset(memory, 0, count * size);
-        return memory;
-    }
     """
     void EF_PREFETCH_WRITE(const void* p) nogil
+
+cdef extern from "_lines.h":
     void* ef_calloc_lines(size_t count, size_t size) nogil
 
 cdef extern from "_hash.h":
@@ -233,6 +230,7 @@ cdef class Enforcer:
     cdef int deferred_count
     cdef uint64_t deferred_bits      # bit (hash & 63) of each deferred flow: most packets skip the scan
     cdef bint deferring
+    cdef NameCache names_seen          # what the classifier's tables said about recent names
     cdef NameSet special_names         # names the handler rewrites or answers (DNS)
     cdef NameSet url_hosts             # plain-HTTP hosts with URL-prefix rules
     cdef uint64_t* decisions           # group x (list + 1) x 4 codes: flows decided
@@ -255,7 +253,8 @@ cdef class Enforcer:
         self.decided = <DecidedFlow*>ef_calloc_lines(size, sizeof(DecidedFlow))
         self.decided_tags = <uint16_t*>calloc(size + DECIDED_PROBES, sizeof(uint16_t))
         self.decided_names = <char*>calloc(size, DECIDED_NAME)  # untouched pages cost nothing
-        if self.decided == NULL or self.decided_tags == NULL or self.decided_names == NULL:
+        if self.decided == NULL or self.decided_tags == NULL or self.decided_names == NULL \
+                or name_cache_init(&self.names_seen, NAME_CACHE_NAMES) < 0:
             raise MemoryError()
         self.decided_mask = size - 1
         self.decided_lifetime = decided_lifetime
@@ -265,6 +264,7 @@ cdef class Enforcer:
         free(self.decided)
         free(self.decided_tags)
         free(self.decided_names)
+        name_cache_free(&self.names_seen)
         free(self.special_names.slots)
         free(self.url_hosts.slots)
         free(self.groups)
@@ -306,6 +306,7 @@ cdef class Enforcer:
         self.groups, self.decisions = settings, decisions
         self.group_count, self.list_count = classifier.group_count, classifier.list_count
         self.classifier = classifier
+        name_cache_clear(&self.names_seen)   # it held the old tables' answers
         return previous
 
     # ---- the loop
@@ -427,7 +428,8 @@ cdef class Enforcer:
                     work.slow = SLOW_HTTP_URL
                     return
             decision = self.classifier.decide_flow(group, <const uint8_t*>work.name, work.name_len, packet.dst,
-                                                   4 if packet.ip_version == 4 else 16, <int64_t>now)
+                                                   4 if packet.ip_version == 4 else 16, <int64_t>now,
+                                                   &self.names_seen)
             self.take(work, &decision)
             self.decide(i, now)
             if kind == KIND_HTTP_HOST and work.code == CODE_REJECT:
@@ -450,7 +452,7 @@ cdef class Enforcer:
         if mark_code == CODE_BOUND or self.extractor.settled or packet.protocol == PROTO_UDP:
             # No name is coming: the destination address and the group's default decide.
             decision = self.classifier.decide_flow(group, NULL, 0, packet.dst, 4 if packet.ip_version == 4 else 16,
-                                                   <int64_t>now)
+                                                   <int64_t>now, NULL)
             self.take(work, &decision)
             if mark_code == CODE_BOUND and decision.action == NO_RULE:
                 work.reason = REASON_BOUND
@@ -467,7 +469,7 @@ cdef class Enforcer:
         memcpy(work.name, self.extractor.result.name, work.name_len + 1)
         work.dns_qtype = self.extractor.result.dns_qtype
         decision = self.classifier.decide_flow(work.group, <const uint8_t*>work.name, work.name_len, NULL, 0,
-                                               <int64_t>now)
+                                               <int64_t>now, &self.names_seen)
         self.take(work, &decision)
         work.counted = 1
         if work.code == CODE_ALLOW:
@@ -785,6 +787,7 @@ cdef class Enforcer:
         counters = dict(self.counters)
         by_code = counters.pop("by_code")
         counters.update({f"code_{code}": by_code[code] for code in (CODE_ALLOW, CODE_REJECT, CODE_DROP)})
+        counters.update(name_cache_hits=self.names_seen.hits, name_cache_misses=self.names_seen.misses)
         return counters
 
 

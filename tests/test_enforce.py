@@ -169,18 +169,20 @@ lists = ["sink"]
 def test_a_name_asked_again_is_answered_from_the_name_cache(tmp_path: Path) -> None:
     """The worker remembers the tables' answer per name; a name asked again gets the same
     decision without the lookup. A name with more than two listed suffixes (b.a.deep.test:
-    three lists) or longer than 48 bytes is looked up every time, and decided the same."""
+    three lists) or longer than 112 bytes is looked up every time, and decided the same."""
     loop = Enforcer(None, FlowExtractor(), None, MASK, 16)
     set_policy(loop, compiled_view(tmp_path, NESTED_POLICY))
-    names = ["www.deep.test", "c.a.deep.test", "b.a.deep.test", "www.elsewhere.test",
-             "x" * 40 + ".long.deep.test", "deep.test"]
+    long_name = "x" * 40 + ".long.deep.test"  # 55 bytes: both entries of its set
+    too_long = "x" * 60 + "." + "y" * 50 + ".long.deep.test"
+    names = ["www.deep.test", "c.a.deep.test", "b.a.deep.test", "www.elsewhere.test", long_name, too_long,
+             "deep.test"]
     first = loop.classify_offline(dns_queries(names, 30000), 1.0)
     assert (loop.stats["name_cache_hits"], loop.stats["name_cache_misses"]) == (0, len(names))
     again = loop.classify_offline(dns_queries(names, 31000), 1.0)
     assert again == first
-    assert first[:2] == (6, 4)  # blocked, sinkholed, -, -, blocked, blocked; b.a.deep.test allowed
-    assert [name for _, _, name in first[2]] == ["www.deep.test", "c.a.deep.test", names[4], "deep.test"]
-    assert (loop.stats["name_cache_hits"], loop.stats["name_cache_misses"]) == (4, len(names) + 2)
+    assert first[:2] == (7, 5)  # b.a.deep.test is allowed, www.elsewhere.test has no rule
+    assert [name for _, _, name in first[2]] == ["www.deep.test", "c.a.deep.test", long_name, too_long, "deep.test"]
+    assert (loop.stats["name_cache_hits"], loop.stats["name_cache_misses"]) == (5, len(names) + 2)
 
 
 def test_a_new_policy_empties_the_name_cache(tmp_path: Path) -> None:

@@ -43,7 +43,8 @@ cdef int table_find(const TableView* table, const uint8_t* name, int length) noe
 
 # A process's memory of what the tables said about the names it saw last (see _classify.pyx).
 cdef enum:
-    CACHED_NAME_BYTES = 48       # longer names are not cached
+    CACHED_NAME_BYTES = 48       # a longer name takes both entries of its set
+    CACHED_LONG_NAME_BYTES = 112 # longer names are not cached
     CACHED_VALUE_BYTES = 7
     CACHED_MATCHES = 2           # a worker caches names with at most two listed suffixes
     CACHED_POLICY_TABLE = 0x80   # a cached match in the admin lists' table (else the categories')

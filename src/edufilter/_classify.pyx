@@ -444,8 +444,16 @@ cdef int suffix_sets(const TableView* table, const uint8_t* name, int length,
 # name costs one hash and one cache line instead of the zone filter and a probe per suffix.
 # Each cache belongs to one thread of one process and to one policy: its owner clears it
 # when its tables change. Two entries per set, the newer first; the older one is evicted.
+# A name of 49 to CACHED_LONG_NAME_BYTES bytes takes both: its bytes run on from the first
+# entry's name into the second entry's line.
 
 cdef uint64_t CACHE_SEED = 0xCAC4EDA7A5EED001
+cdef size_t LONG_NAME_OFFSET = offsetof_name()
+
+
+cdef size_t offsetof_name() noexcept nogil:
+    cdef CachedName entry
+    return <size_t>(<uint8_t*>entry.name - <uint8_t*>&entry)
 
 
 cdef int name_cache_init(NameCache* cache, uint32_t names) noexcept nogil:
@@ -471,7 +479,11 @@ cdef void name_cache_clear(NameCache* cache) noexcept nogil:
 
 cdef inline uint64_t cache_hash(const uint8_t* name, int length) noexcept nogil:
     """The hash a name is cached under; 0 (never a cached hash) for a name too long to cache."""
-    return ef_cache_hash(name, length, CACHE_SEED) if 0 < length <= CACHED_NAME_BYTES else 0
+    if 0 < length <= CACHED_NAME_BYTES:
+        return ef_cache_hash(name, length, CACHE_SEED)
+    if CACHED_NAME_BYTES < length <= CACHED_LONG_NAME_BYTES:
+        return ef_hash_seeded(name, length, CACHE_SEED)
+    return 0
 
 
 cdef uint64_t name_cache_hash(const uint8_t* name, int length) noexcept nogil:
@@ -490,6 +502,12 @@ cdef inline bint holds(const CachedName* entry, uint64_t hash, const uint8_t* na
     return entry.hash == hash and entry.length == length and ef_cache_same(entry.name, name, length)
 
 
+cdef inline bint holds_long(const CachedName* entries, uint64_t hash, const uint8_t* name, int length) noexcept nogil:
+    """Whether the set's two entries hold this long name (its bytes from the first entry's name on)."""
+    return entries[0].hash == hash and entries[0].length == length and \
+        ef_same_bytes(<const uint8_t*>entries + LONG_NAME_OFFSET, name, length)
+
+
 cdef const CachedName* name_cache_find(const NameCache* cache, uint64_t hash, const uint8_t* name,
                                        int length) noexcept nogil:
     return cache_find(cache, hash, name, length)
@@ -502,6 +520,8 @@ cdef inline const CachedName* cache_find(const NameCache* cache, uint64_t hash, 
     # the way whose hash matches (two names of one set never share a 64-bit hash in practice,
     # and if they did the byte check below would only miss): one branch, not one per way
     cdef const CachedName* entry = &entries[1] if entries[1].hash == hash else &entries[0]
+    if length > CACHED_NAME_BYTES:
+        return entries if hash != 0 and holds_long(entries, hash, name, length) else NULL
     if hash != 0 and holds(entry, hash, name, length):
         return entry
     return NULL
@@ -510,15 +530,19 @@ cdef inline const CachedName* cache_find(const NameCache* cache, uint64_t hash, 
 cdef CachedName* name_cache_store(NameCache* cache, uint64_t hash, const uint8_t* name, int length) noexcept nogil:
     """A new entry for the name, its value for the caller to fill; NULL when the name is too long."""
     cdef CachedName* entries = cache_set(cache, hash)
-    if hash == 0 or not 0 < length <= CACHED_NAME_BYTES:
+    cdef bint long_name = length > CACHED_NAME_BYTES
+    if hash == 0 or not 0 < length <= CACHED_LONG_NAME_BYTES:
         return NULL
-    if holds(&entries[0], hash, name, length):
+    if holds_long(entries, hash, name, length) if long_name else holds(&entries[0], hash, name, length):
         return &entries[0]
-    entries[1] = entries[0]
+    if long_name or entries[0].length > CACHED_NAME_BYTES:
+        entries[1].hash = 0    # both lines become the long name's, or cease to be
+    else:
+        entries[1] = entries[0]
     entries[0].hash = hash
     entries[0].length = <uint8_t>length
     memset(entries[0].value, 0, CACHED_VALUE_BYTES)
-    memcpy(entries[0].name, name, length)
+    memcpy(<uint8_t*>entries + LONG_NAME_OFFSET, name, length)
     return &entries[0]
 
 

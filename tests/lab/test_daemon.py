@@ -459,6 +459,7 @@ def test_events_are_pseudonymised_unless_the_group_asks(school: FilteredSchool) 
     status = school.status()
     assert status["totals"]["packets"] > 0 and status["totals"]["flows"] > 0
     assert sum(queue["verdicts"]["2"] for queue in status["queues"]) > 0
+    assert sum(queue["name_cache_misses"] for queue in status["queues"]) > 0  # every name looked up once
 
 
 def test_prometheus_metrics_count_decisions_per_group_and_category(school: FilteredSchool) -> None:

@@ -350,6 +350,8 @@ class Supervisor:
                 "user_dropped": kernel.get("user_dropped", 0), "decisions": decision_tree(worker.decisions),
                 "malformed_dropped": enforcer.get("malformed_dropped", 0),
                 "slow_packets": enforcer.get("slow_packets", 0),
+                "name_cache_hits": enforcer.get("name_cache_hits", 0),
+                "name_cache_misses": enforcer.get("name_cache_misses", 0),
             }
             queues.append(entry)
             for key in totals:

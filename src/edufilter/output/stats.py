@@ -154,6 +154,10 @@ _WORKER_METRICS: tuple[_Metric, ...] = (
     ("fail_open", "edufilter_fail_open_total", "counter", "Packets accepted uninspected under fail-open."),
     ("restarts", "edufilter_worker_restarts_total", "counter", "Times the supervisor restarted the worker."),
     ("queue_total", "edufilter_queue_length", "gauge", "Packets waiting in the kernel queue now."),
+    ("name_cache_hits", "edufilter_name_cache_hits_total", "counter",
+     "Names a worker answered from its name cache (no table lookup)."),
+    ("name_cache_misses", "edufilter_name_cache_misses_total", "counter",
+     "Names a worker looked up in the policy's tables."),
 )
 _DECISION_METRICS: tuple[_Metric, ...] = (
     ("flows", "edufilter_flows_total", "counter", "Flows and DNS queries decided, by group, category and verdict."),
@@ -165,7 +169,8 @@ def prometheus_text(counters: Mapping[str, object]) -> str:
     """The live counters in Prometheus text format 0.0.4; absent counters are left out.
 
     `counters` is {"workers": {worker: {"queue": n, "packets", "queue_dropped",
-    "user_dropped", "fail_open", "restarts", "queue_total": n, "decisions": {group:
+    "user_dropped", "fail_open", "restarts", "queue_total", "name_cache_hits",
+    "name_cache_misses": n, "decisions": {group:
     {category or "": {verdict: {"flows": n, "packets": n}}}}}}}.
     """
     samples: dict[str, list[str]] = {}

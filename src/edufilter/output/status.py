@@ -16,6 +16,7 @@ Schema 1 (times ISO 8601 with offset, counts since the daemon started; write_sta
                  "verdicts": {"<mark code>": packets},   # "1" allow, "2" reject, "3" drop, ...
                  "queue_total": int,                     # waiting in the kernel queue now
                  "queue_dropped": int, "user_dropped": int,
+                 "name_cache_hits": int, "name_cache_misses": int,   # names answered without a lookup, and not
                  "decisions": {group: {category or "": {verdict: {"flows": int}}}}}],
      "totals": {"packets": int, "flows": int, "queue_dropped": int, "user_dropped": int,
                 "fail_open" | "fail_closed_dropped": int},   # packets that met no worker

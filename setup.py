@@ -24,6 +24,7 @@ extensions = [
         f"edufilter.{path.stem}",
         [str(path)],
         libraries=LIBRARIES.get(path.stem, []),
+        depends=[str(header) for header in sorted(Path("src/edufilter").glob("*.h"))],  # rebuilt when one changes
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     )

@@ -693,8 +693,8 @@ cdef class DomainTable:
             for start in range(0, n, BATCH):
                 batch = <int>min(BATCH, n - start)
                 # the next batch's name objects: scattered over the allocator's pools by size
-                for j in range(<int>min(BATCH, n - start - batch)):
-                    EF_PREFETCH(PyList_GET_ITEM(names, start + batch + j))
+                for j in range(<int>min(BATCH, n - start - 2 * BATCH)):
+                    EF_PREFETCH(PyList_GET_ITEM(names, start + 2 * BATCH + j))
                 for j in range(batch):
                     name = PyList_GET_ITEM(names, start + j)   # borrowed: no reference count written
                     if not PyBytes_CheckExact(<object>name):

@@ -495,7 +495,9 @@ cdef inline CachedName* cache_set(const NameCache* cache, uint64_t hash) noexcep
 
 
 cdef void name_cache_prefetch(const NameCache* cache, uint64_t hash) noexcept nogil:
-    EF_PREFETCH(cache_set(cache, hash))
+    cdef const CachedName* entries = cache_set(cache, hash)
+    EF_PREFETCH(&entries[0])
+    EF_PREFETCH(&entries[1])
 
 
 cdef inline bint holds(const CachedName* entry, uint64_t hash, const uint8_t* name, int length) noexcept nogil:
@@ -694,7 +696,9 @@ cdef class DomainTable:
                 batch = <int>min(BATCH, n - start)
                 # the next batch's name objects: scattered over the allocator's pools by size
                 for j in range(<int>min(BATCH, n - start - 2 * BATCH)):
-                    EF_PREFETCH(PyList_GET_ITEM(names, start + 2 * BATCH + j))
+                    name = PyList_GET_ITEM(names, start + 2 * BATCH + j)
+                    EF_PREFETCH(name)
+                    EF_PREFETCH(<const char*>name + 63)   # a name object often spans two lines
                 for j in range(batch):
                     name = PyList_GET_ITEM(names, start + j)   # borrowed: no reference count written
                     if not PyBytes_CheckExact(<object>name):

@@ -65,11 +65,6 @@ cdef struct NameCache:
 cdef int name_cache_init(NameCache* cache, uint32_t names) noexcept nogil
 cdef void name_cache_free(NameCache* cache) noexcept nogil
 cdef void name_cache_clear(NameCache* cache) noexcept nogil
-cdef uint64_t name_cache_hash(const uint8_t* name, int length) noexcept nogil
-cdef void name_cache_prefetch(const NameCache* cache, uint64_t hash) noexcept nogil
-cdef const CachedName* name_cache_find(const NameCache* cache, uint64_t hash, const uint8_t* name,
-                                       int length) noexcept nogil
-cdef CachedName* name_cache_store(NameCache* cache, uint64_t hash, const uint8_t* name, int length) noexcept nogil
 cdef int name_suffixes(const uint8_t* name, int length, int* starts) noexcept nogil
 
 

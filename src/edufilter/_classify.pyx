@@ -486,15 +486,11 @@ cdef inline uint64_t cache_hash(const uint8_t* name, int length) noexcept nogil:
     return 0
 
 
-cdef uint64_t name_cache_hash(const uint8_t* name, int length) noexcept nogil:
-    return cache_hash(name, length)
-
-
 cdef inline CachedName* cache_set(const NameCache* cache, uint64_t hash) noexcept nogil:
     return cache.entries + ((hash >> 32) & cache.set_mask) * 2
 
 
-cdef void name_cache_prefetch(const NameCache* cache, uint64_t hash) noexcept nogil:
+cdef inline void cache_prefetch(const NameCache* cache, uint64_t hash) noexcept nogil:
     cdef const CachedName* entries = cache_set(cache, hash)
     EF_PREFETCH(&entries[0])
     EF_PREFETCH(&entries[1])
@@ -508,11 +504,6 @@ cdef inline bint holds_long(const CachedName* entries, uint64_t hash, const uint
     """Whether the set's two entries hold this long name (its bytes from the first entry's name on)."""
     return entries[0].hash == hash and entries[0].length == length and \
         ef_same_bytes(<const uint8_t*>entries + LONG_NAME_OFFSET, name, length)
-
-
-cdef const CachedName* name_cache_find(const NameCache* cache, uint64_t hash, const uint8_t* name,
-                                       int length) noexcept nogil:
-    return cache_find(cache, hash, name, length)
 
 
 cdef inline const CachedName* cache_find(const NameCache* cache, uint64_t hash, const uint8_t* name,
@@ -530,7 +521,7 @@ cdef inline const CachedName* cache_find(const NameCache* cache, uint64_t hash, 
     return NULL
 
 
-cdef CachedName* name_cache_store(NameCache* cache, uint64_t hash, const uint8_t* name, int length) noexcept nogil:
+cdef CachedName* cache_store(NameCache* cache, uint64_t hash, const uint8_t* name, int length) noexcept nogil:
     """A new entry for the name, its value for the caller to fill; NULL when the name is too long."""
     cdef CachedName* entries = cache_set(cache, hash)
     cdef bint long_name = length > CACHED_NAME_BYTES
@@ -708,7 +699,7 @@ cdef class DomainTable:
                     if not 0 < lengths[j] <= 253:
                         lengths[j] = 0
                     hashes[j] = cache_hash(pointers[j], lengths[j])
-                    name_cache_prefetch(&cache, hashes[j])
+                    cache_prefetch(&cache, hashes[j])
                 for j in range(batch):
                     entry = cache_find(&cache, hashes[j], pointers[j], lengths[j])
                     if entry != NULL:
@@ -761,7 +752,7 @@ cdef Py_ssize_t look_up_queued(const TableView* table, LookupQueue* queue, Probe
     find_batch(table, queue.pointers, queue.lengths, queue.count, probes, queue.found)
     for k in range(queue.count):
         listed += queue.found[k]
-        stored = name_cache_store(cache, queue.hashes[k], queue.pointers[k], queue.lengths[k])
+        stored = cache_store(cache, queue.hashes[k], queue.pointers[k], queue.lengths[k])
         if stored != NULL:
             stored.value[0] = queue.found[k]
     queue.count = 0
@@ -1585,7 +1576,7 @@ cdef class Classifier:
             matches += (policy_sets[i] >= 0) + (category_sets[i] >= 0)
         if matches > CACHED_MATCHES:
             return count
-        stored = name_cache_store(cache, hash, name, length)
+        stored = cache_store(cache, hash, name, length)
         if stored == NULL:
             return count
         value = stored.value
@@ -1654,18 +1645,3 @@ cdef class Classifier:
                                        &decision)
         return (decision.action, decision.tier, decision.match_kind, decision.list_id, decision.matched,
                 decision.order, decision.rule_entry)
-
-    def decide_batch(self, int group, list names, double now):
-        """How many of the (normalised, bytes) names a rule blocks: the batch benchmark."""
-        cdef Py_ssize_t blocked = 0
-        cdef Decision decision
-        cdef object name
-        for name in names:
-            if type(name) is not bytes:
-                raise TypeError("decide_batch takes a list of bytes")
-            decision = self.decide_flow(group, <const uint8_t*>PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name),
-                                        NULL, 0, <int64_t>now, NULL)
-            if decision.action != NO_RULE and decision.action != ACTION_ALLOW and decision.action != ACTION_MONITOR:
-                blocked += 1
-        return blocked
-

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds an AddressSanitizer copy of the extensions and runs the fast-path and table tests and
-# fuzzers against it: heap over-reads/over-writes in the reassembly buffers and tables
+# Builds an AddressSanitizer copy of the extensions and runs the fast-path, table and worker
+# tests and fuzzers against it: heap over-reads/over-writes in the reassembly buffers and tables
 # abort the run with an ASan report. Usage: scripts/fuzz-asan.sh [extra pytest args]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,4 +18,5 @@ cd "$root"
 # detect_leaks=0: CPython itself keeps allocations alive at exit by design.
 LD_PRELOAD=$asan_runtime ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 PYTHONMALLOC=malloc \
     PYTHONPATH=$out/lib "$python" -m pytest -q -p no:cacheprovider \
-    tests/test_fastpath.py tests/test_fastpath_fuzz.py tests/test_fastpath_differential.py tests/test_classify.py "$@"
+    tests/test_fastpath.py tests/test_fastpath_fuzz.py tests/test_fastpath_differential.py tests/test_classify.py \
+    tests/test_enforce.py "$@"

@@ -61,6 +61,7 @@ cdef struct NameCache:
     uint32_t set_mask
     uint64_t hits                # lookups answered from the cache, and not
     uint64_t misses
+    bint empty                   # nothing stored since it was made or cleared
 
 cdef int name_cache_init(NameCache* cache, uint32_t names) noexcept nogil
 cdef void name_cache_free(NameCache* cache) noexcept nogil

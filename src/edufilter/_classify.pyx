@@ -464,6 +464,7 @@ cdef int name_cache_init(NameCache* cache, uint32_t names) noexcept nogil:
     cache.entries = <CachedName*>ef_calloc_lines(sets * 2, sizeof(CachedName))
     cache.set_mask = sets - 1
     cache.hits = cache.misses = 0
+    cache.empty = True
     return 0 if cache.entries != NULL else -1
 
 
@@ -473,8 +474,10 @@ cdef void name_cache_free(NameCache* cache) noexcept nogil:
 
 
 cdef void name_cache_clear(NameCache* cache) noexcept nogil:
-    if cache.entries != NULL:
+    # an empty cache is left alone: 4 MB of zeros would push the tables out of the CPU's caches
+    if cache.entries != NULL and not cache.empty:
         memset(cache.entries, 0, (<size_t>cache.set_mask + 1) * 2 * sizeof(CachedName))
+        cache.empty = True
 
 
 cdef inline uint64_t cache_hash(const uint8_t* name, int length) noexcept nogil:
@@ -529,6 +532,7 @@ cdef CachedName* cache_store(NameCache* cache, uint64_t hash, const uint8_t* nam
         return NULL
     if holds_long(entries, hash, name, length) if long_name else holds(&entries[0], hash, name, length):
         return &entries[0]
+    cache.empty = False
     if long_name or entries[0].length > CACHED_NAME_BYTES:
         entries[1].hash = 0    # both lines become the long name's, or cease to be
     else:
@@ -1584,10 +1588,12 @@ cdef class Classifier:
         value += 1
         for i in range(count):
             if policy_sets[i] >= 0:
-                value[0], value[1], value[2] = <uint8_t>(i | CACHED_POLICY_TABLE), policy_sets[i] & 0xFF, policy_sets[i] >> 8
+                value[0] = <uint8_t>(i | CACHED_POLICY_TABLE)
+                value[1], value[2] = policy_sets[i] & 0xFF, policy_sets[i] >> 8
                 value += 3
             if category_sets[i] >= 0:
-                value[0], value[1], value[2] = <uint8_t>i, category_sets[i] & 0xFF, category_sets[i] >> 8
+                value[0] = <uint8_t>i
+                value[1], value[2] = category_sets[i] & 0xFF, category_sets[i] >> 8
                 value += 3
         return count
 

@@ -75,6 +75,10 @@ def tls_flow(name: str, isn: int, sport: int, cuts: list[int] | None = None) -> 
     return [syn(isn, sport=sport), *segments(hello, cuts or [], isn, sport=sport)]
 
 
+def dns_queries(names: list[str], first_port: int) -> list[bytes]:
+    return [ipv4(udp(dns_query(name), 53, sport=first_port + index), 17) for index, name in enumerate(names)]
+
+
 def test_names_are_decided_and_blocks_counted(enforcer: Enforcer) -> None:
     packets = [*tls_flow("www.allowed.test", 1000, 40001), *tls_flow("www.blocked.test", 2000, 40002),
                *tls_flow("a.blocked.test", 3000, 40003, cuts=[1400])]
@@ -87,8 +91,7 @@ def test_names_are_decided_and_blocks_counted(enforcer: Enforcer) -> None:
 
 def test_dns_blocks_safe_search_and_bypass_signals_go_to_the_slow_path(enforcer: Enforcer) -> None:
     queries = ["www.allowed.test", "www.blocked.test", "sink.test", "www.google.com", "use-application-dns.net"]
-    packets = [ipv4(udp(dns_query(name), 53, sport=30000 + index), 17) for index, name in enumerate(queries)]
-    names, blocked, slow = enforcer.classify_offline(packets, 1.0)
+    names, blocked, slow = enforcer.classify_offline(dns_queries(queries, 30000), 1.0)
     assert (names, blocked) == (5, 2)
     assert slow == [(1, Slow.SLOW_DNS_ANSWER, "www.blocked.test"), (2, Slow.SLOW_DNS_ANSWER, "sink.test"),
                     (3, Slow.SLOW_DNS_SPECIAL, "www.google.com"), (4, Slow.SLOW_DNS_SPECIAL, "use-application-dns.net")]
@@ -138,10 +141,6 @@ def test_bad_packets_are_counted_and_dropped_not_raised(enforcer: Enforcer) -> N
     assert enforcer.stats["malformed_dropped"] >= before + 3
     with pytest.raises(TypeError):
         enforcer.classify_offline(["not bytes"], 1.0)
-
-
-def dns_queries(names: list[str], first_port: int) -> list[bytes]:
-    return [ipv4(udp(dns_query(name), 53, sport=first_port + index), 17) for index, name in enumerate(names)]
 
 
 NESTED_POLICY = """

@@ -66,6 +66,7 @@ cdef struct NameCache:
 cdef int name_cache_init(NameCache* cache, uint32_t names) noexcept nogil
 cdef void name_cache_free(NameCache* cache) noexcept nogil
 cdef void name_cache_clear(NameCache* cache) noexcept nogil
+cdef void name_cache_prefetch(const NameCache* cache, const uint8_t* name, int length) noexcept nogil
 cdef int name_suffixes(const uint8_t* name, int length, int* starts) noexcept nogil
 
 

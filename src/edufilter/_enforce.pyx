@@ -36,6 +36,7 @@ from edufilter._classify cimport (
     name_cache_clear,
     name_cache_free,
     name_cache_init,
+    name_cache_prefetch,
 )
 from edufilter._fastpath cimport (
     DECODE_FRAGMENT,
@@ -391,6 +392,10 @@ cdef class Enforcer:
                 self.counters.malformed_dropped += 1
             return
         work.kind = kind
+        if kind == KIND_DNS or kind == KIND_SNI or kind == KIND_HTTP_HOST:
+            # its decision comes after the group and the decided flows are looked up
+            name_cache_prefetch(&self.names_seen, <const uint8_t*>self.extractor.result.name,
+                                self.extractor.result.name_len)
         fill_flow(&work.flow, packet)
         work.flow_hash = flow_hash(&work.flow)
         group = self.classifier.group_for(queued.hwaddr if queued.hwaddr_len == 6 else NULL, queued.indev,

@@ -119,6 +119,8 @@ cdef struct AddressSets:
 cdef class DomainTable:
     cdef TableView view
     cdef object section
+    cdef NameCache batch_names   # count_listed's name cache, made on its first call
+    cdef uint8_t batch_call      # which call its entries belong to (1-255, then cleared)
     cdef check_region(self, uint64_t offset, uint64_t size, size_t length, str what)
     cdef validate(self, uint64_t blob_length)
 

@@ -561,6 +561,8 @@ cdef class DomainTable:
         cdef size_t length = data.shape[0]
         self.section = section
         memset(&self.view, 0, sizeof(TableView))
+        self.batch_names.entries = NULL
+        self.batch_call = 0
         if length < HEADER_WORDS * 8:
             raise TableFormatError("domain table: section shorter than its header")
         header = <const uint64_t*>&data[0]
@@ -607,6 +609,7 @@ cdef class DomainTable:
 
     def __dealloc__(self):
         free(self.view.tld_slots)
+        name_cache_free(&self.batch_names)
 
     cdef check_region(self, uint64_t offset, uint64_t size, size_t length, str what):
         if offset % 4 or offset > length or size > length - offset:
@@ -677,11 +680,12 @@ cdef class DomainTable:
         """How many of the (normalised, bytes) names have a listed suffix: the batch lookup.
 
         A name seen before in the same call is answered from a name cache, as a worker
-        answers a popular name. The others are looked up BATCH at a time with their probes
-        interleaved, so the cache misses of one name's buckets overlap with the others'.
-        The GIL is held throughout: the names are read in place from the list."""
-        cdef Probe* probes = <Probe*>malloc(BATCH * MAX_LABELS * sizeof(Probe))
-        cdef NameCache cache
+        answers a popular name; the cache is kept between calls (made once, BATCH_CACHE_NAMES
+        names), its entries marked with the call that wrote them, so each call starts as if
+        it were empty without writing it all. The other names are looked up BATCH at a time
+        with their probes interleaved, so the cache misses of one name's buckets overlap with
+        the others'. The GIL is held throughout: the names are read in place from the list."""
+        cdef Probe* probes
         cdef const uint8_t* pointers[BATCH]
         cdef int lengths[BATCH]
         cdef uint64_t hashes[BATCH]
@@ -690,14 +694,21 @@ cdef class DomainTable:
         cdef int batch, j
         cdef const CachedName* entry
         cdef PyObject* name
-        if probes == NULL or name_cache_init(&cache, <uint32_t>min(n, NAME_CACHE_NAMES)) < 0:
-            free(probes)
+        if self.batch_names.entries == NULL and name_cache_init(&self.batch_names, BATCH_CACHE_NAMES) < 0:
+            raise MemoryError()
+        if self.batch_call == 255:
+            name_cache_clear(&self.batch_names)   # a mark is about to be used again
+            self.batch_call = 0
+        self.batch_call += 1
+        probes = <Probe*>malloc(BATCH * MAX_LABELS * sizeof(Probe))
+        if probes == NULL:
             raise MemoryError()
         queue.count = 0
+        queue.call = self.batch_call
         try:
             for start in range(0, n, BATCH):
                 batch = <int>min(BATCH, n - start)
-                # the next batch's name objects: scattered over the allocator's pools by size
+                # the name objects two batches on: scattered over the allocator's pools by size
                 for j in range(<int>min(BATCH, n - start - 2 * BATCH)):
                     name = PyList_GET_ITEM(names, start + 2 * BATCH + j)
                     EF_PREFETCH(name)
@@ -711,10 +722,10 @@ cdef class DomainTable:
                     if not 0 < lengths[j] <= 253:
                         lengths[j] = 0
                     hashes[j] = cache_hash(pointers[j], lengths[j])
-                    cache_prefetch(&cache, hashes[j])
+                    cache_prefetch(&self.batch_names, hashes[j])
                 for j in range(batch):
-                    entry = cache_find(&cache, hashes[j], pointers[j], lengths[j])
-                    if entry != NULL:
+                    entry = cache_find(&self.batch_names, hashes[j], pointers[j], lengths[j])
+                    if entry != NULL and entry.value[1] == queue.call:
                         listed += entry.value[0]
                     elif lengths[j]:
                         queue.pointers[queue.count] = pointers[j]
@@ -722,16 +733,16 @@ cdef class DomainTable:
                         queue.hashes[queue.count] = hashes[j]
                         queue.count += 1
                         if queue.count == BATCH:
-                            listed += look_up_queued(&self.view, &queue, probes, &cache)
-            listed += look_up_queued(&self.view, &queue, probes, &cache)
+                            listed += look_up_queued(&self.view, &queue, probes, &self.batch_names)
+            listed += look_up_queued(&self.view, &queue, probes, &self.batch_names)
         finally:
             free(probes)
-            name_cache_free(&cache)
         return listed
 
 
 cdef enum:
     BATCH = 64
+    BATCH_CACHE_NAMES = 131072     # count_listed's name cache: 8 MB
 
 cdef struct Probe:
     const uint8_t* suffix
@@ -752,6 +763,7 @@ cdef struct LookupQueue:
     uint64_t hashes[BATCH]
     bint found[BATCH]
     int count
+    uint8_t call               # the mark of this call's cache entries
 
 
 cdef Py_ssize_t look_up_queued(const TableView* table, LookupQueue* queue, Probe* probes,
@@ -767,6 +779,7 @@ cdef Py_ssize_t look_up_queued(const TableView* table, LookupQueue* queue, Probe
         stored = cache_store(cache, queue.hashes[k], queue.pointers[k], queue.lengths[k])
         if stored != NULL:
             stored.value[0] = queue.found[k]
+            stored.value[1] = queue.call
     queue.count = 0
     return listed
 

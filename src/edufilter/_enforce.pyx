@@ -5,11 +5,10 @@ without the GIL, and give all the verdicts in one send.
 A decision is an NF_REPEAT verdict whose packet mark carries the flow's verdict code: the
 rules save it into the conntrack mark and the kernel handles the rest of the flow. A
 packet that does not decide its flow yet (a SYN, the first segment of a split ClientHello,
-a DNS query) is passed: an NF_REPEAT with the pass code, on which the rules return at once.
-Never an NF_ACCEPT: that would skip the rest of the chain that queued the packet, where the
-iptables backend shares FORWARD with the school's own rules. Rare work — a QUIC Initial to decrypt, a DNS answer to write, a block
-page to inject, an event to log — is flagged and done in Python by the worker's handler
-between the classify pass and the send.
+a DNS query) is passed: an NF_REPEAT with the pass code, on which the rules return at once
+(their table's base chain is their own, so the school's chains still follow). Rare work —
+a QUIC Initial to decrypt, a DNS answer to write, a block page to inject, an event to log —
+is flagged and done in Python by the worker's handler between the classify pass and the send.
 
 Every decided flow is remembered in a bounded table (key, group, code, name), so packets
 already queued when the decision was made get the same verdict, and a new policy can

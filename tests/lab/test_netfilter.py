@@ -119,7 +119,7 @@ def gateway_rules(network: SchoolNetwork) -> Iterator[InstallRules]:
     gateway = network.topology.gateway
     installed: list[InstalledRules] = []
 
-    def install(backend: Backend = Backend.IPTABLES, **options: Any) -> InstalledRules:
+    def install(backend: Backend = Backend.XT, **options: Any) -> InstalledRules:
         options.setdefault("layout", LAYOUT)
         installed.append(netfilter.install(RuleSettings(**options), backend, gateway.netns))
         return installed[-1]
@@ -210,10 +210,10 @@ def original_packets(gateway: Host, protocol: str, port: int) -> int:
 # --- backend and install/remove -------------------------------------------------------------
 
 
-def test_this_kernel_has_no_nft_queue_so_iptables_is_chosen(network: SchoolNetwork) -> None:
+def test_this_kernel_has_no_nft_queue_so_xt_is_chosen(network: SchoolNetwork) -> None:
     gateway = network.topology.gateway
     before = gateway.run(["nft", "list", "ruleset"]).stdout
-    assert netfilter.detect_backend(gateway.netns) is Backend.IPTABLES
+    assert netfilter.detect_backend(gateway.netns) is Backend.XT
     assert gateway.run(["nft", "list", "ruleset"]).stdout == before
 
 
@@ -243,6 +243,8 @@ def test_nft_install_fails_atomically_on_this_kernel(network: SchoolNetwork) -> 
 
 
 def test_foreign_rules_survive_and_remove_restores_the_ruleset(network: SchoolNetwork) -> None:
+    """The school's iptables rules stay as they are (ours are a table of their own, ahead of
+    theirs); remove() leaves the ruleset exactly as install() found it."""
     gateway = network.topology.gateway
     foreign = ["-A", "FORWARD", "-s", "198.18.99.0/24", "-j", "ACCEPT"]
     foreign6 = ["-A", "FORWARD", "-s", "2001:2:0:99::/64", "-j", "ACCEPT"]
@@ -250,19 +252,23 @@ def test_foreign_rules_survive_and_remove_restores_the_ruleset(network: SchoolNe
     gateway.run(["ip6tables", *foreign6])
     try:
         before = gateway.run(["nft", "list", "ruleset"]).stdout
+        school = {tool: gateway.run([tool, "-S"]).stdout for tool in ("iptables", "ip6tables")}
         settings = RuleSettings(
             queues=range(2), lan_interfaces=(gateway_interface(network, network.client),),
             filter_local=True, layout=LAYOUT,
         )  # fmt: skip
-        rules = netfilter.install(settings, Backend.IPTABLES, netns=gateway.netns)
-        for tool, rule in (("iptables", foreign), ("ip6tables", foreign6)):
-            forward = gateway.run([tool, "-S", "FORWARD"]).stdout.splitlines()
-            assert forward[1] == "-A FORWARD -j EDUFILTER-FORWARD"  # ours first
-            assert any(line.startswith("-A FORWARD -s " + rule[3]) for line in forward)
-            output = gateway.run([tool, "-S", "OUTPUT"]).stdout.splitlines()
-            assert output[1:] == ["-A OUTPUT -j EDUFILTER-OUTPUT"]
+        rules = netfilter.install(settings, Backend.XT, netns=gateway.netns)
+        assert {tool: gateway.run([tool, "-S"]).stdout for tool in school} == school
+        table = netfilter._nft_json(["list", "table", "inet", "edufilter"], gateway.netns)
+        chains = {item["chain"]["name"]: item["chain"] for item in table if "chain" in item}
+        assert chains["forward"]["hook"] == "forward" and chains["forward"]["prio"] == -10
+        assert chains["output"]["hook"] == "output" and chains["output"]["prio"] == -10
+        assert "dormant" not in _table_text(gateway)  # woken with its queue rule
+        queue_rules = [item["rule"]["expr"] for item in table if "rule" in item and item["rule"]["chain"] == "to_queue"]
+        assert queue_rules == [[{"counter": {"packets": 0, "bytes": 0}}, {"xt": {"type": "target", "name": "NFQUEUE"}}]]
+        assert rules.queued_packets() == 0
         with pytest.raises(NetfilterError, match="already installed"):
-            netfilter.install(settings, Backend.IPTABLES, netns=gateway.netns)
+            netfilter.install(settings, Backend.XT, netns=gateway.netns)
         rules.remove()
         assert gateway.run(["nft", "list", "ruleset"]).stdout == before
         rules.remove()
@@ -278,40 +284,45 @@ def test_remove_leaves_an_empty_namespace_empty(network: SchoolNetwork) -> None:
     gateway = network.topology.gateway
     assert gateway.run(["nft", "list", "ruleset"]).stdout == ""
     settings = RuleSettings(filter_local=True, layout=LAYOUT)
-    netfilter.install(settings, Backend.IPTABLES, netns=gateway.netns).remove()
+    netfilter.install(settings, Backend.XT, netns=gateway.netns).remove()
     assert gateway.run(["nft", "list", "ruleset"]).stdout == ""
 
 
 def test_remove_stale_after_a_crash(network: SchoolNetwork) -> None:
     gateway = network.topology.gateway
-    netfilter.install(RuleSettings(layout=LAYOUT), Backend.IPTABLES, netns=gateway.netns)
+    netfilter.install(RuleSettings(layout=LAYOUT), Backend.XT, netns=gateway.netns)
     # The daemon died without remove(): a new one cleans up before installing again.
     assert netfilter.remove_stale(gateway.netns) is True
-    assert "EDUFILTER" not in gateway.run(["iptables-save"]).stdout
-    assert "EDUFILTER" not in gateway.run(["ip6tables-save"]).stdout
+    assert gateway.run(["nft", "list", "ruleset"]).stdout == ""
     assert netfilter.remove_stale(gateway.netns) is False
-    # Whether the crashed run made the filter tables is unknown, so they stay (empty).
-    assert "rule" not in gateway.run(["nft", "-j", "list", "ruleset"]).stdout
-    for family in ("ip", "ip6"):
-        gateway.run(["nft", "delete", "table", family, "filter"])
 
 
-def test_a_failing_family_takes_the_other_back_out(network: SchoolNetwork) -> None:
-    """ip6tables-restore fails at commit (a foreign ip6 filter table it cannot use) after
-    iptables-restore succeeded: install raises and leaves the ruleset as it found it."""
+def test_a_failing_queue_rule_takes_the_dormant_table_back_out(
+    network: SchoolNetwork, monkeypatch: pytest.MonkeyPatch
+) -> None:
     gateway = network.topology.gateway
-    foreign = (
-        "table ip6 filter {\n\tchain FORWARD {\n"
-        "\t\ttype filter hook forward priority 5;\n\t}\n}\n"
-    )
-    gateway.run(["nft", "-f", "-"], input=foreign)
-    try:
-        before = gateway.run(["nft", "list", "ruleset"]).stdout
-        with pytest.raises(NetfilterError, match="ip6tables-restore"):
-            netfilter.install(RuleSettings(layout=LAYOUT), Backend.IPTABLES, netns=gateway.netns)
-        assert gateway.run(["nft", "list", "ruleset"]).stdout == before
-    finally:
-        gateway.run(["nft", "delete", "table", "ip6", "filter"])
+
+    def refused(settings: RuleSettings, netns: str | None) -> None:
+        assert "\tflags dormant\n" in _table_text(gateway)  # no packet has met it
+        raise NetfilterError("xt NFQUEUE rule: refused")
+
+    monkeypatch.setattr(netfilter, "_add_xt_queue_rule", refused)
+    with pytest.raises(NetfilterError, match="refused"):
+        netfilter.install(RuleSettings(layout=LAYOUT), Backend.XT, netns=gateway.netns)
+    assert gateway.run(["nft", "list", "ruleset"]).stdout == ""
+
+
+def test_the_kernel_refusing_the_queue_rule_is_a_clear_error(network: SchoolNetwork) -> None:
+    failed = network.topology.gateway.run(
+        [sys.executable, "-m", "edufilter.enforce.xt_queue", "--table", "missing", "--chain", "to_queue",
+         "--first", "0", "--count", "1"], check=False)
+    assert failed.returncode == 1
+    assert "No such file or directory (is the table there" in failed.stderr
+
+
+def _table_text(gateway: Host) -> str:
+    """Our table as `nft list` prints it (nft 1.0.6's JSON garbles table flags)."""
+    return gateway.run(["nft", "list", "table", "inet", "edufilter"]).stdout
 
 
 # --- flows and verdicts ---------------------------------------------------------------------

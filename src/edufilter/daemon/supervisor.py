@@ -320,9 +320,9 @@ class Supervisor:
         """Packets that went through the queue rules to no worker: while a worker was away, or
         when a queue was full. Fail-open lets them pass, fail-closed drops them; the kernel
         counts neither, so it is the rules' counters less what the queues took and dropped."""
-        queued = self.rules.queued_packets() if self.rules is not None and not self.rules.removed else None
-        if queued is None:
+        if self.rules is None or self.rules.removed:
             return
+        queued = self.rules.queued_packets()
         taken = sum(self.enqueued.get(queue["queue"], (0, 0))[0] + queue["queue_dropped"] for queue in queues)
         uninspected = max(0, queued - taken)
         if uninspected > self.uninspected:
@@ -375,7 +375,7 @@ class Supervisor:
         while not self.stopping.is_set():
             try:
                 status = self.status()
-                if rounds % UNINSPECTED_EVERY == 0:  # reading the rules' counters runs iptables-save
+                if rounds % UNINSPECTED_EVERY == 0:  # reading the rules' counter runs nft
                     self.count_uninspected(status["queues"])
                 write_status(path, status)
             except EdufilterError as error:

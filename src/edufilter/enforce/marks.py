@@ -16,9 +16,8 @@ ALLOW = 1
 REJECT = 2  # TCP reset, ICMP administratively prohibited otherwise
 DROP = 3
 # packet mark: let through once, the flow still undecided (a SYN, a DNS query, a fragment).
-# Workers repeat such packets (NF_REPEAT) rather than accept them: an accept would skip the
-# rest of the chain that queued them, where the iptables backend shares FORWARD with the
-# school's own rules.
+# Workers repeat such packets (NF_REPEAT) as they do decided ones, and the rules return at
+# once; either way the school's own chains follow ours.
 PASS = 4
 BOUND = 5  # packet mark: an undecided flow past the inspection bound; the worker decides now
 SAFE_SEARCH = 6  # conntrack mark: queue this DNS flow's answers so they can be rewritten

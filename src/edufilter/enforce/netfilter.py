@@ -18,8 +18,8 @@ cannot write it). Every function works in the current network namespace, or in `
 from __future__ import annotations
 
 import enum
-import re
 import json
+import re
 import shutil
 import subprocess
 import sys

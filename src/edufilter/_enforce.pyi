@@ -30,6 +30,7 @@ class Reason(IntEnum):
     REASON_BOUND = 1
     REASON_DOT = 3
     REASON_QUIC = 4
+    REASON_DNS_TCP = 5
 
 class Handler(Protocol):
     def handle(self, enforcer: Enforcer, count: int) -> None: ...

@@ -102,6 +102,7 @@ cpdef enum Reason:
     REASON_BOUND = 1        # no name within the inspection bound: the group's default
     REASON_DOT = 3          # DNS over TLS/QUIC (port 853) under the bypass shield
     REASON_QUIC = 4         # QUIC blocked for the group (browsers fall back to TCP)
+    REASON_DNS_TCP = 5      # a query safe search or the shield would answer, over TCP: reset
 
 cdef enum:
     TCP_SYN = 0x02

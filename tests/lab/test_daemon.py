@@ -262,9 +262,8 @@ def test_dns_block_sinkhole_drop(school: FilteredSchool, family: int) -> None:
 
 
 def test_the_schools_own_rules_after_ours_see_every_packet(school: FilteredSchool) -> None:
-    """Our chain is jumped to from the top of FORWARD, before the school's own rules there. A
-    packet a worker lets through without deciding its flow (a SYN, a DNS query) must still meet
-    those rules: an accept from the queue would skip them."""
+    """Our table's chains come before the school's own (iptables FORWARD here). A packet a
+    worker lets through without deciding its flow (a SYN, a DNS query) must still meet them."""
     connect = [sys.executable, "-c", "import socket, sys; socket.create_connection((sys.argv[1], 443), timeout=3)",
                str(UPSTREAM_V4)]
     assert pupil(school).run(connect, check=False, timeout=10).returncode == 0
@@ -292,6 +291,20 @@ def test_safe_search_rewrites_answers_for_pupils_only(school: FilteredSchool) ->
     assert answers(dig(host, "www.bing.com"))[0] == "CNAME strict.bing.com."
     assert answers(dig(host, "duckduckgo.com"))[0] == "CNAME safe.duckduckgo.com."
     assert answers(dig(pupil(school, "guest"), "www.google.com")) == [f"A {UPSTREAM_V4}"]
+
+
+def test_safe_search_and_the_shield_cannot_be_bypassed_over_tcp(school: FilteredSchool) -> None:
+    """A query in a TCP stream cannot be rewritten or answered in place: its connection is
+    reset (and the event logged); other names, and other groups, still resolve over TCP."""
+    host, server = pupil(school), str(UPSTREAM_V4)
+    for name in ("www.google.com", "mask.icloud.com"):
+        over_tcp = dig(host, name, "A", server, "+tcp")
+        assert status_of(over_tcp) == "no answer" and "ANSWER SECTION" not in over_tcp, over_tcp
+    assert answers(dig(host, "www.allowed.test", "A", server, "+tcp")) == [f"A {UPSTREAM_V4}"]
+    assert answers(dig(pupil(school, "guest"), "www.google.com", "A", server, "+tcp")) == [f"A {UPSTREAM_V4}"]
+    time.sleep(1.5)
+    refused = {(event["name"], event["group"]) for event in school.events() if event["category"] == "dns-over-tcp"}
+    assert refused == {("www.google.com", "pupils"), ("mask.icloud.com", "pupils")}
 
 
 def test_bypass_shield(school: FilteredSchool) -> None:

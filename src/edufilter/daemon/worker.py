@@ -54,7 +54,8 @@ ACTION_NAMES = {
 ACTION_CODES = {name: code for code, name in ACTION_NAMES.items()}
 KIND_NAMES = {NameKind.KIND_DNS: "dns", NameKind.KIND_SNI: "sni", NameKind.KIND_HTTP_HOST: "http_host",
               NameKind.KIND_QUIC_INITIAL: "quic_sni"}
-REASON_CATEGORIES = {Reason.REASON_DOT: "bypass-shield-dot", Reason.REASON_QUIC: "quic-blocked"}
+REASON_CATEGORIES = {Reason.REASON_DOT: "bypass-shield-dot", Reason.REASON_QUIC: "quic-blocked",
+                     Reason.REASON_DNS_TCP: "dns-over-tcp"}
 SERVICE_BINDING_TYPES = (64, 65)  # SVCB, HTTPS: where browsers learn ECH keys and encrypted DNS
 
 
@@ -191,6 +192,11 @@ class SlowPath:
             shield = "nxdomain"
         elif group["bypass_shield"] and packet["dns_qtype"] in SERVICE_BINDING_TYPES:
             shield = "sinkhole"  # NODATA for these types: no ECH keys, no resolver hints
+        target = dns.safe_search_target(name, self.config.dns.youtube) if group["safe_search"] else None
+        if packet["protocol"] == IPPROTO_TCP:
+            if shield is not None or target is not None:
+                self.refuse_over_tcp(enforcer, index, packet, now)
+            return
         if shield is not None:
             settings = self.view.meta["settings"]
             answer = dns.blocked_answer(packet["payload"], shield, settings["block_page_ipv4"],
@@ -199,7 +205,6 @@ class SlowPath:
                 self.outbox.append(answer)
                 enforcer.set_verdict(index, DROP)
             return
-        target = dns.safe_search_target(name, self.config.dns.youtube) if group["safe_search"] else None
         rewritten = dns.rewrite_query(packet["payload"], target) if target else None
         if rewritten is None:
             return
@@ -208,6 +213,18 @@ class SlowPath:
         self.remember_rewrite((packet["src"], packet["sport"], query_id), original, now)
         # Through the rules again with the safe-search code, so the reply is queued to us.
         enforcer.set_verdict(index, REPEAT, payload=rewritten, code=Code.CODE_SAFE_SEARCH)
+
+    def refuse_over_tcp(self, enforcer: Enforcer, index: int, packet: dict, now: float) -> None:
+        """A query safe search would rewrite, or the shield answer, sent over TCP: a stream's
+        bytes cannot be replaced by others of another length, nor an answer slipped in, without
+        breaking its sequence numbers. The connection is reset instead, so TCP is no way around
+        either (their answers are small: a resolver never sends them truncated, which is when
+        a stub falls back to TCP)."""
+        packet.update(action=RuleAction.ACTION_BLOCK, code=Code.CODE_REJECT, list_id=-1, tier=-1,
+                      reason=Reason.REASON_DNS_TCP)
+        enforcer.decide_packet(index, RuleAction.ACTION_BLOCK, Code.CODE_REJECT, -1, -1, Reason.REASON_DNS_TCP)
+        self.reset_server(packet)
+        self.event(packet, now)
 
     def remember_rewrite(self, key: tuple[bytes, int, int], original: str, now: float) -> None:
         self.rewritten[key] = (original, now)

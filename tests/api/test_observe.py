@@ -33,6 +33,7 @@ def daemon_api(tmp_path: Path) -> Iterator[tuple[LiveApi, EventStore]]:
         "updated_at": NOW,
         "daemon": {"pid": 1234, "started_at": NOW, "edufilter": "0.1.0"},
         "policy": {"version": 0, "images": {"policy": 0, "categories": 0}},
+        "rules": {"backend": "xt", "table": "inet edufilter", "queued_packets": 1003},
         "queues": [{"worker": 0, "queue": 0, "pid": 1235, "state": "running", "restarts": 1, "packets": 1000,
                     "verdicts": {"1": 990, "2": 10}, "queue_total": 3, "queue_dropped": 0, "user_dropped": 0,
                     "fail_open": 0}],
@@ -103,6 +104,7 @@ def test_prometheus_metrics(daemon_api: tuple[LiveApi, EventStore]) -> None:
     assert samples["edufilter_api_requests_total", (("code", "201"), ("method", "POST"))] == 1
     assert samples["edufilter_queue_packets_total", (("queue", "0"), ("worker", "0"))] == 1000
     assert samples["edufilter_worker_restarts_total", (("queue", "0"), ("worker", "0"))] == 1
+    assert samples["edufilter_queued_packets_total", ()] == 1003
 
 
 def test_a_change_made_over_the_api_changes_check(api: LiveApi) -> None:

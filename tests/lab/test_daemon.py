@@ -496,6 +496,11 @@ def test_status_command(school: FilteredSchool) -> None:
                                check=False)
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "running" in shown.stdout and "policy version" in shown.stdout
+    assert "rules: table inet edufilter, xt backend; " in shown.stdout  # this kernel has no nft_queue
+    deadline = time.monotonic() + 8
+    while school.status()["rules"]["queued_packets"] == 0:  # the to_queue counter, read every 5 s
+        assert time.monotonic() < deadline, "the rules' queue counter is read into the status"
+        time.sleep(0.2)
 
 
 # --- failure modes ---------------------------------------------------------------------------

@@ -56,6 +56,10 @@ def show_status(args: argparse.Namespace) -> int:
         return 3
     print(f"edufilter {'running, pid ' + str(pid) if pid else 'NOT running (last status below)'}; "
           f"policy version {status['policy']['version']}; status of {_age(status['updated_at'])}")
+    rules = status.get("rules")
+    if rules:
+        print(f"rules: table {rules['table']}, {rules['backend']} backend; "
+              f"{rules['queued_packets']} packets queued")
     rows = [("WORKER", "QUEUE", "PID", "STATE", "RESTARTS", "PACKETS", "FLOWS", "ALLOW", "BLOCK", "DROP",
              "QUEUED", "Q-DROPPED", "U-DROPPED")]
     for queue in status["queues"]:

@@ -33,7 +33,7 @@ from edufilter.daemon.control import pid_file
 from edufilter.enforce import blockpage
 from edufilter.enforce.blockpage_server import make_blockpage_app
 from edufilter.enforce.marks import MarkLayout
-from edufilter.enforce.netfilter import InstalledRules, RuleSettings, install, remove_stale
+from edufilter.enforce.netfilter import NFT_TABLE, InstalledRules, RuleSettings, install, remove_stale
 from edufilter.errors import EdufilterError
 from edufilter.output.events import EventStore, Pseudonymiser, new_reference
 from edufilter.output.status import status_path, write_status
@@ -91,6 +91,7 @@ class Supervisor:
         self.bad_events = 0
         self.enqueued: dict[int, tuple[int, int]] = {}  # queue -> (packets taken in total, last id_sequence)
         self.uninspected = 0
+        self.queued = 0  # the rules' to_queue counter at its last reading
 
     # ---- start
 
@@ -322,7 +323,7 @@ class Supervisor:
         counts neither, so it is the rules' counters less what the queues took and dropped."""
         if self.rules is None or self.rules.removed:
             return
-        queued = self.rules.queued_packets()
+        queued = self.queued = self.rules.queued_packets()
         taken = sum(self.enqueued.get(queue["queue"], (0, 0))[0] + queue["queue_dropped"] for queue in queues)
         uninspected = max(0, queued - taken)
         if uninspected > self.uninspected:
@@ -364,6 +365,8 @@ class Supervisor:
                        "images": {"policy": self.engine.version if self.engine else None,
                                   "categories": self.engine.categories_image.meta.get("digest", "")[:12]
                                   if self.engine else None}},
+            "rules": {"backend": self.rules.backend.value, "table": f"inet {NFT_TABLE}", "queued_packets": self.queued}
+            if self.rules is not None and not self.rules.removed else None,
             "queues": queues,
             "totals": totals,
             "last_reload": self.last_reload,

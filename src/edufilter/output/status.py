@@ -10,6 +10,8 @@ Schema 1 (times ISO 8601 with offset, counts since the daemon started; write_sta
      "daemon": {"pid": int, "started_at": time, "edufilter": "0.1.0"},
      "policy": {"version": int,                # policy_version compiled into the image
                 "images": {"policy": int, "categories": int}},
+     "rules": {"backend": "nft" | "xt", "table": "inet edufilter",
+               "queued_packets": int} | null,     # the to_queue rule's counter, read every 5 s
      "queues": [{"worker": int, "queue": int, "pid": int | null,
                  "state": "starting" | "running" | "restarting" | "stopped",
                  "restarts": int, "packets": int,

@@ -57,7 +57,7 @@ def test_typical_nft_script() -> None:
 
 
 def test_the_xt_script_is_the_same_but_dormant_with_an_empty_queue_chain() -> None:
-    """xt_queue adds the queue rule and wakes the table; everything else is shared."""
+    """nft_netlink adds the queue rule and wakes the table; everything else is shared."""
     xt = render(TYPICAL, Backend.XT)
     assert xt == TYPICAL_NFT.replace(
         "table inet edufilter {\n\tchain to_queue {\n\t\tcounter queue num 0-3 bypass\n\t}\n",

@@ -497,6 +497,7 @@ def test_status_command(school: FilteredSchool) -> None:
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert "running" in shown.stdout and "policy version" in shown.stdout
     assert "rules: table inet edufilter, xt backend; " in shown.stdout  # this kernel has no nft_queue
+    assert answers(dig(pupil(school), "www.allowed.test")) == [f"A {UPSTREAM_V4}"]  # one query queued at least
     deadline = time.monotonic() + 8
     while school.status()["rules"]["queued_packets"] == 0:  # the to_queue counter, read every 5 s
         assert time.monotonic() < deadline, "the rules' queue counter is read into the status"

@@ -314,10 +314,16 @@ def test_a_failing_queue_rule_takes_the_dormant_table_back_out(
 
 def test_the_kernel_refusing_the_queue_rule_is_a_clear_error(network: SchoolNetwork) -> None:
     failed = network.topology.gateway.run(
-        [sys.executable, "-m", "edufilter.enforce.xt_queue", "--table", "missing", "--chain", "to_queue",
-         "--first", "0", "--count", "1"], check=False)
+        [sys.executable, "-m", "edufilter.enforce.nft_netlink", "add-xt-queue", "--table", "missing", "--chain",
+         "to_queue", "--first", "0", "--count", "1"], check=False)
     assert failed.returncode == 1
     assert "No such file or directory (is the table there" in failed.stderr
+
+
+def _nft_queue_counter(gateway: Host) -> int:
+    listing = netfilter._nft_json(["list", "chain", "inet", "edufilter", "to_queue"], gateway.netns)
+    (rule,) = [item["rule"] for item in listing if "rule" in item]
+    return rule["expr"][0]["counter"]["packets"]
 
 
 def _table_text(gateway: Host) -> str:
@@ -332,11 +338,13 @@ def _table_text(gateway: Host) -> str:
 def test_allowed_flow_leaves_the_queue_after_its_first_packets(
     network: SchoolNetwork, gateway_rules: InstallRules, listener: StartListener, family: int
 ) -> None:
-    gateway_rules(queues=range(2))
+    rules = gateway_rules(queues=range(2))
     worker = listener("allow", queues=range(2))
     completed = curl(network.client, url(network, family, BULK_PORT, f"/{BULK_FILE}"))
     assert completed.stdout == "200", completed.stderr
     queued = worker.packets(BULK_PORT)
+    # the to_queue counter, read over netlink as the supervisor reads it, and as nft reads it
+    assert rules.queued_packets() == len(worker.packets()) == _nft_queue_counter(network.topology.gateway)
     # SYN and ACK stay undecided; the request decides the flow and nothing follows it.
     assert [p["code"] for p in queued] == [UNDECIDED, UNDECIDED, UNDECIDED]
     assert [p["payload"] > 0 for p in queued] == [False, False, True]

@@ -11,8 +11,8 @@ school's filter chains), so nothing the queue does — an accept, a fail-open by
 the school's rules. Every packet that is queued goes through the one rule of the `to_queue`
 chain, whose counter says how many were. Two backends differ only in that rule: the native
 `queue` expression (NFT), or, for kernels built without it, iptables' NFQUEUE target run by
-nf_tables' compatibility layer (XT, written by edufilter.enforce.xt_queue since the nft tool
-cannot write it). Every function works in the current network namespace, or in `netns`.
+nf_tables' compatibility layer (XT, written by edufilter.enforce.nft_netlink since the nft
+tool cannot write it). Every function works in the current network namespace, or in `netns`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edufilter.enforce import xt_queue
+from edufilter.enforce import nft_netlink
 from edufilter.enforce.marks import (
     ALLOW,
     BOUND,
@@ -160,7 +160,7 @@ def _queue_statement(settings: RuleSettings) -> str:
 def render(settings: RuleSettings, backend: Backend) -> str:
     """The nft script install() applies in one transaction. With XT the table comes dormant
     and its `to_queue` chain empty: install() then adds the xt NFQUEUE rule and wakes the
-    table in a second transaction (xt_queue)."""
+    table in a second transaction (nft_netlink)."""
     layout = settings.layout
     mask = _hex(layout.mask)
     keep = _hex(~layout.mask & 0xFFFFFFFF)
@@ -214,7 +214,7 @@ def render(settings: RuleSettings, backend: Backend) -> str:
 
     lines = [f"table inet {NFT_TABLE} {{"]
     if backend is Backend.XT:
-        lines.append("\tflags dormant")  # woken with its queue rule, by xt_queue
+        lines.append("\tflags dormant")  # woken with its queue rule, by nft_netlink
     lines += [f"\tchain {QUEUE_CHAIN} {{"]
     if backend is Backend.NFT:
         lines.append(f"\t\tcounter {_queue_statement(settings)}")
@@ -255,14 +255,14 @@ def _remove_nft_table(netns: str | None) -> bool:
 
 def _add_xt_queue_rule(settings: RuleSettings, netns: str | None) -> None:
     queues = settings.queues
+    if netns is None:
+        nft_netlink.add_xt_queue_rule(NFT_TABLE, QUEUE_CHAIN, queues.start, len(queues), settings.fail_open,
+                                      settings.cpu_fanout)
+        return
     options = ["--table", NFT_TABLE, "--chain", QUEUE_CHAIN, "--first", str(queues.start),
                "--count", str(len(queues))]
     options += ["--bypass"] * settings.fail_open + ["--fanout"] * settings.cpu_fanout
-    if netns is None:
-        xt_queue.add_queue_rule(NFT_TABLE, QUEUE_CHAIN, queues.start, len(queues), settings.fail_open,
-                                settings.cpu_fanout)
-    else:  # a socket of that namespace: the module runs there as a tool would
-        _run([sys.executable, "-m", "edufilter.enforce.xt_queue", *options], netns)
+    _run([sys.executable, "-m", "edufilter.enforce.nft_netlink", "add-xt-queue", *options], netns)
 
 
 @dataclass
@@ -280,12 +280,11 @@ class InstalledRules:
 
         The kernel counts no fail-open accept anywhere else: this minus the packets the queues
         really took (their id sequences) and dropped is what passed uninspected."""
-        listing = _nft_json(["list", "chain", "inet", NFT_TABLE, QUEUE_CHAIN], self.netns)
-        return sum(
-            expression["counter"]["packets"]
-            for item in listing if "rule" in item
-            for expression in item["rule"]["expr"] if "counter" in expression
-        )
+        if self.netns is None:
+            return nft_netlink.queued_packets(NFT_TABLE, QUEUE_CHAIN)
+        counted = _run([sys.executable, "-m", "edufilter.enforce.nft_netlink", "queued", "--table", NFT_TABLE,
+                        "--chain", QUEUE_CHAIN], self.netns)
+        return int(counted.stdout)
 
     def remove(self) -> None:
         """Remove our table; a second call does nothing."""

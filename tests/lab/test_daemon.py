@@ -504,6 +504,25 @@ def test_status_command(school: FilteredSchool) -> None:
         time.sleep(0.2)
 
 
+def test_rules_removed_by_another_tool_are_installed_again(school: FilteredSchool) -> None:
+    """A firewall reload (`flush ruleset`) takes our table with it: the supervisor sees it on
+    its next reading of the queue counter (each second), puts the rules back and says so."""
+    blocked = ("https://blocked.test/", "blocked.test", str(UPSTREAM_V4))
+    assert curl(pupil(school), *blocked).returncode != 0
+    school.gateway.run(["nft", "delete", "table", "inet", "edufilter"])
+    deadline = time.monotonic() + 5
+    while "table inet edufilter" not in school.ruleset():
+        assert time.monotonic() < deadline, "the rules are back within seconds"
+        time.sleep(0.1)
+    assert curl(pupil(school), *blocked).returncode != 0  # filtered again
+    assert curl(pupil(school), "https://www.allowed.test/", "www.allowed.test", str(UPSTREAM_V4)).returncode == 0
+    assert "removed by another tool" in school.log()
+    deadline = time.monotonic() + 3
+    while school.status()["rules"]["reinstalled"] != 1:
+        assert time.monotonic() < deadline, "the status counts the reinstall"
+        time.sleep(0.2)
+
+
 # --- failure modes ---------------------------------------------------------------------------
 
 

@@ -271,6 +271,7 @@ def test_foreign_rules_survive_and_remove_restores_the_ruleset(network: SchoolNe
             netfilter.install(settings, Backend.XT, netns=gateway.netns)
         rules.remove()
         assert gateway.run(["nft", "list", "ruleset"]).stdout == before
+        assert rules.queued_packets() is None  # how the supervisor sees that its rules are gone
         rules.remove()
         assert gateway.run(["nft", "list", "ruleset"]).stdout == before
     finally:

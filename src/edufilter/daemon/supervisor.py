@@ -48,7 +48,6 @@ RESTART_DELAY = 0.3  # a dead worker is started again within a second
 CRASH_LOOP_DELAY = 5.0
 WATCH_INTERVAL = 0.2
 STATUS_INTERVAL = 1.0
-UNINSPECTED_EVERY = 5  # status rounds between readings of the queue rules' counters
 MAINTENANCE_INTERVAL = 3600.0
 RECOMPILE_INTERVAL = 6 * 3600.0  # the schedule window reaches days ahead; refresh it often
 STOP_GRACE = 3.0
@@ -91,7 +90,9 @@ class Supervisor:
         self.bad_events = 0
         self.enqueued: dict[int, tuple[int, int]] = {}  # queue -> (packets taken in total, last id_sequence)
         self.uninspected = 0
-        self.queued = 0  # the rules' to_queue counter at its last reading
+        self.queued = 0  # packets the rules have queued: their to_queue counters, all installs
+        self.queued_earlier = 0  # the part counted by rules that another tool has since removed
+        self.reinstalls = 0
 
     # ---- start
 
@@ -317,13 +318,30 @@ class Supervisor:
         self.enqueued[queue] = (taken, sequence)
         return taken
 
+    def watch_rules(self, queues: list[dict]) -> None:
+        """Read the rules' queue counter (netlink, no subprocess), install the rules again if
+        another tool removed them (`nft flush ruleset`, a firewall reload), and count what
+        went through them to no worker."""
+        if self.rules is None or self.rules.removed:
+            return
+        counted = self.rules.queued_packets()
+        if counted is None:
+            log.warning("edufilter's rules were removed by another tool (a ruleset flush or firewall reload?); "
+                        "nothing was filtered until now: installing them again")
+            self.queued_earlier = self.queued
+            settings, backend = self.rules.settings, self.rules.backend
+            remove_stale()  # whatever part of our table is left
+            self.rules = install(settings, backend)
+            self.reinstalls += 1
+            counted = 0
+        self.queued = self.queued_earlier + counted
+        self.count_uninspected(queues)
+
     def count_uninspected(self, queues: list[dict]) -> None:
         """Packets that went through the queue rules to no worker: while a worker was away, or
         when a queue was full. Fail-open lets them pass, fail-closed drops them; the kernel
         counts neither, so it is the rules' counters less what the queues took and dropped."""
-        if self.rules is None or self.rules.removed:
-            return
-        queued = self.queued = self.rules.queued_packets()
+        queued = self.queued
         taken = sum(self.enqueued.get(queue["queue"], (0, 0))[0] + queue["queue_dropped"] for queue in queues)
         uninspected = max(0, queued - taken)
         if uninspected > self.uninspected:
@@ -365,7 +383,8 @@ class Supervisor:
                        "images": {"policy": self.engine.version if self.engine else None,
                                   "categories": self.engine.categories_image.meta.get("digest", "")[:12]
                                   if self.engine else None}},
-            "rules": {"backend": self.rules.backend.value, "table": f"inet {NFT_TABLE}", "queued_packets": self.queued}
+            "rules": {"backend": self.rules.backend.value, "table": f"inet {NFT_TABLE}", "queued_packets": self.queued,
+                      "reinstalled": self.reinstalls}
             if self.rules is not None and not self.rules.removed else None,
             "queues": queues,
             "totals": totals,
@@ -374,16 +393,13 @@ class Supervisor:
 
     async def keep_status(self) -> None:
         path = status_path(self.state_dir)
-        rounds = 0
         while not self.stopping.is_set():
             try:
                 status = self.status()
-                if rounds % UNINSPECTED_EVERY == 0:  # reading the rules' counter runs nft
-                    self.count_uninspected(status["queues"])
+                self.watch_rules(status["queues"])
                 write_status(path, status)
             except EdufilterError as error:
                 log.warning("%s", error)
-            rounds += 1
             try:
                 await asyncio.wait_for(self.stopping.wait(), STATUS_INTERVAL)
             except asyncio.TimeoutError:

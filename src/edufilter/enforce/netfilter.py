@@ -274,17 +274,18 @@ class InstalledRules:
     netns: str | None = None
     removed: bool = False
 
-    def queued_packets(self) -> int:
+    def queued_packets(self) -> int | None:
         """Packets the rules have handed to the queues since install (both families): the
-        counter of the `to_queue` rule.
+        counter of the `to_queue` rule; None when the table is gone (another tool flushed the
+        ruleset: nothing is filtered until install() runs again).
 
         The kernel counts no fail-open accept anywhere else: this minus the packets the queues
         really took (their id sequences) and dropped is what passed uninspected."""
         if self.netns is None:
             return nft_netlink.queued_packets(NFT_TABLE, QUEUE_CHAIN)
         counted = _run([sys.executable, "-m", "edufilter.enforce.nft_netlink", "queued", "--table", NFT_TABLE,
-                        "--chain", QUEUE_CHAIN], self.netns)
-        return int(counted.stdout)
+                        "--chain", QUEUE_CHAIN], self.netns).stdout.strip()
+        return None if counted == "absent" else int(counted)
 
     def remove(self) -> None:
         """Remove our table; a second call does nothing."""

@@ -15,7 +15,8 @@ Both work in the caller's network namespace; install() and the lab tests reach a
 through the command line (`ip netns exec <ns> python -m edufilter.enforce.nft_netlink ...`):
 
     add-xt-queue --table T --chain C --first N --count M [--bypass] [--fanout]
-    queued --table T --chain C          prints the packets the chain's counters counted
+    queued --table T --chain C          prints the packets the chain's counters counted, or
+                                        "absent" when there is no such chain
 """
 
 from __future__ import annotations
@@ -169,13 +170,14 @@ def add_xt_queue_rule(table: str, chain: str, first: int, count: int, bypass: bo
         raise NetfilterError(f"xt NFQUEUE rule: {error}") from error
 
 
-def _counted_packets(rule: bytes, table: str, chain: str) -> int:
-    """Packets of the counter expressions in one NFT_MSG_NEWRULE payload (after nfgenmsg), if
-    the rule is in table's chain (a kernel that ignores the dump's filter sends every rule)."""
+def _counted_packets(rule: bytes, table: str, chain: str) -> int | None:
+    """Packets of the counter expressions in one NFT_MSG_NEWRULE payload (after nfgenmsg);
+    None when the rule is not in table's chain (a kernel that ignores the dump's filter sends
+    every rule)."""
     attributes = list(_attributes(rule))
     names = dict(attributes)
     if names.get(NFTA_RULE_TABLE) != _string(table) or names.get(NFTA_RULE_CHAIN) != _string(chain):
-        return 0
+        return None
     total = 0
     for kind, expressions in attributes:
         if kind != NFTA_RULE_EXPRESSIONS:
@@ -189,12 +191,14 @@ def _counted_packets(rule: bytes, table: str, chain: str) -> int:
     return total
 
 
-def queued_packets(table: str, chain: str) -> int:
-    """The packets the counters of an inet table's chain have counted (a dump of its rules)."""
+def queued_packets(table: str, chain: str) -> int | None:
+    """The packets the counters of an inet table's chain have counted (a dump of its rules);
+    None when the chain has no rule, or there is no such table or chain: another tool flushed
+    the ruleset (our queue chain always holds its rule)."""
     request = _message((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE, NLM_F_REQUEST | NLM_F_DUMP, 1,
                        NFPROTO_INET,
                        _attribute(NFTA_RULE_TABLE, _string(table)) + _attribute(NFTA_RULE_CHAIN, _string(chain)))
-    total = 0
+    total: int | None = None
     try:
         with _socket() as sock:
             sock.sendto(request, (0, 0))
@@ -204,9 +208,13 @@ def queued_packets(table: str, chain: str) -> int:
                         return total
                     if kind == NLMSG_ERROR:
                         (code,) = struct.unpack_from("=i", payload)
+                        if -code == errno.ENOENT:
+                            return None
                         raise _failure(f"reading the counters of {table} {chain}", -code)
                     if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE:
-                        total += _counted_packets(payload[GENERIC_HEADER_SIZE:], table, chain)
+                        counted = _counted_packets(payload[GENERIC_HEADER_SIZE:], table, chain)
+                        if counted is not None:
+                            total = (total or 0) + counted
     except OSError as error:
         raise NetfilterError(f"reading the counters of {table} {chain}: {error}") from error
 
@@ -228,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "add-xt-queue":
             add_xt_queue_rule(args.table, args.chain, args.first, args.count, args.bypass, args.fanout)
         else:
-            print(queued_packets(args.table, args.chain))
+            queued = queued_packets(args.table, args.chain)
+            print("absent" if queued is None else queued)
     except NetfilterError as error:
         print(error, file=sys.stderr)
         return 1

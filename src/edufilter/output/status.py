@@ -11,7 +11,8 @@ Schema 1 (times ISO 8601 with offset, counts since the daemon started; write_sta
      "policy": {"version": int,                # policy_version compiled into the image
                 "images": {"policy": int, "categories": int}},
      "rules": {"backend": "nft" | "xt", "table": "inet edufilter",
-               "queued_packets": int} | null,     # the to_queue rule's counter, read every 5 s
+               "queued_packets": int,         # the to_queue rule's counter, read each second
+               "reinstalled": int} | null,    # times the rules were gone (another tool) and put back
      "queues": [{"worker": int, "queue": int, "pid": int | null,
                  "state": "starting" | "running" | "restarting" | "stopped",
                  "restarts": int, "packets": int,

@@ -521,6 +521,8 @@ def test_rules_removed_by_another_tool_are_installed_again(school: FilteredSchoo
     while school.status()["rules"]["reinstalled"] != 1:
         assert time.monotonic() < deadline, "the status counts the reinstall"
         time.sleep(0.2)
+    shown = school.gateway.run([sys.executable, "-m", "edufilter", "status", "--config", str(school.config_path)])
+    assert "reinstalled after another tool removed them: 1" in shown.stdout
 
 
 # --- failure modes ---------------------------------------------------------------------------

@@ -58,8 +58,9 @@ def show_status(args: argparse.Namespace) -> int:
           f"policy version {status['policy']['version']}; status of {_age(status['updated_at'])}")
     rules = status.get("rules")
     if rules:
-        print(f"rules: table {rules['table']}, {rules['backend']} backend; "
-              f"{rules['queued_packets']} packets queued")
+        reinstalled = rules.get("reinstalled", 0)
+        print(f"rules: table {rules['table']}, {rules['backend']} backend; {rules['queued_packets']} packets queued"
+              + (f"; reinstalled after another tool removed them: {reinstalled}" if reinstalled else ""))
     rows = [("WORKER", "QUEUE", "PID", "STATE", "RESTARTS", "PACKETS", "FLOWS", "ALLOW", "BLOCK", "DROP",
              "QUEUED", "Q-DROPPED", "U-DROPPED")]
     for queue in status["queues"]:

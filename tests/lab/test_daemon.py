@@ -289,7 +289,9 @@ def test_safe_search_rewrites_answers_for_pupils_only(school: FilteredSchool) ->
     youtube6 = answers(dig(host, "www.youtube.com", "AAAA", str(UPSTREAM_V6)))
     assert youtube6 == ["CNAME restrict.youtube.com.", f"AAAA {SAFE_SEARCH_ADDRESSES['restrict.youtube.com'][1]}"]
     assert answers(dig(host, "www.bing.com"))[0] == "CNAME strict.bing.com."
-    assert answers(dig(host, "duckduckgo.com"))[0] == "CNAME safe.duckduckgo.com."
+    duckduckgo = dig(host, "duckduckgo.com")
+    # once (of some ten full runs) this query went out unrewritten: the daemon's log, to see why
+    assert answers(duckduckgo)[0] == "CNAME safe.duckduckgo.com.", duckduckgo + school.log()[-3000:]
     assert answers(dig(pupil(school, "guest"), "www.google.com")) == [f"A {UPSTREAM_V4}"]
 
 

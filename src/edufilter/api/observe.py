@@ -170,7 +170,7 @@ async def metrics(call: Call) -> web.StreamResponse:
     rules = status.get("rules") if isinstance(status, dict) else None
     if isinstance(rules, dict) and isinstance(rules.get("queued_packets"), int):
         metric("edufilter_queued_packets_total", "counter",
-               "Packets the rules handed to the queues (their to_queue counter, read every 5 s).",
+               "Packets the rules handed to the queues (their to_queue counter, read each second).",
                [("", rules["queued_packets"])])
     text = "\n".join(lines) + "\n" + _worker_metrics(status)
     return web.Response(body=text.encode(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})

@@ -329,9 +329,7 @@ class Supervisor:
             log.warning("edufilter's rules were removed by another tool (a ruleset flush or firewall reload?); "
                         "nothing was filtered until now: installing them again")
             self.queued_earlier = self.queued
-            settings, backend = self.rules.settings, self.rules.backend
-            remove_stale()  # whatever part of our table is left
-            self.rules = install(settings, backend)
+            self.install_rules()  # also takes away whatever part of our table is left
             self.reinstalls += 1
             counted = 0
         self.queued = self.queued_earlier + counted

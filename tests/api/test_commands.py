@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 EDUFILTER = [sys.executable, "-m", "edufilter"]
@@ -38,7 +39,8 @@ def test_token_create_list_revoke(tmp_path: Path) -> None:
     assert again.returncode == 2 and "already revoked" in again.stderr
 
 
-def test_api_command_serves_until_interrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_api_command_serves_until_stopped(tmp_path: Path, stop_signal: int) -> None:
     state = str(tmp_path)
     secret = edufilter("token", "create", "--role", "viewer", "--state-dir", state).stdout.strip()
     server = subprocess.Popen([*EDUFILTER, "api", "--state-dir", state, "--port", "0"],
@@ -53,5 +55,5 @@ def test_api_command_serves_until_interrupted(tmp_path: Path) -> None:
         answer = requests.get(f"{base}/api/v1/status", headers={"Authorization": f"Bearer {secret}"}, timeout=10)
         assert answer.json()["policy_version"] == 0
     finally:
-        server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=30) == 130
+        server.send_signal(stop_signal)
+        assert server.wait(timeout=30) == 0

@@ -597,6 +597,9 @@ def udp_send(address: str, port: int, count: int, interval: float) -> None:
 
 
 def udp_count(port: int) -> None:
+    # SIGINT ends the count; a shell that starts a job in the background hands it on ignored,
+    # and Python then leaves it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     received = 0
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("0.0.0.0", port))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,8 +50,14 @@ async def _serve(state_dir: Path, settings: ApiSettings) -> None:
     runner = await start_api(app)
     scheme = "https" if settings.tls_cert else "http"
     for host, port, *_ in runner.addresses:
-        print(f"edufilter api: listening on {scheme}://{host}:{port}/ (Ctrl-C stops)", file=sys.stderr)
+        print(f"edufilter api: listening on {scheme}://{host}:{port}/ (Ctrl-C or SIGTERM stops)", file=sys.stderr)
+    # Handlers of our own: a shell that starts a job in the background hands SIGINT on
+    # ignored, and SIGTERM (systemd's stop) would otherwise end the process without cleanup.
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
     try:
-        await asyncio.Event().wait()
+        await stopping.wait()
     finally:
         await runner.cleanup()

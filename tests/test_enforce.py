@@ -121,6 +121,19 @@ def test_packets_of_a_decided_flow_get_its_verdict_again(enforcer: Enforcer) -> 
     assert flows[(42000, "again.blocked.test")] == Code.CODE_REJECT
 
 
+def test_a_new_connection_on_a_decided_five_tuple_is_judged_by_its_own_name(enforcer: Enforcer) -> None:
+    """A SYN forgets what an earlier connection on the same 5-tuple was given: its ClientHello
+    decides, in both directions (allowed then blocked, blocked then allowed)."""
+    before = enforcer.stats["decided_forgotten"]
+    for first, second, expected in (("www.allowed.test", "reuse.blocked.test", Code.CODE_REJECT),
+                                    ("again2.blocked.test", "www.allowed.test", Code.CODE_ALLOW)):
+        enforcer.classify_offline(tls_flow(first, 11000, 42200), 1.0)
+        enforcer.classify_offline(tls_flow(second, 52000, 42200), 2.0)
+        flows = {flow[4]: (flow[8], flow[7]) for flow in enforcer.decided_flows()}
+        assert flows[42200] == (second, expected)
+    assert enforcer.stats["decided_forgotten"] == before + 3  # each SYN after the first
+
+
 def test_a_flow_decided_earlier_in_the_same_batch_gets_its_verdict(enforcer: Enforcer) -> None:
     """The batch's decisions are written to the table after the batch: a later packet of the
     same flow in the batch must still find its flow's decision."""

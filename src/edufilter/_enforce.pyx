@@ -185,6 +185,7 @@ cdef struct Counters:
     uint64_t receive_errors
     uint64_t send_errors
     uint64_t decided_evicted
+    uint64_t decided_forgotten  # a SYN reused a remembered flow's 5-tuple: a new connection
     uint64_t by_code[8]
 
 
@@ -410,8 +411,12 @@ cdef class Enforcer:
             return
 
         # A packet of a flow decided a moment ago (queued before the mark was saved) gets the
-        # same verdict. A SYN starts a new connection, which is always judged afresh.
-        if not (packet.protocol == PROTO_TCP and packet.tcp_flags & TCP_SYN):
+        # same verdict. A SYN starts a new connection, which is always judged afresh: the
+        # decision remembered for its 5-tuple belonged to an earlier connection (a client that
+        # reuses its port, or a CDN address shared by many sites) and must not decide this one.
+        if packet.protocol == PROTO_TCP and packet.tcp_flags & TCP_SYN:
+            self.forget_decided(&work.flow, work.flow_hash)
+        else:
             known_code = self.deferred_code(work)
             if known_code < 0:
                 known = self.find_decided(&work.flow, work.flow_hash, now)
@@ -553,6 +558,18 @@ cdef class Enforcer:
             if slot.hash == hash and memcmp(&slot.flow, flow, sizeof(FlowId)) == 0:
                 return NULL if now - slot.decided_at > self.decided_lifetime else slot
         return NULL
+
+    cdef void forget_decided(self, const FlowId* flow, uint64_t hash) noexcept nogil:
+        """Drops the remembered decision of a flow; lookups scan the whole bucket, so an
+        empty tag needs no tombstone."""
+        cdef uint32_t first = self.decided_bucket(hash), i
+        cdef uint16_t tag = <uint16_t>(hash >> 48) | 1
+        for i in range(first, first + DECIDED_PROBES):
+            if self.decided_tags[i] == tag and self.decided[i].hash == hash and \
+                    memcmp(&self.decided[i].flow, flow, sizeof(FlowId)) == 0:
+                self.decided_tags[i] = 0
+                self.counters.decided_forgotten += 1
+                return
 
     cdef int deferred_code(self, const Work* work) noexcept nogil:
         """The code of this flow when a packet before it in the batch decided it, else -1."""

@@ -22,6 +22,12 @@ table inet edufilter {
 \tchain to_queue {
 \t\tcounter queue num 0-3 bypass
 \t}
+\tchain injected {
+\t\ttype filter hook output priority raw; policy accept;
+\t\tmeta mark & 0x0f000000 != 0x07000000 return
+\t\ttcp flags & rst == rst return
+\t\tnotrack
+\t}
 \tchain forward {
 \t\ttype filter hook forward priority filter - 10; policy accept;
 \t\tmeta mark & 0x0f000000 == 0x01000000 ct mark set ct mark & 0xf0ffffff | 0x01000000 return
@@ -107,7 +113,7 @@ def test_several_lan_interfaces() -> None:
 
 
 def test_filter_local_adds_the_output_hook() -> None:
-    assert "hook output" not in render(RuleSettings(), Backend.NFT)
+    assert "\tchain output {" not in render(RuleSettings(), Backend.NFT)
     nft = render(RuleSettings(filter_local=True, lan_interfaces=("eth1",)), Backend.NFT)
     assert nft.count("type filter hook output priority filter - 10; policy accept;") == 1
     output = nft[nft.index("\tchain output {"):nft.index("\tchain inspect {")]

@@ -261,6 +261,52 @@ def test_dns_block_sinkhole_drop(school: FilteredSchool, family: int) -> None:
                                            or status_of(over_tcp) == "no answer")
 
 
+@pytest.mark.parametrize("family", [4, 6])
+def test_every_query_from_one_source_port_is_judged(school: FilteredSchool, family: int) -> None:
+    """The gateway's forged answer leaves no conntrack entry: without that, the client's next
+    query from the same port would count as that entry's reply and never reach the queue."""
+    server = str(UPSTREAM_V4 if family == 4 else UPSTREAM_V6)
+    host = pupil(school)
+    source = school.pupils["pupil"].link.end(host).address(family)
+    port = 40953 + family
+    for attempt in range(3):
+        blocked = dig(host, "www.blocked.test", "A", server, "-b", f"{source}#{port}")
+        assert status_of(blocked) == "NXDOMAIN", f"query {attempt + 1} from port {port}: {blocked}"
+    for attempt in range(2):
+        rewritten = dig(host, "www.google.com", "A", server, "-b", f"{source}#{port}")
+        assert "forcesafesearch.google.com" in rewritten, f"safe search, query {attempt + 1}: {rewritten}"
+    assert answers(dig(host, "www.allowed.test", "A", server, "-b", f"{source}#{port}")) == [f"A {UPSTREAM_V4}"]
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_a_new_connection_on_a_reused_port_is_judged_afresh(school: FilteredSchool, family: int) -> None:
+    """Plain curl with one local port to choose from (TIME-WAIT reuse on), as a busy client
+    with a server address shared by many sites ends up reusing ports: each connection is
+    judged by its own name, never by what the last one on the same 5-tuple got."""
+    address = str(UPSTREAM_V4 if family == 4 else UPSTREAM_V6)
+    host = pupil(school)
+    port = 41000 + family
+    saved = {key: host.run(["sysctl", "-n", key]).stdout.strip()
+             for key in ("net.ipv4.ip_local_port_range", "net.ipv4.tcp_tw_reuse")}
+    host.run(["sysctl", "-q", "-w", f"net.ipv4.ip_local_port_range={port} {port}", "net.ipv4.tcp_tw_reuse=1"])
+    try:
+        for name in ["www.allowed.test", "www.blocked.test", "www.allowed.test", "www.blocked.test",
+                     "www.blocked.test", "www.allowed.test"]:
+            time.sleep(1.1)  # TIME-WAIT reuse needs a timestamp a second newer
+            got = curl(host, f"https://{name}/", name, address, "-o", "/dev/null", "-w", "%{http_code} %{local_port}")
+            if name == "www.allowed.test":
+                assert got.stdout == f"200 {port}", f"{name} after another connection on its port: {got.stderr}"
+            else:
+                assert got.returncode in CURL_RESET_EXITS, f"{name} got through: {got.stdout} {got.stderr}"
+    finally:
+        host.run(["sysctl", "-q", "-w", f"net.ipv4.ip_local_port_range={saved['net.ipv4.ip_local_port_range']}",
+                  f"net.ipv4.tcp_tw_reuse={saved['net.ipv4.tcp_tw_reuse']}"])
+    deadline = time.monotonic() + 8  # the workers report their counters every few seconds
+    while school.status()["totals"]["connections_reused"] == 0:
+        assert time.monotonic() < deadline, "status counts the connections that reused a decided 5-tuple"
+        time.sleep(0.2)
+
+
 def test_the_schools_own_rules_after_ours_see_every_packet(school: FilteredSchool) -> None:
     """Our table's chains come before the school's own (iptables FORWARD here). A packet a
     worker lets through without deciding its flow (a SYN, a DNS query) must still meet them."""

@@ -219,6 +219,19 @@ def render(settings: RuleSettings, backend: Backend) -> str:
     if backend is Backend.NFT:
         lines.append(f"\t\tcounter {_queue_statement(settings)}")
     lines.append("\t}")
+    # What edufilter forges (DNS answers, block pages) leaves no conntrack state: a DNS answer
+    # sent from the gateway would otherwise open an entry in the reverse direction, and the
+    # client's next query from the same port would count as its reply and skip the queue. A
+    # reset stays tracked, since it is what closes the connection's entry (a new SYN on the
+    # same 5-tuple then starts a new entry, judged afresh).
+    lines += [
+        "\tchain injected {",
+        "\t\ttype filter hook output priority raw; policy accept;",
+        f"\t\tmeta mark & {mask} != {_hex(layout.value(INJECTED))} return",
+        "\t\ttcp flags & rst == rst return",
+        "\t\tnotrack",
+        "\t}",
+    ]
     lines += entry_chain("forward", "forward", settings.lan_interfaces)
     if settings.filter_local:
         lines += entry_chain("output", "output", ())

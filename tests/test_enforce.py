@@ -99,6 +99,14 @@ def test_dns_blocks_safe_search_and_bypass_signals_go_to_the_slow_path(enforcer:
     assert enforcer.classify_offline([https_record], 1.0)[2] == [(0, Slow.SLOW_DNS_SPECIAL, "www.allowed.test")]
 
 
+def test_tls_to_a_name_safe_search_rewrites_goes_to_the_handler(enforcer: Enforcer) -> None:
+    """Only the handler knows which addresses the rewrite answered: it checks the destination."""
+    packets = [*tls_flow("www.google.com", 12000, 42300), *tls_flow("www.allowed.test", 13000, 42301)]
+    names, blocked, slow = enforcer.classify_offline(packets, 1.0)
+    assert (names, blocked) == (2, 0)
+    assert [(reason, name) for _, reason, name in slow] == [(Slow.SLOW_SAFE_SEARCH, "www.google.com")]
+
+
 def test_a_flow_without_a_name_is_decided_by_address_when_it_settles(enforcer: Enforcer) -> None:
     to_listed_network = ipv4(tcp(b"SSH-2.0-OpenSSH_9.2\r\n", 5001, dport=22, sport=41000), 6, dst="198.51.100.7")
     elsewhere = ipv4(tcp(b"SSH-2.0-OpenSSH_9.2\r\n", 6001, dport=22, sport=41001), 6, dst=SERVER4)

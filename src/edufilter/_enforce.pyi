@@ -24,6 +24,7 @@ class Slow(IntEnum):
     SLOW_QUIC = 5
     SLOW_HTTP_BLOCK = 6
     SLOW_HTTP_URL = 7
+    SLOW_SAFE_SEARCH = 8
 
 class Reason(IntEnum):
     REASON_RULE = 0
@@ -31,6 +32,8 @@ class Reason(IntEnum):
     REASON_DOT = 3
     REASON_QUIC = 4
     REASON_DNS_TCP = 5
+    REASON_EVASION = 6
+    REASON_SAFE_SEARCH = 7
 
 class Handler(Protocol):
     def handle(self, enforcer: Enforcer, count: int) -> None: ...

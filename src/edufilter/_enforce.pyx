@@ -95,6 +95,7 @@ cpdef enum Slow:
     SLOW_QUIC = 5           # a QUIC Initial to decrypt
     SLOW_HTTP_BLOCK = 6     # a blocked plain-HTTP request: inject the block page
     SLOW_HTTP_URL = 7       # a plain-HTTP host with URL-prefix rules: the path decides
+    SLOW_SAFE_SEARCH = 8    # TLS to a name safe search rewrites: only the provider's safe address
 
 # Why a flow was decided as it was, beyond the classifier's rule.
 cpdef enum Reason:
@@ -103,6 +104,8 @@ cpdef enum Reason:
     REASON_DOT = 3          # DNS over TLS/QUIC (port 853) under the bypass shield
     REASON_QUIC = 4         # QUIC blocked for the group (browsers fall back to TCP)
     REASON_DNS_TCP = 5      # a query safe search or the shield would answer, over TCP: reset
+    REASON_EVASION = 6      # a circumvention attempt: split past the bound, decoy, overlap, urgent data, no name
+    REASON_SAFE_SEARCH = 7  # a safe-search name at an address the rewrite did not give: reset
 
 cdef enum:
     TCP_SYN = 0x02
@@ -444,6 +447,9 @@ cdef class Enforcer:
             self.decide(i, now)
             if kind == KIND_HTTP_HOST and work.code == CODE_REJECT:
                 work.slow = SLOW_HTTP_BLOCK
+            elif kind == KIND_SNI and work.code == CODE_ALLOW and self.groups[group].safe_search and \
+                    work.slow == SLOW_NONE and name_in_set(&self.special_names, work.name, work.name_len):
+                work.slow = SLOW_SAFE_SEARCH
             return
         if kind == KIND_QUIC_INITIAL:
             if self.groups[group].quic_block:

@@ -495,3 +495,15 @@ def test_mutated_packets_never_raise(
             mutated[position % len(mutated)] = value
     exercise(bytes(mutated))
     exercise(bytes(mutated[: cut % (len(mutated) + 1)]))
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_answered_addresses_are_what_safe_search_learns(version: int) -> None:
+    bing = upstream_answer(dpkt.dns.DNS(query_message("strict.bing.com")), PROVIDER_ANSWERS["www.bing.com"])
+    assert dns.answered_addresses(response_packet(bytes(bing), version)) == [(socket.inet_aton("204.79.197.220"), 300)]
+    youtube = upstream_answer(dpkt.dns.DNS(query_message("restrict.youtube.com", dns.TYPE_AAAA)),
+                              PROVIDER_ANSWERS["www.youtube.com"])
+    assert dns.answered_addresses(response_packet(bytes(youtube), version)) == [
+        (socket.inet_pton(socket.AF_INET6, "2001:4860:4802:32::78"), 300)]
+    assert dns.answered_addresses(query_packet(query_message("www.google.com"), version)) == []
+    assert dns.answered_addresses(b"\x45garbage") == []

@@ -341,6 +341,30 @@ def test_safe_search_rewrites_answers_for_pupils_only(school: FilteredSchool) ->
     assert answers(dig(pupil(school, "guest"), "www.google.com")) == [f"A {UPSTREAM_V4}"]
 
 
+@pytest.mark.parametrize("family", [4, 6])
+def test_safe_search_holds_whatever_resolver_the_pupil_used(school: FilteredSchool, family: int) -> None:
+    """A search engine's name over TLS goes only to the address the gateway's rewrite answered
+    (learned by whichever worker restored the answer); an address found some other way (DoH,
+    a hosts file) is reset. Groups without safe search are not held to it."""
+    host = pupil(school)
+    index = 0 if family == 4 else 1
+    qtype, direct = ("A", str(UPSTREAM_V4)) if family == 4 else ("AAAA", str(UPSTREAM_V6))
+    for name, safe_name in (("www.google.com", "forcesafesearch.google.com"), ("www.youtube.com", "restrict.youtube.com")):
+        safe = SAFE_SEARCH_ADDRESSES[safe_name][index]
+        bypass = curl(host, f"https://{name}/", name, direct)
+        assert bypass.returncode in CURL_RESET_EXITS, f"{name} at an address not from the rewrite: {bypass.stdout}"
+        assert answers(dig(host, name, qtype, direct))[-1] == f"{qtype} {safe}"
+        for _ in range(4):  # new connections, new ports: they spread over both workers
+            held = curl(host, f"https://{name}/", name, safe, "-o", "/dev/null", "-w", "%{http_code}")
+            assert held.stdout == "200", f"{name} at the safe-search address {safe}: {held.stderr}"
+    guest = curl(pupil(school, "guest"), "https://www.google.com/", "www.google.com", direct, "-o", "/dev/null",
+                 "-w", "%{http_code}")
+    assert guest.stdout == "200", guest.stderr
+    time.sleep(1.5)
+    assert any(event["category"] == "safe-search-bypass" and event["name"] == "www.google.com"
+               for event in school.events())
+
+
 def test_safe_search_and_the_shield_cannot_be_bypassed_over_tcp(school: FilteredSchool) -> None:
     """A query in a TCP stream cannot be rewritten or answered in place: its connection is
     reset (and the event logged); other names, and other groups, still resolve over TCP."""

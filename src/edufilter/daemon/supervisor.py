@@ -30,7 +30,7 @@ from edufilter import __version__
 from edufilter._queue import queue_counters
 from edufilter.config import Config, split_listen
 from edufilter.daemon.control import pid_file
-from edufilter.enforce import blockpage
+from edufilter.enforce import blockpage, safe_search
 from edufilter.enforce.blockpage_server import make_blockpage_app
 from edufilter.enforce.marks import MarkLayout
 from edufilter.enforce.netfilter import NFT_TABLE, InstalledRules, RuleSettings, install, remove_stale
@@ -471,6 +471,7 @@ class Supervisor:
                                  self.config.events.retention_days, start_over_if_damaged=True)
         pid_file(self.state_dir).parent.mkdir(parents=True, exist_ok=True)
         pid_file(self.state_dir).write_text(f"{os.getpid()}\n")
+        safe_search.prepare(self.state_dir)
         self.install_rules()
         try:
             for worker in self.workers:

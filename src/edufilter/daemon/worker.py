@@ -32,9 +32,10 @@ from edufilter._fastpath import FlowExtractor, NameKind, parse_client_hello
 from edufilter._queue import DROP, REPEAT, PacketQueue, queue_counters
 from edufilter.config import Config, load_config
 from edufilter.decode.quic import QuicInitialCollector
-from edufilter.enforce import blockpage, dns
+from edufilter.enforce import blockpage, dns, safe_search
 from edufilter.enforce.inject import IPPROTO_TCP, RawSender, parse_ip
 from edufilter.enforce.marks import INJECTED, MarkLayout
+from edufilter.enforce.safe_search import SafeSearchAddresses
 from edufilter.errors import EdufilterError
 from edufilter.output.events import new_reference
 from edufilter.policy.engine import Engine
@@ -55,7 +56,8 @@ ACTION_CODES = {name: code for code, name in ACTION_NAMES.items()}
 KIND_NAMES = {NameKind.KIND_DNS: "dns", NameKind.KIND_SNI: "sni", NameKind.KIND_HTTP_HOST: "http_host",
               NameKind.KIND_QUIC_INITIAL: "quic_sni"}
 REASON_CATEGORIES = {Reason.REASON_DOT: "bypass-shield-dot", Reason.REASON_QUIC: "quic-blocked",
-                     Reason.REASON_DNS_TCP: "dns-over-tcp"}
+                     Reason.REASON_DNS_TCP: "dns-over-tcp", Reason.REASON_EVASION: "evasion",
+                     Reason.REASON_SAFE_SEARCH: "safe-search-bypass"}
 SERVICE_BINDING_TYPES = (64, 65)  # SVCB, HTTPS: where browsers learn ECH keys and encrypted DNS
 
 
@@ -128,9 +130,11 @@ def interface_groups(engine: Engine) -> dict[int, int]:
 class SlowPath:
     """The handler the enforcer calls for flagged packets, with the state that needs."""
 
-    def __init__(self, config: Config, sender: RawSender, layout: MarkLayout, worker: int) -> None:
+    def __init__(self, config: Config, sender: RawSender, layout: MarkLayout, worker: int,
+                 safe_addresses: SafeSearchAddresses | None = None) -> None:
         self.config = config
         self.sender = sender
+        self.safe_addresses = safe_addresses or SafeSearchAddresses(None, worker, 1)
         self.injected_mark = layout.packet_mark(0, INJECTED)
         self.worker = worker
         self.view: PolicyView | None = None
@@ -172,6 +176,8 @@ class SlowPath:
             self.http_url(enforcer, index, packet, now)
         elif reason == Slow.SLOW_HTTP_BLOCK:
             self.block_page(enforcer, index, packet, now)
+        elif reason == Slow.SLOW_SAFE_SEARCH:
+            self.hold_to_safe_search(enforcer, index, packet, now)
 
     # ---- DNS
 
@@ -241,6 +247,10 @@ class SlowPath:
         pending = self.rewritten.pop((packet["dst"], packet["dport"], query_id), None)
         if pending is None:
             return  # a reply on a safe-search flow to a query we did not rewrite
+        target = dns.safe_search_target(pending[0], self.config.dns.youtube)
+        if target is not None:
+            for address, ttl in dns.answered_addresses(packet["payload"]):
+                self.safe_addresses.learn(target, address, ttl, now)
         restored = dns.restore_answer(packet["payload"], pending[0])
         if restored is not None:
             enforcer.set_verdict(index, REPEAT, payload=restored, code=Code.CODE_PASS)
@@ -258,7 +268,8 @@ class SlowPath:
         name, ech = found
         packet.update(name=name, kind=NameKind.KIND_QUIC_INITIAL, ech=ech)
         enforcer.set_name(index, name)
-        self.decide_named(enforcer, index, packet, now)
+        if self.decide_named(enforcer, index, packet, now) == Code.CODE_ALLOW:
+            self.hold_to_safe_search(enforcer, index, packet, now)
 
     def http_url(self, enforcer: Enforcer, index: int, packet: dict, now: float) -> None:
         matches = self.view.engine.url_matches(packet["name"], packet["path"] or "/")
@@ -278,6 +289,23 @@ class SlowPath:
         if code != Code.CODE_ALLOW or action == RuleAction.ACTION_MONITOR:
             self.event(packet, now)
         return code
+
+    def hold_to_safe_search(self, enforcer: Enforcer, index: int, packet: dict, now: float) -> int:
+        """A TLS or QUIC connection named after a name safe search rewrites, in a safe-search
+        group: allowed only to an address the gateway's rewrite answered for it, reset
+        elsewhere (the pupil resolved the name some other way: DoH, a hosts file, an old cache)."""
+        if not self.view.meta["groups"][packet["group"]]["safe_search"]:
+            return Code.CODE_ALLOW
+        target = dns.safe_search_target(packet["name"], self.config.dns.youtube)
+        if target is None or self.safe_addresses.knows(target, packet["dst"], now):
+            return Code.CODE_ALLOW
+        packet.update(action=RuleAction.ACTION_BLOCK, code=Code.CODE_REJECT, list_id=-1, tier=-1,
+                      reason=Reason.REASON_SAFE_SEARCH)
+        enforcer.decide_packet(index, RuleAction.ACTION_BLOCK, Code.CODE_REJECT, -1, -1, Reason.REASON_SAFE_SEARCH)
+        if packet["protocol"] == IPPROTO_TCP:
+            self.reset_server(packet)
+        self.event(packet, now)
+        return Code.CODE_REJECT
 
     def reset_server(self, packet: dict) -> None:
         """The kernel resets the client; the server is told too, so it does not wait for a
@@ -357,7 +385,8 @@ class Worker:
         self.queue = PacketQueue(queue_num, max_length=config.queue.max_length, fail_open=config.queue.fail_open,
                                  batch_size=config.queue.batch)
         self.sender = RawSender()
-        self.slow = SlowPath(config, self.sender, self.layout, worker)
+        self.slow = SlowPath(config, self.sender, self.layout, worker,
+                             SafeSearchAddresses(config.state_dir / safe_search.FILE_NAME, worker, config.worker_count))
         self.enforcer = Enforcer(self.queue, FlowExtractor(), self.slow, config.marks.mask, config.queue.batch)
         self.pending: PolicyView | Exception | None = None
         self.loading: threading.Thread | None = None

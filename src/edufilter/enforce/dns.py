@@ -652,6 +652,16 @@ def restore_answer(response_packet: bytes, original_name: str) -> bytes | None:
     return _carry(datagram, restored, reply=False)
 
 
+def answered_addresses(response_packet: bytes) -> list[tuple[bytes, int]]:
+    """The A and AAAA records of a response's answer section: (address, TTL) each; none when
+    the packet is not a parsable DNS response."""
+    datagram = _parse_datagram(response_packet)
+    if datagram is None or not datagram.message.flags & FLAG_QR:
+        return []
+    return [(record.rdata[0], record.ttl) for record in datagram.message.answers
+            if (record.rtype, len(record.rdata[0])) in ((TYPE_A, 4), (TYPE_AAAA, 16))]
+
+
 def special_names() -> frozenset[str]:
     """Every name safe search or the bypass shield answers differently: the data path sends
     only queries for these to Python."""

@@ -95,3 +95,26 @@ def test_pagination_filtering_and_sorting(api: LiveApi) -> None:
     assert filtered["total"] == 13
     assert [item["title"] for item in filtered["items"]] == ["T00", "T02", "T04"]
     assert api.get("/api/v1/groups", params={"q": "CLASS-1"}).json()["total"] == 10
+
+
+@pytest.mark.parametrize("data", [b'{"a":' * 1000 + b"1" + b"}" * 1000, b"[" * 1000 + b"]" * 1000,
+                                  b'{"name": "a", "title": ' + b"[" * 40 + b"]" * 40 + b"}"])
+def test_deeply_nested_json_is_refused_not_a_server_error(api: LiveApi, data: bytes) -> None:
+    assert "nests" in problem(_post_raw(api, "/api/v1/groups", data), 400)["detail"]
+
+
+@pytest.mark.parametrize("at", ["9999-12-31T23:59:59+14:00", "0001-01-01T00:00:00+14:00",
+                                "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00-14:00"])
+def test_moments_at_the_ends_of_time_are_refused(api: LiveApi, at: str) -> None:
+    check = {"target": "a.example", "client": {"address": "198.18.0.5"}, "at": at}
+    assert problem(api.post("/api/v1/check", check), 422)["invalid_params"][0]["name"] == "at"
+    refused = problem(api.get("/api/v1/audit", params={"since": at}), 422)
+    assert refused["invalid_params"][0]["name"] == "since"
+    assert api.get("/api/v1/events", params={"since": at}).status_code == 422
+
+
+@pytest.mark.parametrize("at", ["9999-11-30T09:59:59-14:00", "0001-02-01T14:00:00+14:00"])
+def test_moments_just_inside_the_range_are_decided(api: LiveApi, at: str) -> None:
+    check = {"target": "a.example", "client": {"address": "198.18.0.5"}, "at": at}
+    assert api.post("/api/v1/check", check).json()["action"] == "allow"
+    assert api.get("/api/v1/audit", params={"since": at}).status_code == 200

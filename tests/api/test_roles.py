@@ -119,3 +119,20 @@ def test_teacher_overrides_only_their_groups_within_their_maximum(school: tuple[
     problem(api.get("/api/v1/groups", token=teacher), 403)
     expires = datetime.fromisoformat(theirs["expires_at"]) - datetime.fromisoformat(theirs["starts_at"])
     assert expires.total_seconds() == 500 * 60  # an admin token has no per-token maximum
+
+
+@pytest.mark.parametrize("name", ["com", "co.uk", "localhost", "xn--p1ai", "github.io"])
+def test_a_teacher_cannot_open_a_public_suffix(school: tuple[LiveApi, dict[str, str]], name: str) -> None:
+    api, tokens = school
+    refused = problem(api.post("/api/v1/overrides", {"group": "class-5a", "name": name, "minutes": 50},
+                               token=tokens[TEACHER]), 422)
+    assert "public suffix" in refused["detail"] and repr(name) in refused["detail"]
+    assert refused["invalid_params"][0]["name"] == "name"
+    assert name not in {item["name"] for item in api.get("/api/v1/overrides").json()["items"]}
+
+
+def test_list_entries_refuse_a_public_suffix_and_say_so(school: tuple[LiveApi, dict[str, str]]) -> None:
+    api, _ = school
+    refused = problem(api.post("/api/v1/lists/games/entries", {"kind": "domain", "value": "co.uk"}), 422)
+    assert "public suffix" in refused["detail"] and refused["invalid_params"][0]["name"] == "value"
+    assert api.post("/api/v1/lists/games/entries", {"kind": "domain", "value": "bbc.co.uk"}).status_code == 201

@@ -49,13 +49,29 @@ def test_failed_authentication_is_throttled_per_address(tmp_path: Path) -> None:
             problem(api.get("/api/v1/groups", token=f"eft_guess{attempt}"), 401)
         throttled = problem(api.get("/api/v1/groups", token="eft_guess3"), 429)
         assert "too many failed" in throttled["detail"]
-        assert api.get("/api/v1/groups").headers["Retry-After"] == "1"  # even a good token waits
+        again = api.get("/api/v1/groups", token="eft_guess-again")
+        assert problem(again, 429) and again.headers["Retry-After"] == "1"
         assert api.get("/healthz", token=None).status_code == 200
         time.sleep(0.6)
-        assert api.get("/api/v1/groups").status_code == 200
+        problem(api.get("/api/v1/groups", token="eft_guess4"), 401)
         metrics = api.get("/metrics").text
-        assert "edufilter_api_auth_failures_total 3" in metrics
+        assert "edufilter_api_auth_failures_total 6" in metrics
         assert "edufilter_api_throttled_total 2" in metrics
+    finally:
+        api.stop()
+
+
+def test_a_valid_token_is_never_throttled_by_failures_from_its_address(tmp_path: Path) -> None:
+    """A pupil guessing from the ICT room's address does not lock the coordinator out."""
+    api = LiveApi(tmp_path, settings=ApiSettings(port=0, auth_failures=3, auth_window=60))
+    try:
+        for attempt in range(10):
+            api.get("/api/v1/groups", token=f"eft_guess{attempt}")
+        problem(api.get("/api/v1/groups", token="eft_guess-last"), 429)
+        assert api.get("/api/v1/groups").status_code == 200
+        viewer = api.token("viewer")
+        assert api.get("/api/v1/status", token=viewer).status_code == 200
+        problem(api.get("/api/v1/tokens", token=viewer), 403)  # refused by its role, not throttled
     finally:
         api.stop()
 

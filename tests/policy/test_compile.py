@@ -229,6 +229,11 @@ names = st.builds(
     lambda labels, tld: ".".join([*labels, tld]), st.lists(st.sampled_from(LABELS), min_size=0, max_size=3),
     st.sampled_from(TLDS),
 )
+# Admin-list entries and overrides never name a public suffix (the store refuses them).
+registrable_names = st.builds(
+    lambda labels, tld: ".".join([*labels, tld]), st.lists(st.sampled_from(LABELS), min_size=1, max_size=3),
+    st.sampled_from(TLDS),
+)
 minutes_of_day = st.integers(0, 23 * 60 + 59)
 slot_times = st.builds(lambda start, length: (start, min(start + length, 24 * 60)), minutes_of_day, st.integers(1, 600))
 
@@ -245,10 +250,11 @@ def policies(draw: st.DrawFn) -> tuple[Policy, dict[str, CategoryData]]:
         for index in range(draw(st.integers(0, 2)))
     )
     entry = st.one_of(
-        st.builds(lambda n: ListEntry(EntryKind.DOMAIN, n), names),
-        st.builds(lambda n: ListEntry(EntryKind.EXACT, n), names),
+        st.builds(lambda n: ListEntry(EntryKind.DOMAIN, n), registrable_names),
+        st.builds(lambda n: ListEntry(EntryKind.EXACT, n), registrable_names),
         st.builds(lambda c: ListEntry(EntryKind.CIDR, c), st.sampled_from(DESTINATION_NETWORKS)),
-        st.builds(lambda n, p: ListEntry(EntryKind.URL_PREFIX, f"{n}/{p}"), names, st.sampled_from(["", "a/", "a/b"])),
+        st.builds(lambda n, p: ListEntry(EntryKind.URL_PREFIX, f"{n}/{p}"), registrable_names,
+                  st.sampled_from(["", "a/", "a/b"])),
     )
     lists = tuple(
         AdminList(f"l{index}", entries=tuple(dict.fromkeys(draw(st.lists(entry, max_size=5)))))
@@ -279,7 +285,7 @@ def policies(draw: st.DrawFn) -> tuple[Policy, dict[str, CategoryData]]:
         for cidr in sorted(set(draw(st.lists(st.sampled_from(CLIENT_NETWORKS), max_size=4))))
     )
     overrides = tuple(
-        Override(index + 1, draw(st.sampled_from(GROUPS)), draw(names), draw(st.sampled_from([Action.ALLOW, Action.BLOCK])),
+        Override(index + 1, draw(st.sampled_from(GROUPS)), draw(registrable_names), draw(st.sampled_from([Action.ALLOW, Action.BLOCK])),
                  BASE + timedelta(minutes=draw(st.integers(0, 3000))),
                  BASE + timedelta(minutes=draw(st.integers(3001, 6000))))
         for index in range(draw(st.integers(0, 2)))

@@ -28,7 +28,7 @@ from edufilter.policy.model import (
         ("  WWW.Example.ORG.  ", "www.example.org"),
         ("xn--caf-dma.be", "xn--caf-dma.be"),  # café.be, in punycode
         ("_dmarc.example.org", "_dmarc.example.org"),
-        ("localhost", "localhost"),
+        ("Printer.LAN", "printer.lan"),  # a name under an unknown top-level domain
     ],
 )
 def test_name_entries_are_normalised(kind, value: str, normalised: str):

@@ -22,8 +22,8 @@ row in one transaction, then compiled and applied to the running daemon.
 **Tokens.** Every request but `GET /healthz` needs `Authorization: Bearer <token>`. Roles:
 `admin` (everything, tokens and general settings included), `editor` (policy objects),
 `teacher` (overrides of the token's groups only, up to the token's `max_minutes`), `viewer`
-(reads everything but tokens). Repeated failed authentication from one address is answered
-429 with `Retry-After`.
+(reads everything but tokens). Once an address has failed to authenticate too often, its
+further bad tokens are answered 429 with `Retry-After`; a valid token is never throttled.
 
 **Concurrency.** Every resource has a strong `ETag`. A change to an existing resource (PUT,
 PATCH, DELETE) must send `If-Match`: 428 without it, 412 when the resource changed since it

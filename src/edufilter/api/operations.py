@@ -28,6 +28,9 @@ PATCH_TYPES = ("application/json", "application/merge-patch+json")
 UPLOAD_TYPES = ("application/octet-stream", "text/plain", "application/gzip")
 
 BODY_CHUNK_BYTES = 1 << 20
+# Every body schema nests a few levels; deeper JSON is refused before validation walks it
+# (recursively) and before json.loads itself runs out of stack.
+MAX_JSON_DEPTH = 32
 TOKEN = web.RequestKey("token", Token)  # the authenticated token of a request
 MAX_PAGE = 1000
 PAGE_QUERY: dict[str, Schema] = {
@@ -300,6 +303,10 @@ async def read_json(request: web.Request, schema: Schema, types: tuple[str, ...]
         value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except (UnicodeDecodeError, ValueError) as error:
         raise Problem(400, "malformed-json", f"the body is not valid JSON in UTF-8: {error}") from None
+    except RecursionError:
+        raise too_deep() from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise too_deep()
     problems = validate(value, schema)
     if problems:
         raise invalid(problems, "body")
@@ -316,6 +323,26 @@ async def limited_body(request: web.Request, limit: int) -> AsyncIterator[bytes]
         if size > limit:
             raise too_large(limit)
         yield chunk
+
+
+def too_deep() -> Problem:
+    return Problem(400, "malformed-json", f"the body nests objects or arrays more than {MAX_JSON_DEPTH} deep")
+
+
+def _depth(value: Any) -> int:
+    """How deep arrays and objects nest in a parsed body, counted without recursion."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            break
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def too_large(limit: int) -> Problem:

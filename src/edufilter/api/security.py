@@ -6,6 +6,7 @@ import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import NoReturn
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
@@ -63,8 +64,25 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     roles = EVERY_ROLE if operation is None else operation.roles  # an unknown path: any token, then 404
     if roles is None:
         return await handler(request)
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise Problem(401, "unauthorized", "this needs 'Authorization: Bearer <token>'",
+                      headers={"WWW-Authenticate": _CHALLENGE})
+    token = await _token(request.app, header)
+    if token is None:
+        _refuse_bad_token(request)
+    if token.role not in roles:
+        raise Problem(403, "forbidden", f"a {token.role} token may not use {request.method} {request.path}")
+    request[TOKEN] = token
+    return await handler(request)
+
+
+def _refuse_bad_token(request: web.Request) -> NoReturn:
+    """401 for a bad token, 429 once its address has failed too often: only failures are
+    throttled, so a valid token is never refused for someone else's guesses from its address."""
     address = request.remote or "unknown"
     throttle = request.app[THROTTLE]
+    request.app[METRICS].auth_failures += 1
     wait = throttle.retry_after(address)
     if wait is not None:
         request.app[METRICS].throttled += 1
@@ -74,24 +92,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "too many failed authentications from this address; wait before trying again",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
-    header = request.headers.get("Authorization")
-    if header is None:
-        raise Problem(401, "unauthorized", "this needs 'Authorization: Bearer <token>'",
-                      headers={"WWW-Authenticate": _CHALLENGE})
-    token = await _token(request.app, header)
-    if token is None:
-        throttle.failed(address)
-        request.app[METRICS].auth_failures += 1
-        raise Problem(
-            401,
-            "unauthorized",
-            "send a valid, unrevoked token as 'Authorization: Bearer <token>'",
-            headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'},
-        )
-    if token.role not in roles:
-        raise Problem(403, "forbidden", f"a {token.role} token may not use {request.method} {request.path}")
-    request[TOKEN] = token
-    return await handler(request)
+    throttle.failed(address)
+    raise Problem(
+        401,
+        "unauthorized",
+        "send a valid, unrevoked token as 'Authorization: Bearer <token>'",
+        headers={"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'},
+    )
 
 
 async def _token(app: web.Application, header: str) -> Token | None:

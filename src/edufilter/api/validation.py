@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, fields
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from enum import StrEnum
 from typing import Any
 
@@ -296,7 +296,8 @@ def _string_problems(value: str, schema: Schema, name: str) -> Iterator[Invalid]
     elif "pattern" in schema and not re.search(schema["pattern"], value):
         yield Invalid(name, f"does not match {schema['pattern']}")
     elif schema.get("format") == "date-time" and parse_date_time(value) is None:
-        yield Invalid(name, "is not an RFC 3339 date and time with a time zone offset")
+        yield Invalid(name, "is not an RFC 3339 date and time with a time zone offset, between 0001-02-01 and"
+                            " 9999-12-01")
     elif schema.get("format") == "date" and parse_date(value) is None:
         yield Invalid(name, "is not a date (YYYY-MM-DD)")
 
@@ -308,13 +309,21 @@ def _join(path: str, key: str) -> str:
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
 
 
+# Moments the policy engine can work with: a month inside datetime's range on either side, so
+# converting to UTC or the school's zone and compiling a schedule window (8 days) never overflow.
+_EARLIEST = datetime(1, 2, 1, tzinfo=timezone.utc)
+_LATEST = datetime(9999, 12, 1, tzinfo=timezone.utc)
+
+
 def parse_date_time(value: str) -> datetime | None:
-    """An RFC 3339 date-time (offset required) as an aware datetime, or None."""
+    """An RFC 3339 date-time (offset required) as an aware datetime, or None; also None for
+    moments outside 0001-02-01..9999-12-01 (UTC), where date arithmetic overflows."""
     if not _RFC3339.fullmatch(value):
         return None
     try:
-        return datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
-    except ValueError:
+        moment = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+        return moment if _EARLIEST <= moment <= _LATEST else None
+    except (ValueError, OverflowError):
         return None
 
 

@@ -21,6 +21,7 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from edufilter.errors import PolicyError
+from edufilter.policy.suffixes import Scope, refuse_public_suffix
 
 _NAME_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
@@ -228,6 +229,7 @@ def parse_entry(kind: EntryKind | str, value: str) -> ListEntry:
         name = normalise_name(text.encode("ascii", "replace"))
         if name is None:
             raise PolicyError(f"{kind} entry {value!r} is not a valid host name")
+        refuse_public_suffix(name, f"{kind} entry", Scope.ICANN)
         return ListEntry(kind, name)
     if kind is EntryKind.CIDR:
         try:
@@ -242,6 +244,7 @@ def parse_entry(kind: EntryKind | str, value: str) -> ListEntry:
     name = normalise_name(host.encode("ascii", "replace"))
     if name is None:
         raise PolicyError(f"url_prefix entry {value!r} has no valid host name")
+    refuse_public_suffix(name, "url_prefix entry host", Scope.ICANN)
     return ListEntry(kind, f"{name}/{path}")
 
 

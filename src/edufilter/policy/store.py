@@ -41,6 +41,7 @@ from edufilter.policy.model import (
     parse_entry,
 )
 from edufilter.policy.schedule import check_schedule
+from edufilter.policy.suffixes import Scope, refuse_public_suffix
 
 # Index n holds the script that takes the schema from version n to n + 1; append, never edit.
 MIGRATIONS: tuple[str, ...] = (
@@ -784,6 +785,7 @@ def checked_override(override: Override, known: Known) -> Override:
     name = normalise_name(_text(override.name, "override.name").strip().encode("ascii", "replace"))
     if name is None:
         raise PolicyError(f"override.name {override.name!r} is not a valid host name")
+    refuse_public_suffix(name, "override.name", Scope.ANY)  # a teacher's scope: one site and its subdomains
     starts_at = _aware(override.starts_at, "override.starts_at")
     expires_at = _aware(override.expires_at, "override.expires_at")
     if expires_at <= starts_at:

@@ -96,3 +96,35 @@ def request_reload(state_dir: Path) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def catch_up_images(state_dir: Path) -> int | None:
+    """At the start of a process that compiles (`edufilter api`): remove the temporary images
+    of compiles that died, and compile the stored policy when the live image is older (a
+    change committed and then kill -9 before its compile), asking a running daemon to map
+    it. The version compiled, or None when the image was current."""
+    from edufilter.policy.compile import POLICY_IMAGE, compile_policy, images_dir
+    from edufilter.policy.image import Image, remove_stale_temporaries
+    from edufilter.policy.store import POLICY_DB, PolicyStore
+
+    images = images_dir(state_dir)
+    for removed in remove_stale_temporaries(images) if images.is_dir() else []:
+        log.warning("removed %s, left by a compile that did not finish", removed)
+    if not (images / POLICY_IMAGE).exists():
+        return None  # nothing was ever compiled here: the daemon's start or the first change does it
+    with PolicyStore(Path(state_dir) / POLICY_DB) as store:
+        stored = store.version
+    try:
+        live = Image(images / POLICY_IMAGE).meta.get("version")
+    except EdufilterError:  # damaged: compiled again
+        live = None
+    if live == stored:
+        return None
+    try:
+        compile_policy(state_dir)
+    except EdufilterError as error:  # the old image stays; the next change or POST /apply tries again
+        log.error("policy version %d is stored but could not be compiled: %s", stored, error)
+        return None
+    request_reload(state_dir)
+    log.warning("policy version %d was stored but not compiled (image: version %s): compiled it now", stored, live)
+    return stored

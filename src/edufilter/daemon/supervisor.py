@@ -430,7 +430,8 @@ class Supervisor:
         if self.rules is None or self.rules.removed:
             return
         counted = self.rules.queued_packets()
-        self.queued = self.queued_earlier + (counted or 0)
+        if counted is not None:  # else the table is gone: the last reading stays the total
+            self.queued = self.queued_earlier + counted
         problem = None
         if counted is None:
             problem = "removed by another tool (a ruleset flush or firewall reload?)"

@@ -19,3 +19,7 @@ class NetfilterError(EdufilterError):
 
 class QueueError(EdufilterError):
     """An NFQUEUE queue that cannot be bound or used; the message names the queue and errno."""
+
+
+class StorageFullError(EdufilterError):
+    """The state disk is full: nothing new could be stored; what was stored before stays."""

@@ -3,6 +3,7 @@ and a failed apply that leaves the old policy live."""
 
 from __future__ import annotations
 
+import pytest
 import requests
 from conftest import LiveApi, problem, seed
 
@@ -119,3 +120,24 @@ def test_concurrent_changes_are_serialised(api: LiveApi) -> None:
         assert set(pool.map(add, range(40))) == {201}
     assert api.get("/api/v1/lists/many").json()["entry_count"] == 40
     assert len(api.get("/api/v1/audit", params={"kind": "entry", "limit": 1000}).json()["items"]) == 40
+
+
+def test_a_change_the_full_disk_cannot_store_is_503_with_retry_after(
+        api: LiveApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's StorageFullError (SQLite "database or disk is full", tested in
+    tests/policy/test_store.py on a real full tmpfs) is the server's trouble: 503, not 422."""
+    from contextlib import contextmanager
+
+    from edufilter.errors import StorageFullError
+    from edufilter.policy.store import PolicyStore
+
+    @contextmanager
+    def full_disk(*args: object, **kwargs: object):
+        raise StorageFullError("policy.sqlite: the disk is full: the change was not stored")
+        yield
+
+    monkeypatch.setattr(PolicyStore, "audited", full_disk)
+    answer = api.call("POST", "/api/v1/groups", json={"name": "staff"})
+    body = problem(answer, 503)
+    assert answer.headers["Retry-After"].isdigit()
+    assert body["type"].endswith(":storage-full") and "disk is full" in body["detail"]

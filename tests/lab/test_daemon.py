@@ -594,7 +594,7 @@ def test_rules_removed_by_another_tool_are_installed_again(school: FilteredSchoo
         assert time.monotonic() < deadline, "the status counts the reinstall"
         time.sleep(0.2)
     shown = school.gateway.run([sys.executable, "-m", "edufilter", "status", "--config", str(school.config_path)])
-    assert "reinstalled after another tool removed them: 1" in shown.stdout
+    assert "reinstalled after another tool removed or changed them: 1" in shown.stdout
 
 
 # --- failure modes ---------------------------------------------------------------------------
@@ -614,17 +614,22 @@ def test_a_killed_worker_is_restarted_and_the_failure_mode_holds(
                                         stdout=subprocess.PIPE, text=True, env=script_environment())
         wait_for_listener(school.upstream, "udp", UDP_PORT)
         worker = school.status()["queues"][0]["pid"]
+        # The sender sends before, during and after the gap: a worker is back within about
+        # the time an interpreter takes to start, so one started after the kill could miss it.
+        sender = pupil(school).popen([sys.executable, str(SCRIPT), "udp-send", str(UPSTREAM_V4), str(UDP_PORT),
+                                      "300", "0.005"], stdout=subprocess.PIPE, text=True, env=script_environment())
+        time.sleep(0.8)
         os.kill(worker, signal.SIGKILL)
         killed = time.monotonic()
-        sender = pupil(school).run([sys.executable, str(SCRIPT), "udp-send", str(UPSTREAM_V4), str(UDP_PORT), "60",
-                                    "0.005"], timeout=20)
         restarted = wait_until_bound(school, worker)
+        sent = int(sender.communicate(timeout=20)[0].split()[-1])
         counter.send_signal(signal.SIGINT)
         received = int(counter.communicate(timeout=5)[0].split()[-1])
-        sent = int(sender.stdout.split()[-1])
         assert restarted - killed < 1.5, "a killed worker is bound again within a second (0.6 s measured)"
         if fail == "open":
-            assert received == sent, "fail-open: nothing is lost while the worker is away"
+            # the one or two datagrams the killed worker held die with it (the kernel drops a
+            # dead listener's queue); what came while it was away passed (counted below)
+            assert sent - 2 <= received <= sent, "fail-open: nothing is lost while the worker is away"
         else:
             assert received < sent, "fail-closed: new flows are dropped while the worker is away"
         counted = "fail_open" if fail == "open" else "fail_closed_dropped"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 import threading
 from datetime import datetime, timezone
@@ -98,3 +99,31 @@ def test_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "run").write_text("a file where the directory should be")
     with pytest.raises(EdufilterError, match="cannot write the status file"):
         write_status(tmp_path / "run" / "status.json", status())
+
+
+def test_on_a_full_disk_the_status_is_rewritten_over_its_own_blocks() -> None:
+    """The daemon must still say in its status that the disk is full: the new document goes
+    over the old file's blocks while it fits in them, and only fails when it does not."""
+    from small_disk import run_on_small_disk
+
+    done = run_on_small_disk('''
+import json
+from edufilter.errors import EdufilterError
+from edufilter.output.status import read_status, write_status
+path = Path(sys.argv[1]) / "run" / "status.json"
+write_status(path, {"problem": None, "padding": "x" * 1000})
+fill_disk(Path(sys.argv[1]))
+write_status(path, {"problem": "the disk is full"})
+fitted = read_status(path)
+try:
+    write_status(path, {"problem": "too long", "padding": "x" * 100000})
+    too_long = "written"
+except EdufilterError as error:
+    too_long = str(error)
+print(json.dumps({"fitted": fitted, "too_long": too_long, "after": read_status(path)}))
+''')
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["fitted"] == {"schema": 1, "problem": "the disk is full"}
+    assert "cannot write the status file" in outcome["too_long"]
+    assert outcome["after"] == outcome["fitted"], "a document that does not fit leaves the last one whole"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import replace
 from datetime import date, datetime, time, timedelta, timezone
@@ -473,3 +474,32 @@ def test_other_files_are_refused(path: Path):
         db.execute("CREATE TABLE notes (text TEXT)")
     with pytest.raises(PolicyError, match="not an edufilter policy database"):
         PolicyStore(path)
+
+
+def test_a_full_disk_is_a_storage_error_not_an_invalid_change() -> None:
+    """SQLite's "database or disk is full" is the server's trouble (the API answers 503), not a
+    policy the model refuses (422); the stored policy stays as it was."""
+    from small_disk import run_on_small_disk
+
+    done = run_on_small_disk('''
+import json
+from edufilter.errors import StorageFullError
+from edufilter.policy.model import Group
+from edufilter.policy.store import PolicyStore
+directory = Path(sys.argv[1])
+with PolicyStore(directory / "policy.sqlite") as store:
+    store.add_group(Group("guests", "Guests"))
+    fill_disk(directory)
+    try:
+        for index in range(200):  # until a page or the journal needs a block
+            store.add_group(Group(f"group-{index}", "x" * 2000))
+        result = "stored"
+    except StorageFullError as error:
+        result = type(error).__name__ + ": " + str(error)
+    groups = len(store.load().groups)
+print(json.dumps({"result": result, "groups": groups}))
+''')
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout)
+    assert outcome["result"].startswith("StorageFullError: ") and "disk is full" in outcome["result"], outcome
+    assert outcome["groups"] >= 1

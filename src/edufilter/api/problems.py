@@ -11,12 +11,13 @@ from http import HTTPStatus
 from aiohttp import web
 
 from edufilter.api.validation import Invalid
-from edufilter.errors import EdufilterError
+from edufilter.errors import EdufilterError, StorageFullError
 
 log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
 _TYPE_PREFIX = "urn:edufilter:problem:"
+STORAGE_FULL_RETRY_AFTER = "60"  # seconds: freeing disk space takes a person
 
 
 class Problem(Exception):
@@ -98,6 +99,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except Problem as problem:
         return problem.response(request.path)
+    except StorageFullError as error:  # the server's trouble, not the client's change
+        return Problem(503, "storage-full", str(error),
+                       headers={"Retry-After": STORAGE_FULL_RETRY_AFTER}).response(request.path)
     except EdufilterError as error:
         return policy_problem(error).response(request.path)
     except web.HTTPException as error:

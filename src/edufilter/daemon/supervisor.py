@@ -1,11 +1,14 @@
 """`edufilter run`: the supervisor of the worker processes, and the control path around them.
 
-At start it makes sure a policy is stored (the bundled default when there is none), compiles
-the images, installs the daemon's own netfilter rules and starts one worker per queue. Then,
-on one asyncio loop: it restarts a worker that dies within a second, recompiles and swaps the
-policy on SIGHUP or an API change, writes block events (pseudonymised) and counters, keeps the
-status file, serves the block page and the admin API. SIGTERM stops the workers and removes
-the rules.
+At start it claims the state folder and the network namespace (one daemon each), makes sure
+a policy is stored (the bundled default when there is none), compiles the images (on a full
+disk it keeps the last good ones), installs the daemon's own netfilter rules and starts one
+worker per queue. Then, on one asyncio loop: it restarts each worker on its own as soon as it
+dies and replaces one that stops answering, recompiles and swaps the policy on SIGHUP or an API
+change (requests that arrive during a compile are served by one compile after it), checks the
+whole rule table and reinstalls it when another tool changed it, writes block events
+(pseudonymised) and counters, keeps the status file, serves the block page and the admin API.
+SIGTERM stops the workers and removes the rules.
 """
 
 from __future__ import annotations
@@ -29,25 +32,29 @@ from aiohttp import web
 from edufilter import __version__
 from edufilter._queue import queue_counters
 from edufilter.config import Config, split_listen
-from edufilter.daemon.control import pid_file
+from edufilter.daemon.control import claim_daemon
 from edufilter.enforce import blockpage, safe_search
 from edufilter.enforce.blockpage_server import make_blockpage_app
 from edufilter.enforce.marks import MarkLayout
 from edufilter.enforce.netfilter import NFT_TABLE, InstalledRules, RuleSettings, install, remove_stale
-from edufilter.errors import EdufilterError
+from edufilter.errors import EdufilterError, StorageFullError
 from edufilter.output.events import EventStore, Pseudonymiser, new_reference
 from edufilter.output.status import status_path, write_status
-from edufilter.policy.compile import CATEGORIES_IMAGE, compile_categories, compile_policy, images_dir
+from edufilter.policy.compile import CATEGORIES_IMAGE, POLICY_IMAGE, compile_categories, compile_policy, images_dir
 from edufilter.policy.engine import Engine
+from edufilter.policy.image import remove_stale_temporaries
 from edufilter.policy.model import Action, ClientIdentity
 from edufilter.policy.store import POLICY_DB, PolicyStore
 
 log = logging.getLogger("edufilter")
 
-RESTART_DELAY = 0.3  # a dead worker is started again within a second
+QUICK_FAILURE_DELAY = 0.3  # a worker that died before it was ready; one that ran is restarted at once
 CRASH_LOOP_DELAY = 5.0
-WATCH_INTERVAL = 0.2
+HEARTBEAT_TIMEOUT = 3.0  # a running worker reports every second; silence this long means it hangs
+HEARTBEAT_CHECK = 0.5
 STATUS_INTERVAL = 1.0
+RULES_CHECK_INTERVAL = 2.0  # the whole table read back and compared (one nft run, ~3 ms)
+STORAGE_LOG_INTERVAL = 60.0  # a full disk is logged once a minute, not once per event batch
 MAINTENANCE_INTERVAL = 3600.0
 RECOMPILE_INTERVAL = 6 * 3600.0  # the schedule window reaches days ahead; refresh it often
 STOP_GRACE = 3.0
@@ -63,6 +70,8 @@ class WorkerState:
     state: str = "starting"
     restarts: int = 0
     quick_failures: int = 0
+    hangs: int = 0  # times it stopped answering and was replaced
+    last_heard: float = 0.0  # time.monotonic() of its last message
     stats: dict = field(default_factory=dict)
     decisions: dict[tuple[str, str | None, int], int] = field(default_factory=dict)
 
@@ -93,6 +102,15 @@ class Supervisor:
         self.queued = 0  # packets the rules have queued: their to_queue counters, all installs
         self.queued_earlier = 0  # the part counted by rules that another tool has since removed
         self.reinstalls = 0
+        self.last_reinstall: str | None = None
+        self.next_rules_check = 0.0
+        self.apply_requested = 0  # apply() calls so far
+        self.apply_served = 0  # of those, the ones the last compile started after
+        self.apply_outcome: int | EdufilterError = 0
+        self.image_problem: str | None = None  # why the live images are older than the store
+        self.lost_events = 0  # block events that could not be stored (a full disk)
+        self.storage_logged_at: dict[str, float] = {}
+        self.storage_failed_at = -STORAGE_LOG_INTERVAL  # time.monotonic() of the last refused write
 
     # ---- start
 
@@ -101,17 +119,30 @@ class Supervisor:
         from edufilter.commands.policy import install_policy
         from edufilter.policy.defaults import default_policy_dir
 
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         with PolicyStore(self.state_dir / POLICY_DB) as store:
             empty = not store.load().groups
         if empty:
             log.info("no policy stored in %s: installing the bundled default policy", self.state_dir)
             install_policy(self.state_dir, default_policy_dir())
-        if not (images_dir(self.state_dir) / CATEGORIES_IMAGE).exists():
-            compile_categories(self.state_dir)
-        report = compile_policy(self.state_dir)
-        for warning in report.warnings:
-            log.warning("policy: %s", warning)
+        images = images_dir(self.state_dir)
+        images.mkdir(exist_ok=True)
+        for removed in remove_stale_temporaries(images):
+            log.warning("removed %s, left by a compile that did not finish", removed)
+        # Always compiled: a change stored just before a crash (kill -9 between commit and
+        # compile) becomes live now, not at the next change.
+        try:
+            if not (images / CATEGORIES_IMAGE).exists():
+                compile_categories(self.state_dir)
+            report = compile_policy(self.state_dir)
+        except StorageFullError as error:
+            if not (images / POLICY_IMAGE).exists() or not (images / CATEGORIES_IMAGE).exists():
+                raise
+            self.image_problem = str(error)
+            log.error("%s: filtering with the last good images until space is freed and the policy applied again",
+                      error)
+        else:
+            for warning in report.warnings:
+                log.warning("policy: %s", warning)
         self.load_engine()
 
     def load_engine(self) -> None:
@@ -138,12 +169,7 @@ class Supervisor:
 
     def start_worker(self, worker: WorkerState) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        command = [sys.executable, "-m", "edufilter.daemon.worker", "--queue", str(worker.queue),
-                   "--worker", str(worker.index), "--control-fd", str(child.fileno()),
-                   "--state-dir", str(self.state_dir)]
-        if self.config_path is not None:
-            command += ["--config", str(self.config_path)]
-        worker.process = subprocess.Popen(command, pass_fds=(child.fileno(),))
+        worker.process = subprocess.Popen(self.worker_command(worker, child.fileno()), pass_fds=(child.fileno(),))
         child.close()
         parent.setblocking(False)
         if worker.control is not None:
@@ -153,6 +179,13 @@ class Supervisor:
         worker.state = "starting"
         worker.decisions = {}
         asyncio.get_running_loop().add_reader(parent.fileno(), self.read_worker, worker)
+
+    def worker_command(self, worker: WorkerState, control_fd: int) -> list[str]:
+        command = [sys.executable, "-m", "edufilter.daemon.worker", "--queue", str(worker.queue),
+                   "--worker", str(worker.index), "--control-fd", str(control_fd), "--state-dir", str(self.state_dir)]
+        if self.config_path is not None:
+            command += ["--config", str(self.config_path)]
+        return command
 
     # ---- workers
 
@@ -169,6 +202,7 @@ class Supervisor:
                 worker.control.close()
                 worker.control = None
                 return
+            worker.last_heard = time.monotonic()
             try:
                 self.on_message(worker, json.loads(data))
             except (ValueError, KeyError, TypeError, EdufilterError) as error:
@@ -205,7 +239,10 @@ class Supervisor:
             if delta > 0:
                 deltas.append((minute, group, category, CODE_VERDICTS.get(code, str(code)), delta, delta))
         if deltas and self.events is not None:
-            self.events.stats.add(deltas)
+            try:
+                self.events.stats.add(deltas)
+            except EdufilterError as error:
+                self.storage_failed("counters", error)
 
     def record_events(self, worker: WorkerState, reported: list[dict]) -> None:
         groups = {group["name"]: group for group in self.policy_meta.get("groups", [])}
@@ -224,48 +261,111 @@ class Supervisor:
                 self.bad_events += 1
                 log.warning("worker %d reported an event that cannot be logged: %s", worker.index, error)
         if events:
-            self.events.record(events)
+            try:
+                if self.events is None:
+                    raise EdufilterError("the event database could not be opened at start")
+                self.events.record(events)
+            except EdufilterError as error:
+                self.lost_events += len(events)
+                self.storage_failed("events", error)
 
-    async def watch_workers(self) -> None:
+    def storage_failed(self, what: str, error: EdufilterError) -> None:
+        """Block events, counters or the status that could not be stored (a full disk): logged
+        once a minute."""
+        now = time.monotonic()
+        self.storage_failed_at = now
+        if now - self.storage_logged_at.get(what, -STORAGE_LOG_INTERVAL) >= STORAGE_LOG_INTERVAL:
+            self.storage_logged_at[what] = now
+            log.error("%s not stored (%d block events lost so far; filtering goes on): %s", what, self.lost_events,
+                      error)
+
+    async def supervise(self, worker: WorkerState) -> None:
+        """Keep one worker running, apart from the others: started again as soon as it dies,
+        killed and started again when it stops answering (SIGSTOP, a hang)."""
+        loop = asyncio.get_running_loop()
         while not self.stopping.is_set():
-            for worker in self.workers:
-                if worker.process is None or worker.process.poll() is None:
-                    continue
-                status = worker.process.returncode
-                worker.restarts += 1
-                # A worker that keeps dying before it is ready (a broken image, a missing
-                # capability) is retried less often, so the log stays readable.
-                worker.quick_failures = worker.quick_failures + 1 if worker.state == "starting" else 0
-                worker.state = "restarting"
-                delay = RESTART_DELAY if worker.quick_failures < 3 else CRASH_LOOP_DELAY
-                log.error("worker %d (queue %d) exited with status %s; queue %d %s until it is back%s", worker.index,
-                          worker.queue, status, worker.queue,
-                          "lets traffic pass (fail-open)" if self.config.queue.fail_open else "drops traffic (fail-closed)",
-                          f" (failing at start, next try in {delay:.0f} s)" if delay > RESTART_DELAY else "")
-                await asyncio.sleep(delay)
-                if not self.stopping.is_set():
-                    self.start_worker(worker)
-            await asyncio.sleep(WATCH_INTERVAL)
+            if worker.process.poll() is None:  # else already reaped (by status()): no pid to watch
+                exited = asyncio.Event()
+                pidfd = os.pidfd_open(worker.process.pid)  # the zombie stays until we reap it
+                loop.add_reader(pidfd, exited.set)
+                try:
+                    while not exited.is_set():
+                        try:
+                            await asyncio.wait_for(exited.wait(), HEARTBEAT_CHECK)
+                        except asyncio.TimeoutError:
+                            self.check_heartbeat(worker)
+                finally:
+                    loop.remove_reader(pidfd)
+                    os.close(pidfd)
+            status = worker.process.wait()
+            worker.restarts += 1
+            # A worker that keeps dying before it is ready (a broken image, a missing
+            # capability) is retried less often, so the log stays readable.
+            worker.quick_failures = worker.quick_failures + 1 if worker.state == "starting" else 0
+            delay = 0.0 if worker.quick_failures == 0 else (
+                QUICK_FAILURE_DELAY if worker.quick_failures < 3 else CRASH_LOOP_DELAY)
+            worker.state = "restarting"
+            log.error("worker %d (queue %d) exited with status %s; queue %d %s until it is back%s", worker.index,
+                      worker.queue, status, worker.queue,
+                      "lets traffic pass (fail-open)" if self.config.queue.fail_open else "drops traffic (fail-closed)",
+                      f" (failing at start, next try in {delay:.1f} s)" if delay else "")
+            if delay:
+                try:
+                    await asyncio.wait_for(self.stopping.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+            if not self.stopping.is_set():
+                self.start_worker(worker)
+
+    def check_heartbeat(self, worker: WorkerState) -> None:
+        if worker.state != "running":
+            return
+        self.read_worker(worker)  # what it sent while this loop was busy counts
+        silent = time.monotonic() - worker.last_heard
+        if silent < HEARTBEAT_TIMEOUT:
+            return
+        worker.hangs += 1
+        worker.state = "hung"
+        log.error("worker %d (queue %d, pid %d) has not answered for %.1f s (stopped or hung): killing it to start "
+                  "another", worker.index, worker.queue, worker.process.pid, silent)
+        worker.process.kill()
 
     # ---- policy changes
 
     async def apply(self) -> int:
-        """Compile the stored policy and make every worker use it; the version now live."""
+        """Compile the stored policy and make every worker use it; the version now live.
+
+        Calls made while a compile runs wait for it and are then served together by one
+        compile (which reads the store after all of them): a SIGHUP storm compiles twice."""
+        self.apply_requested += 1
+        request = self.apply_requested
         async with self.reload_lock:
-            started = time.monotonic()
-            try:
-                await asyncio.to_thread(compile_policy, self.state_dir)
-                await asyncio.to_thread(self.load_engine)
-            except EdufilterError as error:
-                self.last_reload = {"at": datetime.now(timezone.utc), "duration_ms": _ms(started),
-                                    "result": f"failed: {error}"}
-                log.error("policy not changed: %s", error)
-                raise
-            for worker in self.workers:
-                self.send(worker, {"type": "reload"})
-            self.last_reload = {"at": datetime.now(timezone.utc), "duration_ms": _ms(started), "result": "ok"}
-            log.info("policy version %d compiled and sent to the workers", self.engine.version)
-            return self.engine.version
+            if self.apply_served < request:
+                self.apply_served = self.apply_requested
+                self.apply_outcome = await self.compile_and_send()
+            if isinstance(self.apply_outcome, EdufilterError):
+                raise self.apply_outcome
+            return self.apply_outcome
+
+    async def compile_and_send(self) -> int | EdufilterError:
+        started = time.monotonic()
+        try:
+            await asyncio.to_thread(compile_policy, self.state_dir)
+            await asyncio.to_thread(self.load_engine)
+        except EdufilterError as error:
+            self.last_reload = {"at": datetime.now(timezone.utc), "duration_ms": _ms(started),
+                                "result": f"failed: {error}"}
+            live = self.engine.version if self.engine else None
+            if isinstance(error, StorageFullError):
+                self.image_problem = str(error)
+            log.error("policy not changed: %s (version %s stays live)", error, live)
+            return error
+        self.image_problem = None
+        for worker in self.workers:
+            self.send(worker, {"type": "reload"})
+        self.last_reload = {"at": datetime.now(timezone.utc), "duration_ms": _ms(started), "result": "ok"}
+        log.info("policy version %d compiled and sent to the workers", self.engine.version)
+        return self.engine.version
 
     def send(self, worker: WorkerState, message: dict) -> None:
         if worker.control is None:
@@ -290,18 +390,22 @@ class Supervisor:
         next_purge = 0.0
         while not self.stopping.is_set():
             now = datetime.now(timezone.utc)
-            self.pseudonyms.rotate(now)
-            if time.monotonic() >= next_purge:
-                await asyncio.to_thread(self.events.purge, now)
-                await asyncio.to_thread(self.events.stats.purge, now)
-                with PolicyStore(self.state_dir / POLICY_DB) as store:
-                    expired = store.expire_overrides(now)
-                if expired:
+            try:  # a failure (a full disk) is logged and tried again next time, never ends the task
+                self.pseudonyms.rotate(now)
+                if time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + MAINTENANCE_INTERVAL
+                    if self.events is not None:
+                        await asyncio.to_thread(self.events.purge, now)
+                        await asyncio.to_thread(self.events.stats.purge, now)
+                    with PolicyStore(self.state_dir / POLICY_DB) as store:
+                        expired = store.expire_overrides(now)
+                    if expired:
+                        await self.apply()
+                if time.monotonic() - last_recompile >= RECOMPILE_INTERVAL:
+                    last_recompile = time.monotonic()
                     await self.apply()
-                next_purge = time.monotonic() + MAINTENANCE_INTERVAL
-            if time.monotonic() - last_recompile >= RECOMPILE_INTERVAL:
-                await self.apply()
-                last_recompile = time.monotonic()
+            except EdufilterError as error:
+                log.error("maintenance: %s", error)
             try:
                 await asyncio.wait_for(self.stopping.wait(), 60.0)
             except asyncio.TimeoutError:
@@ -318,21 +422,30 @@ class Supervisor:
         self.enqueued[queue] = (taken, sequence)
         return taken
 
-    def watch_rules(self, queues: list[dict]) -> None:
-        """Read the rules' queue counter (netlink, no subprocess), install the rules again if
-        another tool removed them (`nft flush ruleset`, a firewall reload), and count what
-        went through them to no worker."""
+    async def watch_rules(self, queues: list[dict]) -> None:
+        """Read the rules' queue counter (netlink, no subprocess) each second and the whole
+        table every few seconds; install the rules again if another tool removed them (`nft
+        flush ruleset`, a firewall reload) or changed them (`nft flush chain ...`), and count
+        what went through them to no worker."""
         if self.rules is None or self.rules.removed:
             return
         counted = self.rules.queued_packets()
+        if counted is not None:  # else the table is gone: the last reading stays the total
+            self.queued = self.queued_earlier + counted
+        problem = None
         if counted is None:
-            log.warning("edufilter's rules were removed by another tool (a ruleset flush or firewall reload?); "
-                        "nothing was filtered until now: installing them again")
+            problem = "removed by another tool (a ruleset flush or firewall reload?)"
+        elif time.monotonic() >= self.next_rules_check:
+            self.next_rules_check = time.monotonic() + RULES_CHECK_INTERVAL
+            if await asyncio.to_thread(self.rules.changed):
+                problem = "changed by another tool (a chain flushed, a rule deleted, added or edited)"
+        if problem is not None:
+            log.warning("edufilter's rules were %s; they did not filter as configured until now: installing them "
+                        "again", problem)
             self.queued_earlier = self.queued
             self.install_rules()  # also takes away whatever part of our table is left
             self.reinstalls += 1
-            counted = 0
-        self.queued = self.queued_earlier + counted
+            self.last_reinstall = problem
         self.count_uninspected(queues)
 
     def count_uninspected(self, queues: list[dict]) -> None:
@@ -359,7 +472,8 @@ class Supervisor:
             entry = {
                 "worker": worker.index, "queue": worker.queue,
                 "pid": worker.process.pid if worker.process is not None and worker.process.poll() is None else None,
-                "state": worker.state, "restarts": worker.restarts, "policy_version": stats.get("policy_version"),
+                "state": worker.state, "restarts": worker.restarts, "hangs": worker.hangs,
+                "policy_version": stats.get("policy_version"),
                 "packets": enforcer.get("packets", 0),
                 "flows": enforcer.get("flows_decided", 0),
                 "verdicts": {str(code): enforcer.get(f"code_{code}", 0) for code in (1, 2, 3)},
@@ -381,10 +495,14 @@ class Supervisor:
             "policy": {"version": self.engine.version if self.engine else None,
                        "images": {"policy": self.engine.version if self.engine else None,
                                   "categories": self.engine.categories_image.meta.get("digest", "")[:12]
-                                  if self.engine else None}},
+                                  if self.engine else None},
+                       "problem": self.image_problem},
             "rules": {"backend": self.rules.backend.value, "table": f"inet {NFT_TABLE}", "queued_packets": self.queued,
-                      "reinstalled": self.reinstalls}
+                      "reinstalled": self.reinstalls, "last_reinstall": self.last_reinstall}
             if self.rules is not None and not self.rules.removed else None,
+            "storage": {"full": self.image_problem is not None
+                        or time.monotonic() - self.storage_failed_at < STORAGE_LOG_INTERVAL,
+                        "lost_events": self.lost_events},
             "queues": queues,
             "totals": totals,
             "last_reload": self.last_reload,
@@ -393,12 +511,15 @@ class Supervisor:
     async def keep_status(self) -> None:
         path = status_path(self.state_dir)
         while not self.stopping.is_set():
+            status = self.status()
             try:
-                status = self.status()
-                self.watch_rules(status["queues"])
-                write_status(path, status)
+                await self.watch_rules(status["queues"])
             except EdufilterError as error:
                 log.warning("%s", error)
+            try:
+                write_status(path, status)
+            except EdufilterError as error:
+                self.storage_failed("status", error)
             try:
                 await asyncio.wait_for(self.stopping.wait(), STATUS_INTERVAL)
             except asyncio.TimeoutError:
@@ -460,27 +581,38 @@ class Supervisor:
     # ---- the whole run
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
         self.reload_lock = asyncio.Lock()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        claim = claim_daemon(self.state_dir)
+        try:
+            return await self.run_claimed()
+        finally:
+            claim.release()
+
+    async def run_claimed(self) -> int:
+        loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.prepare_policy)
         self.pseudonyms = Pseudonymiser(self.state_dir / "keys", ZoneInfo(self.policy_meta["settings"]["timezone"]))
-        self.pseudonyms.rotate(datetime.now(timezone.utc))
-        self.events = EventStore(self.state_dir / "events.sqlite",
-                                 self.state_dir / "events" if self.config.events.jsonl else None,
-                                 self.config.events.retention_days, start_over_if_damaged=True)
-        pid_file(self.state_dir).parent.mkdir(parents=True, exist_ok=True)
-        pid_file(self.state_dir).write_text(f"{os.getpid()}\n")
-        safe_search.prepare(self.state_dir)
-        self.install_rules()
+        # Filtering does not need the event log: a full or broken disk costs the events only.
         try:
+            self.pseudonyms.rotate(datetime.now(timezone.utc))
+            self.events = EventStore(self.state_dir / "events.sqlite",
+                                     self.state_dir / "events" if self.config.events.jsonl else None,
+                                     self.config.events.retention_days, start_over_if_damaged=True)
+        except EdufilterError as error:
+            log.error("block events are not stored (lost events are counted in the status): %s", error)
+        try:
+            safe_search.prepare(self.state_dir)
+            self.install_rules()
             for worker in self.workers:
                 self.start_worker(worker)
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self.stopping.set)
             loop.add_signal_handler(signal.SIGHUP, self.on_sighup)
             await self.start_web()
-            tasks = [loop.create_task(job()) for job in (self.watch_workers, self.keep_status, self.maintenance)]
+            tasks = [loop.create_task(job()) for job in (self.keep_status, self.maintenance)]
+            tasks += [loop.create_task(self.supervise(worker)) for worker in self.workers]
             await self.stopping.wait()
             log.info("stopping")
             for task in tasks:
@@ -512,7 +644,6 @@ class Supervisor:
             write_status(status_path(self.state_dir), self.status())
         except EdufilterError:
             pass
-        pid_file(self.state_dir).unlink(missing_ok=True)
         if self.events is not None:
             self.events.close()
 

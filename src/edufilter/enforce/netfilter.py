@@ -18,6 +18,7 @@ tool cannot write it). Every function works in the current network namespace, or
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import re
 import shutil
@@ -286,6 +287,7 @@ class InstalledRules:
     settings: RuleSettings
     netns: str | None = None
     removed: bool = False
+    digest: str | None = None  # table_digest() right after install: what render() became in the kernel
 
     def queued_packets(self) -> int | None:
         """Packets the rules have handed to the queues since install (both families): the
@@ -299,6 +301,11 @@ class InstalledRules:
         counted = _run([sys.executable, "-m", "edufilter.enforce.nft_netlink", "queued", "--table", NFT_TABLE,
                         "--chain", QUEUE_CHAIN], self.netns).stdout.strip()
         return None if counted == "absent" else int(counted)
+
+    def changed(self) -> bool:
+        """True when the table the kernel holds is no longer the one install() left: a rule
+        flushed, deleted, added or edited, a chain's hook or policy changed, the table gone."""
+        return table_digest(self.netns) != self.digest
 
     def remove(self) -> None:
         """Remove our table; a second call does nothing."""
@@ -338,13 +345,45 @@ def install(
         )
     _run(["nft", "-f", "-"], netns, input=render(settings, backend))
     installed = InstalledRules(backend, settings, netns)
-    if backend is Backend.XT:
-        try:
+    try:
+        if backend is Backend.XT:
             _add_xt_queue_rule(settings, netns)
-        except NetfilterError:
-            installed.remove()  # the dormant table never saw a packet
-            raise
+        installed.digest = table_digest(netns)
+    except NetfilterError:
+        installed.remove()  # the XT table, dormant, never saw a packet
+        raise
     return installed
+
+
+def table_digest(netns: str | None = None) -> str | None:
+    """SHA-256 of our table as the kernel lists it (`nft -j`): its chains and rules in order,
+    without handles and counter values, which change with no change to the rules; None when
+    the table is absent. About 3 ms (one nft run)."""
+    listed = _run(["nft", "-j", "list", "table", "inet", NFT_TABLE], netns, check=False)
+    if listed.returncode != 0:
+        if "No such file or directory" in listed.stderr:
+            return None
+        raise NetfilterError(f"nft list table inet {NFT_TABLE} exited {listed.returncode}: {listed.stderr.strip()}")
+    try:
+        objects = [item for item in json.loads(listed.stdout)["nftables"] if "metainfo" not in item]
+    except (ValueError, KeyError, TypeError) as error:
+        raise NetfilterError(f"nft -j list table inet {NFT_TABLE}: unreadable output: {error}") from error
+    return hashlib.sha256(json.dumps(_without_state(objects), sort_keys=True).encode()).hexdigest()
+
+
+def _without_state(item: Any) -> Any:
+    """The listing less what the kernel changes by itself: handles and counter values."""
+    if isinstance(item, dict):
+        return {key: None if key == "counter" else _without_state(value)
+                for key, value in item.items() if key != "handle"}
+    if isinstance(item, list):
+        return [_without_state(value) for value in item]
+    return item
+
+
+def table_installed(netns: str | None = None) -> bool:
+    """Whether our table is in the kernel (NetfilterError when nft cannot tell: not root)."""
+    return _nft_table_exists(netns)
 
 
 def remove_stale(netns: str | None = None) -> bool:

@@ -9,13 +9,18 @@ Schema 1 (times ISO 8601 with offset, counts since the daemon started; write_sta
      "updated_at": time,                       # a stale file means a daemon that died
      "daemon": {"pid": int, "started_at": time, "edufilter": "0.1.0"},
      "policy": {"version": int,                # policy_version compiled into the image
-                "images": {"policy": int, "categories": int}},
+                "images": {"policy": int, "categories": int},
+                "problem": str | null},       # why the live images lag the store (a full disk)
      "rules": {"backend": "nft" | "xt", "table": "inet edufilter",
                "queued_packets": int,         # the to_queue rule's counter, read each second
-               "reinstalled": int} | null,    # times the rules were gone (another tool) and put back
+               "reinstalled": int,            # times the rules were gone or changed (another tool) and put back
+               "last_reinstall": str | null} | null,
+     "storage": {"full": bool,                 # the state disk refused a write in the last minute
+                 "lost_events": int},          # block events that could not be stored
      "queues": [{"worker": int, "queue": int, "pid": int | null,
-                 "state": "starting" | "running" | "restarting" | "stopped",
-                 "restarts": int, "packets": int,
+                 "state": "starting" | "running" | "hung" | "restarting" | "stopped",
+                 "restarts": int, "hangs": int,          # hangs: stopped answering, killed and restarted
+                 "packets": int,
                  "verdicts": {"<mark code>": packets},   # "1" allow, "2" reject, "3" drop, ...
                  "queue_total": int,                     # waiting in the kernel queue now
                  "queue_dropped": int, "user_dropped": int,
@@ -30,6 +35,7 @@ Schema 1 (times ISO 8601 with offset, counts since the daemon started; write_sta
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -68,7 +74,25 @@ def write_status(path: Path | str, status: Mapping[str, object]) -> None:
             os.unlink(temporary)
             raise
     except OSError as error:
+        if error.errno == errno.ENOSPC and _rewrite_in_place(path, text):
+            return
         raise EdufilterError(f"{path}: cannot write the status file: {error}") from error
+
+
+def _rewrite_in_place(path: Path, text: str) -> bool:
+    """On a full disk: the new document over the old file's blocks, which needs no new ones
+    while it fits in them (a reader may then see a torn file, which it copes with)."""
+    data = text.encode()
+    try:
+        with open(path, "r+b") as file:
+            stat = os.fstat(file.fileno())
+            if len(data) > max(stat.st_size, stat.st_blocks * 512):
+                return False
+            file.write(data)
+            file.truncate()
+    except OSError:
+        return False
+    return True
 
 
 def read_status(path: Path | str) -> dict[str, object] | None:

@@ -8,6 +8,8 @@ see the old image or the new one, never a partial file.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import mmap
 import os
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edufilter.errors import PolicyError
+from edufilter.errors import PolicyError, StorageFullError
 
 MAGIC = b"EDUFIMG\x01"
 FORMAT_VERSION = 1
@@ -53,8 +55,14 @@ class SectionSpec:
         return cls(name, len(data), fill)
 
 
+TEMPORARY_SUFFIX = ".tmp"
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
 def write_image(path: Path, sections: list[SectionSpec], meta: dict[str, object]) -> Path:
-    """Writes an image atomically: temp file in the same directory, fsync, rename."""
+    """Writes an image atomically: temp file in the same directory, fsync, rename.
+
+    A full disk raises StorageFullError and leaves the live image as it was."""
     all_sections = [SectionSpec.of_bytes("meta", json.dumps(meta, sort_keys=True).encode()), *sections]
     if len(all_sections) > MAX_SECTIONS:
         raise PolicyError(f"image {path}: too many sections")
@@ -66,9 +74,17 @@ def write_image(path: Path, sections: list[SectionSpec], meta: dict[str, object]
         offset = _align(offset + section.size)
     total = offset
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.ftruncate(descriptor, total)
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
+    except OSError as error:
+        _raise_if_disk_full(path, error)
+        raise
+    try:
+        # Locked while written: remove_stale_temporaries() takes only the files of writers that died.
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        # Every block reserved before the map: a page with no block behind it would be SIGBUS
+        # on a full disk, not an error.
+        os.posix_fallocate(descriptor, 0, total)
         with mmap.mmap(descriptor, total) as mapped:
             view = memoryview(mapped)
             try:
@@ -104,13 +120,41 @@ def write_image(path: Path, sections: list[SectionSpec], meta: dict[str, object]
             os.fsync(directory_fd)
         finally:
             os.close(directory_fd)
-    except BaseException:
+    except BaseException as error:
         if descriptor >= 0:
             os.close(descriptor)
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if isinstance(error, OSError):
+            _raise_if_disk_full(path, error)
         raise
     return path
+
+
+def _raise_if_disk_full(path: Path, error: OSError) -> None:
+    if error.errno in DISK_FULL_ERRNOS:
+        raise StorageFullError(f"image {path}: the disk is full ({error.strerror}); the live image stays") from error
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Remove the temporary images of writers that died (kill -9, a power cut); the ones
+    still being written are locked and stay."""
+    removed = []
+    for candidate in Path(directory).glob(f".*{TEMPORARY_SUFFIX}"):
+        try:
+            descriptor = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        else:
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+        finally:
+            os.close(descriptor)
+    return removed
 
 
 CHECKSUM_WINDOW = 8 << 20

@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
-from edufilter.errors import PolicyError
+from edufilter.errors import PolicyError, StorageFullError
 from edufilter.policy.model import (
     Action,
     AdminList,
@@ -158,6 +158,7 @@ MIGRATIONS: tuple[str, ...] = (
 
 POLICY_DB = "policy.sqlite"  # the policy database's name in the state directory
 BUSY_TIMEOUT_MS = 5000
+SQLITE_FULL = 13  # "database or disk is full"
 
 # Whether a name of some kind exists: kinds are "groups", "categories", "lists", "schedules",
 # and "aliases" (categories that are an alias of another).
@@ -258,6 +259,8 @@ class PolicyStore:
         try:
             yield
         except sqlite3.Error as error:
+            if (getattr(error, "sqlite_errorcode", 0) & 0xFF) == SQLITE_FULL:
+                raise StorageFullError(f"{self.path}: the disk is full: the change was not stored") from error
             raise PolicyError(f"{self.path}: policy database error: {error}") from error
 
     @contextmanager

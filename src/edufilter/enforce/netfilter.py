@@ -356,10 +356,11 @@ def install(
 
 
 def table_digest(netns: str | None = None) -> str | None:
-    """SHA-256 of our table as the kernel lists it (`nft -j`): its chains and rules in order,
-    without handles and counter values, which change with no change to the rules; None when
-    the table is absent. About 3 ms (one nft run)."""
-    listed = _run(["nft", "-j", "list", "table", "inet", NFT_TABLE], netns, check=False)
+    """SHA-256 of our table as the kernel lists it (`nft -j`): its chains, sets and rules in
+    order, without what changes with no change to the rules (handles, counter values, the
+    elements of named sets, which the packet path may add and time out: `-t`); None when the
+    table is absent. About 3 ms (one nft run)."""
+    listed = _run(["nft", "-j", "-t", "list", "table", "inet", NFT_TABLE], netns, check=False)
     if listed.returncode != 0:
         if "No such file or directory" in listed.stderr:
             return None

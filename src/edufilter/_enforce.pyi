@@ -21,7 +21,6 @@ class Slow(IntEnum):
     SLOW_DNS_ANSWER = 2
     SLOW_DNS_SPECIAL = 3
     SLOW_DNS_REPLY = 4
-    SLOW_QUIC = 5
     SLOW_HTTP_BLOCK = 6
     SLOW_HTTP_URL = 7
 
@@ -31,6 +30,7 @@ class Reason(IntEnum):
     REASON_DOT = 3
     REASON_QUIC = 4
     REASON_DNS_TCP = 5
+    REASON_EVASION = 6
 
 class Handler(Protocol):
     def handle(self, enforcer: Enforcer, count: int) -> None: ...
@@ -63,3 +63,5 @@ class Enforcer:
     def decision_counts(self) -> dict[tuple[int, int, int], int]: ...
     @property
     def stats(self) -> dict[str, int]: ...
+    @property
+    def quic_stats(self) -> dict[str, int]: ...

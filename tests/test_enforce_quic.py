@@ -120,3 +120,19 @@ def test_quic_blocked_for_the_group_is_rejected_without_reading(tmp_path: Path) 
     assert loop.classify_offline([quic(only, 50008)], 1.0)[2] == [(0, Slow.SLOW_EVENT, None)]
     assert loop.packet(0)["reason"] == Reason.REASON_QUIC
     assert loop.quic_stats["datagrams"] == 0
+
+
+def test_a_client_hello_unfinished_at_the_inspection_bound_is_evasion(shielded: Enforcer, tmp_path: Path) -> None:
+    first, _second = aioquic_datagrams(QuicProtocolVersion.VERSION_1, "www.allowed.test", LONG_ALPN)
+    after_the_bound = MASK & (Code.CODE_BOUND << 24)  # the rules' mark on the packet past inspect_packets
+    assert shielded.classify_offline([quic(first, 50009)], 1.0) == (0, 0, [])
+    assert shielded.classify_offline([quic(bytes(1300), 50009)], 1.0, after_the_bound)[2] == \
+        [(0, Slow.SLOW_EVENT, None)]
+    assert shielded.packet(0)["reason"] == Reason.REASON_EVASION
+    assert decided(shielded, 50009) == (Code.CODE_DROP, None)
+    assert shielded.quic_stats["pending"] == 0
+    unshielded = make_enforcer(tmp_path / "unshielded", UNSHIELDED_POLICY)
+    unshielded.classify_offline([quic(first, 50009)], 1.0)
+    unshielded.classify_offline([quic(bytes(1300), 50009)], 1.0, after_the_bound)
+    assert unshielded.packet(0)["reason"] == Reason.REASON_BOUND
+    assert decided(unshielded, 50009) == (Code.CODE_ALLOW, None)

@@ -759,11 +759,11 @@ cdef class Enforcer:
         if slot != NULL:
             slot.code = code
 
-    def classify_offline(self, list packets, double now):
+    def classify_offline(self, list packets, double now, uint32_t mark=0):
         """The classify pass over IP packets given as bytes, as if they came from the queue, in
         batches: no verdict is sent and no slow path runs. For benchmarks and tests of the loop
-        without a queue. Returns (names found, named decisions that block, [(index, slow reason,
-        name or None)])."""
+        without a queue; mark: the packet mark each arrives with. Returns (names found, named
+        decisions that block, [(index, slow reason, name or None)])."""
         cdef Py_ssize_t start, n = len(packets), names = 0, blocked = 0
         cdef int j, batch
         cdef object packet
@@ -779,6 +779,7 @@ cdef class Enforcer:
                     raise TypeError("classify_offline takes a list of bytes")
                 memset(&self.packets[j], 0, sizeof(QueuedPacket))
                 self.packets[j].packet_id = <uint32_t>j
+                self.packets[j].mark = mark    # as the rules set it (the inspection bound's code)
                 self.packets[j].payload = <const uint8_t*>PyBytes_AS_STRING(packet)
                 self.packets[j].payload_len = <uint32_t>PyBytes_GET_SIZE(packet)
             with nogil:

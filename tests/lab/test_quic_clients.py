@@ -18,7 +18,7 @@ import pytest
 
 from edufilter.lab.netns import Host, Lab, LabError
 from edufilter.lab.school import UPSTREAM_V4, FilteredSchool
-from edufilter.lab.traffic import quic_client, start_quic_server
+from edufilter.lab.traffic import chromium, chromium_available, quic_client, start_quic_server
 from test_daemon import build_school, pupil
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]
@@ -46,13 +46,18 @@ def events_for(school: FilteredSchool, name: str | None, category: str | None = 
             if event["name"] == name and (category is None or event["category"] == category)]
 
 
+def block_event_kinds(school: FilteredSchool, name: str) -> set[str]:
+    """Where the block events of name found it: {"quic_sni"} when only QUIC Initials named it."""
+    return {event["kind"] for event in events_for(school, name)}
+
+
 @pytest.mark.parametrize("version", [1, 2])
 def test_a_client_hello_over_two_initials(quic_school: FilteredSchool, version: int) -> None:
     host = pupil(quic_school)
     assert quic_client(host, UPSTREAM_V4, 443, "big.allowed.test", version, large_hello=True) == "200"
     with pytest.raises(LabError):
         quic_client(host, UPSTREAM_V4, 443, f"big{version}.blocked.test", version, large_hello=True)
-    assert events_for(quic_school, f"big{version}.blocked.test")  # blocked by its name, read in the loop
+    assert block_event_kinds(quic_school, f"big{version}.blocked.test") == {"quic_sni"}  # read in the loop
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -62,7 +67,7 @@ def test_a_client_that_sends_the_rest_to_the_servers_connection_id(quic_school: 
     assert quic_client(host, UPSTREAM_V4, 443, "moved.allowed.test", version, lose_second_initial=True) == "200"
     with pytest.raises(LabError):
         quic_client(host, UPSTREAM_V4, 443, f"moved{version}.blocked.test", version, lose_second_initial=True)
-    assert events_for(quic_school, f"moved{version}.blocked.test")
+    assert block_event_kinds(quic_school, f"moved{version}.blocked.test") == {"quic_sni"}
 
 
 def test_a_server_that_sends_a_retry(quic_school: FilteredSchool) -> None:
@@ -70,7 +75,20 @@ def test_a_server_that_sends_a_retry(quic_school: FilteredSchool) -> None:
     assert quic_client(host, UPSTREAM_V4, RETRY_PORT, "retried.allowed.test", large_hello=True) == "200"
     with pytest.raises(LabError):
         quic_client(host, UPSTREAM_V4, RETRY_PORT, "retried.blocked.test", large_hello=True)
-    assert events_for(quic_school, "retried.blocked.test")
+    assert block_event_kinds(quic_school, "retried.blocked.test") == {"quic_sni"}
+
+
+@pytest.mark.skipif(not chromium_available(), reason="Chromium is not installed")
+def test_chromium_over_quic(quic_school: FilteredSchool, tmp_path: Path) -> None:
+    """Chromium's post-quantum ClientHello, forced onto QUIC (no TCP fallback for the origin)."""
+    host = pupil(quic_school)
+    dom = chromium(host, "https://video.allowed.test/", UPSTREAM_V4, tmp_path / "allowed", quic=True,
+                   certificate=quic_school.certificate)
+    assert "edufilter lab over QUIC" in dom  # the HTTP/3 server's page
+    with pytest.raises(LabError):
+        chromium(host, "https://video.blocked.test/", UPSTREAM_V4, tmp_path / "blocked", quic=True,
+                 certificate=quic_school.certificate)
+    assert block_event_kinds(quic_school, "video.blocked.test") == {"quic_sni"}
 
 
 def probe(host: Host, address: str, payload: str) -> str:

@@ -35,6 +35,14 @@ def quic(payload: bytes, sport: int, dport: int = 443, v6: bool = False) -> byte
     return ipv6(udp(payload, dport, sport=sport), 17) if v6 else ipv4(udp(payload, dport, sport=sport), 17)
 
 
+def classify_one(loop: Enforcer, packet: bytes, mark: int = 0) -> tuple[list[tuple[int, int, str | None]], int]:
+    """The slow-path list of one packet's classify pass, and the reason it was decided for
+    (read while the packet, which the batch points into, is still alive)."""
+    batch = [packet]
+    slow = loop.classify_offline(batch, 1.0, mark)[2]
+    return slow, loop.packet(0)["reason"]
+
+
 def decided(loop: Enforcer, sport: int) -> tuple[int, str | None] | None:
     for flow in loop.decided_flows():
         if flow[1] == 17 and flow[4] == sport:
@@ -81,10 +89,7 @@ UNREADABLE = {
 @pytest.mark.parametrize("payload", UNREADABLE.values(), ids=UNREADABLE.keys())
 def test_unreadable_udp_443_is_dropped_as_evasion_for_shielded_groups(
         shielded: Enforcer, tmp_path: Path, payload: bytes) -> None:
-    names, _blocks, slow = shielded.classify_offline([quic(payload, 50004)], 1.0)
-    assert names == 0
-    assert slow == [(0, Slow.SLOW_EVENT, None)]
-    assert shielded.packet(0)["reason"] == Reason.REASON_EVASION
+    assert classify_one(shielded, quic(payload, 50004)) == ([(0, Slow.SLOW_EVENT, None)], Reason.REASON_EVASION)
     assert decided(shielded, 50004) == (Code.CODE_DROP, None)
     # Without the shield the group's default (allow) decides, as for any unnamed UDP flow.
     unshielded = make_enforcer(tmp_path / "unshielded", UNSHIELDED_POLICY)
@@ -100,8 +105,7 @@ def test_udp_to_other_ports_is_not_evasion(shielded: Enforcer) -> None:
 def test_a_quic_client_hello_without_a_name_is_evasion(shielded: Enforcer) -> None:
     body = b"\x03\x03" + bytes(32) + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
     nameless = initial_packet(crypto_frame(0, b"\x01" + len(body).to_bytes(3, "big") + body), pad_to=1200)
-    assert shielded.classify_offline([quic(nameless, 50006)], 1.0)[2] == [(0, Slow.SLOW_EVENT, None)]
-    assert shielded.packet(0)["reason"] == Reason.REASON_EVASION
+    assert classify_one(shielded, quic(nameless, 50006)) == ([(0, Slow.SLOW_EVENT, None)], Reason.REASON_EVASION)
     assert decided(shielded, 50006) == (Code.CODE_DROP, None)
 
 
@@ -117,8 +121,7 @@ def test_datagrams_of_a_connection_being_read_pass(shielded: Enforcer) -> None:
 def test_quic_blocked_for_the_group_is_rejected_without_reading(tmp_path: Path) -> None:
     loop = make_enforcer(tmp_path, QUIC_BLOCKED_POLICY)
     (only,) = aioquic_datagrams(QuicProtocolVersion.VERSION_1, "www.allowed.test", ["h3"])
-    assert loop.classify_offline([quic(only, 50008)], 1.0)[2] == [(0, Slow.SLOW_EVENT, None)]
-    assert loop.packet(0)["reason"] == Reason.REASON_QUIC
+    assert classify_one(loop, quic(only, 50008)) == ([(0, Slow.SLOW_EVENT, None)], Reason.REASON_QUIC)
     assert loop.quic_stats["datagrams"] == 0
 
 
@@ -126,13 +129,11 @@ def test_a_client_hello_unfinished_at_the_inspection_bound_is_evasion(shielded: 
     first, _second = aioquic_datagrams(QuicProtocolVersion.VERSION_1, "www.allowed.test", LONG_ALPN)
     after_the_bound = MASK & (Code.CODE_BOUND << 24)  # the rules' mark on the packet past inspect_packets
     assert shielded.classify_offline([quic(first, 50009)], 1.0) == (0, 0, [])
-    assert shielded.classify_offline([quic(bytes(1300), 50009)], 1.0, after_the_bound)[2] == \
-        [(0, Slow.SLOW_EVENT, None)]
-    assert shielded.packet(0)["reason"] == Reason.REASON_EVASION
+    assert classify_one(shielded, quic(bytes(1300), 50009), after_the_bound) == \
+        ([(0, Slow.SLOW_EVENT, None)], Reason.REASON_EVASION)
     assert decided(shielded, 50009) == (Code.CODE_DROP, None)
     assert shielded.quic_stats["pending"] == 0
     unshielded = make_enforcer(tmp_path / "unshielded", UNSHIELDED_POLICY)
     unshielded.classify_offline([quic(first, 50009)], 1.0)
-    unshielded.classify_offline([quic(bytes(1300), 50009)], 1.0, after_the_bound)
-    assert unshielded.packet(0)["reason"] == Reason.REASON_BOUND
+    assert classify_one(unshielded, quic(bytes(1300), 50009), after_the_bound)[1] == Reason.REASON_BOUND
     assert decided(unshielded, 50009) == (Code.CODE_ALLOW, None)

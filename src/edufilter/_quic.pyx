@@ -524,7 +524,7 @@ cdef class QuicFlows:
         cdef InitialKeys* opened_with
         cdef CryptoStream* stream
         cdef int64_t number
-        cdef bint fresh, decrypted = False
+        cdef bint fresh
         cdef QuicStatus status
         result.kind = KIND_NONE
         result.ech = 0
@@ -564,7 +564,6 @@ cdef class QuicFlows:
                 self.counters.malformed += 1
                 continue
             self.counters.decrypted += 1
-            decrypted = True
             if fresh and flow != NULL:
                 self.counters.rekeyed += 1
                 flow.crypto.interval_count = 0
@@ -596,9 +595,7 @@ cdef class QuicFlows:
                 flow.largest_packet_number = number
             elif number > flow.largest_packet_number:
                 flow.largest_packet_number = number
-        if flow != NULL or decrypted:
-            return QUIC_PENDING
-        return QUIC_UNREADABLE
+        return QUIC_PENDING if flow != NULL else QUIC_UNREADABLE
 
     cdef void forget(self, const Packet* packet) noexcept nogil:
         """Drops the state of the packet's connection (its flow was decided without a name)."""

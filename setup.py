@@ -17,6 +17,7 @@ if sanitize:
 # C libraries an extension links against, beyond libc.
 LIBRARIES = {
     "_queue": ["netfilter_queue", "mnl"],
+    "_quic": ["crypto"],  # OpenSSL's libcrypto: AES-GCM, AES-ECB, SHA-256 for QUIC Initials
 }
 
 extensions = [

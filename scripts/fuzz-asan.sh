@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds an AddressSanitizer copy of the extensions and runs the fast-path, table and worker
+# Builds an AddressSanitizer copy of the extensions and runs the fast-path, QUIC, table and worker
 # tests and fuzzers against it: heap over-reads/over-writes in the reassembly buffers and tables
 # abort the run with an ASan report. Usage: scripts/fuzz-asan.sh [extra pytest args]
 set -euo pipefail
@@ -19,4 +19,4 @@ cd "$root"
 LD_PRELOAD=$asan_runtime ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 PYTHONMALLOC=malloc \
     PYTHONPATH=$out/lib "$python" -m pytest -q -p no:cacheprovider \
     tests/test_fastpath.py tests/test_fastpath_fuzz.py tests/test_fastpath_differential.py tests/test_classify.py \
-    tests/test_enforce.py "$@"
+    tests/test_enforce.py tests/test_quic.py tests/test_enforce_quic.py "$@"

@@ -21,7 +21,6 @@ class Slow(IntEnum):
     SLOW_DNS_ANSWER = 2
     SLOW_DNS_SPECIAL = 3
     SLOW_DNS_REPLY = 4
-    SLOW_QUIC = 5
     SLOW_HTTP_BLOCK = 6
     SLOW_HTTP_URL = 7
     SLOW_SAFE_SEARCH = 8
@@ -61,8 +60,10 @@ class Enforcer:
     def update_decided(self, ip_version: int, protocol: int, src: bytes, dst: bytes, sport: int, dport: int,
                        code: int) -> None: ...
     def classify_offline(
-        self, packets: list[bytes], now: float
+        self, packets: list[bytes], now: float, mark: int = 0
     ) -> tuple[int, int, list[tuple[int, int, str | None]]]: ...
     def decision_counts(self) -> dict[tuple[int, int, int], int]: ...
     @property
     def stats(self) -> dict[str, int]: ...
+    @property
+    def quic_stats(self) -> dict[str, int]: ...

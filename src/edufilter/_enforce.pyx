@@ -7,7 +7,7 @@ rules save it into the conntrack mark and the kernel handles the rest of the flo
 packet that does not decide its flow yet (a SYN, the first segment of a split ClientHello,
 a DNS query) is passed: an NF_REPEAT with the pass code, on which the rules return at once
 (their table's base chain is their own, so the school's chains still follow). Rare work —
-a QUIC Initial to decrypt, a DNS answer to write, a block page to inject, an event to log —
+a DNS answer to write, a block page to inject, an event to log —
 is flagged and done in Python by the worker's handler between the classify pass and the send.
 
 Every decided flow is remembered in a bounded table (key, group, code, name), so packets
@@ -49,6 +49,7 @@ from edufilter._fastpath cimport (
     FlowExtractor,
     Packet,
 )
+from edufilter._quic cimport QUIC_NAME, QUIC_PENDING, QuicFlows, QuicStatus
 from edufilter._queue cimport NF_DROP, NF_REPEAT, PacketQueue, QueuedPacket, Verdict
 
 cdef extern from *:
@@ -92,7 +93,6 @@ cpdef enum Slow:
     SLOW_DNS_ANSWER = 2     # a blocked DNS query: answer it (NXDOMAIN or the block page) and drop it
     SLOW_DNS_SPECIAL = 3    # safe search, a bypass signal or an HTTPS record: rewrite or answer
     SLOW_DNS_REPLY = 4      # the resolver's answer to a safe-search query: restore the question
-    SLOW_QUIC = 5           # a QUIC Initial to decrypt
     SLOW_HTTP_BLOCK = 6     # a blocked plain-HTTP request: inject the block page
     SLOW_HTTP_URL = 7       # a plain-HTTP host with URL-prefix rules: the path decides
     SLOW_SAFE_SEARCH = 8    # TLS to a name safe search rewrites: only the provider's safe address
@@ -212,6 +212,7 @@ cdef class Enforcer:
 
     cdef PacketQueue queue
     cdef FlowExtractor extractor
+    cdef QuicFlows quic                # QUIC connections whose ClientHello is being read
     cdef Classifier classifier
     cdef GroupSettings* groups
     cdef int group_count
@@ -248,6 +249,7 @@ cdef class Enforcer:
         if mark_mask == 0 or not 1 <= batch_size <= MAX_BATCH or decided_flows < 1:
             raise ValueError("mark mask, batch size (1-256) and decided flows must be set")
         self.queue, self.extractor, self.handler = queue, extractor, handler
+        self.quic = QuicFlows()
         self.mark_mask = mark_mask
         self.mark_shift = 0
         while not (mark_mask >> self.mark_shift) & 1:
@@ -430,7 +432,11 @@ cdef class Enforcer:
                 self.mark(i, <uint8_t>known_code)
                 return
 
-        if kind == KIND_SNI or kind == KIND_HTTP_HOST:
+        if packet.protocol == PROTO_UDP and (kind == KIND_QUIC_INITIAL or packet.dport == QUIC_PORT):
+            kind = self.classify_quic(i, kind, mark_code, now)
+            if kind == KIND_NONE:
+                return
+        if kind == KIND_SNI or kind == KIND_HTTP_HOST or kind == KIND_QUIC_INITIAL:
             work.name_len = self.extractor.result.name_len
             memcpy(work.name, self.extractor.result.name, work.name_len + 1)
             work.ech = self.extractor.result.ech
@@ -447,20 +453,11 @@ cdef class Enforcer:
             self.decide(i, now)
             if kind == KIND_HTTP_HOST and work.code == CODE_REJECT:
                 work.slow = SLOW_HTTP_BLOCK
-            elif kind == KIND_SNI and work.code == CODE_ALLOW and self.groups[group].safe_search and \
+            elif (kind == KIND_SNI or kind == KIND_QUIC_INITIAL) and work.code == CODE_ALLOW and \
+                    self.groups[group].safe_search and \
                     work.slow == SLOW_NONE and name_in_set(&self.special_names, work.name, work.name_len):
                 work.slow = SLOW_SAFE_SEARCH
             return
-        if kind == KIND_QUIC_INITIAL:
-            if self.groups[group].quic_block:
-                work.action = ACTION_BLOCK
-                work.code = CODE_REJECT
-                work.reason = REASON_QUIC
-                self.decide(i, now)
-            else:
-                work.slow = SLOW_QUIC
-            return
-
         if packet.dport == DOT_PORT and self.groups[group].bypass_shield:
             self.override_reason(work, ACTION_BLOCK, REASON_DOT)
             self.decide(i, now)
@@ -475,6 +472,36 @@ cdef class Enforcer:
             self.decide(i, now)
             return
         self.counters.undecided += 1
+
+    cdef int classify_quic(self, int i, int kind, uint8_t mark_code, double now) noexcept nogil:
+        """A UDP datagram to 443, or a QUIC Initial to any port. KIND_QUIC_INITIAL: the
+        ClientHello's name is in the extractor's result, to be judged like an SNI; KIND_NONE:
+        packet i is handled (passed while the ClientHello is incomplete, or decided); -1: no
+        name, for the destination address and the group's default to decide."""
+        cdef const Packet* packet = &self.extractor.packet
+        cdef Work* work = &self.work[i]
+        cdef QuicStatus status
+        if kind == KIND_QUIC_INITIAL and self.groups[work.group].quic_block:
+            self.override_reason(work, ACTION_BLOCK, REASON_QUIC)
+            self.decide(i, now)
+            return KIND_NONE
+        status = self.quic.feed(packet, now, &self.extractor.result)
+        if status == QUIC_NAME:
+            work.kind = KIND_QUIC_INITIAL
+            return KIND_QUIC_INITIAL
+        if status == QUIC_PENDING:
+            if mark_code != CODE_BOUND:
+                self.counters.undecided += 1
+                return KIND_NONE
+            self.quic.forget(packet)    # the inspection bound came first: no name
+        if packet.dport == QUIC_PORT and self.groups[work.group].bypass_shield:
+            # Not a QUIC v1/v2 Initial the gateway can read (another version, gQUIC, another
+            # protocol), or a ClientHello without a name: dropped, so the client falls back
+            # to TCP, where the name can be read.
+            self.override_reason(work, ACTION_DROP, REASON_EVASION)
+            self.decide(i, now)
+            return KIND_NONE
+        return -1
 
     cdef void classify_dns(self, int i, double now) noexcept nogil:
         cdef Decision decision
@@ -755,11 +782,11 @@ cdef class Enforcer:
         if slot != NULL:
             slot.code = code
 
-    def classify_offline(self, list packets, double now):
+    def classify_offline(self, list packets, double now, uint32_t mark=0):
         """The classify pass over IP packets given as bytes, as if they came from the queue, in
         batches: no verdict is sent and no slow path runs. For benchmarks and tests of the loop
-        without a queue. Returns (names found, named decisions that block, [(index, slow reason,
-        name or None)])."""
+        without a queue; mark: the packet mark each arrives with. Returns (names found, named
+        decisions that block, [(index, slow reason, name or None)])."""
         cdef Py_ssize_t start, n = len(packets), names = 0, blocked = 0
         cdef int j, batch
         cdef object packet
@@ -775,6 +802,7 @@ cdef class Enforcer:
                     raise TypeError("classify_offline takes a list of bytes")
                 memset(&self.packets[j], 0, sizeof(QueuedPacket))
                 self.packets[j].packet_id = <uint32_t>j
+                self.packets[j].mark = mark    # as the rules set it (the inspection bound's code)
                 self.packets[j].payload = <const uint8_t*>PyBytes_AS_STRING(packet)
                 self.packets[j].payload_len = <uint32_t>PyBytes_GET_SIZE(packet)
             with nogil:
@@ -785,7 +813,8 @@ cdef class Enforcer:
                 for j in range(batch):
                     self.count(j)
                     work = &self.work[j]
-                    if work.kind == KIND_DNS or work.kind == KIND_SNI or work.kind == KIND_HTTP_HOST:
+                    if work.kind == KIND_DNS or work.kind == KIND_SNI or work.kind == KIND_HTTP_HOST or \
+                            (work.kind == KIND_QUIC_INITIAL and work.name_len):
                         names += 1
                         if (work.decided or work.counted) and work.code != CODE_ALLOW:
                             blocked += 1  # (a host with URL-prefix rules is decided by the slow path)
@@ -794,6 +823,11 @@ cdef class Enforcer:
                 if work.slow != SLOW_NONE:
                     slow.append((start + j, work.slow, work.name[:work.name_len].decode("ascii") or None))
         return names, blocked, slow
+
+    @property
+    def quic_stats(self):
+        """The QUIC Initial reader's counters."""
+        return self.quic.stats
 
     def decision_counts(self):
         """{(group id, list id or -1, code): flows} since the policy was set."""

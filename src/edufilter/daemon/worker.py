@@ -2,7 +2,7 @@
 
 The Cython loop (_enforce.pyx) decides nearly every packet without Python; this module does
 the rest: it maps the policy images (and maps new ones, in a thread, while packets keep
-flowing), answers the packets the loop flags (DNS answers, safe search, QUIC Initials, the
+flowing), answers the packets the loop flags (DNS answers, safe search, the
 block page), re-decides remembered flows after a policy change, and reports events and
 counters to the supervisor over its socketpair.
 
@@ -28,10 +28,9 @@ from pathlib import Path
 
 from edufilter._classify import RuleAction
 from edufilter._enforce import Code, Enforcer, Reason, Slow
-from edufilter._fastpath import FlowExtractor, NameKind, parse_client_hello
+from edufilter._fastpath import FlowExtractor, NameKind
 from edufilter._queue import DROP, REPEAT, PacketQueue, queue_counters
 from edufilter.config import Config, load_config
-from edufilter.decode.quic import QuicInitialCollector
 from edufilter.enforce import blockpage, dns, safe_search
 from edufilter.enforce.inject import IPPROTO_TCP, RawSender, parse_ip
 from edufilter.enforce.marks import INJECTED, MarkLayout
@@ -138,7 +137,6 @@ class SlowPath:
         self.injected_mark = layout.packet_mark(0, INJECTED)
         self.worker = worker
         self.view: PolicyView | None = None
-        self.quic = QuicInitialCollector()
         self.rewritten: OrderedDict[tuple[bytes, int, int], tuple[str, float]] = OrderedDict()
         self.events: list[dict] = []
         self.outbox: list[bytes] = []  # forged packets, sent once the batch's verdicts are out
@@ -170,8 +168,6 @@ class SlowPath:
             self.special_query(enforcer, index, packet, now)
         elif reason == Slow.SLOW_DNS_REPLY:
             self.restore_reply(enforcer, index, packet, now)
-        elif reason == Slow.SLOW_QUIC:
-            self.quic_initial(enforcer, index, packet, now)
         elif reason == Slow.SLOW_HTTP_URL:
             self.http_url(enforcer, index, packet, now)
         elif reason == Slow.SLOW_HTTP_BLOCK:
@@ -255,21 +251,7 @@ class SlowPath:
         if restored is not None:
             enforcer.set_verdict(index, REPEAT, payload=restored, code=Code.CODE_PASS)
 
-    # ---- QUIC, plain HTTP
-
-    def quic_initial(self, enforcer: Enforcer, index: int, packet: dict, now: float) -> None:
-        parsed = parse_ip(packet["payload"])
-        if parsed is None:
-            return
-        client_hello = self.quic.feed(parsed.transport[8:], (packet["src"], packet["sport"]), now)
-        found = parse_client_hello(client_hello) if client_hello is not None else None
-        if found is None or found[0] is None:
-            return  # more Initials to come (or no name: the inspection bound decides)
-        name, ech = found
-        packet.update(name=name, kind=NameKind.KIND_QUIC_INITIAL, ech=ech)
-        enforcer.set_name(index, name)
-        if self.decide_named(enforcer, index, packet, now) == Code.CODE_ALLOW:
-            self.hold_to_safe_search(enforcer, index, packet, now)
+    # ---- plain HTTP
 
     def http_url(self, enforcer: Enforcer, index: int, packet: dict, now: float) -> None:
         matches = self.view.engine.url_matches(packet["name"], packet["path"] or "/")
@@ -506,7 +488,7 @@ class Worker:
             "policy_version": self.slow.view.engine.version,
             "enforcer": self.enforcer.stats, "queue_socket": self.queue.stats,
             "kernel": queue_counters(self.queue_num) or {},
-            "slow_path_failures": self.slow.failures, "quic": self.slow.quic.stats,
+            "slow_path_failures": self.slow.failures, "quic": self.enforcer.quic_stats,
             "injected": asdict(self.sender.counters),
             "decisions": [[group, category, code, flows] for (group, category, code), flows in decisions.items()],
         })

@@ -238,13 +238,15 @@ def script_environment() -> dict[str, str]:
 
 
 def start_quic_server(
-    host: Host, ports: Sequence[int], certificate: Certificate, workdir: Path
+    host: Host, ports: Sequence[int], certificate: Certificate, workdir: Path, retry: bool = False
 ) -> subprocess.Popen[Any]:
-    """An aioquic HTTP/3 server (QUIC v1 and v2) on [::] for each port."""
+    """An aioquic HTTP/3 server (QUIC v1 and v2) on [::] for each port; with retry, every new
+    connection is first sent a Retry (RFC 9000 8.1.2)."""
     argv = [sys.executable, "-m", "edufilter.lab.traffic", "quic-server"]
     argv += ["--cert", str(certificate.cert), "--key", str(certificate.key)]
     argv += [f"--port={port}" for port in ports]
-    with open(workdir / "quic-server.log", "w") as log:
+    argv += ["--retry"] if retry else []
+    with open(workdir / f"quic-server{'-retry' if retry else ''}.log", "w") as log:
         process = host.popen(
             argv, env=script_environment(), stdout=subprocess.DEVNULL, stderr=log
         )
@@ -315,12 +317,18 @@ def curl_http(
 
 
 def quic_client(
-    host: Host, address: IPAddress, port: int, server_name: str, version: int = 1
+    host: Host, address: IPAddress, port: int, server_name: str, version: int = 1,
+    large_hello: bool = False, lose_second_initial: bool = False,
 ) -> str:
-    """An aioquic handshake plus one HTTP/3 GET; returns the response status."""
+    """An aioquic handshake plus one HTTP/3 GET; returns the response status. large_hello: a
+    ClientHello over two Initial datagrams; lose_second_initial: the second is not sent, so
+    the client sends its rest again once the server answered, to the server's connection ID
+    (the client fails unless it did)."""
     argv = [sys.executable, "-m", "edufilter.lab.traffic", "quic-client"]
     argv += [f"--address={address}", f"--port={port}", f"--server-name={server_name}"]
     argv += [f"--version={version}"]
+    argv += ["--large-hello"] if large_hello or lose_second_initial else []
+    argv += ["--lose-second-initial"] if lose_second_initial else []
     completed = subprocess.run(
         host.command(argv),
         env=script_environment(),
@@ -645,7 +653,7 @@ def record_scenarios(
 # --- the QUIC server and client, run as `python -m edufilter.lab.traffic` ------------------
 
 
-def _run_quic_server(cert: str, key: str, ports: Sequence[int]) -> None:
+def _run_quic_server(cert: str, key: str, ports: Sequence[int], retry: bool) -> None:
     from aioquic.asyncio.protocol import QuicConnectionProtocol
     from aioquic.asyncio.server import serve
     from aioquic.h3.connection import H3_ALPN, H3Connection
@@ -686,13 +694,19 @@ def _run_quic_server(cert: str, key: str, ports: Sequence[int]) -> None:
         )
         configuration.load_cert_chain(cert, key)
         for port in ports:
-            await serve("::", port, configuration=configuration, create_protocol=Http3Server)
+            await serve("::", port, configuration=configuration, create_protocol=Http3Server, retry=retry)
         await asyncio.Event().wait()
 
     asyncio.run(main())
 
 
-def _run_quic_client(address: str, port: int, server_name: str, version: int) -> None:
+# ALPN values after "h3" that make aioquic's ClientHello need two Initial datagrams, as
+# Chromium's post-quantum key share does.
+LARGE_HELLO_ALPN = [f"h3-experiment-{index:02d}-" + "x" * 80 for index in range(12)]
+
+
+def _run_quic_client(address: str, port: int, server_name: str, version: int, large_hello: bool,
+                     lose_second_initial: bool) -> None:
     from aioquic.asyncio.client import connect
     from aioquic.asyncio.protocol import QuicConnectionProtocol
     from aioquic.h3.connection import H3_ALPN, H3Connection
@@ -707,6 +721,27 @@ def _run_quic_client(address: str, port: int, server_name: str, version: int) ->
             self.http = H3Connection(self._quic)
             self.status = ""
             self.done = asyncio.Event()
+            self.initial_dcids: list[bytes] = []
+            self.first_flight = True
+
+        def transmit(self) -> None:
+            """Records the connection IDs Initials are sent to; with lose_second_initial the
+            first flight's second datagram is left out, as if it had been lost."""
+            self._transmit_task = None
+            now = self._loop.time()
+            for index, (data, address) in enumerate(self._quic.datagrams_to_send(now=now)):
+                if data[0] & 0xC0 == 0xC0 and (data[0] >> 4) & 0x03 == (0 if version == 1 else 1):
+                    self.initial_dcids.append(data[6:6 + data[5]])
+                if not (lose_second_initial and self.first_flight and index == 1):
+                    self._transport.sendto(data, address)
+            self.first_flight = False
+            timer_at = self._quic.get_timer()
+            if self._timer is not None and self._timer_at != timer_at:
+                self._timer.cancel()
+                self._timer = None
+            if self._timer is None and timer_at is not None:
+                self._timer = self._loop.call_at(timer_at, self._handle_timer)
+            self._timer_at = timer_at
 
         def quic_event_received(self, event: QuicEvent) -> None:
             for http_event in self.http.handle_event(event):
@@ -719,7 +754,7 @@ def _run_quic_client(address: str, port: int, server_name: str, version: int) ->
     versions = {1: QuicProtocolVersion.VERSION_1, 2: QuicProtocolVersion.VERSION_2}
     configuration = QuicConfiguration(
         is_client=True,
-        alpn_protocols=H3_ALPN,
+        alpn_protocols=H3_ALPN + (LARGE_HELLO_ALPN if large_hello else []),
         server_name=server_name,
         verify_mode=ssl.CERT_NONE,
         supported_versions=[versions[version]],
@@ -744,6 +779,8 @@ def _run_quic_client(address: str, port: int, server_name: str, version: int) ->
             )
             client.transmit()
             await asyncio.wait_for(client.done.wait(), timeout=5)
+            if lose_second_initial and len(set(client.initial_dcids)) < 2:
+                raise SystemExit("the client never sent an Initial to the server's connection ID")
             print(client.status)
 
     asyncio.run(main())
@@ -756,18 +793,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     server.add_argument("--cert", required=True)
     server.add_argument("--key", required=True)
     server.add_argument("--port", type=int, action="append", required=True)
+    server.add_argument("--retry", action="store_true", help="send a Retry to every new connection")
     client = commands.add_parser("quic-client", help="one HTTP/3 GET with aioquic")
     client.add_argument("--address", type=ipaddress.ip_address, required=True)
     client.add_argument("--port", type=int, default=443)
     client.add_argument("--server-name", required=True)
     client.add_argument("--version", type=int, choices=(1, 2), default=1)
+    client.add_argument("--large-hello", action="store_true", help="a ClientHello over two Initials")
+    client.add_argument("--lose-second-initial", action="store_true",
+                        help="leave out the first flight's second datagram")
     arguments = parser.parse_args(argv)
     if arguments.command == "quic-server":
-        _run_quic_server(arguments.cert, arguments.key, arguments.port)
+        _run_quic_server(arguments.cert, arguments.key, arguments.port, arguments.retry)
     else:
-        _run_quic_client(
-            str(arguments.address), arguments.port, arguments.server_name, arguments.version
-        )
+        _run_quic_client(str(arguments.address), arguments.port, arguments.server_name, arguments.version,
+                         arguments.large_hello, arguments.lose_second_initial)
 
 
 if __name__ == "__main__":

@@ -118,3 +118,14 @@ def test_moments_just_inside_the_range_are_decided(api: LiveApi, at: str) -> Non
     check = {"target": "a.example", "client": {"address": "198.18.0.5"}, "at": at}
     assert api.post("/api/v1/check", check).json()["action"] == "allow"
     assert api.get("/api/v1/audit", params={"since": at}).status_code == 200
+
+
+@pytest.mark.parametrize("where", ["path", "query", "header"])
+def test_a_request_line_or_header_over_8_kib_gets_a_problem(api: LiveApi, where: str) -> None:
+    long = "a" * 9000
+    if where == "header":
+        response = api.get("/api/v1/groups", headers={"X-Long": long})
+    else:
+        response = api.get(f"/api/v1/groups/{long}" if where == "path" else f"/api/v1/groups?q={long}")
+    assert response.status_code in (400, 414, 431)
+    assert "malformed" in problem(response, response.status_code)["detail"]

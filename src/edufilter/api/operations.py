@@ -3,6 +3,7 @@ checks (path, query, body, If-Match) and the OpenAPI entry are all made."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -314,11 +315,21 @@ async def read_json(request: web.Request, schema: Schema, types: tuple[str, ...]
 
 
 async def limited_body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
-    """The body in chunks; 413 as soon as it is known to be longer than `limit` bytes."""
+    """The body in chunks; 413 as soon as it is known to be longer than `limit` bytes, 408 when
+    it sends nothing for the body_timeout setting's seconds (a stalled client holds no slot)."""
     if request.content_length is not None and request.content_length > limit:
         raise too_large(limit)
     size = 0
-    async for chunk in request.content.iter_chunked(BODY_CHUNK_BYTES):
+    wait = request.app[SETTINGS].body_timeout
+    while True:
+        try:
+            async with asyncio.timeout(wait):
+                chunk = await request.content.read(BODY_CHUNK_BYTES)
+        except TimeoutError:
+            raise Problem(408, "request-timeout", f"the body sent nothing for {wait:g} seconds",
+                          close_connection=True) from None
+        if not chunk:
+            return
         size += len(chunk)
         if size > limit:
             raise too_large(limit)

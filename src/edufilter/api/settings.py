@@ -16,3 +16,13 @@ class ApiSettings:
     max_upload_bytes: int = 64 << 20
     auth_failures: int = 10  # failed authentications an address may make within auth_window
     auth_window: float = 60.0  # seconds
+    # Connections: an address may hold max_connections_per_address open, all together
+    # max_connections (and never more than half the process's descriptors); one idle, or
+    # still sending its request's headers, for idle_timeout seconds is closed; a request
+    # body that sends nothing for body_timeout seconds is refused (408).
+    max_connections: int = 256
+    max_connections_per_address: int = 32
+    idle_timeout: float = 30.0
+    body_timeout: float = 60.0
+    shutdown_timeout: float = 5.0  # seconds a stop waits for requests under way
+    resource_log_interval: float = 60.0  # "out of descriptors" is logged at most this often

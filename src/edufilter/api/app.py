@@ -64,7 +64,7 @@ def make_app(
     app[APPLIER] = LiveApplier(applier)
     app[METRICS] = Metrics()
     app[THROTTLE] = FailureThrottle(settings.auth_failures, settings.auth_window)
-    app[UPLOADS] = Uploads(state_dir / "uploads")
+    app[UPLOADS] = Uploads(state_dir / "uploads", settings.max_concurrent_uploads)
     app[EXPLAIN] = explain
     app[STATUS_SOURCE] = status_source or status_file_source(status_path(state_dir))
     app[EVENTS] = event_store

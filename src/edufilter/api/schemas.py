@@ -210,7 +210,7 @@ TOKEN_CREATED = component(
     ),
 )
 
-UPLOAD_STATES = ("queued", "reading", "storing", "applying", "done", "failed")
+UPLOAD_STATES = ("queued", "reading", "storing", "applying", "done", "failed", "cancelled")
 UPLOAD_MODES = ("append", "replace")
 BAD_LINE = component(
     "BadLine",
@@ -230,6 +230,8 @@ UPLOAD = component(
             "entries_read": integer(),
             "bad_line_count": integer(),
             "bad_lines": array(BAD_LINE, 100, description="the first bad lines"),
+            "refused_count": integer(description="entries the list may not hold: public suffixes such as co.uk"),
+            "refused": array(text(1000), 100, description="why the first refused entries were refused"),
             "added": nullable(integer(description="entries the list did not have yet")),
             "policy_version": nullable(integer(description="the version that holds the upload")),
             "error": nullable(text(2000)),
@@ -238,7 +240,7 @@ UPLOAD = component(
         },
         required=[
             "id", "list", "format", "mode", "state", "bytes", "entries_read", "bad_line_count",
-            "bad_lines", "added", "policy_version", "error", "created_at", "finished_at",
+            "bad_lines", "refused_count", "refused", "added", "policy_version", "error", "created_at", "finished_at",
         ],
     ),
 )

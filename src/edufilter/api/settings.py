@@ -13,7 +13,10 @@ class ApiSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_json_bytes: int = 1 << 20
-    max_upload_bytes: int = 64 << 20
+    max_upload_bytes: int = 64 << 20  # the file as sent (gzip or not)
+    max_upload_inflated_bytes: int = 256 << 20  # its lines, gzip undone
+    max_upload_ratio: float = 32.0  # lines per byte sent, past the first MiB: list files gzip 3-10 times
+    max_concurrent_uploads: int = 2  # received or being read, stored and applied
     auth_failures: int = 10  # failed authentications an address may make within auth_window
     auth_window: float = 60.0  # seconds
     # Connections: an address may hold max_connections_per_address open, all together

@@ -41,7 +41,7 @@ ENDPOINTS: list[tuple[str, set[str], str, str, Any]] = [
     ("change settings", {ADMIN}, "PATCH", "/api/v1/settings", {"block_page_ipv4": "198.18.0.1"}),
     ("tokens", {ADMIN}, "GET", "/api/v1/tokens", None),
     ("make token", {ADMIN}, "POST", "/api/v1/tokens", {"name": "made-by-{role}", "role": "viewer"}),
-    ("audit", {ADMIN, VIEWER}, "GET", "/api/v1/audit", None),
+    ("audit", READERS, "GET", "/api/v1/audit", None),
     ("list overrides", EVERYONE, "GET", "/api/v1/overrides", None),
     ("make override", {ADMIN, EDITOR, TEACHER}, "POST", "/api/v1/overrides",
      {"group": "class-5a", "name": "{role}.example", "minutes": 10}),

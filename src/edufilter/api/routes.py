@@ -25,7 +25,6 @@ from edufilter.policy.sources import ListFormat
 READERS = frozenset((Role.ADMIN, Role.EDITOR, Role.VIEWER))
 EDITORS = frozenset((Role.ADMIN, Role.EDITOR))
 ADMINS = frozenset((Role.ADMIN,))
-AUDITORS = frozenset((Role.ADMIN, Role.VIEWER))
 OVERRIDERS = frozenset((Role.ADMIN, Role.EDITOR, Role.TEACHER))
 
 NO_CONTENT = Response(204, "Done; no body")
@@ -108,8 +107,10 @@ OPERATIONS_TABLE: list[Operation] = [
     Operation("POST", "/api/v1/apply", "apply", "Compile and apply the stored policy again", admin.apply_policy,
               EDITORS, (Response(200, "Applied", schemas.APPLIED), APPLY_FAILED), "service"),
     Operation("GET", "/api/v1/audit", "list_audit", "Audit log of every change, newest first", admin.read_audit,
-              AUDITORS, (ok(schemas.AUDIT_PAGE),), "audit",
-              query=_query(kind=text(40, 1), object_id=text(200, 1), token=text(200, 1), since=date_time())),
+              READERS, (ok(schemas.AUDIT_PAGE),), "audit",
+              query=_query(kind=text(40, 1), object_id=text(200, 1), token=text(200, 1), since=date_time()),
+              description="Editors and viewers read the changes of policy objects; the changes of tokens are "
+                          "an admin's alone, as GET /tokens is."),
     # General settings
     Operation("GET", "/api/v1/settings", "get_settings", "Read the general settings", resources.get_settings,
               READERS, (ok(schemas.SETTINGS.representation),), "settings"),
@@ -234,7 +235,8 @@ OPERATIONS_TABLE: list[Operation] = [
               body=schemas.TOKEN.create),
     Operation("GET", "/api/v1/tokens/{name}", "get_token", "Read a token (never its secret)", admin.get_token,
               ADMINS, (ok(schemas.TOKEN.representation),), "tokens", path_params={"name": slug("token name")}),
-    Operation("DELETE", "/api/v1/tokens/{name}", "revoke_token", "Revoke a token (it stays listed)",
+    Operation("DELETE", "/api/v1/tokens/{name}", "revoke_token",
+              "Revoke a token (it stays listed); the last live admin token cannot be revoked",
               admin.revoke_token_handler, ADMINS, (NO_CONTENT,), "tokens", path_params={"name": slug("token name")},
               if_match=True),
 ]

@@ -283,10 +283,15 @@ def settings(db: sqlite3.Connection) -> Row:
 _AUDIT_FILTERS = {"kind": "kind = ?", "object_id": "object_id = ?", "token": "token = ?", "since": "at >= ?"}
 
 
-def audit(db: sqlite3.Connection, filters: dict[str, str], limit: int, before_id: int | None) -> list[Row]:
-    """Up to `limit` audit rows matching `filters`, with ids below before_id."""
+def audit(db: sqlite3.Connection, filters: dict[str, str], limit: int, before_id: int | None,
+          hidden_kinds: tuple[str, ...] = ()) -> list[Row]:
+    """Up to `limit` audit rows matching `filters`, with ids below before_id, leaving out the
+    rows of hidden_kinds."""
     clauses = [_AUDIT_FILTERS[name] for name in filters]
     arguments: list[object] = list(filters.values())
+    for kind in hidden_kinds:
+        clauses.append("kind != ?")
+        arguments.append(kind)
     if before_id is not None:
         clauses.append("id < ?")
         arguments.append(before_id)

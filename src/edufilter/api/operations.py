@@ -301,7 +301,8 @@ async def read_json(request: web.Request, schema: Schema, types: tuple[str, ...]
     limit = request.app[SETTINGS].max_json_bytes
     raw = b"".join([chunk async for chunk in limited_body(request, limit)])
     try:
-        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant,
+                           parse_float=_number)
     except (UnicodeDecodeError, ValueError) as error:
         raise Problem(400, "malformed-json", f"the body is not valid JSON in UTF-8: {error}") from None
     except RecursionError:
@@ -365,6 +366,13 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(result) != len(pairs):
         raise ValueError("a key is given twice in one object")
     return result
+
+
+def _number(text: str) -> int | float:
+    """A JSON number with a fraction or exponent; a whole one (50.0, 5e1) is an integer, as
+    JSON Schema counts it."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
 
 
 def _no_constant(name: str) -> Any:

@@ -242,8 +242,11 @@ OPERATIONS_TABLE: list[Operation] = [
 ]
 
 def setup_routes(app: web.Application) -> None:
+    """Each operation's route; a GET answers HEAD too (RFC 9110), with the same checks and roles."""
     routes = {}
     for operation in OPERATIONS_TABLE:
-        route = app.router.add_route(operation.method, operation.path, handler_for(operation))
-        routes[route] = operation
+        handler = handler_for(operation)
+        routes[app.router.add_route(operation.method, operation.path, handler)] = operation
+        if operation.method == "GET":
+            routes[app.router.add_route("HEAD", operation.path, handler)] = operation
     app[OPERATIONS] = routes

@@ -10,6 +10,7 @@ from edufilter.api.validation import (
     choice,
     component,
     date_time,
+    host_name,
     integer,
     nullable,
     obj,
@@ -161,7 +162,7 @@ OVERRIDE_CREATE = component(
     obj(
         {
             "group": slug("group name"),
-            "name": text(253, 1, description="host name; its subdomains are included"),
+            "name": host_name("the site; its subdomains are included, a public suffix (com, co.uk) never"),
             "minutes": integer(1, MAX_OVERRIDE_MINUTES, description="from now; at most the token's max_minutes"),
             "action": choice(Action, default=Action.ALLOW.value),
             "reason": text(500, default=""),
@@ -214,7 +215,9 @@ UPLOAD_STATES = ("queued", "reading", "storing", "applying", "done", "failed", "
 UPLOAD_MODES = ("append", "replace")
 BAD_LINE = component(
     "BadLine",
-    obj({"line_number": integer(1), "text": text(1000), "reason": text(200)},
+    obj({"line_number": integer(1), "text": {"type": "string", "maxLength": 1000,
+                                              "description": "the line as read, any character included"},
+         "reason": text(200)},
         required=["line_number", "text", "reason"]),
 )
 UPLOAD = component(

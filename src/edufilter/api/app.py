@@ -34,7 +34,7 @@ from edufilter.api.observe import EVENTS, EXPLAIN, STATUS_SOURCE, Explain, Statu
 from edufilter.api.openapi import OPENAPI, openapi_document
 from edufilter.api.problems import Handler, problem_middleware
 from edufilter.api.routes import OPERATIONS_TABLE, setup_routes
-from edufilter.api.security import THROTTLE, FailureThrottle, auth_middleware
+from edufilter.api.security import OVERRIDE_RATE, THROTTLE, WindowCounter, auth_middleware
 from edufilter.api.settings import ApiSettings
 from edufilter.api.uploads import UPLOADS, Uploads
 from edufilter.errors import EdufilterError
@@ -63,7 +63,8 @@ def make_app(
     app[STORE] = StoreWorker(policy_path(state_dir))
     app[APPLIER] = LiveApplier(applier)
     app[METRICS] = Metrics()
-    app[THROTTLE] = FailureThrottle(settings.auth_failures, settings.auth_window)
+    app[THROTTLE] = WindowCounter(settings.auth_failures, settings.auth_window)
+    app[OVERRIDE_RATE] = WindowCounter(settings.teacher_overrides_per_hour, 3600.0)
     app[UPLOADS] = Uploads(state_dir / "uploads", settings.max_concurrent_uploads)
     app[EXPLAIN] = explain
     app[STATUS_SOURCE] = status_source or status_file_source(status_path(state_dir))

@@ -17,6 +17,10 @@ class ApiSettings:
     max_upload_inflated_bytes: int = 256 << 20  # its lines, gzip undone
     max_upload_ratio: float = 32.0  # lines per byte sent, past the first MiB: list files gzip 3-10 times
     max_concurrent_uploads: int = 2  # received or being read, stored and applied
+    # A teacher token may make teacher_overrides_per_hour overrides an hour, and hold
+    # teacher_active_overrides that have not expired yet.
+    teacher_overrides_per_hour: int = 30
+    teacher_active_overrides: int = 10
     auth_failures: int = 10  # failed authentications an address may make within auth_window
     auth_window: float = 60.0  # seconds
     # Connections: an address may hold max_connections_per_address open, all together

@@ -266,6 +266,12 @@ def overrides(db: sqlite3.Connection, now: datetime) -> list[Row]:
     return [_override(row, now) for row in db.execute(f"{_OVERRIDE_QUERY} ORDER BY id")]
 
 
+def unexpired_overrides_by(db: sqlite3.Connection, token_name: str, now: datetime) -> int:
+    """How many overrides the token made that have not expired at `now`."""
+    rows = db.execute("SELECT expires_at FROM overrides WHERE created_by = ?", (token_name,))
+    return sum(1 for (expires_at,) in rows if datetime.fromisoformat(str(expires_at)) > now)
+
+
 def override(db: sqlite3.Connection, override_id: int, now: datetime) -> Row | None:
     return _one([_override(row, now) for row in db.execute(f"{_OVERRIDE_QUERY} WHERE id = ?", (override_id,))])
 

@@ -225,5 +225,6 @@ def test_overlapping_or_repeated_slots_are_refused(api: LiveApi) -> None:
     refused = problem(api.post("/api/v1/schedules", {"name": "lessons", "slots": [monday],
                                                      "exceptions": [exam_day]}), 422)
     assert refused["invalid_params"][0]["name"] == "exceptions[0].slots[1]"
-    touching = [monday, {"weekday": 0, "start": "10:00", "end": "12:00"}, {"weekday": 1, "start": "08:00", "end": "10:00"}]
+    touching = [monday, {"weekday": 0, "start": "10:00", "end": "12:00"},
+                {"weekday": 1, "start": "08:00", "end": "10:00"}]
     assert api.post("/api/v1/schedules", {"name": "lessons", "slots": touching}).status_code == 201

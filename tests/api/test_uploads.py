@@ -236,7 +236,8 @@ def test_an_upload_is_read_and_stored_in_bounded_memory(tmp_path: Path) -> None:
 
 
 def test_sigterm_during_an_upload_cancels_it_and_stops(tmp_path: Path) -> None:
-    server = ApiProcess([sys.executable, "-m", "edufilter", "api", "--state-dir", str(tmp_path), "--port", "0"], tmp_path)
+    command = [sys.executable, "-m", "edufilter", "api", "--state-dir", str(tmp_path), "--port", "0"]
+    server = ApiProcess(command, tmp_path)
     try:
         location = server.upload(plain_list(32))
         deadline = time.monotonic() + 120

@@ -71,7 +71,8 @@ def make_app(
     app[EVENTS] = event_store
     app[OPENAPI] = openapi_document(OPERATIONS_TABLE)
     app[RESOURCE_LOG] = ResourceLog(settings.resource_log_interval)
-    app[CONNECTIONS] = ConnectionGuard(settings.max_connections_per_address, connection_budget(settings.max_connections))
+    app[CONNECTIONS] = ConnectionGuard(settings.max_connections_per_address,
+                                       connection_budget(settings.max_connections))
     setup_routes(app)
     app.cleanup_ctx.append(_resource_log_context)
     app.cleanup_ctx.append(_store_context)

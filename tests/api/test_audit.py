@@ -77,3 +77,16 @@ def test_tokens_and_paging_of_the_log(api: LiveApi) -> None:
     assert api.get("/api/v1/audit", params={"since": later}).json()["items"] == []
     viewer = api.token("viewer")
     assert api.get("/api/v1/audit", token=viewer).status_code == 200
+
+
+def test_only_admins_read_the_audit_of_tokens(api: LiveApi) -> None:
+    api.post("/api/v1/tokens", {"name": "laptop", "role": "editor"})
+    api.post("/api/v1/groups", {"name": "class-5a"})
+    viewer, editor = api.token("viewer"), api.token("editor")
+    for reader in (viewer, editor):
+        assert api.get("/api/v1/audit", params={"kind": "token"}, token=reader).json()["items"] == []
+        kinds = {item["kind"] for item in api.get("/api/v1/audit", token=reader).json()["items"]}
+        assert kinds == {"group"}
+    assert {item["object_id"] for item in api.get("/api/v1/audit", params={"kind": "token"}).json()["items"]} >= {
+        "laptop"}
+    problem(api.get("/api/v1/audit", token=api.token("teacher", groups=("guests",))), 403)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -118,3 +119,46 @@ def test_moments_just_inside_the_range_are_decided(api: LiveApi, at: str) -> Non
     check = {"target": "a.example", "client": {"address": "198.18.0.5"}, "at": at}
     assert api.post("/api/v1/check", check).json()["action"] == "allow"
     assert api.get("/api/v1/audit", params={"since": at}).status_code == 200
+
+
+@pytest.mark.parametrize("where", ["path", "query", "header"])
+def test_a_request_line_or_header_over_8_kib_gets_a_problem(api: LiveApi, where: str) -> None:
+    long = "a" * 9000
+    if where == "header":
+        response = api.get("/api/v1/groups", headers={"X-Long": long})
+    else:
+        response = api.get(f"/api/v1/groups/{long}" if where == "path" else f"/api/v1/groups?q={long}")
+    assert response.status_code in (400, 414, 431)
+    assert "malformed" in problem(response, response.status_code)["detail"]
+
+
+def test_head_answers_as_get_without_a_body_and_with_its_checks(api: LiveApi) -> None:
+    got = api.get("/api/v1/groups/guests")
+    head = api.call("HEAD", "/api/v1/groups/guests")
+    assert head.status_code == 200 and head.content == b"" and head.headers["ETag"] == got.headers["ETag"]
+    assert api.call("HEAD", "/healthz", token=None).status_code == 200
+    assert api.call("HEAD", "/api/v1/tokens", token=api.token("viewer")).status_code == 403  # roles as for GET
+    assert api.call("HEAD", "/api/v1/groups", token=None).status_code == 401
+    assert api.call("HEAD", "/api/v1/groups/nothing").status_code == 404
+
+
+def test_a_whole_number_written_with_a_fraction_is_an_integer(api: LiveApi) -> None:
+    api.post("/api/v1/groups", {"name": "class-5a"})
+    created = api.post("/api/v1/overrides", {"group": "class-5a", "name": "a.example", "minutes": 50.0})
+    assert created.status_code == 201, created.text
+    expires = datetime.fromisoformat(created.json()["expires_at"]) - datetime.fromisoformat(created.json()["starts_at"])
+    assert expires.total_seconds() == 50 * 60
+    assert api.post("/api/v1/overrides", {"group": "class-5a", "name": "b.example", "minutes": 5e1}).status_code == 201
+    problem(api.post("/api/v1/overrides", {"group": "class-5a", "name": "c.example", "minutes": 50.5}), 422)
+
+
+def test_the_schema_states_the_validators_rules(api: LiveApi) -> None:
+    schemas = api.get("/api/openapi.json").json()["components"]["schemas"]
+    assert schemas["GroupCreate"]["properties"]["name"]["pattern"] == "^[a-z0-9][a-z0-9_.-]{0,63}$"
+    assert "pattern" in schemas["OverrideCreate"]["properties"]["name"]
+    assert schemas["GroupCreate"]["properties"]["title"]["pattern"] == "^[^\\x00]*$"
+    for name in ("Not A Slug", "a/b", "-x"):
+        assert problem(api.post("/api/v1/groups", {"name": name}), 422)["invalid_params"][0]["name"] == "name"
+    for name in ("a b.example", "a..example", "example.123", "a.example\u0000"):
+        refused = problem(api.post("/api/v1/overrides", {"group": "guests", "name": name, "minutes": 5}), 422)
+        assert refused["invalid_params"][0]["name"] == "name"

@@ -3,6 +3,7 @@ against the schema the OpenAPI document gives for it."""
 
 from __future__ import annotations
 
+import pytest
 from conftest import LiveApi, conforms, problem, seed
 
 from edufilter.policy.store import PolicyStore
@@ -199,3 +200,31 @@ def test_tokens_made_shown_once_and_listed_without_secret(api: LiveApi) -> None:
     problem(api.post("/api/v1/tokens", {"name": "t2", "role": "teacher"}), 422)  # no groups
     problem(api.post("/api/v1/tokens", {"name": "e2", "role": "editor", "groups": ["staff"]}), 422)
     problem(api.post("/api/v1/tokens", {"name": "mrs-peeters", "role": "viewer"}), 409)
+
+
+@pytest.mark.parametrize("cidr, explained", [
+    ("0.0.0.0/0", "matches every IPv4 client"), ("::/0", "matches every IPv6 client"),
+    ("::ffff:198.18.0.0/120", "give the IPv4 network 198.18.0.0/24 instead"),
+    ("fe80::1%eth0/128", "zone ID"),
+])
+def test_misleading_client_networks_are_refused_with_why(api: LiveApi, cidr: str, explained: str) -> None:
+    api.post("/api/v1/groups", {"name": "pupils"})
+    refused = problem(api.post("/api/v1/clients", {"group": "pupils", "cidr": cidr}), 422)
+    assert explained in refused["detail"] and refused["invalid_params"][0]["name"] == "cidr"
+    assert api.get("/api/v1/clients").json()["total"] == 0
+    assert api.post("/api/v1/clients", {"group": "pupils", "cidr": "198.18.0.0/24"}).status_code == 201
+
+
+def test_overlapping_or_repeated_slots_are_refused(api: LiveApi) -> None:
+    monday = {"weekday": 0, "start": "08:00", "end": "10:00"}
+    for slots in ([monday, {**monday}], [monday, {"weekday": 0, "start": "09:00", "end": "11:00"}],
+                  [{"weekday": 0, "start": "20:00", "end": "24:00"}, {"weekday": 0, "start": "23:00", "end": "23:30"}]):
+        refused = problem(api.post("/api/v1/schedules", {"name": "lessons", "slots": slots}), 422)
+        assert "overlap on the same day" in refused["detail"] and refused["invalid_params"][0]["name"] == "slots[1]"
+    exam_day = {"day": "2026-06-15", "slots": [{"start": "08:00", "end": "09:00"}, {"start": "08:30", "end": "10:00"}]}
+    refused = problem(api.post("/api/v1/schedules", {"name": "lessons", "slots": [monday],
+                                                     "exceptions": [exam_day]}), 422)
+    assert refused["invalid_params"][0]["name"] == "exceptions[0].slots[1]"
+    touching = [monday, {"weekday": 0, "start": "10:00", "end": "12:00"},
+                {"weekday": 1, "start": "08:00", "end": "10:00"}]
+    assert api.post("/api/v1/schedules", {"name": "lessons", "slots": touching}).status_code == 201

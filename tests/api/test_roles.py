@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import LiveApi, problem, seed
+
+from edufilter.api.settings import ApiSettings
 
 ADMIN, EDITOR, TEACHER, VIEWER = "admin", "editor", "teacher", "viewer"
 EVERYONE = {ADMIN, EDITOR, TEACHER, VIEWER}
@@ -41,7 +44,7 @@ ENDPOINTS: list[tuple[str, set[str], str, str, Any]] = [
     ("change settings", {ADMIN}, "PATCH", "/api/v1/settings", {"block_page_ipv4": "198.18.0.1"}),
     ("tokens", {ADMIN}, "GET", "/api/v1/tokens", None),
     ("make token", {ADMIN}, "POST", "/api/v1/tokens", {"name": "made-by-{role}", "role": "viewer"}),
-    ("audit", {ADMIN, VIEWER}, "GET", "/api/v1/audit", None),
+    ("audit", READERS, "GET", "/api/v1/audit", None),
     ("list overrides", EVERYONE, "GET", "/api/v1/overrides", None),
     ("make override", {ADMIN, EDITOR, TEACHER}, "POST", "/api/v1/overrides",
      {"group": "class-5a", "name": "{role}.example", "minutes": 10}),
@@ -136,3 +139,31 @@ def test_list_entries_refuse_a_public_suffix_and_say_so(school: tuple[LiveApi, d
     refused = problem(api.post("/api/v1/lists/games/entries", {"kind": "domain", "value": "co.uk"}), 422)
     assert "public suffix" in refused["detail"] and refused["invalid_params"][0]["name"] == "value"
     assert api.post("/api/v1/lists/games/entries", {"kind": "domain", "value": "bbc.co.uk"}).status_code == 201
+
+
+def test_a_teacher_token_has_a_quota_and_a_rate_of_overrides(tmp_path: Path) -> None:
+    api = LiveApi(tmp_path, settings=ApiSettings(port=0, teacher_active_overrides=2, teacher_overrides_per_hour=3))
+    try:
+        api.post("/api/v1/groups", {"name": "class-5a"})
+        teacher = api.token(TEACHER, groups=("class-5a",))
+        made = [api.post("/api/v1/overrides", {"group": "class-5a", "name": f"site{n}.example", "minutes": 5},
+                         token=teacher) for n in range(2)]
+        assert [response.status_code for response in made] == [201, 201]
+        full = problem(api.post("/api/v1/overrides", {"group": "class-5a", "name": "x.example", "minutes": 5},
+                                token=teacher), 409)
+        assert "already holds 2 overrides" in full["detail"]
+        assert api.change("DELETE", made[0].headers["Location"], token=teacher).status_code == 204
+        assert api.post("/api/v1/overrides", {"group": "class-5a", "name": "y.example", "minutes": 5},
+                        token=teacher).status_code == 201  # the third this hour
+        api.change("DELETE", made[1].headers["Location"], token=teacher)
+        too_fast = api.post("/api/v1/overrides", {"group": "class-5a", "name": "z.example", "minutes": 5},
+                            token=teacher)
+        assert "3 overrides in the last hour" in problem(too_fast, 429)["detail"] and too_fast.headers["Retry-After"]
+        other = api.token(TEACHER, groups=("class-5a",))  # counted per token
+        assert api.post("/api/v1/overrides", {"group": "class-5a", "name": "z.example", "minutes": 5},
+                        token=other).status_code == 201
+        for n in range(4):  # admins and editors have neither limit
+            assert api.post("/api/v1/overrides", {"group": "class-5a", "name": f"a{n}.example", "minutes": 5}
+                            ).status_code == 201
+    finally:
+        api.stop()

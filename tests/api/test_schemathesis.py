@@ -66,3 +66,24 @@ def test_generated_requests_conform(case: Any, fuzzed: tuple[LiveApi, str]) -> N
     api, token = fuzzed
     case.call_and_validate(base_url=api.base_url, headers={"Authorization": f"Bearer {token}"},
                            checks=CHECKS, timeout=30)
+
+
+# The stateful phase: sequences of calls linked by what earlier answers made (a created
+# group's name, an upload's id...), as schemathesis infers the links from the document.
+STATEFUL_STEPS = 10
+STATEFUL_EXAMPLES = 20
+
+
+def test_stateful_sequences_conform(fuzzed: tuple[LiveApi, str]) -> None:
+    api, token = fuzzed
+
+    class Workflow(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"base_url": api.base_url, "headers": {"Authorization": f"Bearer {token}"}, "timeout": 30}
+
+        def validate_response(self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any) -> None:
+            case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs)
+
+    Workflow.run(settings=settings(max_examples=STATEFUL_EXAMPLES, stateful_step_count=STATEFUL_STEPS,
+                                   deadline=None, derandomize=True, database=None,
+                                   suppress_health_check=list(HealthCheck)))

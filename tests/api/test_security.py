@@ -109,3 +109,12 @@ def test_serves_tls_with_a_given_certificate(tmp_path: Path) -> None:
             assert answer.status_code == 400
     finally:
         api.stop()
+
+
+def test_the_last_admin_token_cannot_be_revoked(api: LiveApi) -> None:
+    refused = problem(api.change("DELETE", "/api/v1/tokens/admin"), 409)
+    assert "last live admin token" in refused["detail"]
+    second = api.post("/api/v1/tokens", {"name": "second-admin", "role": "admin"}).json()["token"]
+    assert api.change("DELETE", "/api/v1/tokens/admin", token=second).status_code == 204
+    problem(api.change("DELETE", "/api/v1/tokens/second-admin", token=second), 409)
+    assert api.get("/api/v1/whoami", token=second).status_code == 200

@@ -285,7 +285,8 @@ def policies(draw: st.DrawFn) -> tuple[Policy, dict[str, CategoryData]]:
         for cidr in sorted(set(draw(st.lists(st.sampled_from(CLIENT_NETWORKS), max_size=4))))
     )
     overrides = tuple(
-        Override(index + 1, draw(st.sampled_from(GROUPS)), draw(registrable_names), draw(st.sampled_from([Action.ALLOW, Action.BLOCK])),
+        Override(index + 1, draw(st.sampled_from(GROUPS)), draw(registrable_names),
+                 draw(st.sampled_from([Action.ALLOW, Action.BLOCK])),
                  BASE + timedelta(minutes=draw(st.integers(0, 3000))),
                  BASE + timedelta(minutes=draw(st.integers(3001, 6000))))
         for index in range(draw(st.integers(0, 2)))

@@ -503,3 +503,45 @@ print(json.dumps({"result": result, "groups": groups}))
     outcome = json.loads(done.stdout)
     assert outcome["result"].startswith("StorageFullError: ") and "disk is full" in outcome["result"], outcome
     assert outcome["groups"] >= 1
+
+
+def _entries_of(store: PolicyStore, name: str) -> list[ListEntry]:
+    return next(admin_list.entries for admin_list in store.load().lists if admin_list.name == name)
+
+
+def test_staged_entries_are_added_in_order_once(store: PolicyStore):
+    store.add_list(AdminList("big", entries=(ListEntry(EntryKind.DOMAIN, "kept.example"),)))
+    version = store.version
+    staged = [ListEntry(EntryKind.DOMAIN, name) for name in ("b.example", "a.example", "b.example", "kept.example")]
+    assert store.stage_list_entries(iter(staged)) == 3
+    assert store.add_staged_list_entries("big") == 2
+    assert [entry.value for entry in _entries_of(store, "big")] == ["kept.example", "b.example", "a.example"]
+    assert store.version == version + 1
+    assert store.stage_list_entries([ListEntry(EntryKind.CIDR, "198.18.0.0/15")]) == 1  # replaces the staging
+    assert store.add_staged_list_entries("big", replace_all=True) == 1
+    assert _entries_of(store, "big") == (ListEntry(EntryKind.CIDR, "198.18.0.0/15"),)
+
+
+def test_a_failing_source_stages_nothing(store: PolicyStore):
+    def entries():
+        yield ListEntry(EntryKind.DOMAIN, "a.example")
+        raise PolicyError("the file is cut short")
+
+    store.stage_list_entries([ListEntry(EntryKind.DOMAIN, "old.example")])
+    with pytest.raises(PolicyError, match="cut short"):
+        store.stage_list_entries(entries())
+    store.add_list(AdminList("big"))
+    assert store.add_staged_list_entries("big") == 1  # what was staged before stays staged
+
+
+def test_a_stopped_add_changes_nothing(store: PolicyStore):
+    store.add_list(AdminList("big", entries=(ListEntry(EntryKind.DOMAIN, "kept.example"),)))
+    version = store.version
+    store.stage_list_entries(ListEntry(EntryKind.DOMAIN, f"n{number}.example") for number in range(200_000))
+    asked = []
+    store.stop_when(lambda: asked.append(1) or len(asked) > 3)
+    with pytest.raises(PolicyError, match="interrupt"):
+        store.add_staged_list_entries("big", replace_all=True)
+    store.stop_when(lambda: False)
+    assert _entries_of(store, "big") == (ListEntry(EntryKind.DOMAIN, "kept.example"),)
+    assert store.version == version

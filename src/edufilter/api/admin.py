@@ -12,7 +12,7 @@ from edufilter.api import views
 from edufilter.api.context import APPLIER, STORE
 from edufilter.api.operations import Call, Change, json_response, no_content, paginate, path_of
 from edufilter.api.problems import Problem
-from edufilter.api.tokens import create_token, find_token, list_tokens, revoke_token
+from edufilter.api.tokens import Role, create_token, find_token, list_tokens, live_admin_count, revoke_token
 from edufilter.api.validation import checked_date_time
 from edufilter.api.views import Row
 from edufilter.policy.store import PolicyStore
@@ -56,6 +56,9 @@ async def revoke_token_handler(call: Call) -> web.StreamResponse:
         assert before is not None
         if before["revoked_at"] is not None:
             raise Problem(409, "revoked", f"token {name} was already revoked at {before['revoked_at']}")
+        if before["role"] == Role.ADMIN and live_admin_count(db) == 1:
+            raise Problem(409, "last-admin", f"token {name} is the last live admin token: revoking it would leave "
+                          "no one able to manage tokens; make another admin token first")
         revoke_token(db, name)
 
     await call.change(Change("token", name, lambda db: _token_row(db, name), write), apply=False)
@@ -75,7 +78,10 @@ async def read_audit(call: Call) -> web.StreamResponse:
         since = checked_date_time(call.query["since"])
         filters["since"] = since.astimezone(timezone.utc).isoformat(timespec="microseconds")
     cursor = call.query.get("cursor")
-    rows = await call.read(lambda db: views.audit(db, filters, limit + 1, int(cursor) if cursor else None))
+    assert call.token is not None
+    # The audit shows no more than the role may read: tokens are an admin's alone.
+    hidden = () if call.token.role is Role.ADMIN else ("token",)
+    rows = await call.read(lambda db: views.audit(db, filters, limit + 1, int(cursor) if cursor else None, hidden))
     following = str(rows[limit - 1]["id"]) if len(rows) > limit else None
     return json_response({"items": rows[:limit], "next_cursor": following, "total": None})
 

@@ -3,12 +3,21 @@ TLS when a certificate is given)."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
 
+from edufilter.api.connections import (
+    CONNECTIONS,
+    RESOURCE_LOG,
+    ConnectionGuard,
+    GuardedSite,
+    ResourceLog,
+    connection_budget,
+)
 from edufilter.api.context import (
     APPLIER,
     METRICS,
@@ -25,7 +34,7 @@ from edufilter.api.observe import EVENTS, EXPLAIN, STATUS_SOURCE, Explain, Statu
 from edufilter.api.openapi import OPENAPI, openapi_document
 from edufilter.api.problems import Handler, problem_middleware
 from edufilter.api.routes import OPERATIONS_TABLE, setup_routes
-from edufilter.api.security import THROTTLE, FailureThrottle, auth_middleware
+from edufilter.api.security import OVERRIDE_RATE, THROTTLE, WindowCounter, auth_middleware
 from edufilter.api.settings import ApiSettings
 from edufilter.api.uploads import UPLOADS, Uploads
 from edufilter.errors import EdufilterError
@@ -54,16 +63,27 @@ def make_app(
     app[STORE] = StoreWorker(policy_path(state_dir))
     app[APPLIER] = LiveApplier(applier)
     app[METRICS] = Metrics()
-    app[THROTTLE] = FailureThrottle(settings.auth_failures, settings.auth_window)
-    app[UPLOADS] = Uploads(state_dir / "uploads")
+    app[THROTTLE] = WindowCounter(settings.auth_failures, settings.auth_window)
+    app[OVERRIDE_RATE] = WindowCounter(settings.teacher_overrides_per_hour, 3600.0)
+    app[UPLOADS] = Uploads(state_dir / "uploads", settings.max_concurrent_uploads)
     app[EXPLAIN] = explain
     app[STATUS_SOURCE] = status_source or status_file_source(status_path(state_dir))
     app[EVENTS] = event_store
     app[OPENAPI] = openapi_document(OPERATIONS_TABLE)
+    app[RESOURCE_LOG] = ResourceLog(settings.resource_log_interval)
+    app[CONNECTIONS] = ConnectionGuard(settings.max_connections_per_address,
+                                       connection_budget(settings.max_connections))
     setup_routes(app)
+    app.cleanup_ctx.append(_resource_log_context)
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_uploads_context)
     return app
+
+
+async def _resource_log_context(app: web.Application) -> AsyncIterator[None]:
+    restore = app[RESOURCE_LOG].install(asyncio.get_running_loop())
+    yield
+    restore()
 
 
 async def _store_context(app: web.Application) -> AsyncIterator[None]:
@@ -103,10 +123,13 @@ async def start_api(app: web.Application) -> web.AppRunner:
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise EdufilterError("the API needs both a TLS certificate and its key, or neither")
     context = tls_context(settings.tls_cert, settings.tls_key) if settings.tls_cert and settings.tls_key else None
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=settings.idle_timeout,
+                           shutdown_timeout=settings.shutdown_timeout)
     await runner.setup()
+    site = GuardedSite(runner, settings.host, settings.port, app[CONNECTIONS], settings.idle_timeout,
+                       ssl_context=context)
     try:
-        await web.TCPSite(runner, settings.host, settings.port, ssl_context=context).start()
+        await site.start()
     except OSError as error:
         await runner.cleanup()
         raise EdufilterError(f"the API cannot listen on {settings.host}:{settings.port}: {error}") from error

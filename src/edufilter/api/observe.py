@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from edufilter.api.connections import CONNECTIONS, RESOURCE_LOG
 from edufilter.api.context import APPLIER, METRICS, STORE
 from edufilter.api.operations import Call, json_response
 from edufilter.api.problems import Problem
@@ -155,6 +156,13 @@ async def metrics(call: Call) -> web.StreamResponse:
            [("", counters.auth_failures)])
     metric("edufilter_api_throttled_total", "counter", "Requests refused for too many failed authentications.",
            [("", counters.throttled)])
+    connections = call.app[CONNECTIONS]
+    metric("edufilter_api_connections", "gauge", "Connections open to the admin API.",
+           [("", sum(connections.open.values()))])
+    metric("edufilter_api_connections_refused_total", "counter",
+           "Connections refused: too many from one address or in all.", [("", connections.refused)])
+    metric("edufilter_api_resource_errors_total", "counter",
+           "Accepts and requests that failed for want of descriptors or memory.", [("", call.app[RESOURCE_LOG].total)])
     metric("edufilter_api_uploads_running", "gauge", "List uploads being read, stored or applied.",
            [("", call.app[UPLOADS].running)])
     status = await call.app[STATUS_SOURCE]()

@@ -3,6 +3,7 @@ checks (path, query, body, If-Match) and the OpenAPI entry are all made."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -300,7 +301,8 @@ async def read_json(request: web.Request, schema: Schema, types: tuple[str, ...]
     limit = request.app[SETTINGS].max_json_bytes
     raw = b"".join([chunk async for chunk in limited_body(request, limit)])
     try:
-        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant,
+                           parse_float=_number)
     except (UnicodeDecodeError, ValueError) as error:
         raise Problem(400, "malformed-json", f"the body is not valid JSON in UTF-8: {error}") from None
     except RecursionError:
@@ -314,11 +316,21 @@ async def read_json(request: web.Request, schema: Schema, types: tuple[str, ...]
 
 
 async def limited_body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
-    """The body in chunks; 413 as soon as it is known to be longer than `limit` bytes."""
+    """The body in chunks; 413 as soon as it is known to be longer than `limit` bytes, 408 when
+    it sends nothing for the body_timeout setting's seconds (a stalled client holds no slot)."""
     if request.content_length is not None and request.content_length > limit:
         raise too_large(limit)
     size = 0
-    async for chunk in request.content.iter_chunked(BODY_CHUNK_BYTES):
+    wait = request.app[SETTINGS].body_timeout
+    while True:
+        try:
+            async with asyncio.timeout(wait):
+                chunk = await request.content.read(BODY_CHUNK_BYTES)
+        except TimeoutError:
+            raise Problem(408, "request-timeout", f"the body sent nothing for {wait:g} seconds",
+                          close_connection=True) from None
+        if not chunk:
+            return
         size += len(chunk)
         if size > limit:
             raise too_large(limit)
@@ -354,6 +366,13 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(result) != len(pairs):
         raise ValueError("a key is given twice in one object")
     return result
+
+
+def _number(text: str) -> int | float:
+    """A JSON number with a fraction or exponent; a whole one (50.0, 5e1) is an integer, as
+    JSON Schema counts it."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
 
 
 def _no_constant(name: str) -> Any:

@@ -10,6 +10,7 @@ from http import HTTPStatus
 
 from aiohttp import web
 
+from edufilter.api.connections import RESOURCE_LOG, resource_error
 from edufilter.api.validation import Invalid
 from edufilter.errors import EdufilterError, StorageFullError
 
@@ -30,6 +31,7 @@ class Problem(Exception):
         detail: str,
         invalid_params: list[Invalid] | None = None,
         headers: Mapping[str, str] | None = None,
+        close_connection: bool = False,  # the request's framing is lost (e.g. a body cut short)
         **extra: object,
     ) -> None:
         super().__init__(detail)
@@ -38,6 +40,7 @@ class Problem(Exception):
         self.detail = detail
         self.invalid_params = invalid_params or []
         self.headers = dict(headers or {})
+        self.close_connection = close_connection
         self.extra = extra
 
     def response(self, instance: str) -> web.Response:
@@ -51,12 +54,15 @@ class Problem(Exception):
         if self.invalid_params:
             body["invalid_params"] = [{"name": item.name, "reason": item.reason} for item in self.invalid_params]
         body.update(self.extra)
-        return web.Response(
+        response = web.Response(
             status=self.status,
             text=json.dumps(body, ensure_ascii=False),
             content_type=PROBLEM_TYPE,
             headers=self.headers,
         )
+        if self.close_connection:
+            response.force_close()
+        return response
 
 
 def invalid(problems: list[Invalid], what: str = "request") -> Problem:
@@ -110,6 +116,13 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         headers = {name: value for name, value in error.headers.items() if name.lower() in ("allow", "retry-after")}
         detail = error.text if error.text and not error.text.startswith(f"{error.status}:") else error.reason
         return Problem(error.status, _slug(error.reason), detail, headers=headers).response(request.path)
+    except OSError as error:
+        if not resource_error(error):
+            log.exception("admin API: unexpected error on %s %s", request.method, request.path)
+            return Problem(500, "internal-error", "unexpected error; see the edufilter log").response(request.path)
+        request.app[RESOURCE_LOG].report(f"{request.method} {request.path} failed", error)
+        return Problem(503, "out-of-resources", "the server is out of file descriptors or memory; try again soon",
+                       headers={"Retry-After": "5"}).response(request.path)
     except Exception:
         log.exception("admin API: unexpected error on %s %s", request.method, request.path)
         return Problem(500, "internal-error", "unexpected error; see the edufilter log").response(request.path)

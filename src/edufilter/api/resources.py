@@ -3,6 +3,8 @@ entries, rules, schedules, overrides and the general settings."""
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -12,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from edufilter.api import schemas, views
+from edufilter.api.context import SETTINGS
 from edufilter.api.operations import (
     Call,
     Change,
@@ -24,6 +27,7 @@ from edufilter.api.operations import (
     with_defaults,
 )
 from edufilter.api.problems import Problem
+from edufilter.api.security import OVERRIDE_RATE
 from edufilter.api.tokens import Role
 from edufilter.api.validation import Invalid, Resource
 from edufilter.api.views import Row
@@ -135,6 +139,9 @@ def _list_model(name: str, given: dict[str, Any], db: sqlite3.Connection) -> Adm
 
 
 def _schedule_model(name: str, given: dict[str, Any], db: sqlite3.Connection) -> Schedule:
+    _refuse_overlaps("slots", [(slot["weekday"], slot["start"], slot["end"]) for slot in given["slots"]])
+    for index, exception in enumerate(given["exceptions"]):
+        _refuse_overlaps(f"exceptions[{index}].slots", [(0, slot["start"], slot["end"]) for slot in exception["slots"]])
     return Schedule(
         name,
         tuple(
@@ -152,6 +159,25 @@ def _schedule_model(name: str, given: dict[str, Any], db: sqlite3.Connection) ->
             for exception in given["exceptions"]
         ),
     )
+
+
+def _refuse_overlaps(field: str, slots: list[tuple[int, str, str]]) -> None:
+    """422 when two slots of one day overlap or repeat: the schedule means their union, which
+    the admin should see written as such rather than be left to guess."""
+    minutes = [(day, _minute(start), _minute(end) or 24 * 60, index) for index, (day, start, end) in enumerate(slots)]
+    minutes.sort()
+    for (day, _, end, first), (next_day, next_start, _, second) in zip(minutes, minutes[1:]):
+        if day == next_day and next_start < end:
+            first, second = sorted((first, second))
+            message = (f"{field}[{first}] and {field}[{second}] overlap on the same day "
+                       f"({slots[first][1]}-{slots[first][2]} and {slots[second][1]}-{slots[second][2]}): "
+                       "write the time they cover as one slot")
+            raise Problem(422, "invalid-change", message, invalid_params=[Invalid(f"{field}[{second}]", message)])
+
+
+def _minute(text: str) -> int:
+    hours, minutes = text.split(":")
+    return int(hours) * 60 + int(minutes)
 
 
 GROUPS = Named(
@@ -192,7 +218,38 @@ async def get_client(call: Call) -> web.StreamResponse:
     return json_response(await call.read_one("client", client_id, lambda db: views.client(db, client_id)))
 
 
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _refuse_misleading_network(cidr: str | None) -> None:
+    """422 for a client network that would not do what it seems to: a zone ID, every
+    address, or IPv4-mapped IPv6 addresses (the gateway sees those clients as IPv4)."""
+    if cidr is None:
+        return
+    if "%" in cidr:
+        reason = (f"{cidr!r} carries a zone ID: a zone names a network interface, not clients; "
+                  "to put an interface's clients in a group, match the interface instead")
+    else:
+        try:
+            network = ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError:
+            return  # the store says what is wrong with it
+        if network.prefixlen == 0:
+            reason = (f"{network} matches every IPv{network.version} client, staff devices included: to put the "
+                      "clients no other match takes into a group, set settings.default_group instead")
+        elif isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+            mapped = network.network_address.ipv4_mapped
+            ipv4 = ipaddress.IPv4Network(f"{mapped}/{network.prefixlen - 96}", strict=False)
+            reason = (f"{network} is an IPv4-mapped IPv6 network: the gateway sees these clients' packets as IPv4, "
+                      f"so it would never match them (and would overlap {ipv4} in another group); "
+                      f"give the IPv4 network {ipv4} instead")
+        else:
+            return
+    raise Problem(422, "invalid-change", f"client.cidr {reason}", invalid_params=[Invalid("cidr", reason)])
+
+
 async def create_client(call: Call) -> web.StreamResponse:
+    _refuse_misleading_network(call.body.get("cidr"))
     match = _match_of(with_defaults(call.body, schemas.CLIENT.create))
     # Normalised (cidr as a network, MAC lowercase) to find a duplicate; the store checks the group.
     normal = replace(checked_client(match, lambda kind, name: True), group=match.group)
@@ -413,9 +470,22 @@ async def create_override(call: Call) -> web.StreamResponse:
     if token.max_minutes is not None and body["minutes"] > token.max_minutes:
         reason = f"is more than this token's maximum of {token.max_minutes} minutes"
         raise Problem(422, "invalid-change", f"minutes {reason}", invalid_params=[Invalid("minutes", reason)])
+    teacher = token.role is Role.TEACHER
+    settings = call.app[SETTINGS]
+    if teacher:
+        wait = call.app[OVERRIDE_RATE].retry_after(token.name)
+        if wait is not None:
+            raise Problem(429, "too-many-overrides",
+                          f"this token made {settings.teacher_overrides_per_hour} overrides in the last hour; "
+                          "wait before making another", headers={"Retry-After": str(max(1, math.ceil(wait)))})
     starts_at = _now()
 
     def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> int:
+        # Counted inside the change's transaction: two requests at once cannot both pass.
+        if teacher and views.unexpired_overrides_by(db, token.name, starts_at) >= settings.teacher_active_overrides:
+            raise Problem(409, "override-quota",
+                          f"this token already holds {settings.teacher_active_overrides} overrides that have not "
+                          "expired; end one (DELETE) or wait until one expires")
         return store.add_override(
             body["group"], body["name"], body["action"], starts_at, starts_at + timedelta(minutes=body["minutes"]),
             created_by=token.name, reason=body["reason"],
@@ -426,6 +496,8 @@ async def create_override(call: Call) -> web.StreamResponse:
                     identify=lambda row: str(row["id"]))
     row = await call.change(change)
     assert row is not None
+    if teacher:
+        call.app[OVERRIDE_RATE].record(token.name)
     return json_response(row, 201, location=path_of("overrides", row["id"]))
 
 

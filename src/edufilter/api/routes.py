@@ -25,7 +25,6 @@ from edufilter.policy.sources import ListFormat
 READERS = frozenset((Role.ADMIN, Role.EDITOR, Role.VIEWER))
 EDITORS = frozenset((Role.ADMIN, Role.EDITOR))
 ADMINS = frozenset((Role.ADMIN,))
-AUDITORS = frozenset((Role.ADMIN, Role.VIEWER))
 OVERRIDERS = frozenset((Role.ADMIN, Role.EDITOR, Role.TEACHER))
 
 NO_CONTENT = Response(204, "Done; no body")
@@ -108,8 +107,10 @@ OPERATIONS_TABLE: list[Operation] = [
     Operation("POST", "/api/v1/apply", "apply", "Compile and apply the stored policy again", admin.apply_policy,
               EDITORS, (Response(200, "Applied", schemas.APPLIED), APPLY_FAILED), "service"),
     Operation("GET", "/api/v1/audit", "list_audit", "Audit log of every change, newest first", admin.read_audit,
-              AUDITORS, (ok(schemas.AUDIT_PAGE),), "audit",
-              query=_query(kind=text(40, 1), object_id=text(200, 1), token=text(200, 1), since=date_time())),
+              READERS, (ok(schemas.AUDIT_PAGE),), "audit",
+              query=_query(kind=text(40, 1), object_id=text(200, 1), token=text(200, 1), since=date_time()),
+              description="Editors and viewers read the changes of policy objects; the changes of tokens are "
+                          "an admin's alone, as GET /tokens is."),
     # General settings
     Operation("GET", "/api/v1/settings", "get_settings", "Read the general settings", resources.get_settings,
               READERS, (ok(schemas.SETTINGS.representation),), "settings"),
@@ -192,16 +193,25 @@ OPERATIONS_TABLE: list[Operation] = [
               "Upload a whole list file (hosts, plain or adblock; gzip or not), read in the background",
               uploads.create_upload, EDITORS,
               (Response(202, "Accepted; poll the Location for progress", schemas.UPLOAD,
-                        headers=("ETag", "Location")),),
+                        headers=("ETag", "Location")),
+               Response(503, "Too many uploads under way; try again after Retry-After", schemas.PROBLEM,
+                        "application/problem+json")),
               "lists", path_params=_LIST_PARAM, upload=True,
               query={"format": choice(ListFormat, default=ListFormat.AUTO.value),
                      "mode": {"type": "string", "enum": list(schemas.UPLOAD_MODES), "default": "append",
-                              "description": "append to the list, or replace all its entries"}}),
+                              "description": "append to the list, or replace all its entries"},
+                     "allow_empty": boolean(default=False,
+                                            description="let a replace with no entries empty the list")},
+              description="An empty replacement is refused (422) unless allow_empty is true; at most "
+                          "max_concurrent_uploads run at once (503 otherwise)."),
     Operation("GET", "/api/v1/uploads", "list_uploads", "List this process's recent uploads, newest first",
               uploads.list_uploads, READERS, (ok(schemas.UPLOAD_PAGE),), "lists",
               query=_query(list=slug("list name"), state={"type": "string", "enum": list(schemas.UPLOAD_STATES)})),
     Operation("GET", "/api/v1/uploads/{id}", "get_upload", "An upload's state and progress", uploads.get_upload,
               READERS, (ok(schemas.UPLOAD),), "lists", path_params={"id": text(32, 1)}),
+    Operation("POST", "/api/v1/uploads/{id}/cancel", "cancel_upload",
+              "Cancel an upload under way; the list stays as it was", uploads.cancel_upload, EDITORS,
+              (ok(schemas.UPLOAD),), "lists", path_params={"id": text(32, 1)}),
     # Overrides
     Operation("GET", "/api/v1/overrides", "list_overrides", "List overrides (a teacher sees their groups')",
               resources.list_overrides, EVERY_ROLE, (ok(schemas.OVERRIDE_PAGE),), "overrides",
@@ -225,14 +235,18 @@ OPERATIONS_TABLE: list[Operation] = [
               body=schemas.TOKEN.create),
     Operation("GET", "/api/v1/tokens/{name}", "get_token", "Read a token (never its secret)", admin.get_token,
               ADMINS, (ok(schemas.TOKEN.representation),), "tokens", path_params={"name": slug("token name")}),
-    Operation("DELETE", "/api/v1/tokens/{name}", "revoke_token", "Revoke a token (it stays listed)",
+    Operation("DELETE", "/api/v1/tokens/{name}", "revoke_token",
+              "Revoke a token (it stays listed); the last live admin token cannot be revoked",
               admin.revoke_token_handler, ADMINS, (NO_CONTENT,), "tokens", path_params={"name": slug("token name")},
               if_match=True),
 ]
 
 def setup_routes(app: web.Application) -> None:
+    """Each operation's route; a GET answers HEAD too (RFC 9110), with the same checks and roles."""
     routes = {}
     for operation in OPERATIONS_TABLE:
-        route = app.router.add_route(operation.method, operation.path, handler_for(operation))
-        routes[route] = operation
+        handler = handler_for(operation)
+        routes[app.router.add_route(operation.method, operation.path, handler)] = operation
+        if operation.method == "GET":
+            routes[app.router.add_route("HEAD", operation.path, handler)] = operation
     app[OPERATIONS] = routes

@@ -10,6 +10,7 @@ from edufilter.api.validation import (
     choice,
     component,
     date_time,
+    host_name,
     integer,
     nullable,
     obj,
@@ -161,7 +162,7 @@ OVERRIDE_CREATE = component(
     obj(
         {
             "group": slug("group name"),
-            "name": text(253, 1, description="host name; its subdomains are included"),
+            "name": host_name("the site; its subdomains are included, a public suffix (com, co.uk) never"),
             "minutes": integer(1, MAX_OVERRIDE_MINUTES, description="from now; at most the token's max_minutes"),
             "action": choice(Action, default=Action.ALLOW.value),
             "reason": text(500, default=""),
@@ -210,11 +211,13 @@ TOKEN_CREATED = component(
     ),
 )
 
-UPLOAD_STATES = ("queued", "reading", "storing", "applying", "done", "failed")
+UPLOAD_STATES = ("queued", "reading", "storing", "applying", "done", "failed", "cancelled")
 UPLOAD_MODES = ("append", "replace")
 BAD_LINE = component(
     "BadLine",
-    obj({"line_number": integer(1), "text": text(1000), "reason": text(200)},
+    obj({"line_number": integer(1), "text": {"type": "string", "maxLength": 1000,
+                                              "description": "the line as read, any character included"},
+         "reason": text(200)},
         required=["line_number", "text", "reason"]),
 )
 UPLOAD = component(
@@ -230,6 +233,8 @@ UPLOAD = component(
             "entries_read": integer(),
             "bad_line_count": integer(),
             "bad_lines": array(BAD_LINE, 100, description="the first bad lines"),
+            "refused_count": integer(description="entries the list may not hold: public suffixes such as co.uk"),
+            "refused": array(text(1000), 100, description="why the first refused entries were refused"),
             "added": nullable(integer(description="entries the list did not have yet")),
             "policy_version": nullable(integer(description="the version that holds the upload")),
             "error": nullable(text(2000)),
@@ -238,7 +243,7 @@ UPLOAD = component(
         },
         required=[
             "id", "list", "format", "mode", "state", "bytes", "entries_read", "bad_line_count",
-            "bad_lines", "added", "policy_version", "error", "created_at", "finished_at",
+            "bad_lines", "refused_count", "refused", "added", "policy_version", "error", "created_at", "finished_at",
         ],
     ),
 )

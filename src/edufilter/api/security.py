@@ -18,41 +18,43 @@ from edufilter.api.tokens import EVERY_ROLE, Token, authenticate
 from edufilter.policy.store import PolicyStore
 
 OPERATIONS = web.AppKey("operations", dict[AbstractRoute, Operation])
-MAX_TRACKED_ADDRESSES = 10_000  # bounded memory under a spray from many addresses
+MAX_TRACKED_KEYS = 10_000  # bounded memory under a spray from many addresses
 
 
-class FailureThrottle:
-    """Counts failed authentications per client address over a sliding window; an address
-    with `limit` failures inside the window gets 429 until the oldest one ages out."""
+class WindowCounter:
+    """Counts events per key (failed authentications per address, overrides per teacher token)
+    over a sliding window; a key with `limit` events inside the window waits until the oldest
+    ages out."""
 
     def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self.window = window
         self._clock = clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._events: OrderedDict[str, deque[float]] = OrderedDict()
 
-    def retry_after(self, address: str) -> float | None:
-        """Seconds until `address` may try again, or None when it may now."""
-        failures = self._failures.get(address)
-        if failures is None:
+    def retry_after(self, key: str) -> float | None:
+        """Seconds until `key` may have another event, or None when it may now."""
+        events = self._events.get(key)
+        if events is None:
             return None
         horizon = self._clock() - self.window
-        while failures and failures[0] <= horizon:
-            failures.popleft()
-        if not failures:
-            del self._failures[address]
+        while events and events[0] <= horizon:
+            events.popleft()
+        if not events:
+            del self._events[key]
             return None
-        return failures[0] - horizon if len(failures) >= self.limit else None
+        return events[0] - horizon if len(events) >= self.limit else None
 
-    def failed(self, address: str) -> None:
-        failures = self._failures.setdefault(address, deque(maxlen=self.limit))
-        failures.append(self._clock())
-        self._failures.move_to_end(address)
-        while len(self._failures) > MAX_TRACKED_ADDRESSES:
-            self._failures.popitem(last=False)
+    def record(self, key: str) -> None:
+        events = self._events.setdefault(key, deque(maxlen=self.limit))
+        events.append(self._clock())
+        self._events.move_to_end(key)
+        while len(self._events) > MAX_TRACKED_KEYS:
+            self._events.popitem(last=False)
 
 
-THROTTLE = web.AppKey("throttle", FailureThrottle)
+THROTTLE = web.AppKey("throttle", WindowCounter)
+OVERRIDE_RATE = web.AppKey("override_rate", WindowCounter)  # overrides made per teacher token
 _CHALLENGE = 'Bearer realm="edufilter"'
 MAX_SECRET_CHARACTERS = 200  # far above a real token; anything longer is not looked up
 
@@ -92,7 +94,7 @@ def _refuse_bad_token(request: web.Request) -> NoReturn:
             "too many failed authentications from this address; wait before trying again",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
-    throttle.failed(address)
+    throttle.record(address)
     raise Problem(
         401,
         "unauthorized",

@@ -143,5 +143,11 @@ def authenticate(db: sqlite3.Connection, secret: str) -> Token | None:
     return None if row is None else _token(row)
 
 
+def live_admin_count(db: sqlite3.Connection) -> int:
+    return int(db.execute(
+        "SELECT count(*) FROM api_tokens WHERE role = ? AND revoked_at IS NULL", (Role.ADMIN.value,)
+    ).fetchone()[0])
+
+
 def list_tokens(db: sqlite3.Connection) -> list[Token]:
     return [_token(row) for row in db.execute(f"SELECT {_COLUMNS} FROM api_tokens ORDER BY created_at, name")]

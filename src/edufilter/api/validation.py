@@ -43,7 +43,15 @@ def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def text(max_length: int = 200, min_length: int = 0, pattern: str | None = None, **extra: Any) -> Schema:
+# The validator refuses NUL in every string; a text schema without a pattern of its own says so.
+NO_NUL = r"^[^\x00]*$"
+SLUG = r"^[a-z0-9][a-z0-9_.-]{0,63}$"  # as policy.model.check_id
+# As the fast path's normalise_name: labels of letters, digits, '-' and '_', the last not all
+# digits; an optional final dot. (Each label's 63 and the whole name's 253 are checked there.)
+HOST_NAME = r"^([A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{0,62}[A-Za-z_-][A-Za-z0-9_-]{0,62}\.?$"
+
+
+def text(max_length: int = 200, min_length: int = 0, pattern: str | None = NO_NUL, **extra: Any) -> Schema:
     schema: Schema = {"type": "string", "maxLength": max_length, **extra}
     if min_length:
         schema["minLength"] = min_length
@@ -53,7 +61,11 @@ def text(max_length: int = 200, min_length: int = 0, pattern: str | None = None,
 
 
 def slug(what: str) -> Schema:
-    return text(64, 1, description=f"{what}: 1-64 lowercase letters, digits, '-', '_' or '.'")
+    return text(64, 1, SLUG, description=f"{what}: 1-64 lowercase letters, digits, '-', '_' or '.'")
+
+
+def host_name(what: str) -> Schema:
+    return text(254, 1, HOST_NAME, description=f"{what}: a host name (letters, digits, '-', '_', dots)")
 
 
 def integer(minimum: int = 0, maximum: int = MAX_INT64, **extra: Any) -> Schema:

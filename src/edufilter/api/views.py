@@ -266,6 +266,12 @@ def overrides(db: sqlite3.Connection, now: datetime) -> list[Row]:
     return [_override(row, now) for row in db.execute(f"{_OVERRIDE_QUERY} ORDER BY id")]
 
 
+def unexpired_overrides_by(db: sqlite3.Connection, token_name: str, now: datetime) -> int:
+    """How many overrides the token made that have not expired at `now`."""
+    rows = db.execute("SELECT expires_at FROM overrides WHERE created_by = ?", (token_name,))
+    return sum(1 for (expires_at,) in rows if datetime.fromisoformat(str(expires_at)) > now)
+
+
 def override(db: sqlite3.Connection, override_id: int, now: datetime) -> Row | None:
     return _one([_override(row, now) for row in db.execute(f"{_OVERRIDE_QUERY} WHERE id = ?", (override_id,))])
 
@@ -283,10 +289,15 @@ def settings(db: sqlite3.Connection) -> Row:
 _AUDIT_FILTERS = {"kind": "kind = ?", "object_id": "object_id = ?", "token": "token = ?", "since": "at >= ?"}
 
 
-def audit(db: sqlite3.Connection, filters: dict[str, str], limit: int, before_id: int | None) -> list[Row]:
-    """Up to `limit` audit rows matching `filters`, with ids below before_id."""
+def audit(db: sqlite3.Connection, filters: dict[str, str], limit: int, before_id: int | None,
+          hidden_kinds: tuple[str, ...] = ()) -> list[Row]:
+    """Up to `limit` audit rows matching `filters`, with ids below before_id, leaving out the
+    rows of hidden_kinds."""
     clauses = [_AUDIT_FILTERS[name] for name in filters]
     arguments: list[object] = list(filters.values())
+    for kind in hidden_kinds:
+        clauses.append("kind != ?")
+        arguments.append(kind)
     if before_id is not None:
         clauses.append("id < ?")
         arguments.append(before_id)

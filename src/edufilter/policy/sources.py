@@ -37,6 +37,7 @@ MAX_LIST_BYTES = 4 << 30  # one list file, uncompressed; UT1 adult is about 100 
 BAD_LINES_KEPT = 20
 _BAD_TEXT_CHARS = 120
 _SNIFF_BYTES = 64 << 10
+_RATIO_FREE_BYTES = 1 << 20  # a small file's compression ratio says nothing
 _GZIP_MAGIC = b"\x1f\x8b"
 _UTF8_BOM = b"\xef\xbb\xbf"
 
@@ -97,12 +98,15 @@ def read_line_blocks(
     block_bytes: int = BLOCK_BYTES,
     on_read: OnRead | None = None,
     max_bytes: int = MAX_LIST_BYTES,
+    max_ratio: float | None = None,
 ) -> Iterator[tuple[Path, int, list[bytes]]]:
     """(file, number of the block's first line in it, lines) for each block of whole lines.
 
     Several paths are the parts of one file split by size (the mirror's `domains.0`,
     `domains.1`, ...): a line cut at the end of a part ends in the next one, and counts
-    as that part's line 1. gzip is undone, a UTF-8 byte order mark dropped.
+    as that part's line 1. gzip is undone, a UTF-8 byte order mark dropped. More than
+    max_bytes of lines, or (past the first MiB) more than max_ratio times the bytes read
+    from disk, is refused: a compression bomb stops before it costs minutes.
     """
     parts = [paths] if isinstance(paths, Path) else list(paths)
     pending = b""
@@ -118,6 +122,9 @@ def read_line_blocks(
                     read_bytes += len(block)
                     if read_bytes > max_bytes:
                         raise PolicyError(f"{path}: more than {max_bytes >> 20} MiB of list data")
+                    if max_ratio is not None and read_bytes > _RATIO_FREE_BYTES and read_bytes > max_ratio * raw.tell():
+                        raise PolicyError(f"{path}: inflates more than {max_ratio:g} times; not a list file "
+                                          "(a compression bomb?)")
                     if on_read is not None:
                         on_read(raw.tell() - position)
                         position = raw.tell()
@@ -185,9 +192,11 @@ _HOSTS_LINE = re.compile(rb"(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-fA-F]*:[0-9a-fA-F:.
 
 
 def read_list(
-    path: Path | Sequence[Path], fmt: ListFormat | str, bad: BadLines, on_read: OnRead | None = None
+    path: Path | Sequence[Path], fmt: ListFormat | str, bad: BadLines, on_read: OnRead | None = None,
+    max_bytes: int = MAX_LIST_BYTES, max_ratio: float | None = None,
 ) -> Iterator[Entries]:
-    """Entries of a hosts, plain or adblock file, or of the parts of one (sniffed when fmt is auto)."""
+    """Entries of a hosts, plain or adblock file, or of the parts of one (sniffed when fmt is
+    auto); max_bytes and max_ratio bound the data inflated, as read_line_blocks says."""
     try:
         fmt = ListFormat(fmt)
     except ValueError:
@@ -201,7 +210,7 @@ def read_list(
         ListFormat.HOSTS: _parse_hosts_block,
         ListFormat.ADBLOCK: _parse_adblock_block,
     }[fmt]
-    for part, first_line, lines in read_line_blocks(path, on_read=on_read):
+    for part, first_line, lines in read_line_blocks(path, on_read=on_read, max_bytes=max_bytes, max_ratio=max_ratio):
         entries = Entries()
         parse_block(part, first_line, lines, bad, entries)
         yield entries

@@ -473,6 +473,54 @@ class PolicyStore:
             )
             return db.total_changes - before
 
+    # Uploads (api/uploads.py) -------------------------------------------------------------
+    # A file's entries are staged in this connection's temporary table while the file is
+    # read (no write lock held, memory bounded by SQLite's page cache), then added to the
+    # list in one write transaction.
+
+    def stage_list_entries(self, entries: Iterable[ListEntry]) -> int:
+        """Stage entries that parse_entry made, each once in first-seen order, replacing what
+        was staged before; returns how many are staged. An error from `entries` stages none."""
+        with self._errors():
+            self._db.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS staged_entries"
+                " (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL, UNIQUE (kind, value))"
+            )
+            self._db.execute("BEGIN")  # touches only the temporary database: no lock on the policy
+            try:
+                self._db.execute("DELETE FROM temp.staged_entries")
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO temp.staged_entries (kind, value) VALUES (?, ?)",
+                    ((entry.kind.value, entry.value) for entry in entries),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return int(self._db.execute("SELECT count(*) FROM temp.staged_entries").fetchone()[0])
+
+    def add_staged_list_entries(self, list_name: str, replace_all: bool = False) -> int:
+        """Add the staged entries to a list in their order, skipping those it has (with
+        replace_all, the list holds exactly them afterwards); returns how many were added."""
+        with self._transaction() as db:
+            self._require("lists", list_name, "list")
+            removed = db.execute("DELETE FROM list_entries WHERE list = ?", (list_name,)).rowcount if replace_all else 0
+            added = db.execute(
+                "INSERT OR IGNORE INTO list_entries (list, kind, value)"
+                " SELECT ?, kind, value FROM temp.staged_entries ORDER BY seq",
+                (list_name,),
+            ).rowcount
+            if removed or added:
+                db.execute("UPDATE policy_version SET version = version + 1")
+            return int(added)
+
+    def stop_when(self, stop: Callable[[], bool]) -> None:
+        """Make a statement of this connection stop once stop() is true (asked every few
+        thousand SQLite instructions): it raises PolicyError and its transaction rolls back."""
+        self._db.set_progress_handler(lambda: 1 if stop() else 0, 10_000)
+
+    # ---------------------------------------------------------------------------------------
+
     def remove_list_entry(self, list_name: str, entry: ListEntry) -> None:
         entry = _checked_entry(entry, "entry")
         with self._change() as db:

@@ -244,10 +244,10 @@ def test_damaged_meta_is_a_clear_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not SYNTH.is_file(), reason=f"{SYNTH} not found (see shared/blocklists/README.md)")
-def test_five_million_names_import_within_time_and_memory(tmp_path: Path) -> None:
+def test_five_million_names_import_in_bounded_memory(tmp_path: Path) -> None:
     """5 M names shaped like the real lists: synth.py's names (50 k: it takes minutes for 5 M)
     under 100 distinct prefixes of their first label. Imported in a child process, to measure
-    its own peak memory."""
+    its own peak memory (its time is printed, not gated: that is the compile benchmark's)."""
     seed = subprocess.run([sys.executable, SYNTH, "50000"], check=True, capture_output=True).stdout.split()
     source = tmp_path / "five-million.txt"
     with open(source, "wb") as out:
@@ -261,14 +261,12 @@ def test_five_million_names_import_within_time_and_memory(tmp_path: Path) -> Non
         "print(report.imported[0].counts.names, time.monotonic() - started,"
         " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n"
     )
-    started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-c", script, tmp_path / "lists", source], check=True, capture_output=True, text=True
     )
     names, seconds, peak_mib = result.stdout.split()
     print(f"\n5 M names: {names} stored in {float(seconds):.1f} s, peak {peak_mib} MiB")
     assert int(names) > 4_990_000
-    assert float(seconds) < 45 and time.monotonic() - started < 60
     assert int(peak_mib) < 400
     stored = ListStore(tmp_path / "lists").get("synthetic")
     assert stored is not None

@@ -5,6 +5,7 @@ clients for the console: aiohttp's test client (request level) and a real listen
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 import threading
 from dataclasses import dataclass, field
@@ -118,7 +119,7 @@ class Page:
         """The value of the first hidden field with this name."""
         match = re.search(rf'<input type="hidden" name="{name}" value="([^"]*)"', self.text)
         assert match, f"no hidden field {name} in the page"
-        return match[1]
+        return html.unescape(match[1])
 
 
 class ConsoleClient:

@@ -33,7 +33,7 @@ def assert_hardened(page_headers: object) -> None:
     assert "'unsafe-inline'" not in CONTENT_SECURITY_POLICY and "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
     assert headers["X-Frame-Options"] == "DENY"  # type: ignore[index]
     assert headers["X-Content-Type-Options"] == "nosniff"  # type: ignore[index]
-    assert headers["Referrer-Policy"] == "no-referrer"  # type: ignore[index]
+    assert headers["Referrer-Policy"] == "same-origin"  # type: ignore[index]
 
 
 def test_the_session_cookie_is_httponly_samesite_strict_and_not_secure_over_plain_http(

@@ -94,8 +94,6 @@ _TEXTS: Final[dict[str, tuple[str, str, str, str]]] = {
     "active": ("actief", "actif", "active", "aktiv"),
     "ended": ("afgelopen", "terminé", "ended", "beendet"),
     "end_now": ("Nu beëindigen", "Terminer maintenant", "End now", "Jetzt beenden"),
-    "end_override": ("{site} voor {group} nu beëindigen", "Terminer maintenant {site} pour {group}",
-                     "End {site} for {group} now", "{site} für {group} jetzt beenden"),
     "override_ended": ("De uitzondering is beëindigd.", "L'exception est terminée.", "The override has ended.",
                        "Die Freigabe wurde beendet."),
     "action": ("Actie", "Action", "Action", "Aktion"),
@@ -182,6 +180,6 @@ def translator(language: str) -> Translate:
     return text
 
 
-def page_language(chosen: str | None, accept_language: str | None) -> str:
-    """The language the person chose if it is one of ours, else the browser's preference."""
-    return chosen if chosen in LANGUAGES else choose_language(accept_language)
+def page_language(chosen: tuple[str | None, ...], accept_language: str | None) -> str:
+    """The first language the person chose that is one of ours, else the browser's preference."""
+    return next((language for language in chosen if language in LANGUAGES), choose_language(accept_language))

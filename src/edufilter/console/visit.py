@@ -87,7 +87,7 @@ def render(request: web.Request, template: str, language: str, status: int = 200
 
 
 def language_of(request: web.Request) -> str:
-    return page_language(request.query.get("lang") or request.cookies.get(LANGUAGE_COOKIE),
+    return page_language((request.query.get("lang"), request.cookies.get(LANGUAGE_COOKIE)),
                          request.headers.get("Accept-Language"))
 
 

@@ -153,6 +153,7 @@ _TEXTS: Final[dict[str, tuple[str, str, str, str]]] = {
     "matched": ("Wat overeenkwam", "Correspondance", "What matched", "Treffer"),
     "rule": ("Regel", "Règle", "Rule", "Regel"),
     "schedule_slot": ("Tijdslot", "Plage horaire", "Schedule slot", "Zeitfenster"),
+    "decided_version": ("Beleidsversie", "Version de la politique", "Policy version", "Richtlinienversion"),
     "decided_at": ("Beslist voor", "Décidé pour", "Decided for", "Entschieden für"),
     # Audit
     "audit_title": ("Auditlog", "Journal d'audit", "Audit log", "Änderungsprotokoll"),

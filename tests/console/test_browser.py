@@ -165,3 +165,21 @@ def test_a_form_posted_from_another_origin_is_refused(browser: Any, live: LiveCo
     assert "Your session has ended" in main or "did not come from this console" in main
     browser.get(live.base_url + "/console/overrides")
     assert "evil.example" not in browser.page_source and "None yet." in browser.page_source
+
+
+def test_every_page_of_an_admin_is_accessible(browser: Any, live: LiveConsole, school: School) -> None:
+    sign_in(browser, live, school.secrets["coordinator"], "/console/overview")
+    links = [link.get_attribute("href") for link in browser.find_elements(By.CSS_SELECTOR, "header nav a")]
+    assert [link.removeprefix(live.base_url) for link in links] == [
+        "/console/overview", "/console/overrides", "/console/check", "/console/audit", "/console/tokens"]
+    for link in links:
+        browser.get(link)
+        assert serious_accessibility_violations(browser) == [], link
+    browser.find_element(By.ID, "name").send_keys("mr-janssens")
+    browser.find_element(By.CSS_SELECTOR, "input[name=groups][value=class-6b]").click()
+    browser.find_element(By.CSS_SELECTOR, "form.make-token button[type=submit]").click()
+    secret = WebDriverWait(browser, 10).until(expected_conditions.presence_of_element_located((By.ID, "made-secret")))
+    assert secret.get_attribute("value").startswith("eft_")
+    assert serious_accessibility_violations(browser) == []
+    screenshot(browser, "tokens")
+    assert csp_violations(browser) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import sqlite3
 
@@ -22,7 +23,8 @@ def change_forms(text: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("role", "menu"), [
-    ("coordinator", ["/console/overview", "/console/overrides", "/console/check", "/console/audit"]),
+    ("coordinator", ["/console/overview", "/console/overrides", "/console/check", "/console/audit",
+                     "/console/tokens"]),
     ("editor", ["/console/overview", "/console/overrides", "/console/check"]),
     ("viewer", ["/console/overview", "/console/check", "/console/audit"]),
     ("ms-peeters", ["/console/overrides"]),
@@ -31,7 +33,7 @@ def test_each_role_sees_only_the_pages_its_token_may_use(console: ConsoleClient,
                                                          menu: list[str]) -> None:
     start = console.sign_in(school.secrets[role])
     assert nav_links(start.text) == menu
-    for path in ("/console/overview", "/console/overrides", "/console/check", "/console/audit"):
+    for path in ("/console/overview", "/console/overrides", "/console/check", "/console/audit", "/console/tokens"):
         answer = console.get(path)
         if path in menu:
             assert answer.status == 200 and answer.url.endswith(path), path
@@ -174,3 +176,34 @@ def test_every_text_has_all_four_languages() -> None:
         assert len(texts) == 4 and all(text.strip() for text in texts), key
         placeholders = {frozenset(re.findall(r"\{(\w+)\}", text)) for text in texts}
         assert len(placeholders) == 1, key
+
+
+def test_an_admin_makes_a_teacher_token_seen_once_and_revokes_it(console: ConsoleClient, school: School) -> None:
+    csrf = console.sign_in(school.secrets["coordinator"]).hidden("csrf")
+    refused = console.post("/console/tokens", {"csrf": csrf, "name": "mr-janssens", "role": "teacher"})
+    assert refused.status == 422 and "a teacher token needs the groups" in refused.text
+    made = console.request("POST", "/console/tokens", data=[
+        ("csrf", csrf), ("name", "mr-janssens"), ("role", "teacher"), ("groups", "class-5a"), ("groups", "class-6b"),
+        ("max_minutes", "30")])
+    assert made.status == 201
+    secret = re.search(r'id="made-secret" type="text" readonly value="(eft_[^"]+)"', made.text)[1]  # type: ignore[index]
+    assert secret not in console.get("/console/tokens").text  # shown once, in the answer to the form only
+    row = re.search(r"<td>mr-janssens</td><td>teacher</td><td>([^<]*)</td><td>(\d+)</td>", console.get("/console/tokens").text)
+    assert row and row.groups() == ("class-5a, class-6b", "30")
+    teacher = ConsoleClient(school.app())
+    try:
+        page = teacher.sign_in(secret)
+        assert page.url.endswith("/console/overrides") and "Signed in as mr-janssens (teacher)" in page.text
+        listing = console.get("/console/tokens")
+        revoke = re.search(r'action="(/console/tokens/mr-janssens/revoke)"[^>]*>\s*<input type="hidden" name="csrf" '
+                           r'value="[^"]*">\s*<input type="hidden" name="etag" value="([^"]*)"', listing.text)
+        assert revoke
+        done = console.post(revoke[1], {"csrf": csrf, "etag": html.unescape(revoke[2])})
+        assert "Token mr-janssens is revoked." in done.text
+        assert teacher.get("/console/overrides").url.endswith("/console/sign-in?ended=1")
+    finally:
+        teacher.close()
+    with sqlite3.connect(school.state_dir / "policy.sqlite") as db:
+        rows = db.execute("SELECT token, method, path FROM audit_log WHERE object_id = 'mr-janssens' ORDER BY id")
+        assert rows.fetchall() == [("coordinator", "POST", "/api/v1/tokens"),
+                                   ("coordinator", "DELETE", "/api/v1/tokens/mr-janssens")]

@@ -52,6 +52,9 @@ def setup_console(app: web.Application, cookie_routes: set[Any]) -> None:
         app.router.add_get(f"{PREFIX}/check", page(pages.check_form)),
         app.router.add_post(f"{PREFIX}/check", page(pages.check)),
         app.router.add_get(f"{PREFIX}/audit", page(pages.audit)),
+        app.router.add_get(f"{PREFIX}/tokens", page(pages.tokens)),
+        app.router.add_post(f"{PREFIX}/tokens", page(pages.make_token)),
+        app.router.add_post(f"{PREFIX}/tokens/{{name}}/revoke", page(pages.revoke_token)),
         app.router.add_get(f"{PREFIX}/static/console.css", _stylesheet),
     ]
     cookie_routes.update(route for resource in {route.resource for route in routes} for route in resource)

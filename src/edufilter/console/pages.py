@@ -15,6 +15,7 @@ from edufilter.api.operations import etag_of
 from edufilter.api.problems import Problem
 from edufilter.api.tokens import MAX_OVERRIDE_MINUTES, Role
 from edufilter.console.charts import bar_chart, totals
+from edufilter.console.i18n import translator
 from edufilter.console.invoke import invoke, may
 from edufilter.console.sessions import same_secret
 from edufilter.console.visit import (
@@ -35,7 +36,6 @@ from edufilter.console.visit import (
     start_session,
     token_for_secret,
 )
-from edufilter.console.i18n import translator
 from edufilter.policy.store import PolicyStore
 
 WINDOWS = ("1h", "24h", "7d")
@@ -228,6 +228,54 @@ async def audit(visit: Visit) -> web.StreamResponse:
     page = (await invoke(visit.request, visit.token, "list_audit", query=query)).body
     zone = await school_zone(visit.request.app)
     return visit.render("audit.html", rows=page["items"], next_cursor=page["next_cursor"], local=_local_time(zone))
+
+
+# Tokens (admin): make one (its secret shown once, in the answer to the form) and revoke
+
+
+async def tokens(visit: Visit) -> web.StreamResponse:
+    return await _tokens_page(visit)
+
+
+async def _tokens_page(visit: Visit, status: int = 200, error: Problem | None = None,
+                       values: dict[str, Any] | None = None, made: dict[str, Any] | None = None) -> web.Response:
+    if not may(visit.token, "list_tokens"):
+        raise Problem(403, "forbidden", visit.text("not_allowed"))
+    listed = (await invoke(visit.request, visit.token, "list_tokens", query={"limit": 1000})).body["items"]
+    groups = (await invoke(visit.request, visit.token, "list_groups", query={"limit": 1000})).body["items"]
+    zone = await school_zone(visit.request.app)
+    return visit.render("tokens.html", status=status, tokens=[{**row, "etag": etag_of(row)} for row in listed],
+                        groups=groups, roles=[role.value for role in Role], error=error, made=made,
+                        values={"name": "", "role": Role.TEACHER.value, "groups": [], "max_minutes": "",
+                                **(values or {})},
+                        local=_local_time(zone))
+
+
+async def make_token(visit: Visit) -> web.StreamResponse:
+    values: dict[str, Any] = {name: visit.form.get(name, "").strip() for name in ("name", "role", "max_minutes")}
+    values["groups"] = visit.form.getall("groups", [])
+    body: dict[str, Any] = {"name": values["name"], "role": values["role"]}
+    if values["groups"]:
+        body["groups"] = values["groups"]
+    if values["max_minutes"]:
+        digits = values["max_minutes"]
+        body["max_minutes"] = int(digits) if digits.isdigit() and len(digits) < 8 else -1
+    try:
+        made = (await invoke(visit.request, visit.token, "create_token", body=body)).body
+    except Problem as problem:
+        return await _tokens_page(visit, problem.status, problem, values)
+    return await _tokens_page(visit, 201, made=made)
+
+
+async def revoke_token(visit: Visit) -> web.StreamResponse:
+    name = visit.request.match_info["name"]
+    try:
+        await invoke(visit.request, visit.token, "revoke_token", params={"name": name},
+                     if_match=visit.form.get("etag") or None)
+    except Problem as problem:
+        return await _tokens_page(visit, problem.status, problem)
+    visit.request.app[SESSIONS].end_for_token(name)
+    return visit.done(f"{PREFIX}/tokens", visit.text("token_revoked", name=name))
 
 
 # The school's clock, for showing times (the settings' time zone; not a capability)

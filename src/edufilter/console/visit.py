@@ -10,6 +10,7 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+from multidict import MultiDict
 
 from edufilter.api.context import STORE
 from edufilter.api.problems import Problem
@@ -27,7 +28,7 @@ LANGUAGE_COOKIE = "edufilter_console_language"
 CSRF_FIELD = "csrf"
 MAX_FORM_BYTES = 64 * 1024  # the console's forms are a few fields
 
-_GET_TOO = frozenset((f"{PREFIX}/sign-in", f"{PREFIX}/overrides", f"{PREFIX}/check"))
+_GET_TOO = frozenset((f"{PREFIX}/sign-in", f"{PREFIX}/overrides", f"{PREFIX}/check", f"{PREFIX}/tokens"))
 
 SESSIONS = web.AppKey("console_sessions", SessionStore)
 TEMPLATES = web.AppKey("console_templates", jinja2.Environment)
@@ -47,6 +48,7 @@ NAVIGATION = (
     NavItem(f"{PREFIX}/overrides", "nav_overrides", "create_override"),
     NavItem(f"{PREFIX}/check", "nav_check", "check"),
     NavItem(f"{PREFIX}/audit", "nav_audit", "list_audit"),
+    NavItem(f"{PREFIX}/tokens", "nav_tokens", "list_tokens"),
 )
 
 
@@ -59,7 +61,7 @@ class Visit:
     token: Token
     language: str
     text: Translate
-    form: dict[str, str]  # the posted form's fields; empty on GET
+    form: MultiDict[str]  # the posted form's fields; empty on GET
 
     def render(self, template: str, status: int = 200, **values: Any) -> web.Response:
         navigation = [item for item in NAVIGATION if may(self.token, item.operation_id)]
@@ -113,7 +115,7 @@ def page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]
             if request.method == "POST":
                 return error_page(request, language, 403, text("session_ended"))
             raise web.HTTPSeeOther(f"{PREFIX}/sign-in?ended=1" if session_id else f"{PREFIX}/sign-in")
-        form: dict[str, str] = {}
+        form: MultiDict[str] = MultiDict()
         if request.method == "POST":
             form = await read_form(request)
             if not same_origin(request) or not same_secret(form.get(CSRF_FIELD), session.csrf):
@@ -135,14 +137,14 @@ def error_page(request: web.Request, language: str, status: int, detail: str) ->
                   notice=None, csrf="")
 
 
-async def read_form(request: web.Request) -> dict[str, str]:
-    """The posted form's fields (each once; files refused), within MAX_FORM_BYTES."""
+async def read_form(request: web.Request) -> MultiDict[str]:
+    """The posted form's text fields (files left out), within MAX_FORM_BYTES."""
     if request.content_type != "application/x-www-form-urlencoded":
         raise web.HTTPUnsupportedMediaType(text="the console's forms are sent url-encoded")
     if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
         raise web.HTTPRequestEntityTooLarge(MAX_FORM_BYTES, request.content_length)
     posted = await request.post()
-    return {name: value for name, value in posted.items() if isinstance(value, str)}
+    return MultiDict((name, value) for name, value in posted.items() if isinstance(value, str))
 
 
 def same_origin(request: web.Request) -> bool:

@@ -16,7 +16,7 @@ from edufilter.api.security import THROTTLE, FailureThrottle
 from edufilter.api.settings import ApiSettings
 from edufilter.console.app import CONTENT_SECURITY_POLICY
 from edufilter.console.sessions import SessionStore
-from edufilter.console.visit import SESSION_COOKIE, SESSIONS
+from edufilter.console.visit import SESSION_COOKIE, SESSIONS, SIGN_IN_COOKIE
 from edufilter.policy.store import PolicyStore
 
 PAGES = ("/console/overview", "/console/overrides", "/console/check", "/console/audit", "/console/tokens")
@@ -219,3 +219,26 @@ def test_a_post_the_api_would_refuse_is_refused_by_the_console(console: ConsoleC
         assert answer.status == 403 and overrides_in(school) == []
     else:
         assert answer.status == 200 and overrides_in(school) == [("class-5a", "youtube.com")]
+
+
+def test_signing_in_again_replaces_the_session(console: ConsoleClient, school: School) -> None:
+    console.sign_in(school.secrets["viewer"])
+    first = console.cookie(SESSION_COOKIE).value
+    assert console.get("/console/sign-in").url.endswith("/console/overview")  # signed in: no form
+    console.post("/console/sign-in", {"csrf": "paired", "token": school.secrets["editor"]},
+                 cookies={SIGN_IN_COOKIE: "paired"})
+    second = console.cookie(SESSION_COOKIE).value
+    assert first != second and len(console.app[SESSIONS]) == 1
+    replayed = console.get("/console/overview", cookies={SESSION_COOKIE: first})
+    assert replayed.url.endswith("/console/sign-in?ended=1")
+
+
+def test_forms_must_be_url_encoded_and_small(console: ConsoleClient, school: School) -> None:
+    csrf = console.sign_in(school.secrets["ms-peeters"]).hidden("csrf")
+    too_big = console.post("/console/overrides", {"csrf": csrf, "group": "class-5a", "site": "a.example",
+                                                  "minutes": "5", "reason": "x" * 70_000})
+    assert too_big.status == 413
+    as_json = console.request("POST", "/console/overrides", json={"csrf": csrf, "group": "class-5a",
+                                                                  "site": "a.example", "minutes": 5})
+    assert as_json.status == 415
+    assert overrides_in(school) == []

@@ -141,7 +141,9 @@ async def read_form(request: web.Request) -> MultiDict[str]:
     """The posted form's text fields (files left out), within MAX_FORM_BYTES."""
     if request.content_type != "application/x-www-form-urlencoded":
         raise web.HTTPUnsupportedMediaType(text="the console's forms are sent url-encoded")
-    if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
+    if request.content_length is None:  # browsers send a form's length; no unbounded reads
+        raise web.HTTPLengthRequired(text="send the form with a Content-Length")
+    if request.content_length > MAX_FORM_BYTES:
         raise web.HTTPRequestEntityTooLarge(MAX_FORM_BYTES, request.content_length)
     posted = await request.post()
     return MultiDict((name, value) for name, value in posted.items() if isinstance(value, str))
@@ -195,6 +197,8 @@ def new_sign_in_nonce() -> str:
 
 
 def start_session(request: web.Request, response: web.StreamResponse, token: Token) -> None:
+    """A new session id at every sign-in; the browser's previous session, if any, ends."""
+    request.app[SESSIONS].end(request.cookies.get(SESSION_COOKIE))
     session_id, _ = request.app[SESSIONS].start(token.name)
     response.set_cookie(SESSION_COOKIE, session_id, path=PREFIX, httponly=True, samesite="Strict",
                         secure=request.secure)

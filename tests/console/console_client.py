@@ -1,6 +1,7 @@
 """A school's policy, tokens, events and status on disk, the admin API app over them, and
 clients for the console: aiohttp's test client (request level) and a real listening server
-(for the browser)."""
+(for the browser). The fixtures are here, not in a conftest.py: tests/api's modules import
+theirs as `conftest`, and a second one would shadow it."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import asyncio
 import html
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from aiohttp import CookieJar, web
 from aiohttp.test_utils import TestClient, TestServer
@@ -190,3 +194,17 @@ class LiveConsole:
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+
+
+@pytest.fixture
+def school(tmp_path: Path) -> Iterator[School]:
+    made = School(tmp_path)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def console(school: School) -> Iterator[ConsoleClient]:
+    client = ConsoleClient(school.app())
+    yield client
+    client.close()

@@ -25,7 +25,7 @@ from edufilter.api.observe import EVENTS, EXPLAIN, STATUS_SOURCE, Explain, Statu
 from edufilter.api.openapi import OPENAPI, openapi_document
 from edufilter.api.problems import Handler, problem_middleware
 from edufilter.api.routes import OPERATIONS_TABLE, setup_routes
-from edufilter.api.security import COOKIE_ROUTES, THROTTLE, FailureThrottle, auth_middleware
+from edufilter.api.security import THROTTLE, FailureThrottle, auth_middleware
 from edufilter.api.settings import ApiSettings
 from edufilter.api.uploads import UPLOADS, Uploads
 from edufilter.console.app import setup_console
@@ -62,10 +62,9 @@ def make_app(
     app[EVENTS] = event_store
     app[OPENAPI] = openapi_document(OPERATIONS_TABLE)
     setup_routes(app)
-    app[COOKIE_ROUTES] = set()
-    setup_console(app, app[COOKIE_ROUTES])
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_uploads_context)
+    setup_console(app)
     return app
 
 

@@ -18,8 +18,6 @@ from edufilter.api.tokens import EVERY_ROLE, Token, authenticate
 from edufilter.policy.store import PolicyStore
 
 OPERATIONS = web.AppKey("operations", dict[AbstractRoute, Operation])
-# Routes that authenticate on their own (the console's session cookie): no bearer token needed.
-COOKIE_ROUTES = web.AppKey("cookie_routes", set[AbstractRoute])
 MAX_TRACKED_ADDRESSES = 10_000  # bounded memory under a spray from many addresses
 
 
@@ -57,6 +55,8 @@ class FailureThrottle:
 THROTTLE = web.AppKey("throttle", FailureThrottle)
 _CHALLENGE = 'Bearer realm="edufilter"'
 MAX_SECRET_CHARACTERS = 200  # far above a real token; anything longer is not looked up
+# Routes that authenticate on their own (the console's session cookie): no bearer token needed.
+COOKIE_ROUTES = web.AppKey("cookie_routes", set[AbstractRoute])
 
 
 @web.middleware

@@ -3,11 +3,10 @@ sessions and templates, and the security headers on every answer under /console/
 
 from __future__ import annotations
 
-from typing import Any
-
 import jinja2
 from aiohttp import web
 
+from edufilter.api.security import COOKIE_ROUTES
 from edufilter.console import pages
 from edufilter.console.sessions import SessionStore
 from edufilter.console.visit import HERE, PREFIX, SESSIONS, TEMPLATES, page
@@ -29,8 +28,8 @@ SECURITY_HEADERS = {
 }
 
 
-def setup_console(app: web.Application, cookie_routes: set[Any]) -> None:
-    """Add the console's routes; cookie_routes collects them so the bearer check skips them."""
+def setup_console(app: web.Application) -> None:
+    """Add the console's routes, listed in COOKIE_ROUTES so the bearer check skips them."""
     app[SESSIONS] = SessionStore()
     app[TEMPLATES] = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -57,7 +56,7 @@ def setup_console(app: web.Application, cookie_routes: set[Any]) -> None:
         app.router.add_post(f"{PREFIX}/tokens/{{name}}/revoke", page(pages.revoke_token)),
         app.router.add_get(f"{PREFIX}/static/console.css", _stylesheet),
     ]
-    cookie_routes.update(route for resource in {route.resource for route in routes} for route in resource)
+    app[COOKIE_ROUTES] = {route for resource in {route.resource for route in routes} for route in resource}
     app.on_response_prepare.append(_security_headers)
 
 

@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 from console_client import ConsoleClient, School
+from console_client import console, school  # noqa: F401 (fixtures)
 
 from edufilter.console.i18n import _TEXTS
 from edufilter.policy.store import PolicyStore

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from console_client import LiveConsole, School
+from console_client import school  # noqa: F401 (a fixture)
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="the browser tests need selenium (pip install selenium)")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402

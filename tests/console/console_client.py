@@ -52,6 +52,7 @@ class School:
 
     state_dir: Path
     secrets: dict[str, str] = field(default_factory=dict)
+    roles: dict[str, str] = field(default_factory=dict)
     events: EventStore | None = None
 
     def __post_init__(self) -> None:
@@ -101,6 +102,7 @@ class School:
         with PolicyStore(self.state_dir / "policy.sqlite") as store:
             with store.audited(Actor("cli:test", "admin", "CLI", "token create"), "token", name) as change:
                 self.secrets[name] = create_token(change.db, name, role, groups, max_minutes)[1]
+        self.roles[name] = role
         return self.secrets[name]
 
     def app(self, settings: ApiSettings = ApiSettings(port=0)) -> web.Application:

@@ -61,7 +61,8 @@ class School:
                 store.add_group(Group(name, title))
             store.set_settings(Settings(timezone="UTC", default_group="guests"))
             store.add_category(Category("games", "ut1", {"en": "Games", "nl": "Spelletjes"}))
-            store.add_list(AdminList("blocked", "blocked by the school", (ListEntry(EntryKind.DOMAIN, "games.example"),)))
+            store.add_list(AdminList("blocked", "blocked by the school",
+                                     (ListEntry(EntryKind.DOMAIN, "games.example"),)))
             store.add_rule(Rule("class-5a", TargetKind.LIST, "blocked", Action.BLOCK))
             store.add_client(ClientMatch("class-5a", cidr="198.18.5.0/24"))
         self.token("admin", name="coordinator")

@@ -101,7 +101,8 @@ def test_a_teacher_opens_a_site_for_a_class_and_sees_it_listed(browser: Any, liv
     minutes.clear()
     minutes.send_keys("40")
     browser.find_element(By.CSS_SELECTOR, "form.open-site button[type=submit]").click()
-    notice = WebDriverWait(browser, 10).until(expected_conditions.presence_of_element_located((By.CLASS_NAME, "notice")))
+    notice = WebDriverWait(browser, 10).until(
+        expected_conditions.presence_of_element_located((By.CLASS_NAME, "notice")))
     assert notice.text.startswith("youtube.com is open for class-5a until")
     cells = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "table.overrides td")]
     assert cells[:5] == ["youtube.com", "class-5a", "allow", cells[3], "active"]
@@ -133,7 +134,8 @@ def test_a_viewer_sees_no_change_forms_and_every_page_is_accessible(browser: Any
     browser.find_element(By.ID, "target").send_keys("games.example")
     browser.find_element(By.ID, "address").send_keys("198.18.5.7")
     browser.find_element(By.CSS_SELECTOR, "form.check button").click()
-    heading = WebDriverWait(browser, 10).until(expected_conditions.presence_of_element_located((By.ID, "result-heading")))
+    heading = WebDriverWait(browser, 10).until(
+        expected_conditions.presence_of_element_located((By.ID, "result-heading")))
     assert heading.text == "Decision: block"
     assert serious_accessibility_violations(browser) == []
     screenshot(browser, "check-result")

@@ -61,7 +61,8 @@ def test_a_viewer_sees_no_change_form_anywhere(console: ConsoleClient, school: S
 
 def test_a_teacher_opens_a_site_for_a_group_sees_it_and_ends_it(console: ConsoleClient, school: School) -> None:
     page = console.sign_in(school.secrets["ms-peeters"])
-    assert re.findall(r'<option value="([^"]+)"', page.text.split('id="group"')[1].split("</select>")[0]) == ["class-5a"]
+    group_choice = page.text.split('id="group"')[1].split("</select>")[0]
+    assert re.findall(r'<option value="([^"]+)"', group_choice) == ["class-5a"]
     assert 'max="45"' in page.text and "At most 45 minutes." in page.text
     opened = console.post("/console/overrides", {"csrf": page.hidden("csrf"), "group": "class-5a",
                                                  "site": "YouTube.com", "minutes": "45", "reason": "lesson"})
@@ -196,9 +197,12 @@ def test_an_admin_makes_a_teacher_token_seen_once_and_revokes_it(console: Consol
         ("csrf", csrf), ("name", "mr-janssens"), ("role", "teacher"), ("groups", "class-5a"), ("groups", "class-6b"),
         ("max_minutes", "30")])
     assert made.status == 201
-    secret = re.search(r'id="made-secret" type="text" readonly value="(eft_[^"]+)"', made.text)[1]  # type: ignore[index]
+    shown = re.search(r'id="made-secret" type="text" readonly value="(eft_[^"]+)"', made.text)
+    assert shown
+    secret = shown[1]
     assert secret not in console.get("/console/tokens").text  # shown once, in the answer to the form only
-    row = re.search(r"<td>mr-janssens</td><td>teacher</td><td>([^<]*)</td><td>(\d+)</td>", console.get("/console/tokens").text)
+    row = re.search(r"<td>mr-janssens</td><td>teacher</td><td>([^<]*)</td><td>(\d+)</td>",
+                    console.get("/console/tokens").text)
     assert row and row.groups() == ("class-5a, class-6b", "30")
     teacher = ConsoleClient(school.app())
     try:

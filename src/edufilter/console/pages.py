@@ -54,7 +54,8 @@ async def sign_in_form(request: web.Request) -> web.StreamResponse:
     if request.app[SESSIONS].find(request.cookies.get(SESSION_COOKIE)) is not None:
         raise web.HTTPSeeOther(f"{PREFIX}/overview")
     text = translator(language)
-    message = text("session_ended") if "ended" in request.query else text("signed_out") if "out" in request.query else None
+    message = (text("session_ended") if "ended" in request.query
+               else text("signed_out") if "out" in request.query else None)
     return _sign_in_page(request, language, 200, message)
 
 
@@ -186,7 +187,8 @@ async def check_form(visit: Visit) -> web.StreamResponse:
 async def check(visit: Visit) -> web.StreamResponse:
     if not may(visit.token, "check"):
         raise Problem(403, "forbidden", visit.text("not_allowed"))
-    values = {name: visit.form.get(name, "").strip() for name in ("target", "address", "mac", "interface", "vlan", "at")}
+    fields = ("target", "address", "mac", "interface", "vlan", "at")
+    values = {name: visit.form.get(name, "").strip() for name in fields}
     client: dict[str, Any] = {"address": values["address"]}
     if values["mac"]:
         client["mac"] = values["mac"]

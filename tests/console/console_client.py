@@ -11,7 +11,7 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,10 @@ from edufilter.policy.model import (
     Group,
     ListEntry,
     Rule,
+    Schedule,
     Settings,
     TargetKind,
+    TimeSlot,
 )
 from edufilter.policy.store import Actor, PolicyStore
 
@@ -65,6 +67,8 @@ class School:
                                      (ListEntry(EntryKind.DOMAIN, "games.example"),)))
             store.add_rule(Rule("class-5a", TargetKind.LIST, "blocked", Action.BLOCK))
             store.add_client(ClientMatch("class-5a", cidr="198.18.5.0/24"))
+            store.add_schedule(Schedule("lessons", tuple(TimeSlot(day, time(8, 30), time(15, 30)) for day in range(5))))
+            store.add_rule(Rule("class-6b", TargetKind.CATEGORY, "games", Action.BLOCK, "lessons"))
         self.token("admin", name="coordinator")
         self.token("editor", name="editor")
         self.token("viewer", name="viewer")

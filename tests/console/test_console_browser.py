@@ -121,13 +121,14 @@ def test_a_teacher_opens_a_site_for_a_class_and_sees_it_listed(browser: Any, liv
 def test_a_viewer_sees_no_change_forms_and_every_page_is_accessible(browser: Any, live: LiveConsole,
                                                                      school: School) -> None:
     sign_in(browser, live, school.secrets["viewer"], "/console/overview")
-    for path, name in (("/console/overview", "overview"), ("/console/check", "check"), ("/console/audit", "audit")):
+    for path, name in (("/console/overview", "overview"), ("/console/policy", "policy"), ("/console/check", "check"),
+                       ("/console/audit", "audit")):
         browser.get(live.base_url + path)
         assert browser.find_elements(By.CSS_SELECTOR, "form.change") == [], path
         assert serious_accessibility_violations(browser) == [], path
         screenshot(browser, name)
     assert [link.text for link in browser.find_elements(By.CSS_SELECTOR, "header nav a")] == \
-        ["Overview", "Check", "Audit log"]
+        ["Overview", "Policy", "Check", "Audit log"]
     browser.get(live.base_url + "/console/overrides")
     assert "Your token may not use this page." in browser.find_element(By.TAG_NAME, "main").text
     browser.get(live.base_url + "/console/check")
@@ -174,7 +175,8 @@ def test_every_page_of_an_admin_is_accessible(browser: Any, live: LiveConsole, s
     sign_in(browser, live, school.secrets["coordinator"], "/console/overview")
     links = [link.get_attribute("href") for link in browser.find_elements(By.CSS_SELECTOR, "header nav a")]
     assert [link.removeprefix(live.base_url) for link in links] == [
-        "/console/overview", "/console/overrides", "/console/check", "/console/audit", "/console/tokens"]
+        "/console/overview", "/console/overrides", "/console/policy", "/console/check", "/console/audit",
+        "/console/tokens"]
     for link in links:
         browser.get(link)
         assert serious_accessibility_violations(browser) == [], link

@@ -26,15 +26,15 @@ def change_forms(text: str) -> list[str]:
 
 
 # Each page and the API operation it needs; the menu follows the API's role table.
-PAGES = {"/console/overview": "status", "/console/overrides": "create_override", "/console/check": "check",
-         "/console/audit": "list_audit", "/console/tokens": "list_tokens"}
+PAGES = {"/console/overview": "status", "/console/overrides": "create_override", "/console/policy": "list_groups",
+         "/console/check": "check", "/console/audit": "list_audit", "/console/tokens": "list_tokens"}
 
 
 @pytest.mark.parametrize(("role", "never"), [
     ("coordinator", []),
     ("editor", ["/console/tokens"]),
     ("viewer", ["/console/overrides", "/console/tokens"]),
-    ("ms-peeters", ["/console/overview", "/console/check", "/console/audit", "/console/tokens"]),
+    ("ms-peeters", ["/console/overview", "/console/policy", "/console/check", "/console/audit", "/console/tokens"]),
 ])
 def test_each_role_sees_only_the_pages_its_token_may_use(console: ConsoleClient, school: School, role: str,
                                                          never: list[str]) -> None:
@@ -130,6 +130,21 @@ def test_the_overview_shows_status_charts_from_the_stats_and_latest_events(conso
     assert "198.18.5.7" not in page.text  # pseudonyms only
     assert re.search(r"<code>c-[0-9a-f]+</code>", page.text)
     assert 'aria-current="true">last hour<' in page.text
+
+
+def test_the_policy_page_shows_groups_rules_clients_lists_and_schedules(console: ConsoleClient,
+                                                                         school: School) -> None:
+    console.sign_in(school.secrets["viewer"])
+    page = console.get("/console/policy?lang=nl")
+    assert change_forms(page.text) == []  # read only
+    assert re.search(r'<td><a href="#rules-class-5a">class-5a</a></td><td>Class 5A</td><td>allow</td><td>uit</td>',
+                     page.text)
+    assert '<tr><td>0</td><td>list blocked</td><td class="action-block">block</td><td>altijd</td></tr>' in page.text
+    assert '<td>category games</td><td class="action-block">block</td><td>lessons</td>' in page.text
+    assert "Geen regels: de standaardactie beslist." in page.text  # the guests group
+    assert "<tr><td>class-5a</td><td>198.18.5.0/24</td></tr>" in page.text
+    assert "<tr><td>blocked</td><td>blocked by the school</td><td>1</td></tr>" in page.text
+    assert "ma 08:30–15:30, di 08:30–15:30, wo 08:30–15:30, do 08:30–15:30, vr 08:30–15:30" in page.text
 
 
 def test_the_check_page_explains_a_decision(console: ConsoleClient, school: School) -> None:

@@ -19,7 +19,8 @@ from edufilter.console.sessions import SessionStore
 from edufilter.console.visit import SESSION_COOKIE, SESSIONS, SIGN_IN_COOKIE
 from edufilter.policy.store import PolicyStore
 
-PAGES = ("/console/overview", "/console/overrides", "/console/check", "/console/audit", "/console/tokens")
+PAGES = ("/console/overview", "/console/overrides", "/console/policy", "/console/check", "/console/audit",
+         "/console/tokens")
 
 
 def overrides_in(school: School) -> list[tuple[str, str]]:
@@ -80,7 +81,7 @@ def test_every_console_answer_carries_the_security_headers(console: ConsoleClien
     answers.append(console.post("/console/overrides", {"csrf": "forged", "group": "class-5a", "site": "a.example",
                                                        "minutes": "5"}))
     # an unknown path gets the API's answer (a token first, then 404), with the headers too
-    assert [answer.status for answer in answers] == [200, 200, 401, 200, 200, 200, 200, 200, 200, 403]
+    assert [answer.status for answer in answers] == [200, 200, 401, 200, 200, 200, 200, 200, 200, 200, 403]
     for answer in answers:
         assert_hardened(answer.headers)
     assert all(answer.headers["Cache-Control"] == "no-store" for answer in answers[3:])

@@ -48,6 +48,7 @@ def setup_console(app: web.Application) -> None:
         app.router.add_get(f"{PREFIX}/overrides", page(pages.overrides)),
         app.router.add_post(f"{PREFIX}/overrides", page(pages.open_site)),
         app.router.add_post(f"{PREFIX}/overrides/{{id}}/end", page(pages.end_override)),
+        app.router.add_get(f"{PREFIX}/policy", page(pages.policy)),
         app.router.add_get(f"{PREFIX}/check", page(pages.check_form)),
         app.router.add_post(f"{PREFIX}/check", page(pages.check)),
         app.router.add_get(f"{PREFIX}/audit", page(pages.audit)),

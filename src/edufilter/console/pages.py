@@ -175,6 +175,26 @@ async def end_override(visit: Visit) -> web.StreamResponse:
     return visit.done(f"{PREFIX}/overrides", visit.text("override_ended"))
 
 
+# Policy, read only for now: groups with their rules in order, clients, lists, schedules
+
+WHOLE = {"limit": 1000}  # every page of the policy's collections is read whole (a school's few)
+
+
+async def policy(visit: Visit) -> web.StreamResponse:
+    if not may(visit.token, "list_groups"):
+        raise Problem(403, "forbidden", visit.text("not_allowed"))
+
+    async def items(operation_id: str, **params: Any) -> list[dict[str, Any]]:
+        answer = await invoke(visit.request, visit.token, operation_id, params=params, query=dict(WHOLE))
+        return list(answer.body["items"])
+
+    groups = await items("list_groups")
+    rules = {group["name"]: await items("list_rules", group=group["name"]) for group in groups}
+    return visit.render("policy.html", groups=groups, rules=rules, clients=await items("list_clients"),
+                        lists=await items("list_lists"), schedules=await items("list_schedules"),
+                        weekdays=visit.text("weekdays").split())
+
+
 # Check: what would this device get for this site at this time, and why
 
 

@@ -46,6 +46,7 @@ class NavItem:
 NAVIGATION = (
     NavItem(f"{PREFIX}/overview", "nav_overview", "status"),
     NavItem(f"{PREFIX}/overrides", "nav_overrides", "create_override"),
+    NavItem(f"{PREFIX}/policy", "nav_policy", "list_groups"),
     NavItem(f"{PREFIX}/check", "nav_check", "check"),
     NavItem(f"{PREFIX}/audit", "nav_audit", "list_audit"),
     NavItem(f"{PREFIX}/tokens", "nav_tokens", "list_tokens"),

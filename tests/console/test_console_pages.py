@@ -98,6 +98,20 @@ def test_the_teacher_page_keeps_the_tokens_limits(console: ConsoleClient, school
         assert store.load().overrides == ()
 
 
+def test_numbers_in_forms_and_paths_that_are_not_numbers_are_refused_by_name(console: ConsoleClient,
+                                                                            school: School) -> None:
+    csrf = console.sign_in(school.secrets["coordinator"]).hidden("csrf")
+    for path in ("/console/overrides/%C2%B2/end", "/console/overrides/0/end", "/console/overrides/x/end"):
+        assert console.post(path, {"csrf": csrf, "etag": "*"}).status == 404, path
+    superscript = console.post("/console/overrides", {"csrf": csrf, "group": "class-5a", "site": "a.example",
+                                                      "minutes": "\u00b2"})
+    assert superscript.status == 422 and "minutes" in superscript.text
+    vlan = console.post("/console/check", {"csrf": csrf, "target": "a.example", "address": "198.18.5.7",
+                                           "vlan": "\u0663"})  # an Arabic-Indic three
+    assert vlan.status == 422 and "client.vlan" in vlan.text
+    assert console.get("/console/audit?cursor=%C2%B2").status == 200
+
+
 def test_a_teacher_cannot_end_an_override_of_another_group(console: ConsoleClient, school: School) -> None:
     admin = ConsoleClient(school.app())  # another person, another process
     try:

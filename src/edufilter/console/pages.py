@@ -3,6 +3,8 @@ operations, as the signed-in token), so roles, validation and audit are the API'
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -108,13 +110,11 @@ async def overview(visit: Visit) -> web.StreamResponse:
     report = (await invoke(visit.request, visit.token, "status")).body
     charts = {}
     for dimension in ("category", "group"):
-        counted = None
+        counted: Counter[str] = Counter()
         for verdict in BLOCKING_VERDICTS:
             answer = await invoke(visit.request, visit.token, "stats",
                                   query={"window": window, "by": dimension, "verdict": verdict})
-            found = totals(answer.body["rows"], visit.text("group_default"))
-            counted = found if counted is None else counted + found
-        assert counted is not None
+            counted += totals(answer.body["rows"], visit.text("group_default"))
         charts[dimension] = bar_chart(counted, visit.text("other"))
     events = (await invoke(visit.request, visit.token, "list_events", query={"limit": LATEST_EVENTS})).body
     zone = await school_zone(visit.request.app)
@@ -152,8 +152,8 @@ async def _overrides_page(visit: Visit, status: int = 200, error: Problem | None
 
 async def open_site(visit: Visit) -> web.StreamResponse:
     values = {name: visit.form.get(name, "").strip() for name in ("group", "site", "minutes", "reason")}
-    minutes = int(values["minutes"]) if values["minutes"].isdigit() and len(values["minutes"]) < 8 else 0
-    body = {"group": values["group"], "name": values["site"], "minutes": minutes, "reason": values["reason"]}
+    body = {"group": values["group"], "name": values["site"], "minutes": _number(values["minutes"]),
+            "reason": values["reason"]}
     try:
         created = (await invoke(visit.request, visit.token, "create_override", body=body)).body
     except Problem as problem:
@@ -164,11 +164,9 @@ async def open_site(visit: Visit) -> web.StreamResponse:
 
 
 async def end_override(visit: Visit) -> web.StreamResponse:
-    override_id = visit.request.match_info["id"]
-    if not override_id.isdigit() or len(override_id) > 18:
-        raise Problem(404, "not-found", f"override {override_id} does not exist")
+    override_id = _number(visit.request.match_info["id"])
     try:
-        await invoke(visit.request, visit.token, "delete_override", params={"id": int(override_id)},
+        await invoke(visit.request, visit.token, "delete_override", params={"id": override_id},
                      if_match=visit.form.get("etag") or None)
     except Problem as problem:
         return await _overrides_page(visit, problem.status, problem)
@@ -215,7 +213,7 @@ async def check(visit: Visit) -> web.StreamResponse:
     if values["interface"]:
         client["interface"] = values["interface"]
     if values["vlan"]:
-        client["vlan"] = int(values["vlan"]) if values["vlan"].isdigit() and len(values["vlan"]) < 6 else -1
+        client["vlan"] = _number(values["vlan"])
     body: dict[str, Any] = {"target": values["target"], "client": client}
     zone = await school_zone(visit.request.app)
     if values["at"]:
@@ -245,7 +243,7 @@ async def audit(visit: Visit) -> web.StreamResponse:
         raise Problem(403, "forbidden", visit.text("not_allowed"))
     query: dict[str, Any] = {"limit": AUDIT_PAGE}
     cursor = visit.request.query.get("cursor", "")
-    if cursor.isdigit() and len(cursor) < 18:
+    if _number(cursor) >= 0:
         query["cursor"] = cursor
     page = (await invoke(visit.request, visit.token, "list_audit", query=query)).body
     zone = await school_zone(visit.request.app)
@@ -280,8 +278,7 @@ async def make_token(visit: Visit) -> web.StreamResponse:
     if values["groups"]:
         body["groups"] = values["groups"]
     if values["max_minutes"]:
-        digits = values["max_minutes"]
-        body["max_minutes"] = int(digits) if digits.isdigit() and len(digits) < 8 else -1
+        body["max_minutes"] = _number(values["max_minutes"])
     try:
         made = (await invoke(visit.request, visit.token, "create_token", body=body)).body
     except Problem as problem:
@@ -314,7 +311,12 @@ async def school_zone(app: web.Application) -> tzinfo:
         return timezone.utc
 
 
-def _local_time(zone: tzinfo) -> Any:
+def _number(text: str) -> int:
+    """A form's whole number; anything else is -1, which the API's schemas refuse by name."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 16 else -1
+
+
+def _local_time(zone: tzinfo) -> Callable[[object], str]:
     def show(moment: object) -> str:
         try:
             parsed = datetime.fromisoformat(str(moment))

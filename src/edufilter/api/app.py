@@ -37,6 +37,7 @@ from edufilter.api.routes import OPERATIONS_TABLE, setup_routes
 from edufilter.api.security import OVERRIDE_RATE, THROTTLE, WindowCounter, auth_middleware
 from edufilter.api.settings import ApiSettings
 from edufilter.api.uploads import UPLOADS, Uploads
+from edufilter.console.app import setup_console
 from edufilter.errors import EdufilterError
 from edufilter.output.events import EventStore
 from edufilter.output.status import status_path
@@ -77,6 +78,7 @@ def make_app(
     app.cleanup_ctx.append(_resource_log_context)
     app.cleanup_ctx.append(_store_context)
     app.cleanup_ctx.append(_uploads_context)
+    setup_console(app)
     return app
 
 

@@ -57,12 +57,17 @@ THROTTLE = web.AppKey("throttle", WindowCounter)
 OVERRIDE_RATE = web.AppKey("override_rate", WindowCounter)  # overrides made per teacher token
 _CHALLENGE = 'Bearer realm="edufilter"'
 MAX_SECRET_CHARACTERS = 200  # far above a real token; anything longer is not looked up
+# Routes that authenticate on their own (the console's session cookie): no bearer token needed.
+COOKIE_ROUTES = web.AppKey("cookie_routes", set[AbstractRoute])
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every request but the public ones needs a live token whose role the operation allows."""
-    operation = request.app[OPERATIONS].get(request.match_info.route)
+    route = request.match_info.route
+    if route in request.app.get(COOKIE_ROUTES, ()):
+        return await handler(request)
+    operation = request.app[OPERATIONS].get(route)
     roles = EVERY_ROLE if operation is None else operation.roles  # an unknown path: any token, then 404
     if roles is None:
         return await handler(request)
@@ -72,14 +77,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
                       headers={"WWW-Authenticate": _CHALLENGE})
     token = await _token(request.app, header)
     if token is None:
-        _refuse_bad_token(request)
+        refuse_bad_token(request)
     if token.role not in roles:
         raise Problem(403, "forbidden", f"a {token.role} token may not use {request.method} {request.path}")
     request[TOKEN] = token
     return await handler(request)
 
 
-def _refuse_bad_token(request: web.Request) -> NoReturn:
+def refuse_bad_token(request: web.Request) -> NoReturn:
     """401 for a bad token, 429 once its address has failed too often: only failures are
     throttled, so a valid token is never refused for someone else's guesses from its address."""
     address = request.remote or "unknown"

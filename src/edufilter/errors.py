@@ -19,3 +19,7 @@ class NetfilterError(EdufilterError):
 
 class QueueError(EdufilterError):
     """An NFQUEUE queue that cannot be bound or used; the message names the queue and errno."""
+
+
+class StoreBusyError(EdufilterError):
+    """The policy database stayed locked by another writer for the whole busy timeout."""

@@ -11,12 +11,13 @@ from http import HTTPStatus
 from aiohttp import web
 
 from edufilter.api.validation import Invalid
-from edufilter.errors import EdufilterError
+from edufilter.errors import EdufilterError, StoreBusyError
 
 log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
 _TYPE_PREFIX = "urn:edufilter:problem:"
+BUSY_RETRY_AFTER = 2  # seconds; a change holds the write lock for well under that
 
 
 class Problem(Exception):
@@ -88,6 +89,11 @@ def policy_problem(error: EdufilterError) -> Problem:
     return Problem(422, "invalid-change", message)
 
 
+def busy_problem(error: StoreBusyError) -> Problem:
+    """503: the database was locked by another change for the whole busy timeout; nothing changed."""
+    return Problem(503, "store-busy", f"{error}; nothing was changed", headers={"Retry-After": str(BUSY_RETRY_AFTER)})
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -98,6 +104,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except Problem as problem:
         return problem.response(request.path)
+    except StoreBusyError as error:
+        return busy_problem(error).response(request.path)
     except EdufilterError as error:
         return policy_problem(error).response(request.path)
     except web.HTTPException as error:

@@ -294,8 +294,7 @@ class Supervisor:
             if time.monotonic() >= next_purge:
                 await asyncio.to_thread(self.events.purge, now)
                 await asyncio.to_thread(self.events.stats.purge, now)
-                with PolicyStore(self.state_dir / POLICY_DB) as store:
-                    expired = store.expire_overrides(now)
+                expired = await asyncio.to_thread(expire_overrides, self.state_dir, now)  # opening checks the file
                 if expired:
                     await self.apply()
                 next_purge = time.monotonic() + MAINTENANCE_INTERVAL
@@ -513,6 +512,11 @@ class Supervisor:
         pid_file(self.state_dir).unlink(missing_ok=True)
         if self.events is not None:
             self.events.close()
+
+
+def expire_overrides(state_dir: Path, now: datetime) -> int:
+    with PolicyStore(state_dir / POLICY_DB) as store:
+        return store.expire_overrides(now)
 
 
 def decision_tree(decisions: dict[tuple[str, str | None, int], int]) -> dict:

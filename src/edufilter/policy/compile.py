@@ -37,7 +37,7 @@ from edufilter._classify import (
 )
 from edufilter.errors import PolicyError
 from edufilter.policy.image import SectionSpec, write_image
-from edufilter.policy.liststore import ListStore, StoredCategory
+from edufilter.policy.liststore import NAME_CHUNK_BYTES, ListStore, StoredCategory, line_blocks
 from edufilter.policy.model import (
     Action,
     DatedException,
@@ -223,11 +223,9 @@ def _spool(values: Iterable[str], file: Path) -> int:
     return count
 
 
-def _file_chunks(file: Path, block_bytes: int = 1 << 20) -> Iterator[bytes]:
-    """A file of lines in blocks of about block_bytes, each a run of whole lines."""
+def _file_chunks(file: Path, block_bytes: int = NAME_CHUNK_BYTES) -> Iterator[bytes]:
     with open(file, "rb") as lines:
-        while block := lines.read(block_bytes):
-            yield block if block.endswith(b"\n") else block + lines.readline()
+        yield from line_blocks(lines, block_bytes)
 
 
 def compile_lists(view: CompileView, path: Path) -> CompileReport:

@@ -242,7 +242,7 @@ def open_current(state_dir: Path, at: datetime | None = None) -> Engine:
     state_dir = Path(state_dir)
     images = images_dir(state_dir)
     live = images / POLICY_IMAGE
-    with PolicyStore(state_dir / POLICY_DB) as store:
+    with PolicyStore.for_reading(state_dir / POLICY_DB) as store:
         version = store.version
     if live.exists():
         try:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from edufilter.errors import StoreBusyError
+from edufilter.errors import PolicyError, StoreBusyError
 from edufilter.policy import store as store_module
 from edufilter.policy.compile import LISTS_IMAGE, compile_policy, images_dir
 from edufilter.policy.engine import Engine
-from edufilter.policy.image import Image
+from edufilter.policy.image import Image, read_meta
 from edufilter.policy.model import (
     Action,
     AdminList,
@@ -140,3 +140,24 @@ def test_a_locked_database_is_reported_busy_not_invalid(tmp_path: Path, monkeypa
         with other.audited(store_module.Actor("t", "admin", "TEST", "/"), "group", "x"):
             with pytest.raises(StoreBusyError, match="busy"):
                 store.add_group(Group("staff"))
+
+
+def test_a_reload_maps_and_checks_only_the_images_that_changed(state: Path) -> None:
+    first = Engine.open(state)
+    with PolicyStore(state / POLICY_DB) as store:
+        store.add_override("pupils", "site9.example", Action.ALLOW, NOW - timedelta(minutes=1),
+                           NOW + timedelta(minutes=50))
+    compile_policy(state)
+    second = Engine.open(state)
+    assert second.lists_image is first.lists_image and second.categories_image is first.categories_image
+    assert second.policy_image is not first.policy_image and second.meta["overrides"]
+
+
+def test_a_cut_short_lists_image_is_compiled_again(state: Path) -> None:
+    lists = images_dir(state) / LISTS_IMAGE
+    with open(lists, "r+b") as image:
+        image.truncate(lists.stat().st_size // 2)
+    with pytest.raises(PolicyError, match="truncated"):
+        read_meta(lists)
+    compile_policy(state)
+    assert action_for(state, "site5.example") == "block"

@@ -36,7 +36,7 @@ from edufilter._classify import (
     Tier,
 )
 from edufilter.errors import PolicyError
-from edufilter.policy.image import SectionSpec, write_image
+from edufilter.policy.image import SectionSpec, read_meta, write_image
 from edufilter.policy.liststore import NAME_CHUNK_BYTES, ListStore, StoredCategory, line_blocks
 from edufilter.policy.model import (
     Action,
@@ -392,14 +392,13 @@ def compile_policy(state_dir: Path, now: datetime | None = None, out: Path | Non
     explain a decision at another time), and then a lists image that needs rebuilding
     beside it (report.lists_path says which lists image goes with it).
     """
-    from edufilter.policy.image import Image
-
     state_dir = Path(state_dir)
     images = images_dir(state_dir)
     categories_path = images / CATEGORIES_IMAGE
     if not categories_path.exists():
         write_categories_image([], categories_path)
-    categories_meta = Image(categories_path).meta
+    # The metadata only: checking a large image's every byte is the engine's work when it maps it.
+    categories_meta = read_meta(categories_path)
     path = out or images / POLICY_IMAGE
     lists_path = images / LISTS_IMAGE
     with PolicyStore.for_reading(state_dir / POLICY_DB) as store, store.compile_view() as view:
@@ -408,7 +407,7 @@ def compile_policy(state_dir: Path, now: datetime | None = None, out: Path | Non
             if out is not None:
                 lists_path = out.with_name(out.name + ".lists")
             compile_lists(view, lists_path)
-            lists_meta = Image(lists_path).meta
+            lists_meta = read_meta(lists_path)
         sections, meta, counts = policy_sections(view.policy, categories_meta, lists_meta, now or _now(), view.version)
     write_image(path, sections, meta)
     return CompileReport(path, counts[0], counts[1], counts[2], path.stat().st_size, tuple(meta["warnings"]),
@@ -416,13 +415,11 @@ def compile_policy(state_dir: Path, now: datetime | None = None, out: Path | Non
 
 
 def _lists_meta(path: Path) -> dict | None:
-    """The meta of a usable lists image at path, or None (missing, damaged, not a lists image)."""
-    from edufilter.policy.image import Image
-
+    """The meta of the lists image at path, or None (missing, damaged, not a lists image)."""
     if not path.exists():
         return None
     try:
-        meta = Image(path).meta
+        meta = read_meta(path)
     except PolicyError:
         return None
     return meta if meta.get("kind") == "lists" else None

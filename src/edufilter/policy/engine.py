@@ -27,7 +27,7 @@ from edufilter.policy.compile import (
     images_dir,
     schedule_from_meta,
 )
-from edufilter.policy.image import Image
+from edufilter.policy.image import mapped_images
 from edufilter.policy.model import Action, ClientIdentity, check_mac
 from edufilter.policy.schedule import MIDNIGHT, slots_on
 from edufilter.policy.store import POLICY_DB, PolicyStore
@@ -119,9 +119,9 @@ class Engine:
     """The three images of one state directory, mapped, with their Classifier."""
 
     def __init__(self, categories_path: Path, lists_path: Path, policy_path: Path) -> None:
-        self.categories_image = Image(categories_path)
-        self.lists_image = Image(lists_path)
-        self.policy_image = Image(policy_path)
+        self.categories_image = mapped_images.open(categories_path)
+        self.lists_image = mapped_images.open(lists_path)
+        self.policy_image = mapped_images.open(policy_path)
         categories_meta, lists_meta, meta = self.categories_image.meta, self.lists_image.meta, self.policy_image.meta
         if (categories_meta.get("kind"), lists_meta.get("kind"), meta.get("kind")) != ("categories", "lists", "policy"):
             raise PolicyError(f"{categories_path} / {lists_path} / {policy_path}: not a categories, a lists and a "

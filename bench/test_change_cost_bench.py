@@ -37,7 +37,7 @@ from mixes import TINY
 
 SIZES = {"100k": 100_000, "1m": 1_000_000, "5m": 5_000_000} if not TINY else {"1k": 1_000, "5k": 5_000}
 ROUNDS = int(os.environ.get("EDUFILTER_BENCH_CHANGE_ROUNDS", 5))
-STORE_BATCH = 250_000  # entries per add_list_entries call while the state is made
+STORE_BATCH = 1_000_000  # entries per add_list_entries call while the state is made
 UPLOAD_NAMES = int(os.environ.get("EDUFILTER_BENCH_UPLOAD_NAMES", 2_000 if TINY else 2_000_000))
 STATUS_INTERVAL = 0.01  # seconds between two GET /status
 

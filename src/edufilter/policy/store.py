@@ -397,11 +397,10 @@ class PolicyStore:
     def load(self) -> Policy:
         return self.load_with_version()[1]
 
-    def load_with_version(self, with_entries: bool = True) -> tuple[int, Policy]:
-        """The policy and its policy_version, read from one snapshot; without entries, every
-        admin list comes with none (a compile reads them from the lists image instead)."""
+    def load_with_version(self) -> tuple[int, Policy]:
+        """The policy and its policy_version, read from one snapshot."""
         with self.snapshot() as db:
-            return _policy_version(db), _read_policy(db, with_entries)
+            return _policy_version(db), _read_policy(db)
 
     @contextmanager
     def compile_view(self) -> Iterator[CompileView]:
@@ -1116,9 +1115,9 @@ def _lists_revision(db: sqlite3.Connection) -> int:
 
 
 def list_values(db: sqlite3.Connection, list_name: str, kind: EntryKind) -> Iterator[str]:
-    """The values of one kind in one list, in the order they were added."""
-    for (value,) in db.execute("SELECT value FROM list_entries WHERE list = ? AND kind = ? ORDER BY id",
-                               (list_name, kind.value)):
+    """The values of one kind in one list, in no particular order (read from the unique index
+    alone: sorting millions by id would cost more than the image needs)."""
+    for (value,) in db.execute("SELECT value FROM list_entries WHERE list = ? AND kind = ?", (list_name, kind.value)):
         yield value
 
 
@@ -1132,6 +1131,8 @@ def _entries_by_list(db: sqlite3.Connection, list_name: str | None = None) -> di
 
 
 def _read_policy(db: sqlite3.Connection, with_entries: bool = True) -> Policy:
+    """The whole policy; without entries, every admin list comes with none (for comparing and
+    compiling: the entries are compared by the lists revision, compiled into the lists image)."""
     entries = _entries_by_list(db) if with_entries else {}
     slots: dict[str, list[TimeSlot]] = {}
     for schedule, weekday, starts, ends in db.execute(

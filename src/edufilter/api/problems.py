@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
 _TYPE_PREFIX = "urn:edufilter:problem:"
-BUSY_RETRY_AFTER = 2  # seconds; a change holds the write lock for well under that
+BUSY_RETRY_AFTER = 2  # seconds: a hint; a change holds the write lock for milliseconds, an upload for longer
 
 
 class Problem(Exception):

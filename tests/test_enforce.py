@@ -214,3 +214,27 @@ def test_a_new_policy_empties_the_name_cache(tmp_path: Path) -> None:
     set_policy(loop, compiled_view(tmp_path / "new", POLICY.replace("blocked.test", "second.test")))
     assert loop.classify_offline(dns_queries(["www.first.test", "www.second.test"], 33000), 1.0)[:2] == (2, 1)
     assert loop.stats["name_cache_hits"] == 0
+
+
+def test_cached_answers_keep_the_override_and_the_list_apart(tmp_path: Path) -> None:
+    """Overrides, admin lists and categories are three tables; a cached name remembers which
+    table each of its listed suffixes was in, so the override still wins when asked again."""
+    from datetime import datetime, timedelta, timezone
+
+    from edufilter.policy.model import Action
+
+    compiled_view(tmp_path, POLICY)
+    now = datetime.now(timezone.utc)
+    with PolicyStore(tmp_path / "policy.sqlite") as store:
+        store.add_override("pupils", "open.blocked.test", Action.ALLOW, now - timedelta(minutes=1),
+                           now + timedelta(minutes=50))
+    compile_policy(tmp_path)
+    view = PolicyView.load(tmp_path)
+    loop = Enforcer(None, FlowExtractor(), None, MASK, 16)
+    set_policy(loop, view)
+    names = ["www.open.blocked.test", "www.blocked.test"]
+    first = loop.classify_offline(dns_queries(names, 34000), now.timestamp())
+    again = loop.classify_offline(dns_queries(names, 35000), now.timestamp())
+    assert first[:2] == again[:2] == (2, 1)
+    assert [name for _, _, name in again[2]] == ["www.blocked.test"]
+    assert loop.stats["name_cache_hits"] == 2

@@ -47,7 +47,11 @@ cdef enum:
     CACHED_LONG_NAME_BYTES = 112 # longer names are not cached
     CACHED_VALUE_BYTES = 7
     CACHED_MATCHES = 2           # a worker caches names with at most two listed suffixes
-    CACHED_POLICY_TABLE = 0x80   # a cached match in the admin lists' table (else the categories')
+    CACHED_TABLE_SHIFT = 6       # a cached match: suffix index | table << 6 (a cached name has < 64 labels)
+    CACHED_SUFFIX_MASK = 0x3F
+    CACHED_CATEGORIES = 0        # the tables: categories', admin lists', overrides'
+    CACHED_LISTS = 1
+    CACHED_OVERRIDES = 2
     NAME_CACHE_NAMES = 65536     # a worker's name cache: 4 MB
 
 cdef struct CachedName:          # one cache line
@@ -135,10 +139,12 @@ cdef class AddressTable:
 cdef class Classifier:
     cdef object sections
     cdef DomainTable category_names
-    cdef DomainTable policy_names
-    cdef AddressTable category_v4, category_v6, policy_v4, policy_v6, clients_v4, clients_v6
+    cdef DomainTable list_names          # the lists image's: admin lists, ids from list_base
+    cdef DomainTable override_names      # the policy image's: overrides
+    cdef AddressTable category_v4, category_v6, list_v4, list_v6, clients_v4, clients_v6
     cdef AddressSets category_sets
-    cdef AddressSets policy_sets
+    cdef AddressSets list_sets
+    cdef int list_base                   # the lists image's list 0 is this list id
     cdef const uint32_t* rule_cells      # group x list -> [first, next first) in rule_entries
     cdef const RuleEntry* rule_entries
     cdef uint32_t rule_entry_count
@@ -163,11 +169,11 @@ cdef class Classifier:
     cdef bint active(self, const RuleEntry* entry, int64_t now) noexcept nogil
     cdef void consider_list(self, int group, int list_id, uint8_t match_kind, int specificity, int matched,
                             int64_t now, Decision* best) noexcept nogil
-    cdef void consider_name_set(self, const TableView* table, int set_id, int group, bint full_name,
+    cdef void consider_name_set(self, const TableView* table, int set_id, int base, int group, bint full_name,
                                 int specificity, int matched, int64_t now, Decision* best) noexcept nogil
-    cdef void consider_address_set(self, const AddressSets* sets, uint32_t set_id, int group, int64_t now,
-                                   Decision* best) noexcept nogil
-    cdef int name_sets(self, NameCache* cache, const uint8_t* name, int length, int* starts, int* policy_sets,
-                       int* category_sets) noexcept nogil
+    cdef void consider_address_set(self, const AddressSets* sets, uint32_t set_id, int base, int group,
+                                   int64_t now, Decision* best) noexcept nogil
+    cdef int name_sets(self, NameCache* cache, const uint8_t* name, int length, int* starts, int* override_sets,
+                       int* list_sets, int* category_sets) noexcept nogil
     cdef Decision decide_flow(self, int group, const uint8_t* name, int length, const uint8_t* address,
                               int width, int64_t now, NameCache* cache) noexcept nogil

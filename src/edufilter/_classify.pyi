@@ -73,6 +73,7 @@ class Classifier:
     def __init__(
         self,
         categories: dict[str, Buffer],
+        lists: dict[str, Buffer],
         policy: dict[str, Buffer],
         group_count: int,
         list_count: int,
@@ -80,6 +81,7 @@ class Classifier:
         window_start_minute: int,
         window_minutes: int,
         default_group: int,
+        list_base: int,
     ) -> None: ...
     def set_interface_groups(self, groups: dict[int, int]) -> None: ...
     def client_group(self, address: bytes, mac: bytes | None = None, ifindex: int = 0) -> tuple[int, str]: ...

@@ -269,6 +269,8 @@ cdef inline void filter_add(uint32_t* block, uint64_t hash) noexcept nogil:
 cdef inline bint maybe_listed(const TableView* table, const uint8_t* name, int length) noexcept nogil:
     """False when no suffix of the name can be in the table (the zone filter says so)."""
     cdef int start
+    if table.entry_count == 0:
+        return False
     if table.filter_blocks == 0 or table.single_labels:
         return True
     start = zone_start(name, length)
@@ -1363,33 +1365,38 @@ cdef inline void no_decision(Decision* decision) noexcept nogil:
 
 
 cdef class Classifier:
-    """Answers (client, name/address, time) -> decision from the two compiled images: the
-    categories' names and addresses, and the policy's own (admin lists, overrides, rules,
-    clients, schedules). Read in place from the mapped sections; nothing is copied."""
+    """Answers (client, name/address, time) -> decision from the three compiled images: the
+    categories' names and addresses, the admin lists' names and addresses, and the policy's
+    own (overrides, rules, clients, schedules). Read in place from the mapped sections;
+    nothing is copied."""
 
-    def __cinit__(self, dict categories, dict policy, int group_count, int list_count, int schedule_count,
-                  int64_t window_start_minute, int64_t window_minutes, int default_group):
-        """categories: sections names, v4, v6, address_sets of the categories image;
-        policy: sections names, v4, v6, address_sets, clients_v4, clients_v6, client_macs,
-        rule_cells, rule_entries, tiers, schedules of the policy image."""
+    def __cinit__(self, dict categories, dict lists, dict policy, int group_count, int list_count,
+                  int schedule_count, int64_t window_start_minute, int64_t window_minutes, int default_group,
+                  int list_base):
+        """categories, lists: sections names, v4, v6, address_sets of the categories and the
+        lists image (the lists image's list ids start at list_base); policy: sections names,
+        clients_v4, clients_v6, client_macs, rule_cells, rule_entries, tiers, schedules."""
         cdef const uint8_t[::1] view
-        self.sections = (categories, policy)
+        self.sections = (categories, lists, policy)
         if group_count < 1 or list_count < 0 or list_count > MEMBER_LIST_MASK + 1 or schedule_count < 0 \
-                or schedule_count >= ALWAYS or window_minutes < 0 or not 0 <= default_group < group_count:
+                or schedule_count >= ALWAYS or window_minutes < 0 or not 0 <= default_group < group_count \
+                or not 0 <= list_base <= list_count:
             raise TableFormatError("classifier: counts out of range")
         self.group_count, self.list_count, self.schedule_count = group_count, list_count, schedule_count
         self.window_start_minute, self.window_minutes = window_start_minute, window_minutes
         self.default_group = default_group
+        self.list_base = list_base
         self.category_names = DomainTable(categories["names"])
-        self.policy_names = DomainTable(policy["names"])
+        self.list_names = DomainTable(lists["names"])
+        self.override_names = DomainTable(policy["names"])
         self.category_v4 = AddressTable(categories["v4"], 4)
         self.category_v6 = AddressTable(categories["v6"], 16)
-        self.policy_v4 = AddressTable(policy["v4"], 4)
-        self.policy_v6 = AddressTable(policy["v6"], 16)
+        self.list_v4 = AddressTable(lists["v4"], 4)
+        self.list_v6 = AddressTable(lists["v6"], 16)
         self.clients_v4 = AddressTable(policy["clients_v4"], 4)
         self.clients_v6 = AddressTable(policy["clients_v6"], 16)
         load_address_sets(categories["address_sets"], &self.category_sets)
-        load_address_sets(policy["address_sets"], &self.policy_sets)
+        load_address_sets(lists["address_sets"], &self.list_sets)
 
         view = policy["rule_cells"]
         if view.shape[0] != (<size_t>group_count * list_count + 1) * 4:
@@ -1541,40 +1548,49 @@ cdef class Classifier:
             if better(&candidate, best):
                 best[0] = candidate
 
-    cdef void consider_name_set(self, const TableView* table, int set_id, int group, bint full_name,
+    cdef void consider_name_set(self, const TableView* table, int set_id, int base, int group, bint full_name,
                                 int specificity, int matched, int64_t now, Decision* best) noexcept nogil:
+        """Every list of one set of a table whose list ids start at `base`."""
         cdef uint32_t i
         cdef uint16_t member
+        cdef int list_id
         for i in range(table.set_offsets[set_id], table.set_offsets[set_id + 1]):
             member = table.set_members[i]
             if member & MEMBER_EXACT and not full_name:
                 continue
-            if (member & MEMBER_LIST_MASK) < self.list_count:
-                self.consider_list(group, member & MEMBER_LIST_MASK, MATCH_NAME, specificity, matched, now, best)
+            list_id = base + (member & MEMBER_LIST_MASK)
+            if list_id < self.list_count:
+                self.consider_list(group, list_id, MATCH_NAME, specificity, matched, now, best)
 
-    cdef void consider_address_set(self, const AddressSets* sets, uint32_t set_id, int group, int64_t now,
-                                   Decision* best) noexcept nogil:
+    cdef void consider_address_set(self, const AddressSets* sets, uint32_t set_id, int base, int group,
+                                   int64_t now, Decision* best) noexcept nogil:
         cdef uint32_t i, member
         if set_id >= sets.count:
             return
         for i in range(sets.offsets[set_id], sets.offsets[set_id + 1]):
             member = sets.members[i]
-            if (member >> 8) < <uint32_t>self.list_count:
-                self.consider_list(group, member >> 8, MATCH_ADDRESS, member & 0xFF, member & 0xFF, now, best)
+            if (member >> 8) + <uint32_t>base < <uint32_t>self.list_count:
+                self.consider_list(group, base + (member >> 8), MATCH_ADDRESS, member & 0xFF, member & 0xFF, now,
+                                   best)
 
-    cdef int name_sets(self, NameCache* cache, const uint8_t* name, int length, int* starts, int* policy_sets,
-                       int* category_sets) noexcept nogil:
-        """The set id (or -1) of every suffix of the name in the admin lists' table and in the
-        categories' table, most specific first; returns the count. With a cache (or NULL), a
-        name seen before is answered from it and a new one is remembered when at most
+    cdef int name_sets(self, NameCache* cache, const uint8_t* name, int length, int* starts, int* override_sets,
+                       int* list_sets, int* category_sets) noexcept nogil:
+        """The set id (or -1) of every suffix of the name in the overrides', the admin lists' and
+        the categories' table, most specific first; returns the count. With a cache (or NULL),
+        a name seen before is answered from it and a new one is remembered when at most
         CACHED_MATCHES of its suffixes are listed (the value: that count, then per match the
-        suffix's index | CACHED_POLICY_TABLE and its set id, low byte first)."""
+        suffix's index | its table << CACHED_TABLE_SHIFT and its set id, low byte first; a
+        cached name has at most 56 labels, so the index fits below the table)."""
         cdef uint64_t hash = 0
         cdef const CachedName* entry = NULL
         cdef CachedName* stored
         cdef const uint8_t* match
         cdef uint8_t* value
-        cdef int count, i, matches = 0, set_id
+        cdef int* tables[3]
+        cdef int count, i, table, matches = 0, set_id
+        tables[CACHED_CATEGORIES] = category_sets
+        tables[CACHED_LISTS] = list_sets
+        tables[CACHED_OVERRIDES] = override_sets
         if cache != NULL:
             hash = cache_hash(name, length)
             entry = cache_find(cache, hash, name, length)
@@ -1582,23 +1598,24 @@ cdef class Classifier:
             cache.hits += 1
             count = name_suffixes(name, length, starts)
             for i in range(count):
-                policy_sets[i] = -1
+                override_sets[i] = -1
+                list_sets[i] = -1
                 category_sets[i] = -1
             for i in range(min(entry.value[0], CACHED_MATCHES)):
                 match = &entry.value[1 + 3 * i]
                 set_id = match[1] | (match[2] << 8)
-                if match[0] & CACHED_POLICY_TABLE:
-                    policy_sets[match[0] & ~CACHED_POLICY_TABLE] = set_id
-                else:
-                    category_sets[match[0]] = set_id
+                table = match[0] >> CACHED_TABLE_SHIFT
+                if table <= CACHED_OVERRIDES:
+                    tables[table][match[0] & CACHED_SUFFIX_MASK] = set_id
             return count
-        count = suffix_sets(&self.policy_names.view, name, length, starts, policy_sets)
+        count = suffix_sets(&self.override_names.view, name, length, starts, override_sets)
+        suffix_sets(&self.list_names.view, name, length, starts, list_sets)
         suffix_sets(&self.category_names.view, name, length, starts, category_sets)
         if cache == NULL:
             return count
         cache.misses += 1
         for i in range(count):
-            matches += (policy_sets[i] >= 0) + (category_sets[i] >= 0)
+            matches += (override_sets[i] >= 0) + (list_sets[i] >= 0) + (category_sets[i] >= 0)
         if matches > CACHED_MATCHES:
             return count
         stored = cache_store(cache, hash, name, length)
@@ -1608,14 +1625,11 @@ cdef class Classifier:
         value[0] = <uint8_t>matches
         value += 1
         for i in range(count):
-            if policy_sets[i] >= 0:
-                value[0] = <uint8_t>(i | CACHED_POLICY_TABLE)
-                value[1], value[2] = policy_sets[i] & 0xFF, policy_sets[i] >> 8
-                value += 3
-            if category_sets[i] >= 0:
-                value[0] = <uint8_t>i
-                value[1], value[2] = category_sets[i] & 0xFF, category_sets[i] >> 8
-                value += 3
+            for table in range(CACHED_OVERRIDES + 1):
+                if tables[table][i] >= 0:
+                    value[0] = <uint8_t>(i | (table << CACHED_TABLE_SHIFT))
+                    value[1], value[2] = tables[table][i] & 0xFF, tables[table][i] >> 8
+                    value += 3
         return count
 
     cdef Decision decide_flow(self, int group, const uint8_t* name, int length, const uint8_t* address,
@@ -1624,28 +1638,34 @@ cdef class Classifier:
         cache: the caller's name cache, or NULL."""
         cdef int starts[MAX_LABELS]
         cdef int category_sets[MAX_LABELS]
-        cdef int policy_sets[MAX_LABELS]
+        cdef int list_sets[MAX_LABELS]
+        cdef int override_sets[MAX_LABELS]
         cdef int count, i
         cdef Decision best
         no_decision(&best)
         if group < 0 or group >= self.group_count:
             return best
         if name != NULL and 0 < length <= 253:
-            count = self.name_sets(cache, name, length, starts, policy_sets, category_sets)
+            count = self.name_sets(cache, name, length, starts, override_sets, list_sets, category_sets)
             for i in range(count):
                 # specificity: the number of labels of the matched suffix
-                if policy_sets[i] >= 0:
-                    self.consider_name_set(&self.policy_names.view, policy_sets[i], group, i == 0, count - i,
-                                           starts[i], now, &best)
+                if override_sets[i] >= 0:
+                    self.consider_name_set(&self.override_names.view, override_sets[i], 0, group, i == 0,
+                                           count - i, starts[i], now, &best)
+                if list_sets[i] >= 0:
+                    self.consider_name_set(&self.list_names.view, list_sets[i], self.list_base, group, i == 0,
+                                           count - i, starts[i], now, &best)
                 if category_sets[i] >= 0:
-                    self.consider_name_set(&self.category_names.view, category_sets[i], group, i == 0, count - i,
-                                           starts[i], now, &best)
+                    self.consider_name_set(&self.category_names.view, category_sets[i], 0, group, i == 0,
+                                           count - i, starts[i], now, &best)
         if address != NULL and width == 4:
-            self.consider_address_set(&self.category_sets, self.category_v4.find(address), group, now, &best)
-            self.consider_address_set(&self.policy_sets, self.policy_v4.find(address), group, now, &best)
+            self.consider_address_set(&self.category_sets, self.category_v4.find(address), 0, group, now, &best)
+            self.consider_address_set(&self.list_sets, self.list_v4.find(address), self.list_base, group, now,
+                                      &best)
         elif address != NULL and width == 16:
-            self.consider_address_set(&self.category_sets, self.category_v6.find(address), group, now, &best)
-            self.consider_address_set(&self.policy_sets, self.policy_v6.find(address), group, now, &best)
+            self.consider_address_set(&self.category_sets, self.category_v6.find(address), 0, group, now, &best)
+            self.consider_address_set(&self.list_sets, self.list_v6.find(address), self.list_base, group, now,
+                                      &best)
         return best
 
     def decide(self, int group, name, address, double now, url_matches=()):

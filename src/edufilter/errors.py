@@ -23,3 +23,7 @@ class QueueError(EdufilterError):
 
 class StorageFullError(EdufilterError):
     """The state disk is full: nothing new could be stored; what was stored before stays."""
+
+
+class StoreBusyError(EdufilterError):
+    """The policy database stayed locked by another writer for the whole busy timeout."""

@@ -106,7 +106,8 @@ class School:
     def token(self, role: str, name: str, groups: tuple[str, ...] = (), max_minutes: int | None = None) -> str:
         with PolicyStore(self.state_dir / "policy.sqlite") as store:
             with store.audited(Actor("cli:test", "admin", "CLI", "token create"), "token", name) as change:
-                self.secrets[name] = create_token(change.db, name, role, groups, max_minutes)[1]
+                token, self.secrets[name] = create_token(change.db, name, role, groups, max_minutes)
+                change.after = token.to_dict()  # as the CLI does: a change with no after is a no-op
         self.roles[name] = role
         return self.secrets[name]
 

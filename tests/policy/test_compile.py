@@ -16,10 +16,12 @@ from edufilter._classify import DomainTable, DomainTableBuilder
 from edufilter.errors import PolicyError
 from edufilter.policy.compile import (
     CATEGORIES_IMAGE,
+    LISTS_IMAGE,
     POLICY_IMAGE,
     images_dir,
     policy_sections,
     write_categories_image,
+    write_lists_image,
 )
 from edufilter.policy.engine import Engine, Target
 from edufilter.policy.image import Image, write_image
@@ -67,9 +69,21 @@ def compile_engine(tmp: Path, policy: Policy, data: dict[str, CategoryData], now
     categories += [stored_category(tmp / "lists" / name, name, CategoryData(), target) for name, target in aliases.items()]
     images = images_dir(tmp)
     write_categories_image(categories, images / CATEGORIES_IMAGE)
-    sections, meta, _ = policy_sections(policy, Image(images / CATEGORIES_IMAGE).meta, now, 1)
+    write_lists_image([admin_list.name for admin_list in policy.lists], policy_list_values(policy), 1,
+                      images / LISTS_IMAGE)
+    sections, meta, _ = policy_sections(policy, Image(images / CATEGORIES_IMAGE).meta,
+                                        Image(images / LISTS_IMAGE).meta, now, 1)
     write_image(images / POLICY_IMAGE, sections, meta)
     return Engine.open(tmp)
+
+
+def policy_list_values(policy: Policy):
+    """The admin lists' values of a Policy, as write_lists_image asks for them."""
+    def values(name: str, kind: EntryKind) -> list[str]:
+        admin_list = next(admin_list for admin_list in policy.lists if admin_list.name == name)
+        return [entry.value for entry in admin_list.entries if entry.kind is kind]
+
+    return values
 
 
 def decide(engine: Engine, client: ClientIdentity, name: str | None, address: str | None, when: datetime,

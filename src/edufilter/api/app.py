@@ -30,7 +30,16 @@ from edufilter.api.context import (
     StoreWorker,
     policy_path,
 )
-from edufilter.api.observe import EVENTS, EXPLAIN, STATUS_SOURCE, Explain, StatusSource, status_file_source
+from edufilter.api.observe import (
+    CHECKS,
+    EVENTS,
+    EXPLAIN,
+    STATUS_SOURCE,
+    CheckSlots,
+    Explain,
+    StatusSource,
+    status_file_source,
+)
 from edufilter.api.openapi import OPENAPI, openapi_document
 from edufilter.api.problems import Handler, problem_middleware
 from edufilter.api.routes import OPERATIONS_TABLE, setup_routes
@@ -68,6 +77,7 @@ def make_app(
     app[OVERRIDE_RATE] = WindowCounter(settings.teacher_overrides_per_hour, 3600.0)
     app[UPLOADS] = Uploads(state_dir / "uploads", settings.max_concurrent_uploads)
     app[EXPLAIN] = explain
+    app[CHECKS] = CheckSlots()
     app[STATUS_SOURCE] = status_source or status_file_source(status_path(state_dir))
     app[EVENTS] = event_store
     app[OPENAPI] = openapi_document(OPERATIONS_TABLE)

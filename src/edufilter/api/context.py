@@ -29,22 +29,24 @@ def policy_path(state_dir: Path) -> Path:
     return state_dir / POLICY_DB
 
 
-class StoreWorker:
-    """The policy store on a thread of its own: SQLite never blocks the event loop, the
-    connection stays on the thread that opened it, and changes run one at a time, so an
-    If-Match check and the change it guards cannot interleave with another request."""
+class StoreThread:
+    """One connection to the policy store on a thread of its own: SQLite never blocks the
+    event loop and the connection stays on the thread that opened it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, name: str, reader: bool) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="policy-store")
+        self._reader = reader
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=name)
         self._store: PolicyStore | None = None
 
     async def open(self) -> None:
-        self._store = await asyncio.get_running_loop().run_in_executor(self._executor, PolicyStore, self.path)
+        self._store = await asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: PolicyStore(self.path, reader=self._reader)
+        )
 
     async def run(self, work: Callable[[PolicyStore], T]) -> T:
         store = self._store
-        assert store is not None, "StoreWorker.open() first"
+        assert store is not None, "open() first"
         return await asyncio.get_running_loop().run_in_executor(self._executor, work, store)
 
     async def close(self) -> None:
@@ -52,6 +54,40 @@ class StoreWorker:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._store.close)
             self._store = None
         self._executor.shutdown(wait=True)
+
+
+class StoreWorker:
+    """The policy store as the API uses it. Changes run on one writer thread, one at a time,
+    so an If-Match check and the change it guards cannot interleave with another request.
+    Reads and token lookups have read-only connections on threads of their own: in WAL they
+    see the last committed state while a change (or an upload) holds the write lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer = StoreThread(path, "policy-store", reader=False)
+        self._reader = StoreThread(path, "policy-read", reader=True)
+        self._authenticator = StoreThread(path, "policy-auth", reader=True)
+
+    async def open(self) -> None:
+        await self._writer.open()  # first: it checks and migrates the database
+        await self._reader.open()
+        await self._authenticator.open()
+
+    async def run(self, work: Callable[[PolicyStore], T]) -> T:
+        """Run `work` on the writer's connection (a change, or a read inside one)."""
+        return await self._writer.run(work)
+
+    async def read(self, work: Callable[[PolicyStore], T]) -> T:
+        """Run `work` on a read-only connection; it never waits for a change."""
+        return await self._reader.run(work)
+
+    async def authenticate(self, work: Callable[[PolicyStore], T]) -> T:
+        """Run a token lookup on a connection and thread no other work queues on."""
+        return await self._authenticator.run(work)
+
+    async def close(self) -> None:
+        for thread in (self._authenticator, self._reader, self._writer):
+            await thread.close()
 
 
 class LiveApplier:

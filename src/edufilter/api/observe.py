@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
@@ -27,18 +27,52 @@ from edufilter.policy.model import ClientIdentity, check_mac
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 class Explanation(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
-# The decision engine's explain(name_or_url, client, at). It runs on the event loop, beside
-# the daemon's other users of its engine, so it must be quick: a lookup in mapped images.
+# The decision engine's explain(name_or_url, client, at): a lookup in mapped images, or a
+# compile of the policy image for a time outside the live image's window. It runs on a thread.
 Explain = Callable[[str, ClientIdentity, datetime], Explanation]
 # The daemon's status document (see output/status.py), or None when no daemon reports one.
 StatusSource = Callable[[], Awaitable[dict[str, Any] | None]]
 
+MAX_RUNNING_CHECKS = 2  # explains at once, each on a thread: a compile keeps a core busy
+MAX_WAITING_CHECKS = 16  # more than these waiting get 503 instead of a place in line
+CHECK_RETRY_AFTER = 1
+
+
+class CheckSlots:
+    """A bound on the checks in progress: a few run on threads, a few more wait, the rest
+    are turned away, so no number of checks can take every thread or pile up unanswered."""
+
+    def __init__(self, running: int = MAX_RUNNING_CHECKS, waiting: int = MAX_WAITING_CHECKS) -> None:
+        self._slots = asyncio.Semaphore(running)
+        self._admitted = 0
+        self._limit = running + waiting
+
+    @property
+    def in_progress(self) -> int:
+        """Checks running or waiting."""
+        return self._admitted
+
+    async def run(self, work: Callable[[], T]) -> T:
+        if self._admitted >= self._limit:
+            raise Problem(503, "busy", f"{self._admitted} checks are in progress; try again shortly",
+                          headers={"Retry-After": str(CHECK_RETRY_AFTER)})
+        self._admitted += 1
+        try:
+            async with self._slots:
+                return await asyncio.to_thread(work)
+        finally:
+            self._admitted -= 1
+
+
 EXPLAIN: web.AppKey[Explain | None] = web.AppKey("explain")
+CHECKS = web.AppKey("checks", CheckSlots)
 STATUS_SOURCE: web.AppKey[StatusSource] = web.AppKey("status_source")
 EVENTS: web.AppKey[EventStore | None] = web.AppKey("events")
 
@@ -60,7 +94,7 @@ async def status(call: Call) -> web.StreamResponse:
     applier = call.app[APPLIER]
     return json_response(
         {
-            "policy_version": await call.app[STORE].run(lambda store: store.version),
+            "policy_version": await call.app[STORE].read(lambda store: store.version),
             "live_version": applier.live_version,
             "applies": applier.applies,
             "apply_failures": applier.failures,
@@ -127,7 +161,8 @@ async def check(call: Call) -> web.StreamResponse:
         raise Problem(422, "validation-error", "the client is not valid", invalid_params=problems)
     at = checked_date_time(call.body["at"]) if "at" in call.body else datetime.now(timezone.utc)
     identity = ClientIdentity(address, mac, client.get("interface"), client.get("vlan"))
-    return json_response(explain(call.body["target"], identity, at).to_dict())
+    explanation = await call.app[CHECKS].run(lambda: explain(call.body["target"], identity, at))
+    return json_response(explanation.to_dict())
 
 
 # Prometheus text exposition format 0.0.4
@@ -143,7 +178,7 @@ async def metrics(call: Call) -> web.StreamResponse:
         lines.extend(f"{name}{labels} {value}" for labels, value in samples)
 
     metric("edufilter_policy_version", "gauge", "Policy version stored in the policy database.",
-           [("", await call.app[STORE].run(lambda store: store.version))])
+           [("", await call.app[STORE].read(lambda store: store.version))])
     if applier.live_version is not None:
         metric("edufilter_policy_live_version", "gauge", "Policy version the last successful apply made live.",
                [("", applier.live_version)])

@@ -123,5 +123,12 @@ def _operation(operation: Operation) -> dict[str, Any]:
         "content": {"application/problem+json": {"schema": PROBLEM}},
         "headers": _PROBLEM_HEADERS,
     }
+    if operation.roles is not None:
+        responses.setdefault("503", {
+            "description": "Busy: another change holds the policy database (or too many checks run); nothing "
+                           "was changed, try again after Retry-After",
+            "content": {"application/problem+json": {"schema": PROBLEM}},
+            "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}},
+        })
     entry["responses"] = responses
     return entry

@@ -95,7 +95,7 @@ class Call:
             with store.snapshot() as db:
                 return query(db)
 
-        return await self.app[STORE].run(work)
+        return await self.app[STORE].read(work)
 
     async def read_one(self, kind: str, object_id: object, query: Callable[[sqlite3.Connection], Row | None]) -> Row:
         """The object `query` finds, or 404."""
@@ -106,8 +106,10 @@ class Call:
 
     async def change(self, change: Change, apply: bool = True) -> Row | None:
         """Make the change with its audit row in one transaction, then apply it live."""
-        after, version = await self.app[STORE].run(lambda store: _run_change(store, change, self.actor, self.if_match))
-        if apply:
+        after, version, changed = await self.app[STORE].run(
+            lambda store: _run_change(store, change, self.actor, self.if_match)
+        )
+        if apply and changed:  # a change that changes nothing (PATCH {}) compiles nothing
             await self.app[APPLIER].apply(version)
         return after
 
@@ -132,8 +134,12 @@ class Change:
     identify: Callable[[Row], str] | None = None  # the audit's object id, from the object after
 
 
-def _run_change(store: PolicyStore, change: Change, actor: Actor, if_match: str | None) -> tuple[Row | None, int]:
+def _run_change(
+    store: PolicyStore, change: Change, actor: Actor, if_match: str | None
+) -> tuple[Row | None, int, bool]:
+    """The object after the change, the policy version and whether the change bumped it."""
     with store.audited(actor, change.kind, change.object_id) as audit:
+        version_before = policy_version(audit.db)
         before = change.read(audit.db)
         if change.create:
             if before is not None:
@@ -149,7 +155,8 @@ def _run_change(store: PolicyStore, change: Change, actor: Actor, if_match: str 
         if change.identify is not None and after is not None:
             audit.object_id = change.identify(after)
         audit.before, audit.after = before, after
-        return after, policy_version(audit.db)
+        version = policy_version(audit.db)
+        return after, version, version != version_before
 
 
 def not_found(kind: str, object_id: object) -> Problem:

@@ -12,13 +12,14 @@ from aiohttp import web
 
 from edufilter.api.connections import RESOURCE_LOG, resource_error
 from edufilter.api.validation import Invalid
-from edufilter.errors import EdufilterError, StorageFullError
+from edufilter.errors import EdufilterError, StorageFullError, StoreBusyError
 
 log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "application/problem+json"
 _TYPE_PREFIX = "urn:edufilter:problem:"
 STORAGE_FULL_RETRY_AFTER = "60"  # seconds: freeing disk space takes a person
+BUSY_RETRY_AFTER = 2  # seconds: a hint; a change holds the write lock for milliseconds, an upload for longer
 
 
 class Problem(Exception):
@@ -95,6 +96,11 @@ def policy_problem(error: EdufilterError) -> Problem:
     return Problem(422, "invalid-change", message)
 
 
+def busy_problem(error: StoreBusyError) -> Problem:
+    """503: the database was locked by another change for the whole busy timeout; nothing changed."""
+    return Problem(503, "store-busy", f"{error}; nothing was changed", headers={"Retry-After": str(BUSY_RETRY_AFTER)})
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -108,6 +114,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except StorageFullError as error:  # the server's trouble, not the client's change
         return Problem(503, "storage-full", str(error),
                        headers={"Retry-After": STORAGE_FULL_RETRY_AFTER}).response(request.path)
+    except StoreBusyError as error:
+        return busy_problem(error).response(request.path)
     except EdufilterError as error:
         return policy_problem(error).response(request.path)
     except web.HTTPException as error:

@@ -134,8 +134,11 @@ def delete_named(kind: Named) -> Handler:
 
 def _list_model(name: str, given: dict[str, Any], db: sqlite3.Connection) -> AdminList:
     # A list's representation leaves its entries out; a change of its fields keeps them.
-    entries = tuple(ListEntry(EntryKind(kind), value) for kind, value in views.entry_values(db, name))
-    return AdminList(name, given["description"], entries)
+    return AdminList(name, given["description"])
+
+
+def _update_list(store: PolicyStore, admin_list: AdminList) -> None:
+    store.set_list_description(admin_list.name, admin_list.description)
 
 
 def _schedule_model(name: str, given: dict[str, Any], db: sqlite3.Connection) -> Schedule:
@@ -188,7 +191,7 @@ GROUPS = Named(
 )
 LISTS = Named(
     "list", "list", "lists", schemas.LIST, views.admin_list, views.lists, _list_model,
-    PolicyStore.add_list, PolicyStore.update_list, PolicyStore.remove_list,
+    PolicyStore.add_list, _update_list, PolicyStore.remove_list,
     search=("name", "description"),
 )
 SCHEDULES = Named(

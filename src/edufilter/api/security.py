@@ -119,4 +119,4 @@ async def _token(app: web.Application, header: str) -> Token | None:
         with store.snapshot() as db:
             return authenticate(db, secret)
 
-    return await app[STORE].run(lookup)
+    return await app[STORE].authenticate(lookup)

@@ -8,24 +8,22 @@ import asyncio
 from datetime import datetime
 from pathlib import Path
 
-from edufilter.api.context import Applier, policy_path
+from edufilter.api.context import Applier
 from edufilter.api.observe import Explain
 from edufilter.daemon.control import request_reload
 from edufilter.policy.compile import compile_policy
 from edufilter.policy.engine import Explanation, open_current
 from edufilter.policy.model import ClientIdentity
-from edufilter.policy.store import PolicyStore
 
 
 def compiling_applier(state_dir: Path) -> Applier:
     """Compile <state>/images/policy.img and signal the daemon; returns the version compiled."""
 
     def compile_and_reload() -> int:
-        with PolicyStore(policy_path(state_dir)) as store:
-            version, policy = store.load_with_version()
-        compile_policy(state_dir, policy=policy, version=version)
+        report = compile_policy(state_dir)
         request_reload(state_dir)  # no daemon running: the image waits for the next start
-        return version
+        assert report.version is not None
+        return report.version
 
     async def apply() -> int:
         return await asyncio.to_thread(compile_and_reload)

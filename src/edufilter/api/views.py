@@ -167,11 +167,6 @@ def entries(
     return [_entry(row) for row in rows], total
 
 
-def entry_values(db: sqlite3.Connection, list_name: str) -> list[tuple[str, str]]:
-    """(kind, value) of every entry of a list, in order."""
-    return db.execute("SELECT kind, value FROM list_entries WHERE list = ? ORDER BY id", (list_name,)).fetchall()
-
-
 def entry(db: sqlite3.Connection, list_name: str, entry_id: int) -> Row | None:
     rows = db.execute("SELECT id, kind, value FROM list_entries WHERE list = ? AND id = ?", (list_name, entry_id))
     return _one([_entry(row) for row in rows])

@@ -397,8 +397,7 @@ class Supervisor:
                     if self.events is not None:
                         await asyncio.to_thread(self.events.purge, now)
                         await asyncio.to_thread(self.events.stats.purge, now)
-                    with PolicyStore(self.state_dir / POLICY_DB) as store:
-                        expired = store.expire_overrides(now)
+                    expired = await asyncio.to_thread(expire_overrides, self.state_dir, now)  # opening checks the file
                     if expired:
                         await self.apply()
                 if time.monotonic() - last_recompile >= RECOMPILE_INTERVAL:
@@ -646,6 +645,11 @@ class Supervisor:
             pass
         if self.events is not None:
             self.events.close()
+
+
+def expire_overrides(state_dir: Path, now: datetime) -> int:
+    with PolicyStore(state_dir / POLICY_DB) as store:
+        return store.expire_overrides(now)
 
 
 def decision_tree(decisions: dict[tuple[str, str | None, int], int]) -> dict:

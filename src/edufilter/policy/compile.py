@@ -1,12 +1,17 @@
-"""Compile the policy into the two immutable images the data path maps.
+"""Compile the policy into the three immutable images the data path maps.
 
 - `categories.img`: every imported category's names, networks and URL prefixes. Large (UT1
   holds millions of names) and rebuilt only when lists are imported or updated.
-- `policy.img`: what the admin edits — admin lists, overrides, groups, client matches, rules
-  and schedule bitmaps — rebuilt in milliseconds after every change. Its list ids start
-  with the categories of the categories image it was compiled against (recorded by digest).
+- `lists.img`: the admin lists' entries (names, networks, URL prefixes). As large as the
+  admin makes the lists, and rebuilt only when their entries change: it records the store's
+  lists revision, which every entry written or removed changes.
+- `policy.img`: the rest of what the admin edits — overrides, groups, client matches, rules
+  and schedule bitmaps — rebuilt in milliseconds after every change without reading a list
+  entry. Its list ids are the categories of the categories image, then the lists of the
+  lists image, then lists made since (without entries) and overrides; it records both
+  images' digests.
 
-Both are written beside the live image and renamed into place (policy/image.py): readers
+Each is written beside the live image and renamed into place (policy/image.py): readers
 keep the old image until the new one is complete.
 """
 
@@ -16,6 +21,7 @@ import hashlib
 import ipaddress
 import json
 import struct
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,8 +36,8 @@ from edufilter._classify import (
     Tier,
 )
 from edufilter.errors import PolicyError
-from edufilter.policy.image import SectionSpec, write_image
-from edufilter.policy.liststore import ListStore, StoredCategory
+from edufilter.policy.image import SectionSpec, read_meta, write_image
+from edufilter.policy.liststore import NAME_CHUNK_BYTES, ListStore, StoredCategory, line_blocks
 from edufilter.policy.model import (
     Action,
     DatedException,
@@ -44,11 +50,14 @@ from edufilter.policy.model import (
     effective_rules,
 )
 from edufilter.policy.schedule import active_minutes
-from edufilter.policy.store import POLICY_DB, PolicyStore
+from edufilter.policy.store import POLICY_DB, CompileView, PolicyStore
 
 IMAGES_DIR = "images"
 CATEGORIES_IMAGE = "categories.img"
+LISTS_IMAGE = "lists.img"
 POLICY_IMAGE = "policy.img"
+MAX_LIST_IDS = 0x8000  # a set member's list id has 15 bits
+SPOOL_BATCH = 65_536  # list entries written to the spool files at a time
 MAX_TLD_CODES = 255
 TLD_SAMPLE_BYTES = 1 << 20  # the first MiB of each category's names decides the TLD codes
 SEED_ATTEMPTS = 8  # a 64-bit hash collision between two names is rare; another seed ends it
@@ -86,6 +95,8 @@ class CompileReport:
     url_prefixes: int
     image_bytes: int
     warnings: tuple[str, ...] = ()
+    version: int | None = None  # the policy version a policy image was compiled from
+    lists_path: Path | None = None  # the lists image a policy image goes with
 
 
 # ---------------------------------------------------------------- the categories image
@@ -134,12 +145,93 @@ def write_categories_image(categories: Sequence[StoredCategory], path: Path) -> 
 
 def _common_tlds(categories: Sequence[StoredCategory]) -> list[bytes]:
     """The most frequent top-level domains, each stored once in the table instead of per name."""
+    return _most_common_tlds(next(iter(category.name_chunks(TLD_SAMPLE_BYTES)), b"") for category in categories)
+
+
+def _most_common_tlds(samples: Iterable[bytes]) -> list[bytes]:
     counts: Counter[bytes] = Counter()
-    for category in categories:
-        for chunk in category.name_chunks(TLD_SAMPLE_BYTES):
-            counts.update(line.rpartition(b".")[2] for line in chunk.split(b"\n") if b"." in line)
-            break
+    for sample in samples:
+        counts.update(line.rpartition(b".")[2] for line in sample.split(b"\n") if b"." in line)
     return [tld for tld, _ in counts.most_common(MAX_TLD_CODES)]
+
+
+# ---------------------------------------------------------------- the lists image
+
+# An admin list's values of one kind, in order: ListValues(list name, kind); asked once per kind.
+ListValues = Callable[[str, EntryKind], Iterable[str]]
+
+
+def write_lists_image(names: Sequence[str], values: ListValues, revision: int, path: Path) -> CompileReport:
+    """Build lists.img from the admin lists `names` (list ids from 0 in that order).
+
+    The names are spooled to files beside the image first: the table reads them once to
+    hash them and again per hash range to place them, which the store should not answer.
+    """
+    if len(names) > MAX_LIST_IDS:
+        raise PolicyError(f"too many admin lists ({len(names)}); at most {MAX_LIST_IDS}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", suffix=".spool", dir=path.parent) as spool:
+        sources: list[tuple[int, bool, Path]] = []
+        counts: dict[str, int] = {}
+        for list_id, name in enumerate(names):
+            for kind in (EntryKind.DOMAIN, EntryKind.EXACT):
+                file = Path(spool) / f"{list_id}.{kind.value}"
+                written = _spool(values(name, kind), file)
+                counts[name] = counts.get(name, 0) + written
+                if written:
+                    sources.append((list_id, kind is EntryKind.EXACT, file))
+        total = sum(counts.values())
+        tlds = _most_common_tlds(next(_file_chunks(file, TLD_SAMPLE_BYTES), b"") for _, _, file in sources)
+
+        def add_sources(builder: DomainTableBuilder) -> None:
+            builder.reserve(total)
+            for list_id, exact, file in sources:
+                builder.add_source(list_id, exact, lambda file=file: _file_chunks(file))
+
+        names_section = _build_names(tlds, add_sources)
+        networks = [(span, list_id) for list_id, name in enumerate(names)
+                    for span in _networks(values(name, EntryKind.CIDR))]
+        urls = [(list_id, url) for list_id, name in enumerate(names) for url in values(name, EntryKind.URL_PREFIX)]
+        meta = {
+            "kind": "lists",
+            "revision": revision,
+            "digest": hashlib.sha256(json.dumps([revision, list(names)]).encode()).hexdigest(),
+            "lists": list(names),
+            "counts": counts,
+            "compiled_at": _now().isoformat(),
+        }
+        write_image(path, [names_section, *_list_address_sections(networks), _urls_section(urls)], meta)
+    return CompileReport(path, total, len(networks), len(urls), path.stat().st_size)
+
+
+def _spool(values: Iterable[str], file: Path) -> int:
+    """Writes the values as lines; returns how many (no file when none)."""
+    count = 0
+    batch: list[str] = []
+    with open(file, "w", encoding="ascii") as out:
+        for value in values:
+            batch.append(value)
+            if len(batch) == SPOOL_BATCH:
+                out.write("\n".join(batch) + "\n")
+                count += len(batch)
+                batch.clear()
+        if batch:
+            out.write("\n".join(batch) + "\n")
+            count += len(batch)
+    if not count:
+        file.unlink()
+    return count
+
+
+def _file_chunks(file: Path, block_bytes: int = NAME_CHUNK_BYTES) -> Iterator[bytes]:
+    with open(file, "rb") as lines:
+        yield from line_blocks(lines, block_bytes)
+
+
+def compile_lists(view: CompileView, path: Path) -> CompileReport:
+    """Build a lists image from the store's snapshot `view`."""
+    return write_lists_image([admin_list.name for admin_list in view.policy.lists], view.values,
+                             view.lists_revision, path)
 
 
 def _build_names(tlds: list[bytes], add_sources: Callable[[DomainTableBuilder], None]) -> SectionSpec:
@@ -291,33 +383,50 @@ class _Lists:
         return self.ids[(kind, name)]
 
 
-def compile_policy(
-    state_dir: Path, now: datetime | None = None, out: Path | None = None, policy: Policy | None = None,
-    version: int | None = None,
-) -> CompileReport:
-    """Build policy.img from the policy store against the live categories image.
+def compile_policy(state_dir: Path, now: datetime | None = None, out: Path | None = None) -> CompileReport:
+    """Build policy.img from the policy store against the live categories and lists images.
 
-    `now` places the schedule window (default: the current time); `out` writes elsewhere
-    than the live image (e.g. to explain a decision at another time).
+    The lists image is rebuilt first when the store's list entries changed since it was
+    compiled; otherwise no list entry is read. `now` places the schedule window (default:
+    the current time); `out` writes the policy image elsewhere than the live one (e.g. to
+    explain a decision at another time), and then a lists image that needs rebuilding
+    beside it (report.lists_path says which lists image goes with it).
     """
-    from edufilter.policy.image import Image
-
     state_dir = Path(state_dir)
-    categories_path = images_dir(state_dir) / CATEGORIES_IMAGE
+    images = images_dir(state_dir)
+    categories_path = images / CATEGORIES_IMAGE
     if not categories_path.exists():
         write_categories_image([], categories_path)
-    categories_meta = Image(categories_path).meta
-    if policy is None:
-        with PolicyStore(state_dir / POLICY_DB) as store:
-            version, policy = store.load_with_version()
-    path = out or images_dir(state_dir) / POLICY_IMAGE
-    sections, meta, counts = policy_sections(policy, categories_meta, now or _now(), version or 0)
+    # The metadata only: checking a large image's every byte is the engine's work when it maps it.
+    categories_meta = read_meta(categories_path)
+    path = out or images / POLICY_IMAGE
+    lists_path = images / LISTS_IMAGE
+    with PolicyStore.for_reading(state_dir / POLICY_DB) as store, store.compile_view() as view:
+        lists_meta = _lists_meta(lists_path)
+        if lists_meta is None or lists_meta.get("revision") != view.lists_revision:
+            if out is not None:
+                lists_path = out.with_name(out.name + ".lists")
+            compile_lists(view, lists_path)
+            lists_meta = read_meta(lists_path)
+        sections, meta, counts = policy_sections(view.policy, categories_meta, lists_meta, now or _now(), view.version)
     write_image(path, sections, meta)
-    return CompileReport(path, counts[0], counts[1], counts[2], path.stat().st_size, tuple(meta["warnings"]))
+    return CompileReport(path, counts[0], counts[1], counts[2], path.stat().st_size, tuple(meta["warnings"]),
+                         view.version, lists_path)
+
+
+def _lists_meta(path: Path) -> dict | None:
+    """The meta of the lists image at path, or None (missing, damaged, not a lists image)."""
+    if not path.exists():
+        return None
+    try:
+        meta = read_meta(path)
+    except PolicyError:
+        return None
+    return meta if meta.get("kind") == "lists" else None
 
 
 def policy_sections(
-    policy: Policy, categories_meta: dict, now: datetime, version: int
+    policy: Policy, categories_meta: dict, lists_meta: dict, now: datetime, version: int
 ) -> tuple[list[SectionSpec], dict, tuple[int, int, int]]:
     if now.utcoffset() is None:
         raise ValueError("compile_policy needs a timezone-aware time")
@@ -325,12 +434,18 @@ def policy_sections(
     lists = _Lists()
     for name in categories_meta["categories"]:
         lists.add("category", name, Tier.TIER_CATEGORY)
+    list_base = len(lists.names)
+    # The lists image's lists keep its ids (one removed since matches no rule); a list made
+    # since has no entries yet, or the image would have been rebuilt.
+    for name in lists_meta["lists"]:
+        lists.add("list", name, Tier.TIER_ADMIN)
     for admin_list in policy.lists:
-        lists.add("list", admin_list.name, Tier.TIER_ADMIN)
+        if ("list", admin_list.name) not in lists.ids:
+            lists.add("list", admin_list.name, Tier.TIER_ADMIN)
     for override in policy.overrides:
         lists.add("override", str(override.id), Tier.TIER_OVERRIDE)
-    if len(lists.names) > 0x8000:
-        raise PolicyError(f"too many lists and overrides ({len(lists.names)}); at most 32768")
+    if len(lists.names) > MAX_LIST_IDS:
+        raise PolicyError(f"too many lists and overrides ({len(lists.names)}); at most {MAX_LIST_IDS}")
 
     if not policy.groups:
         # A fresh store (lists imported, no policy yet): one group that allows everything.
@@ -342,19 +457,8 @@ def policy_sections(
     aliases = {category.name: category.alias_of for category in policy.categories if category.alias_of}
     aliases.update(categories_meta.get("aliases", {}))
 
-    # Names: admin domain/exact entries and overrides.
+    # Names: overrides (admin list entries are in the lists image).
     domain_lines: dict[tuple[int, bool], list[str]] = {}
-    networks: list[tuple[NetworkSpan, int]] = []
-    urls: list[tuple[int, str]] = []
-    for admin_list in policy.lists:
-        list_id = lists.ids[("list", admin_list.name)]
-        for entry in admin_list.entries:
-            if entry.kind in (EntryKind.DOMAIN, EntryKind.EXACT):
-                domain_lines.setdefault((list_id, entry.kind is EntryKind.EXACT), []).append(entry.value)
-            elif entry.kind is EntryKind.CIDR:
-                networks.append((network_span(entry.value), list_id))
-            else:
-                urls.append((list_id, entry.value))
     for override in policy.overrides:
         domain_lines.setdefault((lists.ids[("override", str(override.id))], False), []).append(override.name)
 
@@ -416,9 +520,7 @@ def policy_sections(
 
     sections = [
         names,
-        *_list_address_sections(networks),
         *_client_address_sections(client_networks),
-        _urls_section(urls),
         SectionSpec.of_bytes("client_macs", struct.pack(f"<{len(macs)}Q", *macs)),
         SectionSpec.of_bytes("rule_cells", struct.pack(f"<{len(offsets)}I", *offsets)),
         SectionSpec.of_bytes("rule_entries", b"".join(entries)),
@@ -429,6 +531,8 @@ def policy_sections(
         "kind": "policy",
         "version": version,
         "categories_digest": categories_meta["digest"],
+        "lists_digest": lists_meta["digest"],
+        "list_base": list_base,
         "compiled_at": _now().isoformat(),
         "window_start_minute": int(window_start.timestamp()) // 60,
         "window_minutes": window_minutes,
@@ -461,7 +565,7 @@ def policy_sections(
         "schedules": [_schedule_meta(schedule) for schedule in policy.schedules],
         "warnings": warnings,
     }
-    counts = (sum(len(names) for names in domain_lines.values()), len(networks), len(urls))
+    counts = (sum(len(names) for names in domain_lines.values()), 0, 0)
     return sections, meta, counts
 
 

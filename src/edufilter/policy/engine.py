@@ -21,12 +21,13 @@ from edufilter._fastpath import normalise_name
 from edufilter.errors import PolicyError
 from edufilter.policy.compile import (
     CATEGORIES_IMAGE,
+    LISTS_IMAGE,
     POLICY_IMAGE,
     compile_policy,
     images_dir,
     schedule_from_meta,
 )
-from edufilter.policy.image import Image
+from edufilter.policy.image import mapped_images
 from edufilter.policy.model import Action, ClientIdentity, check_mac
 from edufilter.policy.schedule import MIDNIGHT, slots_on
 from edufilter.policy.store import POLICY_DB, PolicyStore
@@ -115,31 +116,35 @@ class Explanation:
 
 
 class Engine:
-    """Both images of one state directory, mapped, with their Classifier."""
+    """The three images of one state directory, mapped, with their Classifier."""
 
-    def __init__(self, categories_path: Path, policy_path: Path) -> None:
-        self.categories_image = Image(categories_path)
-        self.policy_image = Image(policy_path)
-        categories_meta, meta = self.categories_image.meta, self.policy_image.meta
-        if categories_meta.get("kind") != "categories" or meta.get("kind") != "policy":
-            raise PolicyError(f"{categories_path} / {policy_path}: not a categories and a policy image")
+    def __init__(self, categories_path: Path, lists_path: Path, policy_path: Path) -> None:
+        self.categories_image = mapped_images.open(categories_path)
+        self.lists_image = mapped_images.open(lists_path)
+        self.policy_image = mapped_images.open(policy_path)
+        categories_meta, lists_meta, meta = self.categories_image.meta, self.lists_image.meta, self.policy_image.meta
+        if (categories_meta.get("kind"), lists_meta.get("kind"), meta.get("kind")) != ("categories", "lists", "policy"):
+            raise PolicyError(f"{categories_path} / {lists_path} / {policy_path}: not a categories, a lists and a "
+                              "policy image")
         if meta["categories_digest"] != categories_meta["digest"]:
             raise PolicyError(f"{policy_path} was compiled against other category lists; compile the policy again")
+        if meta["lists_digest"] != lists_meta["digest"]:
+            raise PolicyError(f"{policy_path} was compiled against other admin lists; compile the policy again")
         self.meta = meta
         self.classifier = Classifier(
-            dict(self.categories_image.sections), dict(self.policy_image.sections),
+            dict(self.categories_image.sections), dict(self.lists_image.sections), dict(self.policy_image.sections),
             len(meta["groups"]), len(meta["lists"]), len(meta["schedules"]),
-            meta["window_start_minute"], meta["window_minutes"], meta["default_group"],
+            meta["window_start_minute"], meta["window_minutes"], meta["default_group"], meta["list_base"],
         )
         self.urls = _url_table(self.categories_image.section("urls"))
-        for host, prefixes in _url_table(self.policy_image.section("urls")).items():
+        for host, prefixes in _url_table(self.lists_image.section("urls"), meta["list_base"]).items():
             self.urls.setdefault(host, []).extend(prefixes)
         self.schedules = {schedule["name"]: schedule_from_meta(schedule) for schedule in meta["schedules"]}
 
     @classmethod
     def open(cls, state_dir: Path) -> Engine:
         images = images_dir(state_dir)
-        return cls(images / CATEGORIES_IMAGE, images / POLICY_IMAGE)
+        return cls(images / CATEGORIES_IMAGE, images / LISTS_IMAGE, images / POLICY_IMAGE)
 
     @property
     def version(self) -> int:
@@ -237,29 +242,34 @@ def open_current(state_dir: Path, at: datetime | None = None) -> Engine:
     state_dir = Path(state_dir)
     images = images_dir(state_dir)
     live = images / POLICY_IMAGE
-    with PolicyStore(state_dir / POLICY_DB) as store:
+    with PolicyStore.for_reading(state_dir / POLICY_DB) as store:
         version = store.version
     if live.exists():
         try:
-            engine = Engine(images / CATEGORIES_IMAGE, live)
+            engine = Engine.open(state_dir)
             if engine.version == version and (at is None or engine.covers(at)):
                 return engine
         except PolicyError:
             pass  # stale or from other lists: compile a fresh one below
     descriptor, temporary = tempfile.mkstemp(prefix=".check-", suffix=".img", dir=images if images.exists() else None)
     os.close(descriptor)
+    lists = images / LISTS_IMAGE
     try:
-        compile_policy(state_dir, now=at, out=Path(temporary))
-        engine = Engine(images / CATEGORIES_IMAGE, Path(temporary))
+        report = compile_policy(state_dir, now=at, out=Path(temporary))
+        lists = report.lists_path or lists
+        engine = Engine(images / CATEGORIES_IMAGE, lists, Path(temporary))
     finally:
-        os.unlink(temporary)  # the mapping keeps the data for as long as the engine lives
+        # The mappings keep the data for as long as the engine lives; the live images stay.
+        os.unlink(temporary)
+        if lists != images / LISTS_IMAGE:
+            lists.unlink(missing_ok=True)
     return engine
 
 
-def _url_table(section: memoryview) -> dict[str, list[tuple[str, int]]]:
-    """host -> [(host/path prefix, list id)] from a urls section."""
+def _url_table(section: memoryview, list_base: int = 0) -> dict[str, list[tuple[str, int]]]:
+    """host -> [(host/path prefix, list id)] from a urls section whose ids start at list_base."""
     table: dict[str, list[tuple[str, int]]] = {}
     for line in bytes(section).decode().splitlines():
         list_id, _, url = line.partition(" ")
-        table.setdefault(url.partition("/")[0], []).append((url, int(list_id)))
+        table.setdefault(url.partition("/")[0], []).append((url, list_base + int(list_id)))
     return table

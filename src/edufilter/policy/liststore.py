@@ -88,8 +88,7 @@ class StoredCategory:
     def name_chunks(self, block_bytes: int = NAME_CHUNK_BYTES) -> Iterator[bytes]:
         """The names file in blocks of about block_bytes, each a run of whole b'name\\n' lines."""
         with self._open("names") as names:
-            while block := names.read(block_bytes):
-                yield block if block.endswith(b"\n") else block + names.readline()
+            yield from line_blocks(names, block_bytes)
 
     def cidrs(self) -> Iterator[str]:
         yield from self._lines("cidrs")
@@ -473,6 +472,12 @@ class ListStore:
             return None
         folder = self.root / target
         return folder if folder.parent == self._versions else None
+
+
+def line_blocks(lines: IO[bytes], block_bytes: int = NAME_CHUNK_BYTES) -> Iterator[bytes]:
+    """A file of b'line\\n' lines in blocks of about block_bytes, each a run of whole lines."""
+    while block := lines.read(block_bytes):
+        yield block if block.endswith(b"\n") else block + lines.readline()
 
 
 def register_categories(store: PolicyStore, categories: Iterable[Category]) -> list[str]:

@@ -18,7 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TypeVar
 
-from edufilter.errors import PolicyError, StorageFullError
+from edufilter.errors import PolicyError, StorageFullError, StoreBusyError
 from edufilter.policy.model import (
     Action,
     AdminList,
@@ -154,6 +154,19 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX audit_object ON audit_log (kind, object_id);
     """,
+    # Which admin-list contents the store holds, as a random value that changes with every
+    # entry written or removed (cascades included): the lists image records the value it was
+    # compiled from, so a change elsewhere recompiles the small policy image only.
+    """
+    CREATE TABLE lists_revision (value INTEGER NOT NULL);
+    INSERT INTO lists_revision (value) VALUES (random());
+    CREATE TRIGGER list_entries_inserted AFTER INSERT ON list_entries
+    BEGIN UPDATE lists_revision SET value = random(); END;
+    CREATE TRIGGER list_entries_updated AFTER UPDATE ON list_entries
+    BEGIN UPDATE lists_revision SET value = random(); END;
+    CREATE TRIGGER list_entries_deleted AFTER DELETE ON list_entries
+    BEGIN UPDATE lists_revision SET value = random(); END;
+    """,
 )
 
 POLICY_DB = "policy.sqlite"  # the policy database's name in the state directory
@@ -198,16 +211,37 @@ class AuditedChange:
     after: object = None
 
 
+@dataclass(frozen=True, slots=True)
+class CompileView:
+    """The policy as a compile reads it: every object but the list entries, which it reads
+    list by list (and only when the lists revision differs from the lists image's)."""
+
+    db: sqlite3.Connection
+    version: int
+    lists_revision: int
+    policy: Policy
+
+    def values(self, list_name: str, kind: EntryKind) -> Iterator[str]:
+        return list_values(self.db, list_name, kind)
+
+
 class PolicyStore:
     """The policy objects of one school in one SQLite file (WAL, foreign keys on)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, reader: bool = False) -> None:
+        """reader: a read-only connection to a database another connection has opened (and
+        so checked and migrated); in WAL its reads proceed while a write transaction runs."""
         self.path = Path(path)
         with self._errors():
             self._db = sqlite3.connect(self.path, isolation_level=None)
         try:
             with self._errors():
                 self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                if reader:
+                    self._db.execute("PRAGMA query_only = ON")
+                    if self._schema_version() != len(MIGRATIONS):
+                        raise PolicyError(f"{self.path}: the policy database needs its migrations first")
+                    return
                 self._db.execute("PRAGMA foreign_keys = ON")
                 self._db.execute("PRAGMA journal_mode = WAL")
                 problems = [row[0] for row in self._db.execute("PRAGMA quick_check")]
@@ -217,6 +251,17 @@ class PolicyStore:
         except BaseException:
             self._db.close()
             raise
+
+    @classmethod
+    def for_reading(cls, path: Path | str) -> PolicyStore:
+        """A read-only connection when the database exists and is migrated (its pages are not
+        checked: that reads the whole file), else a full open that makes or migrates it."""
+        if Path(path).exists():
+            try:
+                return cls(path, reader=True)
+            except PolicyError:
+                pass
+        return cls(path)
 
     def close(self) -> None:
         self._db.close()
@@ -261,6 +306,10 @@ class PolicyStore:
         except sqlite3.Error as error:
             if (getattr(error, "sqlite_errorcode", 0) & 0xFF) == SQLITE_FULL:
                 raise StorageFullError(f"{self.path}: the disk is full: the change was not stored") from error
+            if getattr(error, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise StoreBusyError(
+                    f"{self.path}: the policy database is busy with another change ({error}); try again"
+                ) from error
             raise PolicyError(f"{self.path}: policy database error: {error}") from error
 
     @contextmanager
@@ -286,9 +335,12 @@ class PolicyStore:
         with self._transaction() as db:
             before = db.total_changes
             # An update that writes the values a row already had changes rows, not the policy.
-            old_policy = _read_policy(db)
+            # List entries are compared by their revision, not read: they can be millions.
+            old_policy, old_lists = _read_policy(db, with_entries=False), _lists_revision(db)
             yield db
-            if db.total_changes != before and _read_policy(db) != old_policy:
+            if db.total_changes != before and (
+                _lists_revision(db) != old_lists or _read_policy(db, with_entries=False) != old_policy
+            ):
                 db.execute("UPDATE policy_version SET version = version + 1")
 
     @contextmanager
@@ -300,9 +352,11 @@ class PolicyStore:
         """
         with self._transaction() as db:
             change = AuditedChange(db, kind, object_id)
-            changes_before = db.total_changes
+            changes_before, version_before = db.total_changes, _policy_version(db)
             yield change
-            if db.total_changes != changes_before:
+            # Rows rewritten with the values they had (a PATCH that changes nothing) are no change.
+            changed = change.before != change.after or _policy_version(db) != version_before
+            if db.total_changes != changes_before and changed:
                 db.execute(
                     "INSERT INTO audit_log (at, token, role, method, path, kind, object_id, before, after,"
                     " policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
@@ -342,7 +396,7 @@ class PolicyStore:
     @property
     def version(self) -> int:
         with self._errors():
-            return int(self._db.execute("SELECT version FROM policy_version").fetchone()[0])
+            return _policy_version(self._db)
 
     def load(self) -> Policy:
         return self.load_with_version()[1]
@@ -350,7 +404,13 @@ class PolicyStore:
     def load_with_version(self) -> tuple[int, Policy]:
         """The policy and its policy_version, read from one snapshot."""
         with self.snapshot() as db:
-            return int(db.execute("SELECT version FROM policy_version").fetchone()[0]), _read_policy(db)
+            return _policy_version(db), _read_policy(db)
+
+    @contextmanager
+    def compile_view(self) -> Iterator[CompileView]:
+        """What a compile reads, from one snapshot held until the block ends."""
+        with self.snapshot() as db:
+            yield CompileView(db, _policy_version(db), _lists_revision(db), _read_policy(db, with_entries=False))
 
     # Whole policy
 
@@ -358,6 +418,7 @@ class PolicyStore:
         """Replace every object in the store by those of `policy`, all or nothing."""
         policy = check_policy(policy)
         with self._change() as db:
+            old_entries, old_revision = _entries_by_list(db), _lists_revision(db)
             for table in (
                 "overrides", "rules", "clients", "exception_slots", "schedule_exceptions",
                 "schedule_slots", "schedules", "list_entries", "lists", "groups", "categories",
@@ -381,6 +442,9 @@ class PolicyStore:
                 _insert_rule(db, rule, positions[rule.group])
             for override in policy.overrides:
                 _insert_override(db, override, keep_id=True)
+            if _entries_by_list(db) == old_entries:
+                # The same entries written again: the lists image compiled from them still holds.
+                db.execute("UPDATE lists_revision SET value = ?", (old_revision,))
 
     # Settings
 
@@ -432,12 +496,20 @@ class PolicyStore:
                 raise PolicyError(f"list {admin_list.name!r} already exists")
             _insert_list(db, checked_list(admin_list))
 
+    def set_list_description(self, name: str, description: str) -> None:
+        """Change a list's description; its entries stay as they are."""
+        with self._change() as db:
+            self._require("lists", name, "list")
+            db.execute("UPDATE lists SET description = ? WHERE name = ?", (_text(description, "list.description"), name))
+
     def update_list(self, admin_list: AdminList) -> None:
         """Replace the description and all entries of an existing list."""
         with self._change() as db:
             self._require("lists", admin_list.name, "list")
             admin_list = checked_list(admin_list)
             db.execute("UPDATE lists SET description = ? WHERE name = ?", (admin_list.description, admin_list.name))
+            if tuple(_entries_by_list(db, admin_list.name).get(admin_list.name, ())) == admin_list.entries:
+                return  # the same entries: rewriting them would only change the lists revision
             db.execute("DELETE FROM list_entries WHERE list = ?", (admin_list.name,))
             for entry in admin_list.entries:
                 _insert_entry(db, admin_list.name, entry)
@@ -466,12 +538,11 @@ class PolicyStore:
             self._require("lists", list_name, "list")
             if replace_all:
                 db.execute("DELETE FROM list_entries WHERE list = ?", (list_name,))
-            before = db.total_changes
-            db.executemany(
+            # rowcount, not total_changes: that counts the lists-revision trigger's updates too.
+            return db.executemany(
                 "INSERT OR IGNORE INTO list_entries (list, kind, value) VALUES (?, ?, ?)",
                 [(list_name, entry.kind.value, entry.value) for entry in checked],
-            )
-            return db.total_changes - before
+            ).rowcount
 
     # Uploads (api/uploads.py) -------------------------------------------------------------
     # A file's entries are staged in this connection's temporary table while the file is
@@ -1088,10 +1159,34 @@ def _insert_override(db: sqlite3.Connection, override: Override, keep_id: bool) 
     return cursor.lastrowid
 
 
-def _read_policy(db: sqlite3.Connection) -> Policy:
+def _policy_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT version FROM policy_version").fetchone()[0])
+
+
+def _lists_revision(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT value FROM lists_revision").fetchone()[0])
+
+
+def list_values(db: sqlite3.Connection, list_name: str, kind: EntryKind) -> Iterator[str]:
+    """The values of one kind in one list, in no particular order (read from the unique index
+    alone: sorting millions by id would cost more than the image needs)."""
+    for (value,) in db.execute("SELECT value FROM list_entries WHERE list = ? AND kind = ?", (list_name, kind.value)):
+        yield value
+
+
+def _entries_by_list(db: sqlite3.Connection, list_name: str | None = None) -> dict[str, list[ListEntry]]:
+    """Every entry of every list (or of one), in order."""
     entries: dict[str, list[ListEntry]] = {}
-    for list_name, kind, value in db.execute("SELECT list, kind, value FROM list_entries ORDER BY id"):
-        entries.setdefault(list_name, []).append(ListEntry(EntryKind(kind), value))
+    query = "SELECT list, kind, value FROM list_entries" + (" WHERE list = ?" if list_name else "") + " ORDER BY id"
+    for name, kind, value in db.execute(query, (list_name,) if list_name else ()):
+        entries.setdefault(name, []).append(ListEntry(EntryKind(kind), value))
+    return entries
+
+
+def _read_policy(db: sqlite3.Connection, with_entries: bool = True) -> Policy:
+    """The whole policy; without entries, every admin list comes with none (for comparing and
+    compiling: the entries are compared by the lists revision, compiled into the lists image)."""
+    entries = _entries_by_list(db) if with_entries else {}
     slots: dict[str, list[TimeSlot]] = {}
     for schedule, weekday, starts, ends in db.execute(
         "SELECT schedule, weekday, starts, ends FROM schedule_slots ORDER BY id"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edufilter.errors import PolicyError, StorageFullError
-from edufilter.policy.image import ALIGNMENT, Image, SectionSpec, remove_stale_temporaries, write_image
+from edufilter.policy.image import ALIGNMENT, Image, SectionSpec, hold_lock, remove_stale_temporaries, write_image
 
 
 def test_sections_round_trip_including_empty_ones_at_a_page_edge(tmp_path: Path) -> None:
@@ -101,3 +101,17 @@ def test_stale_temporaries_are_removed_and_ones_being_written_kept(tmp_path: Pat
         fcntl.flock(writer.fileno(), fcntl.LOCK_EX)  # as write_image holds it
         assert remove_stale_temporaries(tmp_path) == [stale]
     assert not stale.exists() and busy.exists() and image.exists()
+
+
+def test_a_dead_compiles_spool_and_check_image_are_removed_a_live_spool_kept(tmp_path: Path) -> None:
+    dead_spool = tmp_path / ".lists.img.q1w2e3.spool"
+    dead_spool.mkdir()
+    (dead_spool / "0.domain").write_bytes(b"a.example\n")
+    live_spool = tmp_path / ".lists.img.r4t5y6.spool"
+    live_spool.mkdir()
+    check = tmp_path / ".check-u7i8o9.img"
+    check.write_bytes(b"")
+    with hold_lock(live_spool):  # as write_lists_image holds it while it sorts the names
+        removed = remove_stale_temporaries(tmp_path)
+    assert sorted(removed) == sorted([check, dead_spool])
+    assert not dead_spool.exists() and not check.exists() and live_spool.is_dir()

@@ -36,7 +36,7 @@ from edufilter._classify import (
     Tier,
 )
 from edufilter.errors import PolicyError
-from edufilter.policy.image import SectionSpec, read_meta, write_image
+from edufilter.policy.image import SPOOL_SUFFIX, SectionSpec, hold_lock, read_meta, write_image
 from edufilter.policy.liststore import NAME_CHUNK_BYTES, ListStore, StoredCategory, line_blocks
 from edufilter.policy.model import (
     Action,
@@ -170,7 +170,8 @@ def write_lists_image(names: Sequence[str], values: ListValues, revision: int, p
     if len(names) > MAX_LIST_IDS:
         raise PolicyError(f"too many admin lists ({len(names)}); at most {MAX_LIST_IDS}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", suffix=".spool", dir=path.parent) as spool:
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", suffix=SPOOL_SUFFIX, dir=path.parent) as spool, \
+            hold_lock(Path(spool)):
         sources: list[tuple[int, bool, Path]] = []
         counts: dict[str, int] = {}
         for list_id, name in enumerate(names):

@@ -27,7 +27,7 @@ from edufilter.policy.compile import (
     images_dir,
     schedule_from_meta,
 )
-from edufilter.policy.image import mapped_images
+from edufilter.policy.image import CHECK_PREFIX, mapped_images
 from edufilter.policy.model import Action, ClientIdentity, check_mac
 from edufilter.policy.schedule import MIDNIGHT, slots_on
 from edufilter.policy.store import POLICY_DB, PolicyStore
@@ -251,7 +251,7 @@ def open_current(state_dir: Path, at: datetime | None = None) -> Engine:
                 return engine
         except PolicyError:
             pass  # stale or from other lists: compile a fresh one below
-    descriptor, temporary = tempfile.mkstemp(prefix=".check-", suffix=".img", dir=images if images.exists() else None)
+    descriptor, temporary = tempfile.mkstemp(prefix=CHECK_PREFIX, suffix=".img", dir=images if images.exists() else None)
     os.close(descriptor)
     lists = images / LISTS_IMAGE
     try:

@@ -13,12 +13,14 @@ import fcntl
 import json
 import mmap
 import os
+import shutil
 import struct
 import tempfile
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,11 +140,29 @@ def _raise_if_disk_full(path: Path, error: OSError) -> None:
         raise StorageFullError(f"image {path}: the disk is full ({error.strerror}); the live image stays") from error
 
 
+SPOOL_SUFFIX = ".spool"  # a lists image's names being sorted: a folder, locked while in use
+CHECK_PREFIX = ".check-"  # an image compiled for one check: unlinked as soon as it is mapped
+
+
+@contextmanager
+def hold_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on path (a file or a folder) for as long as it is being written, so
+    remove_stale_temporaries() tells a live writer's from a dead one's."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
 def remove_stale_temporaries(directory: Path) -> list[Path]:
-    """Remove the temporary images of writers that died (kill -9, a power cut); the ones
-    still being written are locked and stay."""
-    removed = []
-    for candidate in Path(directory).glob(f".*{TEMPORARY_SUFFIX}"):
+    """Remove what writers that died (kill -9, a power cut) left: temporary images and lists
+    spool folders nobody holds a lock on, and images compiled for a check (unlinked once
+    mapped, so a leftover belongs to a dead process; a mapping outlives the unlink anyway)."""
+    directory = Path(directory)
+    removed = [candidate for candidate in directory.glob(f"{CHECK_PREFIX}*") if _remove(candidate)]
+    for candidate in [*directory.glob(f".*{TEMPORARY_SUFFIX}"), *directory.glob(f".*{SPOOL_SUFFIX}")]:
         try:
             descriptor = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -152,11 +172,22 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
         except BlockingIOError:
             continue
         else:
-            candidate.unlink(missing_ok=True)
-            removed.append(candidate)
+            if _remove(candidate):
+                removed.append(candidate)
         finally:
             os.close(descriptor)
     return removed
+
+
+def _remove(path: Path) -> bool:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 CHECKSUM_WINDOW = 8 << 20

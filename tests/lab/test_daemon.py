@@ -625,7 +625,9 @@ def test_a_killed_worker_is_restarted_and_the_failure_mode_holds(
         sent = int(sender.communicate(timeout=20)[0].split()[-1])
         counter.send_signal(signal.SIGINT)
         received = int(counter.communicate(timeout=5)[0].split()[-1])
-        assert restarted - killed < 1.5, "a killed worker is bound again within a second (0.6 s measured)"
+        # How fast is the benchmark's (bench/test_daemon_bench.py); here only that it comes
+        # back on its own, well before the supervisor's crash-loop back-off would delay it.
+        assert restarted - killed < 5.0, "a killed worker is bound again at once"
         if fail == "open":
             # the one or two datagrams the killed worker held die with it (the kernel drops a
             # dead listener's queue); what came while it was away passed (counted below)

@@ -3,6 +3,7 @@ list entry, a change of the entries rebuilds the lists image, and decisions foll
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -161,3 +162,30 @@ def test_a_cut_short_lists_image_is_compiled_again(state: Path) -> None:
         read_meta(lists)
     compile_policy(state)
     assert action_for(state, "site5.example") == "block"
+
+
+def test_a_full_disk_while_spooling_the_lists_is_a_storage_error() -> None:
+    """The names are spooled beside the image before it is written: a full disk there is
+    StorageFullError too (the daemon reports it and keeps the live images), no spool is left."""
+    from small_disk import run_on_small_disk
+
+    done = run_on_small_disk('''
+import json
+from edufilter.errors import StorageFullError
+from edufilter.policy.compile import write_lists_image
+from edufilter.policy.model import EntryKind
+directory = Path(sys.argv[1])
+fill_disk(directory, leave=0)
+names = [f"site{index}.example" for index in range(50000)]
+try:
+    write_lists_image(["school"], lambda name, kind: names if kind is EntryKind.DOMAIN else [], 7,
+                      directory / "lists.img")
+    result = "written"
+except StorageFullError as error:
+    result = str(error)
+print(json.dumps({"result": result, "files": sorted(item.name for item in directory.iterdir())}))
+''')
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr}"
+    outcome = json.loads(done.stdout)
+    assert "the disk is full" in outcome["result"], outcome
+    assert outcome["files"] == ["filler"]

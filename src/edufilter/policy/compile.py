@@ -36,7 +36,14 @@ from edufilter._classify import (
     Tier,
 )
 from edufilter.errors import PolicyError
-from edufilter.policy.image import SPOOL_SUFFIX, SectionSpec, hold_lock, read_meta, write_image
+from edufilter.policy.image import (
+    SPOOL_SUFFIX,
+    SectionSpec,
+    hold_lock,
+    raise_if_disk_full,
+    read_meta,
+    write_image,
+)
 from edufilter.policy.liststore import NAME_CHUNK_BYTES, ListStore, StoredCategory, line_blocks
 from edufilter.policy.model import (
     Action,
@@ -169,6 +176,14 @@ def write_lists_image(names: Sequence[str], values: ListValues, revision: int, p
     """
     if len(names) > MAX_LIST_IDS:
         raise PolicyError(f"too many admin lists ({len(names)}); at most {MAX_LIST_IDS}")
+    try:
+        return _write_lists_image(names, values, revision, path)
+    except OSError as error:  # the spool beside the image: a full disk is the server's trouble
+        raise_if_disk_full(path, error)
+        raise PolicyError(f"image {path}: {error.strerror or error}; the live image stays") from error
+
+
+def _write_lists_image(names: Sequence[str], values: ListValues, revision: int, path: Path) -> CompileReport:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", suffix=SPOOL_SUFFIX, dir=path.parent) as spool, \
             hold_lock(Path(spool)):

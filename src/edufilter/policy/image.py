@@ -81,7 +81,7 @@ def write_image(path: Path, sections: list[SectionSpec], meta: dict[str, object]
     try:
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     except OSError as error:
-        _raise_if_disk_full(path, error)
+        raise_if_disk_full(path, error)
         raise
     try:
         # Locked while written: remove_stale_temporaries() takes only the files of writers that died.
@@ -130,12 +130,12 @@ def write_image(path: Path, sections: list[SectionSpec], meta: dict[str, object]
         if os.path.exists(temporary):
             os.unlink(temporary)
         if isinstance(error, OSError):
-            _raise_if_disk_full(path, error)
+            raise_if_disk_full(path, error)
         raise
     return path
 
 
-def _raise_if_disk_full(path: Path, error: OSError) -> None:
+def raise_if_disk_full(path: Path, error: OSError) -> None:
     if error.errno in DISK_FULL_ERRNOS:
         raise StorageFullError(f"image {path}: the disk is full ({error.strerror}); the live image stays") from error
 

@@ -25,6 +25,14 @@ cpdef enum ParseStatus:
     PARSE_NEED_MORE = 1      # the prefix is a valid start; more stream bytes are needed
     PARSE_MALFORMED = 2
 
+# How an HTTP/1.x request's body is framed (RFC 9112 6), so the next request head is found.
+cpdef enum BodyFraming:
+    BODY_NONE = 0            # no Content-Length nor Transfer-Encoding: the next head follows
+    BODY_LENGTH = 1          # Content-Length bytes
+    BODY_CHUNKED = 2         # Transfer-Encoding: chunked
+    BODY_UNREADABLE = 3      # both, two lengths, another coding, a malformed value: servers differ
+    BODY_TUNNEL = 4          # CONNECT or Upgrade: after the server's answer, no HTTP/1 follows
+
 cdef struct Packet:
     uint8_t ip_version
     uint8_t protocol
@@ -54,6 +62,8 @@ cdef struct NameResult:
     int alt_name_len
     char alt_name[256]
     int head_len              # HTTP: bytes of the request head, its blank line included
+    uint8_t body              # HTTP: BodyFraming of the request
+    uint64_t body_length      # HTTP: Content-Length
 
 cdef DecodeStatus decode_ip(const uint8_t* data, Py_ssize_t length, Packet* packet) noexcept nogil
 cdef ParseStatus parse_dns_query(const uint8_t* msg, Py_ssize_t length, NameResult* result) noexcept nogil

@@ -517,18 +517,6 @@ cdef void add_authority(const uint8_t* value, Py_ssize_t length, NameResult* res
     elif length > 0:                          # an empty Host names nothing
         add_name(result, KIND_HTTP_HOST, value, length, first)
 
-cdef inline bint is_host_field(const uint8_t* line, Py_ssize_t length, Py_ssize_t* colon) noexcept nogil:
-    """A header line whose field name is Host, in any case, with or without whitespace
-    before the colon (which RFC 9112 5.1 forbids but lenient servers accept)."""
-    cdef Py_ssize_t i = 4
-    if length < 5 or ascii_lower(line[0]) != b'h' or ascii_lower(line[1]) != b'o' \
-            or ascii_lower(line[2]) != b's' or ascii_lower(line[3]) != b't':
-        return False
-    while i < length and (line[i] == b' ' or line[i] == b'\t'):
-        i += 1
-    colon[0] = i
-    return i < length and line[i] == b':'
-
 cdef inline Py_ssize_t scheme_length(const uint8_t* target, Py_ssize_t length) noexcept nogil:
     """Length of an "http://" or "https://" prefix (any case), else 0."""
     cdef Py_ssize_t i, n
@@ -553,6 +541,65 @@ cdef Py_ssize_t find_head_end(const uint8_t* data, Py_ssize_t length) noexcept n
                 return line_end + 1
         line_start = line_end + 1
 
+cdef inline bint field_named(const uint8_t* line, Py_ssize_t length, const char* name, Py_ssize_t name_length,
+                             Py_ssize_t* colon) noexcept nogil:
+    """A header line whose field name is name (lowercase), in any case; *colon is where the
+    colon is, after any whitespace (which RFC 9112 5.1 forbids: the caller decides)."""
+    cdef Py_ssize_t i
+    if length <= name_length:
+        return False
+    for i in range(name_length):
+        if ascii_lower(line[i]) != <uint8_t>name[i]:
+            return False
+    i = name_length
+    while i < length and (line[i] == b' ' or line[i] == b'\t'):
+        i += 1
+    colon[0] = i
+    return i < length and line[i] == b':'
+
+cdef bint read_framing(const uint8_t* line, Py_ssize_t length, NameResult* result) noexcept nogil:
+    """Content-Length and Transfer-Encoding header lines: how the body is framed (anything
+    two servers could read two ways makes it unreadable). True for an Upgrade line."""
+    cdef Py_ssize_t colon, start, end, i
+    cdef uint64_t value = 0
+    cdef bint is_length = field_named(line, length, "content-length", 14, &colon)
+    cdef bint is_coding = not is_length and field_named(line, length, "transfer-encoding", 17, &colon)
+    if not (is_length or is_coding):
+        return field_named(line, length, "upgrade", 7, &colon)
+    start = colon + 1
+    end = length
+    while start < end and (line[start] == b' ' or line[start] == b'\t'):
+        start += 1
+    while end > start and (line[end - 1] == b' ' or line[end - 1] == b'\t'):
+        end -= 1
+    if colon != (14 if is_length else 17) or start == end or result.body == BODY_UNREADABLE:
+        result.body = BODY_UNREADABLE
+        return False
+    if is_coding:
+        if end - start != 7 or result.body == BODY_LENGTH or result.body == BODY_CHUNKED:
+            result.body = BODY_UNREADABLE
+            return False
+        for i in range(7):
+            if ascii_lower(line[start + i]) != b"chunked"[i]:
+                result.body = BODY_UNREADABLE
+                return False
+        result.body = BODY_CHUNKED
+        return False
+    if end - start > 15 or result.body == BODY_CHUNKED:
+        result.body = BODY_UNREADABLE
+        return False
+    for i in range(start, end):
+        if not (b'0' <= line[i] <= b'9'):
+            result.body = BODY_UNREADABLE
+            return False
+        value = value * 10 + (line[i] - 48)  # '0'
+    if result.body == BODY_LENGTH and value != result.body_length:
+        result.body = BODY_UNREADABLE
+        return False
+    result.body = BODY_LENGTH
+    result.body_length = value
+    return False
+
 cdef ParseStatus parse_http_head(const uint8_t* head, Py_ssize_t length, NameResult* result) noexcept nogil:
     """Host of an HTTP/1.x request (RFC 9112), settled when the whole head has arrived.
 
@@ -561,7 +608,7 @@ cdef ParseStatus parse_http_head(const uint8_t* head, Py_ssize_t length, NameRes
     """
     cdef Py_ssize_t i = 0, line_end, line_start, target_start, target_end, value_start, path_start
     cdef Py_ssize_t line_length, colon, scheme
-    cdef bint named = False, connect
+    cdef bint named = False, connect, upgrade = False
     while i < length and i < HTTP_MAX_METHOD and ((b'A' <= head[i] <= b'Z') or head[i] == b'-'):
         i += 1
     if i == length and i < HTTP_MAX_METHOD:
@@ -580,6 +627,8 @@ cdef ParseStatus parse_http_head(const uint8_t* head, Py_ssize_t length, NameRes
     target_end = line_length - 9
     path_start = target_start
     result.kind = KIND_NONE
+    result.body = BODY_TUNNEL if connect else BODY_NONE
+    result.body_length = 0
     scheme = scheme_length(head + target_start, target_end - target_start)
     if connect:                               # authority-form: the tunnel's far end
         add_authority(head + target_start, target_end - target_start, result, True)
@@ -606,7 +655,7 @@ cdef ParseStatus parse_http_head(const uint8_t* head, Py_ssize_t length, NameRes
             line_length -= 1
         if line_length == 0:
             break
-        if is_host_field(head + line_start, line_length, &colon):
+        if field_named(head + line_start, line_length, "host", 4, &colon):
             if colon != 4:
                 result.invalid_name = 1           # "Host :": servers differ on reading it
             value_start = line_start + colon + 1
@@ -617,7 +666,11 @@ cdef ParseStatus parse_http_head(const uint8_t* head, Py_ssize_t length, NameRes
                 i -= 1
             add_authority(head + value_start, i - value_start, result, not named)
             named = True
+        elif not connect and read_framing(head + line_start, line_length, result):
+            upgrade = True
         line_start = line_end + 1
+    if upgrade and result.body != BODY_UNREADABLE:
+        result.body = BODY_TUNNEL
     result.head_len = <int>min(line_end + 1, 0x7FFFFFFF)
     return PARSE_DONE
 
@@ -1197,6 +1250,8 @@ cdef dict name_result_view(ParseStatus status, const NameResult* result):
         "invalid": bool(result.invalid_name),
         "path": result.path[:result.path_len].decode("latin-1"),
         "head_len": result.head_len,
+        "body": BodyFraming(result.body).name,
+        "body_length": result.body_length,
     }
 
 

@@ -350,7 +350,7 @@ class Supervisor:
 
     def status(self) -> dict:
         queues = []
-        totals = {"packets": 0, "flows": 0, "queue_dropped": 0, "user_dropped": 0}
+        totals = {"packets": 0, "flows": 0, "queue_dropped": 0, "user_dropped": 0, "evasion": 0}
         for worker in self.workers:
             stats = worker.stats
             enforcer = stats.get("enforcer", {})
@@ -369,6 +369,7 @@ class Supervisor:
                 "slow_packets": enforcer.get("slow_packets", 0),
                 "name_cache_hits": enforcer.get("name_cache_hits", 0),
                 "name_cache_misses": enforcer.get("name_cache_misses", 0),
+                "evasion": enforcer.get("evasion", 0),
             }
             queues.append(entry)
             for key in totals:

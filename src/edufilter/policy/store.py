@@ -36,6 +36,7 @@ from edufilter.policy.model import (
     Settings,
     TargetKind,
     TimeSlot,
+    UnnamedFlows,
     check_id,
     check_mac,
     parse_entry,
@@ -152,6 +153,10 @@ MIGRATIONS: tuple[str, ...] = (
         policy_version INTEGER NOT NULL
     );
     CREATE INDEX audit_object ON audit_log (kind, object_id);
+    """,
+    # What a group's flows without a readable name get (model.UnnamedFlows).
+    """
+    ALTER TABLE groups ADD COLUMN unnamed TEXT NOT NULL DEFAULT 'auto';
     """,
 )
 
@@ -493,7 +498,7 @@ class PolicyStore:
             self._require("groups", group.name, "group")
             db.execute(
                 "UPDATE groups SET title = ?, default_action = ?, safe_search = ?, quic = ?,"
-                " bypass_shield = ?, log_client_address = ? WHERE name = ?",
+                " bypass_shield = ?, log_client_address = ?, unnamed = ? WHERE name = ?",
                 _group_row(checked_group(group))[1:] + (group.name,),
             )
 
@@ -733,6 +738,7 @@ def checked_group(group: Group) -> Group:
         _enum(QuicMode, group.quic, "group.quic"),
         _flag(group.bypass_shield, "group.bypass_shield"),
         _flag(group.log_client_address, "group.log_client_address"),
+        _enum(UnnamedFlows, group.unnamed, "group.unnamed"),
     )
 
 
@@ -944,13 +950,14 @@ def _group_row(group: Group) -> tuple[object, ...]:
         group.quic.value,
         group.bypass_shield,
         group.log_client_address,
+        group.unnamed.value,
     )
 
 
 def _insert_group(db: sqlite3.Connection, group: Group) -> None:
     db.execute(
-        "INSERT INTO groups (name, title, default_action, safe_search, quic, bypass_shield, log_client_address)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO groups (name, title, default_action, safe_search, quic, bypass_shield, log_client_address,"
+        " unnamed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         _group_row(group),
     )
 
@@ -1065,9 +1072,10 @@ def _read_policy(db: sqlite3.Connection) -> Policy:
             for name, description in db.execute("SELECT name, description FROM lists ORDER BY rowid")
         ),
         groups=tuple(
-            Group(name, title, Action(action), bool(safe_search), QuicMode(quic), bool(shield), bool(log_address))
-            for name, title, action, safe_search, quic, shield, log_address in db.execute(
-                "SELECT name, title, default_action, safe_search, quic, bypass_shield, log_client_address"
+            Group(name, title, Action(action), bool(safe_search), QuicMode(quic), bool(shield), bool(log_address),
+                  UnnamedFlows(unnamed))
+            for name, title, action, safe_search, quic, shield, log_address, unnamed in db.execute(
+                "SELECT name, title, default_action, safe_search, quic, bypass_shield, log_client_address, unnamed"
                 " FROM groups ORDER BY rowid"
             )
         ),

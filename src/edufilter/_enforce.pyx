@@ -55,7 +55,6 @@ from edufilter._fastpath cimport (
 from edufilter._http cimport (
     FOLLOW_END,
     FOLLOW_GAP,
-    FOLLOW_HEAD,
     FOLLOW_UNKNOWN,
     FOLLOW_UNREADABLE,
     FollowStatus,

@@ -1,4 +1,13 @@
+from enum import IntEnum
+
 from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
+
+class BodyFraming(IntEnum):
+    BODY_NONE = 0
+    BODY_LENGTH = 1
+    BODY_CHUNKED = 2
+    BODY_UNREADABLE = 3
+    BODY_TUNNEL = 4
 
 class Extraction:
     kind: str  # "dns" | "sni" | "http_host" | "quic_initial"

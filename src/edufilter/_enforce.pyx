@@ -973,7 +973,8 @@ cdef class Enforcer:
                     work = &self.work[j]
                     if work.kind == KIND_DNS or work.kind == KIND_SNI or work.kind == KIND_HTTP_HOST:
                         names += 1
-                        if (work.decided or work.counted) and work.code != CODE_ALLOW:
+                        if (work.decided or work.counted) and work.code != CODE_ALLOW and \
+                                work.code != CODE_HTTP_FOLLOW:
                             blocked += 1  # (a host with URL-prefix rules is decided by the slow path)
             for j in range(batch):
                 work = &self.work[j]

@@ -271,10 +271,10 @@ def _http_follow_chain(settings: RuleSettings) -> list[str]:
 def _nft_table_exists(netns: str | None) -> bool:
     if shutil.which("nft") is None:
         return False
-    tables = _nft_json(["list", "tables"], netns)
-    return any(
-        t["table"]["family"] == "inet" and t["table"]["name"] == NFT_TABLE for t in tables
-    )
+    # The plain listing, one "table <family> <name>" per line: nft 1.0.6's JSON prints a
+    # dormant table's flags from freed memory (garbage, or nothing: invalid JSON).
+    listing = _run(["nft", "list", "tables"], netns).stdout
+    return f"table inet {NFT_TABLE}" in (line.strip() for line in listing.splitlines())
 
 
 def _remove_nft_table(netns: str | None) -> bool:

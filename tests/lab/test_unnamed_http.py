@@ -3,12 +3,13 @@ with real clients (curl, openssl s_client, raw sockets) and real servers (nginx,
 s_server): every request of a kept-alive plain-HTTP connection is judged, flows without a
 readable name on web ports are reset for the shielded group, a default-deny egress closes
 other ports. nginx's access log proves what the server got. This file also runs as a script
-inside the namespaces (`send`, `udp-count`): probes for what curl cannot send.
+inside the namespaces (`send`): a probe for what curl cannot send.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import socket
 import subprocess
@@ -21,11 +22,12 @@ import pytest
 
 from edufilter.lab.netns import Host, Lab
 from edufilter.lab.school import UPSTREAM_V4, FilteredSchool, start_filtered_school
-from edufilter.lab.traffic import wait_for_listener
+from edufilter.lab.traffic import script_environment, wait_for_listener
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]
 
 SCRIPT = Path(__file__).resolve()
+UDP_COUNTER = SCRIPT.with_name("test_daemon.py")  # its `udp-count` probe
 SCHOOL_SERVER = "198.18.1.24"  # another address of the upstream host: the school's own server
 WIREGUARD_PORT, OPENVPN_PORT, NTP_PORT = 51820, 1194, 123
 
@@ -104,8 +106,9 @@ def curl(client: Host, *arguments: str, timeout: float = 6) -> subprocess.Comple
 
 def send(client: Host, port: int, payload: bytes, address: str = str(UPSTREAM_V4)) -> str:
     """The probe below, in the client's namespace: what came back, or how the connection ended."""
-    return client.run([sys.executable, str(SCRIPT), "send", address, str(port), payload.hex()], timeout=15,
-                      check=False).stdout.strip()
+    probe = client.run([sys.executable, str(SCRIPT), "send", address, str(port), payload.hex()], timeout=15,
+                       check=False)
+    return probe.stdout.strip() or probe.stderr.strip()
 
 
 # --- plain HTTP: every request on a connection -----------------------------------------------
@@ -201,8 +204,8 @@ def test_other_bytes_on_443_are_reset(school: FilteredSchool) -> None:
 
 
 def test_a_default_deny_egress_closes_vpn_ports_but_keeps_ntp(school: FilteredSchool) -> None:
-    counters = {port: school.upstream.popen([sys.executable, str(SCRIPT), "udp-count", str(port)],
-                                            stdout=subprocess.PIPE, text=True)
+    counters = {port: school.upstream.popen([sys.executable, str(UDP_COUNTER), "udp-count", str(port)],
+                                            stdout=subprocess.PIPE, text=True, env=script_environment())
                 for port in (WIREGUARD_PORT, OPENVPN_PORT, NTP_PORT)}
     for port in counters:
         wait_for_listener(school.upstream, "udp", port)
@@ -242,36 +245,19 @@ def send_and_read(address: str, port: int, payload: bytes) -> None:
     try:
         with socket.create_connection((address, port), timeout=4) as connection:
             connection.sendall(payload)
-            connection.shutdown(socket.SHUT_WR) if port != 80 else None
             while True:
                 chunk = connection.recv(65536)
                 if not chunk:
                     break
                 received += chunk
-    except ConnectionResetError:
-        print("reset", received.decode("latin-1"))
-        return
     except TimeoutError:
         pass
+    except OSError as error:
+        if error.errno not in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN):
+            raise
+        print("reset", received.decode("latin-1"))
+        return
     print(received.decode("latin-1"))
-
-
-def udp_count(port: int) -> None:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    received = 0
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("0.0.0.0", port))
-        sock.settimeout(0.2)
-        try:
-            while True:
-                try:
-                    sock.recv(2048)
-                    received += 1
-                except TimeoutError:
-                    continue
-        except KeyboardInterrupt:
-            pass
-    print(f"received {received}", flush=True)
 
 
 if __name__ == "__main__":
@@ -281,10 +267,5 @@ if __name__ == "__main__":
     sender.add_argument("address")
     sender.add_argument("port", type=int)
     sender.add_argument("payload_hex")
-    counter = commands.add_parser("udp-count")
-    counter.add_argument("port", type=int)
     arguments = parser.parse_args()
-    if arguments.command == "send":
-        send_and_read(arguments.address, arguments.port, bytes.fromhex(arguments.payload_hex))
-    else:
-        udp_count(arguments.port)
+    send_and_read(arguments.address, arguments.port, bytes.fromhex(arguments.payload_hex))

@@ -29,7 +29,9 @@ POLICY = """
 [settings]
 default_group = "pupils"
 [lists.blocked]
-domain = ["blocked.test"]
+domain = ["blocked.test", "blockedsite.test"]
+[lists.lessons]
+url_prefix = ["blockedsite.test/lessons"]
 [lists.school]
 cidr = ["198.51.100.0/24"]
 [lists.paths]
@@ -41,7 +43,7 @@ action = "block"
 lists = ["blocked", "paths"]
 [[groups.pupils.rules]]
 action = "allow"
-lists = ["school"]
+lists = ["school", "lessons"]
 [groups.staff]
 [[groups.staff.clients]]
 cidr = "198.18.40.0/24"
@@ -242,3 +244,17 @@ def test_a_later_request_to_a_host_with_url_rules_goes_to_the_slow_path(enforcer
     run(enforcer, stream(first, 9500, 42010, dport=80))
     later = run(enforcer, [http(request("mixed.test", "/games/1"), 9501 + len(first), 42010)])[0]
     assert (later["slow"], later["name"], later["path"]) == (Slow.SLOW_HTTP_URL, "mixed.test", "/games/1")
+
+
+def test_unreadable_bytes_later_hand_an_unshielded_flow_to_the_kernel(enforcer: Enforcer) -> None:
+    first = request("www.allowed.test")
+    assert run(enforcer, stream(first, 9700, 42011, client=STAFF, dport=80))[1]["code"] == Code.CODE_HTTP_FOLLOW
+    garbage = run(enforcer, [http(b"\x00garbage" * 8, 9701 + len(first), 42011, client=STAFF)])[0]
+    assert (garbage["code"], garbage["mark_code"]) == (Code.CODE_ALLOW, Code.CODE_ALLOW)
+
+
+def test_a_blocked_host_with_url_rules_still_goes_to_the_slow_path(enforcer: Enforcer) -> None:
+    """A URL prefix can allow a path of a host whose name is blocked: the path decides."""
+    views = run(enforcer, stream(request("blockedsite.test", "/lessons/1"), 9800, 42012, dport=80))
+    assert (views[1]["slow"], views[1]["name"], views[1]["path"]) == (Slow.SLOW_HTTP_URL, "blockedsite.test",
+                                                                      "/lessons/1")

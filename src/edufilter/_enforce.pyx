@@ -285,7 +285,9 @@ cdef class Enforcer:
             self.mark_shift += 1
         if (mark_mask >> self.mark_shift) < CODE_FIELD_MIN:
             raise ValueError("the mark mask needs at least 4 contiguous bits (codes 0-8)")
-        self.follower = HttpFollower(decided_flows)
+        # Plain-HTTP connections are a few of the decided flows: a quarter of the table's
+        # size keeps the follower's slots (about 90 bytes each) in fewer pages and cache lines.
+        self.follower = HttpFollower(max(DECIDED_PROBES, decided_flows // 4))
         self.batch_size = batch_size
         while size < <uint32_t>decided_flows:
             size <<= 1
@@ -553,8 +555,8 @@ cdef class Enforcer:
                 work.name_len = result.alt_name_len
                 memcpy(work.name, result.alt_name, work.name_len + 1)
         self.take(work, &decision)
-        if result.head_len and work.code == CODE_ALLOW and name_in_set(&self.url_hosts, work.name, work.name_len):
-            return RANK_URL
+        if result.head_len and name_in_set(&self.url_hosts, work.name, work.name_len):
+            return RANK_URL                    # (a URL prefix may allow a path of a blocked host)
         return rank_of(work)
 
     cdef int decision_rank(self, const Decision* decision, int group) noexcept nogil:
@@ -627,7 +629,10 @@ cdef class Enforcer:
                     self.override_reason(work, ACTION_BLOCK, REASON_EVASION)
                     work.kind = KIND_HTTP_HOST
                     return RANK_BLOCK
-                return max(rank, RANK_ALLOW)
+                if rank == RANK_NONE:          # handed to the kernel: an allow, no rule involved
+                    self.override_reason(work, ACTION_ALLOW, REASON_RULE)
+                    return RANK_ALLOW
+                return rank
             candidate.group = work.group
             found = self.judge_request(candidate, &self.followed_head, now)
             if self.followed_head.body == BODY_TUNNEL or self.followed_head.body == BODY_UNREADABLE:

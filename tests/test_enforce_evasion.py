@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edufilter._enforce import Code, Enforcer, Reason, Slow
 from edufilter._fastpath import FlowExtractor
@@ -258,3 +260,51 @@ def test_a_blocked_host_with_url_rules_still_goes_to_the_slow_path(enforcer: Enf
     views = run(enforcer, stream(request("blockedsite.test", "/lessons/1"), 9800, 42012, dport=80))
     assert (views[1]["slow"], views[1]["name"], views[1]["path"]) == (Slow.SLOW_HTTP_URL, "blockedsite.test",
                                                                       "/lessons/1")
+
+
+@pytest.fixture(scope="module")
+def shared_enforcer(tmp_path_factory: pytest.TempPathFactory) -> Enforcer:
+    loop = Enforcer(None, FlowExtractor(), None, MASK, 16)
+    set_policy(loop, compiled_view(tmp_path_factory.mktemp("state"), POLICY))
+    return loop
+
+
+_ports = iter(range(20000, 60000))
+
+
+def framed(host: str, body: bytes, chunked: bool, index: int) -> bytes:
+    head = f"POST /r{index} HTTP/1.1\r\nHost: {host}\r\n"
+    if chunked:
+        pieces = [body[i:i + 5] for i in range(0, len(body), 5)]
+        return (head + "Transfer-Encoding: chunked\r\n\r\n").encode() + b"".join(
+            b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
+    return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(requests=st.lists(st.tuples(st.sampled_from(["www.allowed.test", "www.blocked.test", "a.allowed.test"]),
+                                   st.binary(max_size=40), st.booleans()), min_size=1, max_size=5),
+       cuts=st.lists(st.integers(min_value=1, max_value=400), max_size=12))
+def test_any_segmentation_of_a_kept_alive_stream_finds_the_first_blocked_request(
+        shared_enforcer: Enforcer, requests: list[tuple[str, bytes, bool]], cuts: list[int]) -> None:
+    """Bodies that hold request-like bytes never count as requests; the first blocked request
+    is found wherever the segments are cut."""
+    opening = request("www.allowed.test")
+    stream_bytes = b"".join(framed(host, body.replace(b"\r", b"") + request("www.blocked.test"), chunked, index)
+                            for index, (host, body, chunked) in enumerate(requests))
+    sport, isn = next(_ports), 1000
+    assert run(shared_enforcer, stream(opening, isn, sport, dport=80))[1]["code"] == Code.CODE_HTTP_FOLLOW
+    edges = sorted({0, len(stream_bytes), *(cut for cut in cuts if cut < len(stream_bytes))})
+    base = isn + 1 + len(opening)
+    segments_ = [http(stream_bytes[start:end], base + start, sport) for start, end in zip(edges, edges[1:])]
+    verdicts = []
+    for start in range(0, len(segments_), 16):
+        verdicts += run(shared_enforcer, segments_[start:start + 16])
+    blocked = [index for index, (host, _, _) in enumerate(requests) if host == "www.blocked.test"]
+    rejected = [view for view in verdicts if view["code"] == Code.CODE_REJECT]
+    if blocked:
+        assert rejected and rejected[0]["name"] == "www.blocked.test"
+        assert rejected[0]["path"] == f"/r{blocked[0]}"
+    else:
+        assert not rejected
+        assert all(view["mark_code"] == Code.CODE_HTTP_FOLLOW for view in verdicts)

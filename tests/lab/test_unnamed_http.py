@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import re
 import signal
 import socket
 import subprocess
@@ -30,6 +31,7 @@ SCRIPT = Path(__file__).resolve()
 UDP_COUNTER = SCRIPT.with_name("test_daemon.py")  # its `udp-count` probe
 SCHOOL_SERVER = "198.18.1.24"  # another address of the upstream host: the school's own server
 WIREGUARD_PORT, OPENVPN_PORT, NTP_PORT = 51820, 1194, 123
+LARGE_PORT = 8080
 
 POLICY = """
 [settings]
@@ -169,6 +171,42 @@ def test_a_request_hidden_after_a_body_is_still_judged(school: FilteredSchool) -
     after = b"GET /after-body HTTP/1.1\r\nHost: www.blocked.test\r\n\r\n"
     answer = send(host(school), 80, post + after)
     assert "/after-body" not in served(school), answer
+
+
+def queued_counter(school: FilteredSchool) -> int:
+    """Packets our rules have handed to the queue (the to_queue chain's counter)."""
+    listing = school.gateway.run(["nft", "list", "chain", "inet", "edufilter", "to_queue"]).stdout
+    return int(re.findall(r"packets (\d+)", listing)[0])
+
+
+def client_packets(school: FilteredSchool, port: int) -> int:
+    """Original-direction (client) packets conntrack counted for the flow to port."""
+    listing = school.gateway.run(["conntrack", "-L", "-p", "tcp", "--dport", str(port), "-o", "extended"],
+                                 check=False).stdout
+    return int(re.findall(r"packets=(\d+)", listing)[0])
+
+
+def test_a_followed_download_stays_in_the_kernel(school: FilteredSchool) -> None:
+    """Only the client's segments that carry bytes are queued: a 2 MB answer's ACKs are not."""
+    served_dir = school.workdir / "large"
+    served_dir.mkdir(exist_ok=True)
+    (served_dir / "large.bin").write_bytes(bytes(2 * 1024 * 1024))
+    server = school.upstream.popen([sys.executable, "-m", "http.server", str(LARGE_PORT), "--bind", str(UPSTREAM_V4),
+                                    "--directory", str(served_dir)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_listener(school.upstream, "tcp", LARGE_PORT)
+    try:
+        before = queued_counter(school)
+        download = host(school).run(["curl", "-sS", "--max-time", "20", "-o", "/dev/null", "-w", "%{size_download}",
+                                     "-H", "Host: www.allowed.test", f"http://{UPSTREAM_V4}:{LARGE_PORT}/large.bin"],
+                                    timeout=25, check=False)
+        assert download.stdout == str(2 * 1024 * 1024), download.stderr
+        queued = queued_counter(school) - before
+        acks = client_packets(school, LARGE_PORT)
+        assert acks > 30 and queued <= 6, (queued, acks)   # SYN, ACK, the request, the FIN's ACKs at most
+        print(f"\nfollowed 2 MB HTTP download: {queued} of {acks} client packets queued")
+    finally:
+        server.terminate()
 
 
 # --- flows without a readable name ------------------------------------------------------------

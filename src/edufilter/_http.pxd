@@ -21,6 +21,7 @@ cdef struct HttpFlow:
     uint8_t hex_digits       # of the chunk-size line being read
     uint64_t remaining       # body or chunk bytes still to skip
     uint32_t head_len        # bytes of a request head that spans segments, in head
+    uint32_t line_start      # where head's last incomplete line starts (scanned up to head_len)
     uint8_t* head
 
 cdef class HttpFollower:

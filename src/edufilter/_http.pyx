@@ -64,6 +64,22 @@ cdef inline int hex_value(uint8_t c) noexcept nogil:
     return -1
 
 
+cdef inline Py_ssize_t scan_head_end(const uint8_t* head, Py_ssize_t scanned, Py_ssize_t length,
+                                     uint32_t* line_start) noexcept nogil:
+    """find_head_end over a head buffer that grows: only the bytes after `scanned` are read,
+    line_start carrying where the last incomplete line began (each byte is read once, however
+    small the segments)."""
+    cdef Py_ssize_t i, start = line_start[0]
+    for i in range(scanned, length):
+        if head[i] != b'\n':
+            continue
+        if start > 0 and (i == start or (i == start + 1 and head[start] == b'\r')):
+            return i + 1
+        start = i + 1
+    line_start[0] = <uint32_t>start
+    return -1
+
+
 cdef inline void key_of(const Packet* packet, FlowKey* key) noexcept nogil:
     memset(key, 0, sizeof(FlowKey))
     key.ip_version = packet.ip_version
@@ -249,13 +265,15 @@ cdef class HttpFollower:
             self.heads_buffered += 1
             memcpy(flow.head, data + start, length - start)
             flow.head_len = <uint32_t>(length - start)
+            flow.line_start = 0
+            scan_head_end(flow.head, 0, flow.head_len, &flow.line_start)
             position[0] = length
             return FOLLOW_END
         kept = flow.head_len
         taken = min(length - start, <Py_ssize_t>HEAD_MAX - kept)
         memcpy(flow.head + kept, data + start, taken)
         flow.head_len += <uint32_t>taken
-        end = find_head_end(flow.head, flow.head_len)
+        end = scan_head_end(flow.head, kept, flow.head_len, &flow.line_start)
         if end < 0:
             position[0] = start + taken
             if flow.head_len >= HEAD_MAX:

@@ -14,6 +14,7 @@ class Code(IntEnum):
     CODE_BOUND = 5
     CODE_SAFE_SEARCH = 6
     CODE_INJECTED = 7
+    CODE_HTTP_FOLLOW = 8
 
 class Slow(IntEnum):
     SLOW_NONE = 0
@@ -34,6 +35,11 @@ class Reason(IntEnum):
     REASON_EVASION = 6
     REASON_SAFE_SEARCH = 7
 
+class Unnamed(IntEnum):
+    UNNAMED_ALLOW = 0
+    UNNAMED_BLOCK_WEB = 1
+    UNNAMED_BLOCK_ALL = 2
+
 class Handler(Protocol):
     def handle(self, enforcer: Enforcer, count: int) -> None: ...
     def after_verdicts(self) -> None: ...
@@ -44,7 +50,7 @@ class Enforcer:
         batch_size: int = 64, decided_flows: int = 65536, decided_lifetime: float = 86400.0,
     ) -> None: ...
     def set_policy(
-        self, classifier: Classifier, groups: list[tuple[int, bool, bool, bool]], special_names: object,
+        self, classifier: Classifier, groups: list[tuple[int, bool, bool, bool, int]], special_names: object,
         url_hosts: object,
     ) -> dict[tuple[int, int, int], int]: ...
     def serve(self, seconds: float, timeout_ms: int = 50) -> int: ...

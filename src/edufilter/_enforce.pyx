@@ -46,8 +46,19 @@ from edufilter._fastpath cimport (
     KIND_NONE,
     KIND_QUIC_INITIAL,
     KIND_SNI,
+    BODY_TUNNEL,
+    BODY_UNREADABLE,
     FlowExtractor,
+    NameResult,
     Packet,
+)
+from edufilter._http cimport (
+    FOLLOW_END,
+    FOLLOW_GAP,
+    FOLLOW_UNKNOWN,
+    FOLLOW_UNREADABLE,
+    FollowStatus,
+    HttpFollower,
 )
 from edufilter._quic cimport QUIC_NAME, QUIC_PENDING, QuicFlows, QuicStatus
 from edufilter._queue cimport NF_DROP, NF_REPEAT, PacketQueue, QueuedPacket, Verdict
@@ -85,6 +96,7 @@ cpdef enum Code:
     CODE_BOUND = 5
     CODE_SAFE_SEARCH = 6
     CODE_INJECTED = 7
+    CODE_HTTP_FOLLOW = 8    # allowed plain HTTP: the client's data is still queued, each request judged
 
 # Why a packet needs the worker's Python handler.
 cpdef enum Slow:
@@ -107,6 +119,12 @@ cpdef enum Reason:
     REASON_EVASION = 6      # a circumvention attempt: split past the bound, decoy, overlap, urgent data, no name
     REASON_SAFE_SEARCH = 7  # a safe-search name at an address the rewrite did not give: reset
 
+# What a group's flows without a readable name get (policy.model.UnnamedFlows).
+cpdef enum Unnamed:
+    UNNAMED_ALLOW = 0       # the destination address and the group's default decide
+    UNNAMED_BLOCK_WEB = 1   # TCP 80/443: reset, reason evasion
+    UNNAMED_BLOCK_ALL = 2   # and every other port but DNS, NTP and UDP/443 (QUIC's): blocked
+
 cdef enum:
     TCP_SYN = 0x02
     MAX_BATCH = 256
@@ -120,6 +138,17 @@ cdef enum:
     DNS_TYPE_HTTPS = 65
     DOT_PORT = 853
     QUIC_PORT = 443
+    HTTP_PORT = 80
+    HTTPS_PORT = 443
+    NTP_PORT = 123
+    CODE_FIELD_MIN = 15     # the largest code the mark field must hold (CODE_HTTP_FOLLOW needs 4 bits)
+    # How strict one judged request is, so the strictest of a packet's requests decides.
+    RANK_NONE = -1
+    RANK_ALLOW = 0
+    RANK_MONITOR = 1
+    RANK_URL = 2            # its host has URL-prefix rules: the slow path decides
+    RANK_BLOCK = 3
+    FOLLOW_GAP_RANK = 4     # not a rank: the segment is past a hole in the stream
 
 cdef struct FlowId:
     uint8_t ip_version
@@ -151,6 +180,7 @@ cdef struct GroupSettings:
     uint8_t safe_search
     uint8_t quic_block
     uint8_t bypass_shield
+    uint8_t unnamed         # Unnamed
 
 # What the classify pass found out about one packet, for the handler and the counters.
 cdef struct Work:
@@ -189,7 +219,8 @@ cdef struct Counters:
     uint64_t send_errors
     uint64_t decided_evicted
     uint64_t decided_forgotten  # a SYN reused a remembered flow's 5-tuple: a new connection
-    uint64_t by_code[8]
+    uint64_t evasion            # flows blocked as a circumvention attempt (REASON_EVASION)
+    uint64_t by_code[16]
 
 
 cdef inline double wall_clock() noexcept nogil:
@@ -236,6 +267,9 @@ cdef class Enforcer:
     cdef int deferred_count
     cdef uint64_t deferred_bits      # bit (hash & 63) of each deferred flow: most packets skip the scan
     cdef bint deferring
+    cdef HttpFollower follower         # allowed plain-HTTP flows whose every request is judged
+    cdef NameResult followed_head      # a request head the follower found
+    cdef Work candidate                # one request's decision, before the strictest is kept
     cdef NameCache names_seen          # what the classifier's tables said about recent names
     cdef NameSet special_names         # names the handler rewrites or answers (DNS)
     cdef NameSet url_hosts             # plain-HTTP hosts with URL-prefix rules
@@ -254,6 +288,11 @@ cdef class Enforcer:
         self.mark_shift = 0
         while not (mark_mask >> self.mark_shift) & 1:
             self.mark_shift += 1
+        if (mark_mask >> self.mark_shift) < CODE_FIELD_MIN:
+            raise ValueError("the mark mask needs at least 4 contiguous bits (codes 0-8)")
+        # Plain-HTTP connections are a few of the decided flows: a quarter of the table's
+        # size keeps the follower's slots (about 90 bytes each) in fewer pages and cache lines.
+        self.follower = HttpFollower(max(DECIDED_PROBES, decided_flows // 4))
         self.batch_size = batch_size
         while size < <uint32_t>decided_flows:
             size <<= 1
@@ -280,7 +319,7 @@ cdef class Enforcer:
     # ---- policy
 
     def set_policy(self, Classifier classifier, list groups, special_names, url_hosts):
-        """groups: (default action code, safe_search, quic_block, bypass_shield) per group id;
+        """groups: (default action code, safe_search, quic_block, bypass_shield, Unnamed) per group id;
         special_names: DNS names the handler rewrites or answers; url_hosts: hosts with
         URL-prefix rules. The old decision counters are returned (then start again)."""
         cdef GroupSettings* settings = <GroupSettings*>calloc(max(1, len(groups)), sizeof(GroupSettings))
@@ -291,11 +330,12 @@ cdef class Enforcer:
         if len(groups) != classifier.group_count:
             free(settings)
             raise ValueError("one settings tuple per group")
-        for index, (action, safe_search, quic_block, bypass_shield) in enumerate(groups):
+        for index, (action, safe_search, quic_block, bypass_shield, unnamed) in enumerate(groups):
             settings[index].default_action = action
             settings[index].safe_search = safe_search
             settings[index].quic_block = quic_block
             settings[index].bypass_shield = bypass_shield
+            settings[index].unnamed = unnamed
         decisions = <uint64_t*>calloc(classifier.group_count * (classifier.list_count + 1) * 4, sizeof(uint64_t))
         if decisions == NULL:
             free(settings)
@@ -415,6 +455,9 @@ cdef class Enforcer:
             self.classify_dns(i, now)
             return
 
+        if mark_code == CODE_HTTP_FOLLOW and packet.protocol == PROTO_TCP:
+            self.follow_http(i, now)
+            return
         # A packet of a flow decided a moment ago (queued before the mark was saved) gets the
         # same verdict. A SYN starts a new connection, which is always judged afresh: the
         # decision remembered for its 5-tuple belonged to an earlier connection (a client that
@@ -427,6 +470,9 @@ cdef class Enforcer:
                 known = self.find_decided(&work.flow, work.flow_hash, now)
                 if known != NULL:
                     known_code = known.code
+            if known_code == CODE_HTTP_FOLLOW:
+                self.follow_http(i, now)
+                return
             if known_code >= 0:
                 self.counters.repeated += 1
                 self.mark(i, <uint8_t>known_code)
@@ -436,27 +482,17 @@ cdef class Enforcer:
             kind = self.classify_quic(i, kind, mark_code, now)
             if kind == KIND_NONE:
                 return
-        if kind == KIND_SNI or kind == KIND_HTTP_HOST or kind == KIND_QUIC_INITIAL:
-            work.name_len = self.extractor.result.name_len
-            memcpy(work.name, self.extractor.result.name, work.name_len + 1)
+        if kind == KIND_SNI or kind == KIND_QUIC_INITIAL:
             work.ech = self.extractor.result.ech
-            if kind == KIND_HTTP_HOST:
-                work.path_len = self.extractor.result.path_len
-                memcpy(work.path, self.extractor.result.path, work.path_len + 1)
-                if name_in_set(&self.url_hosts, work.name, work.name_len):
-                    work.slow = SLOW_HTTP_URL
-                    return
-            decision = self.classifier.decide_flow(group, <const uint8_t*>work.name, work.name_len, packet.dst,
-                                                   4 if packet.ip_version == 4 else 16, <int64_t>now,
-                                                   &self.names_seen)
-            self.take(work, &decision)
+            self.judge_request(work, &self.extractor.result, now)
+            work.kind = kind
             self.decide(i, now)
-            if kind == KIND_HTTP_HOST and work.code == CODE_REJECT:
-                work.slow = SLOW_HTTP_BLOCK
-            elif (kind == KIND_SNI or kind == KIND_QUIC_INITIAL) and work.code == CODE_ALLOW and \
-                    self.groups[group].safe_search and \
-                    work.slow == SLOW_NONE and name_in_set(&self.special_names, work.name, work.name_len):
+            if work.code == CODE_ALLOW and self.groups[group].safe_search and work.slow == SLOW_NONE and \
+                    name_in_set(&self.special_names, work.name, work.name_len):
                 work.slow = SLOW_SAFE_SEARCH
+            return
+        if kind == KIND_HTTP_HOST or self.extractor.result.head_len:
+            self.first_http_request(i, now)
             return
         if packet.dport == DOT_PORT and self.groups[group].bypass_shield:
             self.override_reason(work, ACTION_BLOCK, REASON_DOT)
@@ -467,8 +503,8 @@ cdef class Enforcer:
             decision = self.classifier.decide_flow(group, NULL, 0, packet.dst, 4 if packet.ip_version == 4 else 16,
                                                    <int64_t>now, NULL)
             self.take(work, &decision)
-            if mark_code == CODE_BOUND and decision.action == NO_RULE:
-                work.reason = REASON_BOUND
+            if decision.action == NO_RULE:
+                self.apply_unnamed(work, self.extractor.result.invalid_name, mark_code == CODE_BOUND)
             self.decide(i, now)
             return
         self.counters.undecided += 1
@@ -502,6 +538,174 @@ cdef class Enforcer:
             self.decide(i, now)
             return KIND_NONE
         return -1
+
+    # ---- names a pupil's client may blur (issue 13): unreadable, conflicting, absent
+
+    cdef void apply_unnamed(self, Work* work, bint unreadable, bint bound) noexcept nogil:
+        """A flow without a readable name that no address rule decided: its group's setting
+        for such flows, on top of the group's default already taken."""
+        cdef const Packet* packet = &self.extractor.packet
+        cdef const GroupSettings* settings = &self.groups[work.group]
+        cdef bint tcp = packet.protocol == PROTO_TCP
+        if tcp and unreadable and settings.bypass_shield:
+            self.override_reason(work, ACTION_BLOCK, REASON_EVASION)
+        elif tcp and settings.unnamed != UNNAMED_ALLOW and (packet.dport == HTTP_PORT or packet.dport == HTTPS_PORT):
+            self.override_reason(work, ACTION_BLOCK, REASON_EVASION)
+        elif settings.unnamed == UNNAMED_BLOCK_ALL and packet.dport != DNS_PORT and \
+                not (packet.protocol == PROTO_UDP and (packet.dport == NTP_PORT or packet.dport == QUIC_PORT)):
+            self.override_reason(work, ACTION_BLOCK, REASON_RULE)   # a default-deny egress: an ordinary block
+        elif bound:
+            work.reason = REASON_BOUND
+
+    cdef int judge_request(self, Work* work, const NameResult* result, double now) noexcept nogil:
+        """Decides one ClientHello or request head into work (its name, path and decision);
+        returns its rank. A second, different name is judged too and the stricter decision
+        wins; for groups with the bypass shield a second name or an unreadable one is evasion."""
+        cdef const Packet* packet = &self.extractor.packet
+        cdef Decision decision, other
+        cdef int address_length = 4 if packet.ip_version == 4 else 16
+        work.kind = KIND_HTTP_HOST if result.head_len else KIND_SNI
+        work.name_len = result.name_len if result.kind != KIND_NONE else 0
+        memcpy(work.name, result.name, work.name_len)
+        work.name[work.name_len] = 0
+        work.reason = REASON_RULE
+        work.path_len = result.path_len if result.head_len else 0
+        memcpy(work.path, result.path, work.path_len)
+        work.path[work.path_len] = 0
+        if (result.conflict or result.invalid_name or (result.head_len and result.body == BODY_UNREADABLE)) \
+                and self.groups[work.group].bypass_shield:
+            self.override_reason(work, ACTION_BLOCK, REASON_EVASION)
+            return RANK_BLOCK
+        if result.kind == KIND_NONE:
+            decision = self.classifier.decide_flow(work.group, NULL, 0, packet.dst, address_length, <int64_t>now, NULL)
+            self.take(work, &decision)
+            if decision.action == NO_RULE:
+                self.apply_unnamed(work, result.invalid_name, False)
+            return rank_of(work)
+        decision = self.classifier.decide_flow(work.group, <const uint8_t*>result.name, result.name_len, packet.dst,
+                                               address_length, <int64_t>now, &self.names_seen)
+        if result.conflict:
+            other = self.classifier.decide_flow(work.group, <const uint8_t*>result.alt_name, result.alt_name_len,
+                                                packet.dst, address_length, <int64_t>now, &self.names_seen)
+            if self.decision_rank(&other, work.group) > self.decision_rank(&decision, work.group):
+                decision = other
+                work.name_len = result.alt_name_len
+                memcpy(work.name, result.alt_name, work.name_len + 1)
+        self.take(work, &decision)
+        if result.head_len and name_in_set(&self.url_hosts, work.name, work.name_len):
+            return RANK_URL                    # (a URL prefix may allow a path of a blocked host)
+        return rank_of(work)
+
+    cdef int decision_rank(self, const Decision* decision, int group) noexcept nogil:
+        cdef uint8_t action = decision.action if decision.action != NO_RULE else self.groups[group].default_action
+        if code_for(action) != CODE_ALLOW:
+            return RANK_BLOCK
+        return RANK_MONITOR if action == ACTION_MONITOR else RANK_ALLOW
+
+    cdef void first_http_request(self, int i, double now) noexcept nogil:
+        """The first request head of a plain-HTTP flow, and the pipelined ones behind it in the
+        bytes already seen: the strictest decides. An allowed flow is followed (CODE_HTTP_FOLLOW):
+        the kernel keeps queueing the client's data, and every later request is judged."""
+        cdef const Packet* packet = &self.extractor.packet
+        cdef int rank = self.judge_request(&self.work[i], &self.extractor.result, now)
+        cdef bint follow = self.extractor.result.body != BODY_TUNNEL and \
+            self.extractor.result.body != BODY_UNREADABLE    # (evasion already, for shielded groups)
+        if follow:
+            self.follower.start(packet, self.extractor.http_rest_seq, &self.extractor.result, now)
+            if rank < RANK_BLOCK and self.extractor.http_rest_len:
+                rank = self.follow_heads(i, self.extractor.http_rest, self.extractor.http_rest_len,
+                                         self.extractor.http_rest_seq, rank, &follow, now)
+                if rank == FOLLOW_GAP_RANK:
+                    rank = RANK_ALLOW
+        self.finish_http(i, rank, follow, True, now)
+
+    cdef void follow_http(self, int i, double now) noexcept nogil:
+        """A client packet of a followed plain-HTTP flow: every request head it completes is judged."""
+        cdef Work* work = &self.work[i]
+        cdef const Packet* packet = &self.extractor.packet
+        cdef bint follow = True
+        cdef int rank
+        work.kind = KIND_HTTP_HOST
+        if packet.payload_len == 0:
+            self.mark(i, CODE_HTTP_FOLLOW)
+            return
+        rank = self.follow_heads(i, packet.payload, packet.payload_len, packet.seq, RANK_NONE, &follow, now)
+        if rank == FOLLOW_GAP_RANK:
+            self.verdicts[i].verdict = NF_DROP   # past a hole: the client sends it again in order
+            return
+        if rank == RANK_NONE and follow:
+            self.mark(i, CODE_HTTP_FOLLOW)       # body bytes, or a head still incomplete
+            return
+        self.finish_http(i, rank, follow, False, now)
+
+    cdef int follow_heads(self, int i, const uint8_t* data, Py_ssize_t length, uint32_t seq, int rank,
+                          bint* follow, double now) noexcept nogil:
+        """Feeds the follower and judges each request head it finds, keeping the strictest
+        decision in work[i]; returns the rank kept (FOLLOW_GAP_RANK: an out-of-order segment).
+        *follow goes False when the stream stops being HTTP/1 the gateway can read."""
+        cdef Work* work = &self.work[i]
+        cdef Work* candidate = &self.candidate
+        cdef const Packet* packet = &self.extractor.packet
+        cdef FollowStatus status
+        cdef int found
+        cdef bint shielded = self.groups[work.group].bypass_shield
+        while rank < RANK_BLOCK:
+            status = self.follower.feed(packet, data, length, seq, &self.followed_head, now)
+            if status == FOLLOW_UNKNOWN:
+                if rank != RANK_NONE or length == 0 or not (b'A' <= data[0] <= b'Z'):
+                    return rank                # mid-body with no state (evicted): let it be
+                self.follower.start(packet, seq, NULL, now)   # a request starts here: follow again
+                continue
+            if status == FOLLOW_GAP:
+                return FOLLOW_GAP_RANK
+            if status == FOLLOW_END:
+                return rank
+            if status == FOLLOW_UNREADABLE:
+                follow[0] = False
+                if shielded:
+                    self.override_reason(work, ACTION_BLOCK, REASON_EVASION)
+                    work.kind = KIND_HTTP_HOST
+                    return RANK_BLOCK
+                if rank == RANK_NONE:          # handed to the kernel: an allow, no rule involved
+                    self.override_reason(work, ACTION_ALLOW, REASON_RULE)
+                    return RANK_ALLOW
+                return rank
+            candidate.group = work.group
+            found = self.judge_request(candidate, &self.followed_head, now)
+            if self.followed_head.body == BODY_TUNNEL or self.followed_head.body == BODY_UNREADABLE:
+                follow[0] = False
+            if found == RANK_URL and rank == RANK_URL:
+                # One packet, two requests whose paths decide: the slow path reads one of them.
+                if shielded:
+                    self.override_reason(candidate, ACTION_BLOCK, REASON_EVASION)
+                    found = RANK_BLOCK
+                else:
+                    found = rank_of(candidate)
+            if found > rank:
+                keep_decision(work, candidate)
+                rank = found
+        return rank
+
+    cdef void finish_http(self, int i, int rank, bint follow, bint first, double now) noexcept nogil:
+        """The packet's verdict from the strictest request in it."""
+        cdef Work* work = &self.work[i]
+        if rank == RANK_URL:
+            work.slow = SLOW_HTTP_URL          # decide_packet follows the flow when it allows
+            return
+        if work.code == CODE_ALLOW:
+            work.code = CODE_HTTP_FOLLOW if follow else CODE_ALLOW
+            if not follow:
+                self.follower.stop(&self.extractor.packet, now)
+            if not first and follow:
+                # A later allowed request: counted; the flow stays as it was decided.
+                self.mark(i, work.code)
+                work.counted = 1
+                if work.action == ACTION_MONITOR:
+                    work.slow = SLOW_EVENT
+                return
+        self.decide(i, now)
+        if work.code == CODE_REJECT and work.kind == KIND_HTTP_HOST:
+            work.slow = SLOW_HTTP_BLOCK
 
     cdef void classify_dns(self, int i, double now) noexcept nogil:
         cdef Decision decision
@@ -670,14 +874,18 @@ cdef class Enforcer:
     cdef void count(self, int i) noexcept nogil:
         cdef Work* work = &self.work[i]
         cdef size_t cell
+        cdef uint8_t code
         if not (work.decided or work.counted):
             return
+        code = CODE_ALLOW if work.code == CODE_HTTP_FOLLOW else work.code
         if work.decided:
             self.counters.flows_decided += 1
-            self.counters.by_code[work.code & 7] += 1
+            self.counters.by_code[code & 15] += 1
+            if work.reason == REASON_EVASION:
+                self.counters.evasion += 1
         if 0 <= work.group < self.group_count and -1 <= work.list_id < self.list_count:
             cell = (<size_t>work.group * (self.list_count + 1) + <size_t>(work.list_id + 1)) * 4
-            self.decisions[cell + (work.code & 3)] += 1
+            self.decisions[cell + (code & 3)] += 1
 
     # ---- the handler's view of a batch
 
@@ -692,6 +900,8 @@ cdef class Enforcer:
         return {
             "payload": PyBytes_FromStringAndSize(<const char*>self.packets[i].payload, self.packets[i].payload_len),
             "mark": self.packets[i].mark,
+            "verdict": self.verdicts[i].verdict,
+            "mark_code": (self.verdicts[i].mark & self.mark_mask) >> self.mark_shift if self.verdicts[i].set_mark else None,
             "slow": work.slow,
             "kind": work.kind,
             "action": work.action,
@@ -714,8 +924,11 @@ cdef class Enforcer:
         }
 
     def decide_packet(self, int i, int action, int code, int list_id=-1, int tier=-1, int reason=REASON_RULE):
-        """The handler decided packet i's flow (QUIC, URL prefix): mark and remember it."""
+        """The handler decided packet i's flow (QUIC, URL prefix): mark and remember it. An
+        allowed plain-HTTP flow stays followed (its later requests are judged too)."""
         cdef Work* work = &self.work[i]
+        if work.kind == KIND_HTTP_HOST and code == CODE_ALLOW:
+            code = CODE_HTTP_FOLLOW
         work.action = action
         work.code = code
         work.list_id = list_id
@@ -816,7 +1029,8 @@ cdef class Enforcer:
                     if work.kind == KIND_DNS or work.kind == KIND_SNI or work.kind == KIND_HTTP_HOST or \
                             (work.kind == KIND_QUIC_INITIAL and work.name_len):
                         names += 1
-                        if (work.decided or work.counted) and work.code != CODE_ALLOW:
+                        if (work.decided or work.counted) and work.code != CODE_ALLOW and \
+                                work.code != CODE_HTTP_FOLLOW:
                             blocked += 1  # (a host with URL-prefix rules is decided by the slow path)
             for j in range(batch):
                 work = &self.work[j]
@@ -850,7 +1064,29 @@ cdef class Enforcer:
         by_code = counters.pop("by_code")
         counters.update({f"code_{code}": by_code[code] for code in (CODE_ALLOW, CODE_REJECT, CODE_DROP)})
         counters.update(name_cache_hits=self.names_seen.hits, name_cache_misses=self.names_seen.misses)
+        counters.update(self.follower.stats)
         return counters
+
+
+cdef inline int rank_of(const Work* work) noexcept nogil:
+    if work.code != CODE_ALLOW:
+        return RANK_BLOCK
+    return RANK_MONITOR if work.action == ACTION_MONITOR else RANK_ALLOW
+
+
+cdef inline void keep_decision(Work* work, const Work* request) noexcept nogil:
+    """The stricter request's decision, name and path, into the packet's work."""
+    work.kind = request.kind
+    work.action = request.action
+    work.code = request.code
+    work.reason = request.reason
+    work.list_id = request.list_id
+    work.tier = request.tier
+    work.order = request.order
+    work.name_len = request.name_len
+    memcpy(work.name, request.name, request.name_len + 1)
+    work.path_len = request.path_len
+    memcpy(work.path, request.path, request.path_len + 1)
 
 
 cdef inline uint64_t flow_hash(const FlowId* flow) noexcept nogil:

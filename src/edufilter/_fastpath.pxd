@@ -25,6 +25,14 @@ cpdef enum ParseStatus:
     PARSE_NEED_MORE = 1      # the prefix is a valid start; more stream bytes are needed
     PARSE_MALFORMED = 2
 
+# How an HTTP/1.x request's body is framed (RFC 9112 6), so the next request head is found.
+cpdef enum BodyFraming:
+    BODY_NONE = 0            # no Content-Length nor Transfer-Encoding: the next head follows
+    BODY_LENGTH = 1          # Content-Length bytes
+    BODY_CHUNKED = 2         # Transfer-Encoding: chunked
+    BODY_UNREADABLE = 3      # both, two lengths, another coding, a malformed value: servers differ
+    BODY_TUNNEL = 4          # CONNECT or Upgrade: after the server's answer, no HTTP/1 follows
+
 cdef struct Packet:
     uint8_t ip_version
     uint8_t protocol
@@ -47,6 +55,15 @@ cdef struct NameResult:
     char name[256]
     int path_len              # HTTP: the request target's path, cut at 255 bytes
     char path[256]
+    # A second, different name for the same flow (two SNI entries or server_name extensions,
+    # two Host headers, an absolute-form target naming another host than Host): both are
+    # judged and the stricter decision wins; a circumvention attempt for shielded groups.
+    uint8_t conflict
+    int alt_name_len
+    char alt_name[256]
+    int head_len              # HTTP: bytes of the request head, its blank line included
+    uint8_t body              # HTTP: BodyFraming of the request
+    uint64_t body_length      # HTTP: Content-Length
 
 cdef DecodeStatus decode_ip(const uint8_t* data, Py_ssize_t length, Packet* packet) noexcept nogil
 cdef ParseStatus parse_dns_query(const uint8_t* msg, Py_ssize_t length, NameResult* result) noexcept nogil
@@ -56,6 +73,7 @@ cdef ParseStatus parse_client_hello_message(const uint8_t* msg, Py_ssize_t lengt
                                             NameResult* result) noexcept nogil
 cdef ParseStatus parse_http_head(const uint8_t* head, Py_ssize_t length, NameResult* result) noexcept nogil
 cdef int normalise_name_into(const uint8_t* raw, Py_ssize_t length, char* out) noexcept nogil
+cdef Py_ssize_t find_head_end(const uint8_t* data, Py_ssize_t length) noexcept nogil
 
 cdef struct FlowKey:
     uint8_t ip_version
@@ -123,6 +141,12 @@ cdef class FlowExtractor:
     cdef Packet packet
     cdef DecodeStatus decoded    # of the last packet
     cdef bint settled            # the last packet's flow is done looking for a name (none found)
+    # An HTTP request head just found: the client stream bytes after it that this packet (or
+    # the reassembled prefix) already holds, and the sequence number of the first of them, so
+    # the HTTP follower (_http.pyx) starts exactly where the head ends.
+    cdef const uint8_t* http_rest
+    cdef Py_ssize_t http_rest_len
+    cdef uint32_t http_rest_seq
 
     cdef void release(self, FlowSlot* slot) noexcept nogil
     cdef FlowSlot* lookup(self, const FlowKey* key, uint64_t hash, double now) noexcept nogil
@@ -132,6 +156,8 @@ cdef class FlowExtractor:
     cdef void add_segment(self, FlowSlot* slot, uint32_t seq, const uint8_t* data,
                           Py_ssize_t length) noexcept nogil
     cdef int process(self, const uint8_t* data, Py_ssize_t length, double now) noexcept nogil
+    cdef void keep_http_rest(self, const uint8_t* stream, Py_ssize_t length, uint32_t stream_seq,
+                             bint copy) noexcept nogil
     cdef int count_name(self) noexcept nogil
     cdef int settle(self, FlowSlot* slot) noexcept nogil
     cdef int settle_parsed(self, FlowSlot* slot, ParseStatus status) noexcept nogil

@@ -1,4 +1,13 @@
+from enum import IntEnum
+
 from typing_extensions import Buffer  # collections.abc.Buffer from Python 3.12
+
+class BodyFraming(IntEnum):
+    BODY_NONE = 0
+    BODY_LENGTH = 1
+    BODY_CHUNKED = 2
+    BODY_UNREADABLE = 3
+    BODY_TUNNEL = 4
 
 class Extraction:
     kind: str  # "dns" | "sni" | "http_host" | "quic_initial"
@@ -28,3 +37,5 @@ class FlowExtractor:
 
 def normalise_name(raw: Buffer) -> str | None: ...
 def parse_client_hello(message: Buffer) -> tuple[str | None, bool] | None: ...
+def parse_request_head(head: Buffer) -> dict[str, object]: ...
+def parse_client_hello_names(message: Buffer) -> dict[str, object]: ...

@@ -111,15 +111,55 @@ cdef int normalise_name_into(const uint8_t* raw, Py_ssize_t length, char* out) n
     return <int>length
 
 
+cdef inline bint is_address_literal(const uint8_t* raw, Py_ssize_t length) noexcept nogil:
+    """Digits and dots ending in a digit (an IPv4 literal, maybe with a trailing dot): an
+    address where a name could stand, which names nothing rather than hiding a name."""
+    cdef Py_ssize_t i
+    if length > 0 and raw[length - 1] == b'.':
+        length -= 1
+    if length <= 0 or not (b'0' <= raw[length - 1] <= b'9'):
+        return False
+    for i in range(length):
+        if not ((b'0' <= raw[i] <= b'9') or raw[i] == b'.'):
+            return False
+    return True
+
+
 cdef inline ParseStatus set_name(NameResult* result, NameKind kind, const uint8_t* raw,
                                  Py_ssize_t length) noexcept nogil:
     result.name_len = normalise_name_into(raw, length, result.name)
     if result.name_len < 0:
-        result.invalid_name = 1
+        # An address literal names nothing; anything else (UTF-8 rather than its punycode
+        # form, a NUL, an over-long name) is a name the gateway cannot read.
+        result.invalid_name = 0 if is_address_literal(raw, length) else 1
+        result.name_len = 0
         result.kind = KIND_NONE
     else:
         result.kind = kind
     return PARSE_DONE
+
+
+cdef void add_name(NameResult* result, NameKind kind, const uint8_t* raw, Py_ssize_t length,
+                   bint first) noexcept nogil:
+    """The first name of a flow, or a further one: a different further name is a conflict
+    (alt_name), an unreadable one makes the flow's name unreadable."""
+    cdef int n
+    if first:
+        set_name(result, kind, raw, length)
+        return
+    n = normalise_name_into(raw, length, result.alt_name)
+    if n < 0:
+        result.invalid_name = 1
+        return
+    if result.kind == kind and n == result.name_len and memcmp(result.alt_name, result.name, n) == 0:
+        return
+    if result.kind != kind:               # the first name was unreadable: this one stands in
+        memcpy(result.name, result.alt_name, n + 1)
+        result.name_len = n
+        result.kind = kind
+        return
+    result.conflict = 1
+    result.alt_name_len = n
 
 
 # ---------------------------------------------------------------- IP and transport
@@ -362,19 +402,26 @@ cdef ParseStatus parse_client_hello_message(const uint8_t* msg, Py_ssize_t lengt
         p += 4
         if ext_end - p < ext_length:
             return PARSE_MALFORMED
-        if ext_type == TLS_EXT_SERVER_NAME and not name_seen:
-            name_seen = True
-            # server_name_list (RFC 6066 3): the first host_name entry is the name
-            if ext_length >= 2 and 2 + be16(p) <= ext_length:
-                list_end = p + 2 + be16(p)
+        if ext_type == TLS_EXT_SERVER_NAME:
+            # server_name_list (RFC 6066 3) holds one host_name; more entries, a second
+            # extension or a list that does not add up are read as well (a conflict, or an
+            # unreadable name) rather than letting one of them through unjudged.
+            if ext_length < 2 or 2 + be16(p) != ext_length:
+                result.invalid_name = 1
+            else:
+                list_end = p + ext_length
                 n = 2
-                while p + n + 3 <= list_end:
+                while p + n < list_end:
+                    if p + n + 3 > list_end:
+                        result.invalid_name = 1
+                        break
                     name_length = be16(p + n + 1)
                     if p + n + 3 + name_length > list_end:
+                        result.invalid_name = 1
                         break
                     if p[n] == 0:
-                        set_name(result, KIND_SNI, p + n + 3, name_length)
-                        break
+                        add_name(result, KIND_SNI, p + n + 3, name_length, not name_seen)
+                        name_seen = True
                     n += 3 + name_length
         elif ext_type == TLS_EXT_ENCRYPTED_CLIENT_HELLO:
             result.ech = 1
@@ -443,43 +490,132 @@ cdef Py_ssize_t find_line_end(const uint8_t* data, Py_ssize_t start, Py_ssize_t 
             return i
     return -1
 
-cdef ParseStatus host_from_authority(const uint8_t* value, Py_ssize_t length,
-                                     NameResult* result) noexcept nogil:
-    """Host name of a Host header value or URI authority: userinfo and port dropped."""
+cdef Py_ssize_t authority_host(const uint8_t** value, Py_ssize_t length) noexcept nogil:
+    """The host part of a Host header value or URI authority (userinfo and port dropped, in
+    place); -1 when the port is not a number, -2 for an IPv6 literal (an address, no name)."""
     cdef Py_ssize_t i, j
     for i in range(length - 1, -1, -1):
-        if value[i] == b'@':
-            value += i + 1
+        if value[0][i] == b'@':
+            value[0] += i + 1
             length -= i + 1
             break
-    if length > 0 and value[0] == b'[':       # an IPv6 literal is an address, not a name
-        result.kind = KIND_NONE
-        return PARSE_DONE
+    if length > 0 and value[0][0] == b'[':
+        return -2
     for i in range(length):
-        if value[i] == b':':
+        if value[0][i] == b':':
             for j in range(i + 1, length):          # port = *DIGIT (RFC 3986 3.2.3)
-                if not (b'0' <= value[j] <= b'9'):
-                    result.invalid_name = 1
-                    result.kind = KIND_NONE
-                    return PARSE_DONE
-            length = i
-            break
-    return set_name(result, KIND_HTTP_HOST, value, length)
+                if not (b'0' <= value[0][j] <= b'9'):
+                    return -1
+            return i
+    return length
+
+cdef void add_authority(const uint8_t* value, Py_ssize_t length, NameResult* result, bint first) noexcept nogil:
+    """One authority of a request (its target's, or a Host header's) as a name of the flow."""
+    length = authority_host(&value, length)
+    if length == -1:
+        result.invalid_name = 1
+    elif length > 0:                          # an empty Host names nothing
+        add_name(result, KIND_HTTP_HOST, value, length, first)
+
+cdef inline Py_ssize_t scheme_length(const uint8_t* target, Py_ssize_t length) noexcept nogil:
+    """Length of an "http://" or "https://" prefix (any case), else 0."""
+    cdef Py_ssize_t i, n
+    n = 8 if length > 8 and (target[4] == b's' or target[4] == b'S') else 7
+    if length <= n:
+        return 0
+    for i in range(n - 3):
+        if ascii_lower(target[i]) != b"https"[i]:
+            return 0
+    return n if memcmp(target + n - 3, b"://", 3) == 0 else 0
+
+cdef Py_ssize_t find_head_end(const uint8_t* data, Py_ssize_t length) noexcept nogil:
+    """Bytes of an HTTP/1.x head up to and including its blank line (a line holding only
+    CR LF or LF, as RFC 9112 2.2 lets a recipient read it); -1 while it is incomplete."""
+    cdef Py_ssize_t line_start = 0, line_end
+    while True:
+        line_end = find_line_end(data, line_start, length)
+        if line_end < 0:
+            return -1
+        if line_end == line_start or (line_end == line_start + 1 and data[line_start] == b'\r'):
+            if line_start > 0:
+                return line_end + 1
+        line_start = line_end + 1
+
+cdef inline bint field_named(const uint8_t* line, Py_ssize_t length, const char* name, Py_ssize_t name_length,
+                             Py_ssize_t* colon) noexcept nogil:
+    """A header line whose field name is name (lowercase), in any case; *colon is where the
+    colon is, after any whitespace (which RFC 9112 5.1 forbids: the caller decides)."""
+    cdef Py_ssize_t i
+    if length <= name_length:
+        return False
+    for i in range(name_length):
+        if ascii_lower(line[i]) != <uint8_t>name[i]:
+            return False
+    i = name_length
+    while i < length and (line[i] == b' ' or line[i] == b'\t'):
+        i += 1
+    colon[0] = i
+    return i < length and line[i] == b':'
+
+cdef bint read_framing(const uint8_t* line, Py_ssize_t length, NameResult* result) noexcept nogil:
+    """Content-Length and Transfer-Encoding header lines: how the body is framed (anything
+    two servers could read two ways makes it unreadable). True for an Upgrade line."""
+    cdef Py_ssize_t colon, start, end, i
+    cdef uint64_t value = 0
+    cdef bint is_length = field_named(line, length, "content-length", 14, &colon)
+    cdef bint is_coding = not is_length and field_named(line, length, "transfer-encoding", 17, &colon)
+    if not (is_length or is_coding):
+        return field_named(line, length, "upgrade", 7, &colon)
+    start = colon + 1
+    end = length
+    while start < end and (line[start] == b' ' or line[start] == b'\t'):
+        start += 1
+    while end > start and (line[end - 1] == b' ' or line[end - 1] == b'\t'):
+        end -= 1
+    if colon != (14 if is_length else 17) or start == end or result.body == BODY_UNREADABLE:
+        result.body = BODY_UNREADABLE
+        return False
+    if is_coding:
+        if end - start != 7 or result.body == BODY_LENGTH or result.body == BODY_CHUNKED:
+            result.body = BODY_UNREADABLE
+            return False
+        for i in range(7):
+            if ascii_lower(line[start + i]) != b"chunked"[i]:
+                result.body = BODY_UNREADABLE
+                return False
+        result.body = BODY_CHUNKED
+        return False
+    if end - start > 15 or result.body == BODY_CHUNKED:
+        result.body = BODY_UNREADABLE
+        return False
+    for i in range(start, end):
+        if not (b'0' <= line[i] <= b'9'):
+            result.body = BODY_UNREADABLE
+            return False
+        value = value * 10 + (line[i] - 48)  # '0'
+    if result.body == BODY_LENGTH and value != result.body_length:
+        result.body = BODY_UNREADABLE
+        return False
+    result.body = BODY_LENGTH
+    result.body_length = value
+    return False
 
 cdef ParseStatus parse_http_head(const uint8_t* head, Py_ssize_t length, NameResult* result) noexcept nogil:
     """Host of an HTTP/1.x request (RFC 9112), settled when the whole head has arrived.
 
-    Waiting for the blank line matches what Wireshark reports and sees every Host header.
+    Every authority the head gives is read: the request target's (absolute or authority
+    form) and each Host header, so a second, different one is seen (result.conflict).
     """
     cdef Py_ssize_t i = 0, line_end, line_start, target_start, target_end, value_start, path_start
-    cdef Py_ssize_t host_start = -1, host_length = 0, line_length
-    cdef bint absolute_form = False
+    cdef Py_ssize_t line_length, colon, scheme
+    cdef bint named = False, connect, upgrade = False
     while i < length and i < HTTP_MAX_METHOD and ((b'A' <= head[i] <= b'Z') or head[i] == b'-'):
         i += 1
     if i == length and i < HTTP_MAX_METHOD:
         return PARSE_NEED_MORE
     if i == 0 or i >= length or head[i] != b' ':
         return PARSE_MALFORMED
+    connect = i == 7 and memcmp(head, b"CONNECT", 7) == 0
     target_start = i + 1
     line_end = find_line_end(head, target_start, length)
     if line_end < 0:
@@ -490,13 +626,20 @@ cdef ParseStatus parse_http_head(const uint8_t* head, Py_ssize_t length, NameRes
         return PARSE_MALFORMED
     target_end = line_length - 9
     path_start = target_start
-    if target_end - target_start > 7 and memcmp(head + target_start, b"http://", 7) == 0:
-        absolute_form = True
-        host_start = target_start + 7
-        i = host_start
+    result.kind = KIND_NONE
+    result.body = BODY_TUNNEL if connect else BODY_NONE
+    result.body_length = 0
+    scheme = scheme_length(head + target_start, target_end - target_start)
+    if connect:                               # authority-form: the tunnel's far end
+        add_authority(head + target_start, target_end - target_start, result, True)
+        named = True
+        path_start = target_end
+    elif scheme:
+        i = target_start + scheme
         while i < target_end and head[i] != b'/' and head[i] != b'?' and head[i] != b'#':
             i += 1
-        host_length = i - host_start
+        add_authority(head + target_start + scheme, i - target_start - scheme, result, True)
+        named = True
         path_start = i
     # The path, for URL-prefix rules (plain HTTP only): kept as sent, cut at 255 bytes.
     result.path_len = <int>min(target_end - path_start, 255)
@@ -512,22 +655,24 @@ cdef ParseStatus parse_http_head(const uint8_t* head, Py_ssize_t length, NameRes
             line_length -= 1
         if line_length == 0:
             break
-        if host_start < 0 and line_length >= 5 and ascii_lower(head[line_start]) == b'h' \
-                and ascii_lower(head[line_start + 1]) == b'o' and ascii_lower(head[line_start + 2]) == b's' \
-                and ascii_lower(head[line_start + 3]) == b't' and head[line_start + 4] == b':':
-            value_start = line_start + 5
+        if field_named(head + line_start, line_length, "host", 4, &colon):
+            if colon != 4:
+                result.invalid_name = 1           # "Host :": servers differ on reading it
+            value_start = line_start + colon + 1
             i = line_start + line_length
             while value_start < i and (head[value_start] == b' ' or head[value_start] == b'\t'):
                 value_start += 1
             while i > value_start and (head[i - 1] == b' ' or head[i - 1] == b'\t'):
                 i -= 1
-            host_start = value_start
-            host_length = i - value_start
+            add_authority(head + value_start, i - value_start, result, not named)
+            named = True
+        elif not connect and read_framing(head + line_start, line_length, result):
+            upgrade = True
         line_start = line_end + 1
-    if host_start < 0:
-        result.kind = KIND_NONE
-        return PARSE_DONE
-    return host_from_authority(head + host_start, host_length, result)
+    if upgrade and result.body != BODY_UNREADABLE:
+        result.body = BODY_TUNNEL
+    result.head_len = <int>min(line_end + 1, 0x7FFFFFFF)
+    return PARSE_DONE
 
 
 # ---------------------------------------------------------------- stream starts
@@ -820,6 +965,10 @@ cdef class FlowExtractor:
         self.result.dns_qtype = 0
         self.result.name_len = 0
         self.result.path_len = 0
+        self.result.conflict = 0
+        self.result.alt_name_len = 0
+        self.result.head_len = 0
+        self.http_rest_len = 0
         self.settled = False
         decoded = decode_ip(data, length, packet)
         self.decoded = decoded
@@ -913,6 +1062,7 @@ cdef class FlowExtractor:
                 self.counters.malformed += 1
                 self.settled = True
                 return KIND_NONE
+            self.keep_http_rest(packet.payload, packet.payload_len, seq, False)
             return self.count_name()
 
         if slot.state == FLOW_DONE:
@@ -927,6 +1077,7 @@ cdef class FlowExtractor:
                 status = parse_stream(protocol, packet.payload, packet.payload_len, self.scratch,
                                       self.buffer_size, &self.result)
                 if status != PARSE_NEED_MORE:
+                    self.keep_http_rest(packet.payload, packet.payload_len, seq, False)
                     return self.settle_parsed(slot, status)
                 if not self.start_stream(slot, now):
                     return self.settle(slot)
@@ -951,7 +1102,24 @@ cdef class FlowExtractor:
             if contiguous >= <uint32_t>self.buffer_size:
                 return self.overflow(slot)
             return KIND_NONE
+        self.keep_http_rest(slot.stream.data, contiguous, slot.base_seq, True)
         return self.settle_parsed(slot, status)
+
+    cdef void keep_http_rest(self, const uint8_t* stream, Py_ssize_t length, uint32_t stream_seq,
+                             bint copy) noexcept nogil:
+        """After a complete HTTP request head: the stream bytes that follow it (the body, or
+        pipelined requests) and their sequence number, for the HTTP follower. copy: the
+        stream is a buffer about to be freed, so the bytes go to scratch."""
+        cdef Py_ssize_t head = self.result.head_len
+        if head <= 0 or head > length:
+            return
+        self.http_rest_seq = stream_seq + <uint32_t>head
+        self.http_rest_len = length - head
+        if copy and self.http_rest_len:
+            memmove(self.scratch, stream + head, self.http_rest_len)
+            self.http_rest = self.scratch
+        else:
+            self.http_rest = stream + head
 
     cdef int count_name(self) noexcept nogil:
         if self.result.invalid_name:
@@ -1071,3 +1239,40 @@ def parse_client_hello(message):
         return None
     name = result.name[:result.name_len].decode("ascii") if result.kind == KIND_SNI else None
     return name, bool(result.ech)
+
+
+cdef dict name_result_view(ParseStatus status, const NameResult* result):
+    return {
+        "status": ("done", "need_more", "malformed")[status],
+        "kind": KIND_NAMES.get(result.kind),
+        "name": result.name[:result.name_len].decode("ascii") if result.kind != KIND_NONE else None,
+        "alt_name": result.alt_name[:result.alt_name_len].decode("ascii") if result.conflict else None,
+        "invalid": bool(result.invalid_name),
+        "path": result.path[:result.path_len].decode("latin-1"),
+        "head_len": result.head_len,
+        "body": BodyFraming(result.body).name,
+        "body_length": result.body_length,
+    }
+
+
+def parse_request_head(head):
+    """What the fast path reads in an HTTP/1.x request head: a dict of status, name,
+    alt_name (a second, different name), invalid (an unreadable name), path and head_len."""
+    cdef const uint8_t[::1] view = head
+    cdef NameResult result
+    cdef ParseStatus status = PARSE_NEED_MORE
+    memset(&result, 0, sizeof(NameResult))
+    if view.shape[0]:
+        status = parse_http_head(&view[0], view.shape[0], &result)
+    return name_result_view(status, &result)
+
+
+def parse_client_hello_names(message):
+    """The same dict as parse_request_head for a ClientHello handshake message."""
+    cdef const uint8_t[::1] view = message
+    cdef NameResult result
+    cdef ParseStatus status = PARSE_NEED_MORE
+    memset(&result, 0, sizeof(NameResult))
+    if view.shape[0]:
+        status = parse_client_hello_message(&view[0], view.shape[0], &result)
+    return name_result_view(status, &result)

@@ -45,7 +45,7 @@ class QueueConfig:
 
 @dataclass(frozen=True, slots=True)
 class MarkConfig:
-    mask: int = 0x0F000000  # the packet/conntrack mark bits edufilter owns
+    mask: int = 0x0F000000  # the packet/conntrack mark bits edufilter owns: 4 contiguous at least (codes 0-8)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ def test_groups_crud_with_safe_search_and_bypass_shield(api: LiveApi) -> None:
     group = conforms(api, created, "Group")
     assert group == {
         "name": "class-5a", "title": "Class 5A", "default_action": "allow", "safe_search": True,
-        "quic": "inspect", "bypass_shield": False, "log_client_address": False,
+        "quic": "inspect", "bypass_shield": False, "log_client_address": False, "unnamed": "auto",
     }
     assert api.get("/api/v1/groups/class-5a").json() == group
     assert api.get("/api/v1/groups/class-5a").headers["ETag"] == created.headers["ETag"]
@@ -28,6 +28,13 @@ def test_groups_crud_with_safe_search_and_bypass_shield(api: LiveApi) -> None:
 
     replaced = api.change("PUT", "/api/v1/groups/class-5a", {"title": "5A"})
     assert replaced.json() == {**group, "title": "5A", "safe_search": False}  # PUT: left out means default
+
+    egress = api.change("PATCH", "/api/v1/groups/class-5a", {"unnamed": "block-all"})
+    assert conforms(api, egress, "Group")["unnamed"] == "block-all"
+    with PolicyStore(api.database) as store:
+        assert next(g for g in store.load().groups if g.name == "class-5a").unnamed == "block-all"
+    refused = problem(api.change("PATCH", "/api/v1/groups/class-5a", {"unnamed": "block"}), 422)
+    assert refused["invalid_params"][0]["name"] == "unnamed"
 
     assert api.post("/api/v1/groups", {"name": "staff"}).status_code == 201
     page = conforms(api, api.get("/api/v1/groups"), "GroupPage")

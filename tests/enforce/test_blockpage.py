@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from edufilter.enforce.blockpage_server import make_blockpage_app
 from edufilter.enforce.blockpage import (
+    EVASION_CATEGORY,
     BlockInfo,
     block_response_segments,
     choose_language,
@@ -329,3 +330,12 @@ def test_blockpage_app_serves_pages_by_host() -> None:
     assert literal[0] == 404
     assert calls[0] == ("games.example.test", "127.0.0.1", "fr-BE")
     assert ("2001:2::2", "127.0.0.1", None) in calls
+
+
+@pytest.mark.parametrize(("language", "phrase"), [("nl", "Verborgen website"), ("fr", "Site masqué"),
+                                                  ("en", "Hidden site"), ("de", "Verborgene Website")])
+def test_a_circumvention_attempt_says_why(language: str, phrase: str) -> None:
+    evasion = replace(INFO, category_id=EVASION_CATEGORY, category_title="evasion")
+    text = render_block_page(evasion, language)[2].decode()
+    assert phrase in text and "<dd>evasion</dd>" not in text
+    assert phrase not in render_block_page(INFO, language)[2].decode()

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from edufilter.enforce.marks import (
     DEFAULT_MASK,
-    INJECTED,
+    HTTP_FOLLOW,
     REJECT,
     SAFE_SEARCH,
     UNDECIDED,
@@ -17,7 +17,7 @@ from edufilter.enforce.marks import (
 from edufilter.errors import NetfilterError
 
 marks = st.integers(min_value=0, max_value=0xFFFFFFFF)
-codes = st.integers(min_value=UNDECIDED, max_value=INJECTED)
+codes = st.integers(min_value=UNDECIDED, max_value=HTTP_FOLLOW)
 
 
 def test_default_layout() -> None:
@@ -30,12 +30,12 @@ def test_default_layout() -> None:
 
 
 @pytest.mark.parametrize(
-    ("mask", "shift"), [(0x7, 0), (0x38, 3), (0xE0000000, 29), (0xFFFFFFFF, 0), (0x00700000, 20)]
+    ("mask", "shift"), [(0xF, 0), (0x78, 3), (0xF0000000, 28), (0xFFFFFFFF, 0), (0x00F00000, 20)]
 )
-def test_any_contiguous_mask_of_three_bits_or_more(mask: int, shift: int) -> None:
+def test_any_contiguous_mask_of_four_bits_or_more(mask: int, shift: int) -> None:
     layout = MarkLayout(mask)
     assert layout.shift == shift
-    assert layout.code_of(layout.packet_mark(0, INJECTED)) == INJECTED
+    assert layout.code_of(layout.packet_mark(0, HTTP_FOLLOW)) == HTTP_FOLLOW
 
 
 @pytest.mark.parametrize(
@@ -46,8 +46,10 @@ def test_any_contiguous_mask_of_three_bits_or_more(mask: int, shift: int) -> Non
         (1 << 32, "32-bit"),
         (0x0F0F0000, "contiguous"),
         (0x05000000, "contiguous"),
-        (0x03000000, "at least 3 bits"),
-        (0x80000000, "at least 3 bits"),
+        (0x03000000, "at least 4 bits"),
+        (0x80000000, "at least 4 bits"),
+        # three bits held codes 0-7; HTTP_FOLLOW (8) needs a fourth
+        (0x07000000, "at least 4 bits for codes 0-8"),
     ],
 )
 def test_bad_masks_are_refused(mask: int, reason: str) -> None:
@@ -57,13 +59,13 @@ def test_bad_masks_are_refused(mask: int, reason: str) -> None:
 
 def test_a_code_must_fit_the_field() -> None:
     with pytest.raises(ValueError):
-        MarkLayout(0x7).value(8)
+        MarkLayout(0xF).value(16)
     with pytest.raises(ValueError):
         MarkLayout().value(-1)
     assert MarkLayout().value(15) == DEFAULT_MASK  # a four-bit field has room for 8-15
 
 
-@given(mark=marks, code=codes, mask=st.sampled_from([DEFAULT_MASK, 0x7, 0xE0000000, 0x3F00]))
+@given(mark=marks, code=codes, mask=st.sampled_from([DEFAULT_MASK, 0xF, 0xF0000000, 0x3F00]))
 def test_packet_mark_replaces_only_the_code(mark: int, code: int, mask: int) -> None:
     layout = MarkLayout(mask)
     new = layout.packet_mark(mark, code)

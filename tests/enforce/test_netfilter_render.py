@@ -34,6 +34,8 @@ table inet edufilter {
 \t\tmeta mark & 0x0f000000 == 0x04000000 return
 \t\tmeta mark & 0x0f000000 == 0x00000000 ct mark & 0x0f000000 == 0x00000000 iifname { "eth1" } meta l4proto { tcp, udp } ct direction original ct original packets 0-5 goto to_queue
 \t\tmeta mark & 0x0f000000 == 0x00000000 ct mark & 0x0f000000 == 0x01000000 return
+\t\tmeta mark & 0x0f000000 == 0x08000000 ct mark set ct mark & 0xf0ffffff | 0x08000000 return
+\t\tmeta mark & 0x0f000000 == 0x00000000 ct mark & 0x0f000000 == 0x08000000 goto http_follow
 \t\tmeta mark & 0x0f000000 == 0x00000000 ct mark & 0x0f000000 == 0x00000000 iifname { "eth1" } meta l4proto { tcp, udp } ct direction original jump inspect
 \t\tmeta mark & 0x0f000000 == 0x00000000 ct mark & 0x0f000000 == 0x00000000 return
 \t\tmeta mark & 0x0f000000 == 0x07000000 return
@@ -47,6 +49,12 @@ table inet edufilter {
 \t\tmeta mark & 0x0f000000 == 0x06000000 return
 \t\tct mark & 0x0f000000 == 0x06000000 ct direction reply udp sport 53 goto to_queue
 \t\tiifname { "eth1" } meta l4proto { tcp, udp } ct direction original jump inspect
+\t}
+\tchain http_follow {
+\t\tct direction reply return
+\t\tip hdrlength 5 ip length . @th,96,8 { 40 . 0x50, 44 . 0x60, 48 . 0x70, 52 . 0x80, 56 . 0x90, 60 . 0xa0, 64 . 0xb0, 68 . 0xc0, 72 . 0xd0, 76 . 0xe0, 80 . 0xf0 } return
+\t\tip6 nexthdr tcp ip6 length . @th,96,8 { 20 . 0x50, 24 . 0x60, 28 . 0x70, 32 . 0x80, 36 . 0x90, 40 . 0xa0, 44 . 0xb0, 48 . 0xc0, 52 . 0xd0, 56 . 0xe0, 60 . 0xf0 } return
+\t\tmeta mark set meta mark & 0xf0ffffff | 0x08000000 goto to_queue
 \t}
 \tchain inspect {
 \t\tudp dport 53 goto to_queue
@@ -75,8 +83,9 @@ def test_the_xt_script_is_the_same_but_dormant_with_an_empty_queue_chain() -> No
 def test_every_queued_packet_passes_the_one_counted_queue_rule(backend: Backend) -> None:
     script = render(RuleSettings(filter_local=True), backend)
     assert script.count("queue num") == (1 if backend is Backend.NFT else 0)
-    # forward and output: a new flow, a safe-search answer; inspect: DNS, within the bound, BOUND
-    assert script.count("goto to_queue") == 7
+    # forward and output: a new flow, a safe-search answer; inspect: DNS, within the bound, BOUND;
+    # http_follow: a followed plain-HTTP flow's client data
+    assert script.count("goto to_queue") == 8
     assert "jump to_queue" not in script
 
 
@@ -128,11 +137,12 @@ def test_ipv4_only() -> None:
 
 
 def test_inspection_bound_and_mark_layout_follow_the_settings() -> None:
-    settings = RuleSettings(inspect_packets=8, layout=MarkLayout(0x00000070))
+    settings = RuleSettings(inspect_packets=8, layout=MarkLayout(0x000000F0))
     nft = render(settings, Backend.NFT)
     assert "ct original packets 0-8 " in nft
-    assert "ct mark set ct mark & 0xffffff8f | 0x00000010" in nft
-    assert "meta mark set meta mark & 0xffffff8f | 0x00000050 goto to_queue" in nft
+    assert "ct mark set ct mark & 0xffffff0f | 0x00000010" in nft
+    assert "meta mark set meta mark & 0xffffff0f | 0x00000050 goto to_queue" in nft
+    assert "meta mark set meta mark & 0xffffff0f | 0x00000080 goto to_queue" in nft
     assert DEFAULT_INSPECT_PACKETS == 5
 
 

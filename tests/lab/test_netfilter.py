@@ -51,7 +51,7 @@ from edufilter.lab.traffic import (
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]
 
 HELPER = Path(__file__).resolve()
-LAYOUT = MarkLayout(0x00700000)  # not the default, so no rule may assume it
+LAYOUT = MarkLayout(0x00F00000)  # not the default, so no rule may assume it
 BULK_PORT = 8000  # python -m http.server with a large file
 BULK_FILE = "bulk.bin"
 BULK_SIZE = 2 * 1024 * 1024
@@ -571,7 +571,7 @@ def test_reset_flows_are_decided_again(
         flow = _wait_for_flow(network, ALLOW)
         assert [p["code"] for p in worker.packets(TRICKLE_PORT)] == [UNDECIDED] * 3
         # Other bits of the conntrack mark belong to the school: a reset leaves them alone.
-        school_bits = MarkLayout(0x7)
+        school_bits = MarkLayout(0xF)
         assert conntrack.set_code(school_bits, flow, 5, network.topology.gateway.netns)
         assert conntrack.reset_codes(LAYOUT, [ALLOW, DROP], network.topology.gateway.netns) == 1
         again = _wait_for_flow(network, ALLOW)  # re-decided on its next packet, past the bound

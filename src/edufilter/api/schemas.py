@@ -29,6 +29,7 @@ from edufilter.policy.model import (
     Schedule,
     Settings,
     TargetKind,
+    UnnamedFlows,
 )
 from edufilter.output.events import EventKind
 from edufilter.output.stats import DIMENSIONS, WINDOWS
@@ -46,6 +47,10 @@ GROUP = resource(
             boolean(description="block DNS-over-HTTPS/TLS/QUIC, VPN and proxy categories, and ECH")
         ),
         "log_client_address": Field(boolean(description="keep raw client addresses in this group's events")),
+        "unnamed": Field(choice(UnnamedFlows, description=(
+            "flows without a readable name: allow (the address and the default action decide), block-web (TCP 80"
+            " and 443 reset as evasion), block-all (also every other port but DNS and NTP), auto (block-web with"
+            " the bypass shield, else allow)"))),
     },
     defaults_from=Group,
 )

@@ -37,12 +37,12 @@ def _one(rows: list[Row]) -> Row | None:
 # Groups
 
 _GROUP_QUERY = (
-    "SELECT name, title, default_action, safe_search, quic, bypass_shield, log_client_address FROM groups"
+    "SELECT name, title, default_action, safe_search, quic, bypass_shield, log_client_address, unnamed FROM groups"
 )
 
 
 def _group(row: tuple[object, ...]) -> Row:
-    name, title, default_action, safe_search, quic, bypass_shield, log_client_address = row
+    name, title, default_action, safe_search, quic, bypass_shield, log_client_address, unnamed = row
     return {
         "name": name,
         "title": title,
@@ -51,6 +51,7 @@ def _group(row: tuple[object, ...]) -> Row:
         "quic": quic,
         "bypass_shield": bool(bypass_shield),
         "log_client_address": bool(log_client_address),
+        "unnamed": unnamed,
     }
 
 

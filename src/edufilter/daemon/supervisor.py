@@ -462,7 +462,8 @@ class Supervisor:
 
     def status(self) -> dict:
         queues = []
-        totals = {"packets": 0, "flows": 0, "queue_dropped": 0, "user_dropped": 0, "connections_reused": 0}
+        totals = {"packets": 0, "flows": 0, "queue_dropped": 0, "user_dropped": 0, "connections_reused": 0,
+                  "evasion": 0}
         for worker in self.workers:
             stats = worker.stats
             enforcer = stats.get("enforcer", {})
@@ -483,6 +484,7 @@ class Supervisor:
                 "name_cache_hits": enforcer.get("name_cache_hits", 0),
                 "name_cache_misses": enforcer.get("name_cache_misses", 0),
                 "connections_reused": enforcer.get("decided_forgotten", 0),
+                "evasion": enforcer.get("evasion", 0),
             }
             queues.append(entry)
             for key in totals:

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edufilter._classify import RuleAction
-from edufilter._enforce import Code, Enforcer, Reason, Slow
+from edufilter._enforce import Code, Enforcer, Reason, Slow, Unnamed
 from edufilter._fastpath import FlowExtractor, NameKind
 from edufilter._queue import DROP, REPEAT, PacketQueue, queue_counters
 from edufilter.config import Config, load_config
@@ -57,6 +57,8 @@ KIND_NAMES = {NameKind.KIND_DNS: "dns", NameKind.KIND_SNI: "sni", NameKind.KIND_
 REASON_CATEGORIES = {Reason.REASON_DOT: "bypass-shield-dot", Reason.REASON_QUIC: "quic-blocked",
                      Reason.REASON_DNS_TCP: "dns-over-tcp", Reason.REASON_EVASION: "evasion",
                      Reason.REASON_SAFE_SEARCH: "safe-search-bypass"}
+UNNAMED_CODES = {"allow": Unnamed.UNNAMED_ALLOW, "block-web": Unnamed.UNNAMED_BLOCK_WEB,
+                 "block-all": Unnamed.UNNAMED_BLOCK_ALL}
 SERVICE_BINDING_TYPES = (64, 65)  # SVCB, HTTPS: where browsers learn ECH keys and encrypted DNS
 
 
@@ -73,7 +75,7 @@ class PolicyView:
     """One mapped policy as the worker uses it: the engine and what set_policy needs."""
 
     engine: Engine
-    groups: list[tuple[int, bool, bool, bool]]
+    groups: list[tuple[int, bool, bool, bool, int]]
     url_hosts: list[str]
 
     @classmethod
@@ -82,7 +84,7 @@ class PolicyView:
         engine.classifier.set_interface_groups(interface_groups(engine))
         groups = [
             (ACTION_CODES[group["default_action"]], group["safe_search"], group["quic"] == "block",
-             group["bypass_shield"])
+             group["bypass_shield"], UNNAMED_CODES[group.get("unnamed", "allow")])
             for group in engine.meta["groups"]
         ]
         return cls(engine, groups, sorted(engine.urls))
@@ -424,7 +426,7 @@ class Worker:
             decision = new.engine.classifier.decide(new_group, name.encode() if name else None, dst, now)
             action = decision[0] if decision[0] != RuleAction.NO_RULE else new.groups[new_group][0]
             new_code = verdict_code(action)
-            if new_code == code:
+            if new_code == code or (code == Code.CODE_HTTP_FOLLOW and new_code == Code.CODE_ALLOW):
                 continue
             flow = FlowTuple(version, protocol, str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst)),
                              sport, dport)

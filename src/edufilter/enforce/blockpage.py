@@ -74,8 +74,12 @@ class _Texts:
     next_steps: str  # {reference}
     neutral_title: str
     neutral_text: str
+    evasion_title: str  # the category of a request that hid its site (reason evasion)
+    evasion_text: str
 
 
+# The category of blocks whose reason is a circumvention attempt (daemon.worker REASON_CATEGORIES).
+EVASION_CATEGORY: Final = "evasion"
 # Pupils are addressed informally, as teachers in these languages usually do.
 _TEXTS: Final[dict[str, _Texts]] = {
     "nl": _Texts(
@@ -95,6 +99,12 @@ _TEXTS: Final[dict[str, _Texts]] = {
             "Hier is niets te zien. Deze pagina meldt websites die het "
             "schoolnetwerk blokkeert."
         ),
+        evasion_title="Verborgen website",
+        evasion_text=(
+            "Dit verzoek verborg voor welke website het was (geen of twee verschillende namen, of"
+            " een vorm die de server anders leest): het schoolnetwerk laat zulke verzoeken niet "
+            "door."
+        ),
     ),
     "fr": _Texts(
         title="Ce site est bloqué",
@@ -112,6 +122,11 @@ _TEXTS: Final[dict[str, _Texts]] = {
         neutral_text=(
             "Il n’y a rien à voir ici. Cette page signale les sites que le réseau "
             "de l’école bloque."
+        ),
+        evasion_title="Site masqué",
+        evasion_text=(
+            "Cette demande cachait le site visé (aucun nom, deux noms différents, ou une forme "
+            "que le serveur lit autrement) : le réseau de l’école bloque ces demandes."
         ),
     ),
     "en": _Texts(
@@ -131,6 +146,11 @@ _TEXTS: Final[dict[str, _Texts]] = {
             "There is nothing to see here. This page reports websites that the "
             "school network blocks."
         ),
+        evasion_title="Hidden site",
+        evasion_text=(
+            "This request hid which website it was for (no name, two different names, or a form "
+            "the server reads differently): the school network blocks such requests."
+        ),
     ),
     "de": _Texts(
         title="Diese Website ist gesperrt",
@@ -148,6 +168,12 @@ _TEXTS: Final[dict[str, _Texts]] = {
         neutral_text=(
             "Hier gibt es nichts zu sehen. Diese Seite meldet Websites, die das "
             "Schulnetz sperrt."
+        ),
+        evasion_title="Verborgene Website",
+        evasion_text=(
+            "Diese Anfrage verbarg, für welche Website sie war (kein Name, zwei verschiedene "
+            "Namen oder eine Form, die der Server anders liest): Das Schulnetz sperrt solche "
+            "Anfragen."
         ),
     ),
 }
@@ -233,8 +259,9 @@ def render_block_page(
     texts = _TEXTS[language]
     site = f"<strong><bdi>{_escaped(info.name, _MAX_NAME_CHARS)}</bdi></strong>"
     reference = f"<code>{_escaped(info.reference)}</code>"
+    evasion = info.category_id == EVASION_CATEGORY
     rows = (
-        (texts.category, _escaped(info.category_title)),
+        (texts.category, _escaped(texts.evasion_title if evasion else info.category_title)),
         (texts.group, _escaped(info.group_title)),
         (texts.reference, reference),
         (texts.time, _escaped(f"{info.time:%Y-%m-%d %H:%M}")),
@@ -245,7 +272,8 @@ def render_block_page(
         "<dl>"
         + "".join(f"<dt>{html.escape(label)}</dt><dd>{value}</dd>" for label, value in rows)
         + "</dl>"
-        f"<h2>{html.escape(texts.next_steps_title)}</h2>"
+        + (f"<p>{html.escape(texts.evasion_text)}</p>" if evasion else "")
+        + f"<h2>{html.escape(texts.next_steps_title)}</h2>"
         f"<p>{html.escape(texts.next_steps).format(reference=reference)}</p>"
     )
     return BLOCKED_STATUS, _headers(language), _page(language, texts.title, content)

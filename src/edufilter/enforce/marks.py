@@ -22,11 +22,17 @@ PASS = 4
 BOUND = 5  # packet mark: an undecided flow past the inspection bound; the worker decides now
 SAFE_SEARCH = 6  # conntrack mark: queue this DNS flow's answers so they can be rewritten
 INJECTED = 7  # packet mark: sent by edufilter itself, never queued
+# conntrack mark: an allowed plain-HTTP flow whose client data (packets carrying bytes) is still
+# queued, so every request on the kept-alive connection is judged; the server's bytes never
+# are. Packet mark: the rules queue such a packet with it, and a worker repeats it with it.
+HTTP_FOLLOW = 8
 
 # Codes a worker's NF_REPEAT verdict puts in the packet mark; the rules save them in conntrack.
-VERDICT_CODES = (ALLOW, REJECT, DROP, SAFE_SEARCH)
+VERDICT_CODES = (ALLOW, REJECT, DROP, SAFE_SEARCH, HTTP_FOLLOW)
 DEFAULT_MASK = 0x0F000000
-MIN_FIELD_BITS = 3  # room for the largest code, INJECTED = 7
+# Room for the largest code, HTTP_FOLLOW = 8. It was 3 bits (codes 0-7) before HTTP_FOLLOW: a
+# configured marks.mask of 3 bits is now refused at start, with this message; widen it by one bit.
+MIN_FIELD_BITS = 4
 MARK_BITS = 0xFFFFFFFF
 
 
@@ -44,7 +50,7 @@ class MarkLayout:
             raise NetfilterError(f"marks.mask {self.mask:#010x}: the bits must be contiguous")
         if field.bit_length() < MIN_FIELD_BITS:
             raise NetfilterError(
-                f"marks.mask {self.mask:#010x}: needs at least {MIN_FIELD_BITS} bits for codes 0-7"
+                f"marks.mask {self.mask:#010x}: needs at least {MIN_FIELD_BITS} bits for codes 0-{HTTP_FOLLOW}"
             )
 
     @property

@@ -33,6 +33,7 @@ from edufilter.enforce.marks import (
     ALLOW,
     BOUND,
     DROP,
+    HTTP_FOLLOW,
     INJECTED,
     PASS,
     REJECT,
@@ -56,6 +57,7 @@ COMMAND_TIMEOUT = 30.0
 NFT_TABLE = "edufilter"
 NFT_PROBE_TABLE = "edufilter-probe"
 QUEUE_CHAIN = "to_queue"
+HTTP_FOLLOW_CHAIN = "http_follow"
 # Before the school's own filter chains (iptables-nft's and nft's usual ones sit at priority 0).
 NFT_PRIORITY = "filter - 10"
 
@@ -181,7 +183,7 @@ def render(settings: RuleSettings, backend: Backend) -> str:
         rules += [
             f"{mark(code)} ct mark set ct mark & {keep} | {_hex(layout.value(code))}"
             for code in VERDICT_CODES
-            if code != ALLOW  # saved above
+            if code not in (ALLOW, HTTP_FOLLOW)  # saved above
         ]
         incoming = ""
         if interfaces:
@@ -199,6 +201,8 @@ def render(settings: RuleSettings, backend: Backend) -> str:
             f"{mark(PASS)} return",
             f"{unmarked} {new_flow} ct original packets 0-{settings.inspect_packets} {to_queue}",
             f"{mark(UNDECIDED)} {connmark(ALLOW)} return",
+            f"{mark(HTTP_FOLLOW)} ct mark set ct mark & {keep} | {_hex(layout.value(HTTP_FOLLOW))} return",
+            f"{mark(UNDECIDED)} {connmark(HTTP_FOLLOW)} goto {HTTP_FOLLOW_CHAIN}",
             f"{unmarked} {to_inspect}",
             f"{unmarked} return",
         ]
@@ -236,6 +240,7 @@ def render(settings: RuleSettings, backend: Backend) -> str:
     lines += entry_chain("forward", "forward", settings.lan_interfaces)
     if settings.filter_local:
         lines += entry_chain("output", "output", ())
+    lines += _http_follow_chain(settings)
     lines += [
         "\tchain inspect {",
         f"\t\tudp dport {DNS_PORT} {to_queue}",
@@ -248,16 +253,42 @@ def render(settings: RuleSettings, backend: Backend) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _http_follow_chain(settings: RuleSettings) -> list[str]:
+    """Packets of an allowed plain-HTTP flow (conntrack code HTTP_FOLLOW): the client's
+    segments that carry bytes are queued, so each request on the connection is judged; its
+    bare ACKs (a download's client side) and every server packet return at once.
+
+    nft cannot compare a length with another field, so a bare ACK is told by a set of
+    (IP length, TCP data offset byte) pairs: headers alone, for each TCP header length (the
+    byte holds the offset in its high nibble, the reserved and AE bits low, which are zero
+    on such ACKs). A packet with IPv4 options or IPv6 extension headers is queued anyway."""
+    layout = settings.layout
+    keep = _hex(~layout.mask & 0xFFFFFFFF)
+    offsets = range(5, 16)  # TCP data offset in 32-bit words: 20 to 60 bytes
+
+    def bare_acks(ip_header: int) -> str:
+        return ", ".join(f"{ip_header + 4 * words} . {words << 4:#04x}" for words in offsets)
+
+    return [
+        f"\tchain {HTTP_FOLLOW_CHAIN} {{",
+        "\t\tct direction reply return",
+        f"\t\tip hdrlength 5 ip length . @th,96,8 {{ {bare_acks(20)} }} return",
+        f"\t\tip6 nexthdr tcp ip6 length . @th,96,8 {{ {bare_acks(0)} }} return",
+        f"\t\tmeta mark set meta mark & {keep} | {_hex(layout.value(HTTP_FOLLOW))} goto {QUEUE_CHAIN}",
+        "\t}",
+    ]
+
+
 # --- install and remove ---------------------------------------------------------------
 
 
 def _nft_table_exists(netns: str | None) -> bool:
     if shutil.which("nft") is None:
         return False
-    tables = _nft_json(["list", "tables"], netns)
-    return any(
-        t["table"]["family"] == "inet" and t["table"]["name"] == NFT_TABLE for t in tables
-    )
+    # The plain listing, one "table <family> <name>" per line: nft 1.0.6's JSON prints a
+    # dormant table's flags from freed memory (garbage, or nothing: invalid JSON).
+    listing = _run(["nft", "list", "tables"], netns).stdout
+    return f"table inet {NFT_TABLE}" in (line.strip() for line in listing.splitlines())
 
 
 def _remove_nft_table(netns: str | None) -> bool:

@@ -160,6 +160,8 @@ _WORKER_METRICS: tuple[_Metric, ...] = (
      "Names a worker looked up in the policy's tables."),
     ("connections_reused", "edufilter_connections_reused_total", "counter",
      "New connections (SYNs) on a 5-tuple whose earlier connection was decided: judged afresh."),
+    ("evasion", "edufilter_evasion_total", "counter",
+     "Flows blocked as a circumvention attempt (no readable name on a web port, two names, unreadable framing)."),
 )
 _DECISION_METRICS: tuple[_Metric, ...] = (
     ("flows", "edufilter_flows_total", "counter", "Flows and DNS queries decided, by group, category and verdict."),
@@ -172,7 +174,7 @@ def prometheus_text(counters: Mapping[str, object]) -> str:
 
     `counters` is {"workers": {worker: {"queue": n, "packets", "queue_dropped",
     "user_dropped", "fail_open", "restarts", "queue_total", "name_cache_hits",
-    "name_cache_misses", "connections_reused": n, "decisions": {group:
+    "name_cache_misses", "connections_reused", "evasion": n, "decisions": {group:
     {category or "": {verdict: {"flows": n, "packets": n}}}}}}}.
     """
     samples: dict[str, list[str]] = {}

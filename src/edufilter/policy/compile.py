@@ -55,6 +55,7 @@ from edufilter.policy.model import (
     TargetKind,
     TimeSlot,
     effective_rules,
+    effective_unnamed,
 )
 from edufilter.policy.schedule import active_minutes
 from edufilter.policy.store import POLICY_DB, CompileView, PolicyStore
@@ -561,7 +562,8 @@ def policy_sections(
         "default_group": groups[policy.settings.default_group],
         "groups": [
             {"name": g.name, "title": g.title, "default_action": g.default_action.value, "safe_search": g.safe_search,
-             "quic": g.quic.value, "bypass_shield": g.bypass_shield, "log_client_address": g.log_client_address}
+             "quic": g.quic.value, "bypass_shield": g.bypass_shield, "log_client_address": g.log_client_address,
+             "unnamed": effective_unnamed(g).value}
             for g in policy.groups
         ],
         "lists": [{"name": name, "kind": kind} for name, kind in zip(lists.names, lists.kinds)],

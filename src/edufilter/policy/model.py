@@ -51,6 +51,18 @@ class QuicMode(StrEnum):
     BLOCK = "block"  # drop UDP/443 so browsers fall back to TCP
 
 
+class UnnamedFlows(StrEnum):
+    """What a group's flows get when they show no name the gateway can read (a ClientHello
+    without SNI, a connection to a bare address, other bytes on a web port)."""
+
+    AUTO = "auto"  # block-web for groups with the bypass shield, allow for the others
+    ALLOW = "allow"  # the destination address and the group's default decide, as for any flow
+    BLOCK_WEB = "block-web"  # TCP 80 and 443 without a name are reset (reason evasion)
+    # block-web, and every other TCP or UDP flow without a name is blocked too (a default-deny
+    # egress: VPNs on UDP 51820/1194 and the like), except DNS (53) and NTP (UDP 123)
+    BLOCK_ALL = "block-all"
+
+
 class EntryKind(StrEnum):
     DOMAIN = "domain"  # the name and all its subdomains
     EXACT = "exact"  # this host name only
@@ -98,6 +110,7 @@ class Group:
     quic: QuicMode = QuicMode.INSPECT
     bypass_shield: bool = False  # block DoH/DoT/DoQ, VPN and proxy categories, ECH
     log_client_address: bool = False  # raw addresses in events only when a policy asks
+    unnamed: UnnamedFlows = UnnamedFlows.AUTO  # flows without a readable name; address rules still apply
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +215,13 @@ class Policy:
 # What a group's bypass shield blocks besides DNS-level signals: encrypted DNS (DoH) servers,
 # VPNs and proxies, by their UT1 categories (as far as they are imported).
 BYPASS_CATEGORIES = ("doh", "vpn", "redirector", "residential-proxies")
+
+
+def effective_unnamed(group: Group) -> UnnamedFlows:
+    """The group's setting for flows without a name, AUTO resolved by its bypass shield."""
+    if group.unnamed is UnnamedFlows.AUTO:
+        return UnnamedFlows.BLOCK_WEB if group.bypass_shield else UnnamedFlows.ALLOW
+    return group.unnamed
 
 
 def effective_rules(policy: Policy) -> tuple[Rule, ...]:

@@ -36,6 +36,7 @@ from edufilter.policy.model import (
     Settings,
     TargetKind,
     TimeSlot,
+    UnnamedFlows,
     check_id,
     check_mac,
     parse_entry,
@@ -166,6 +167,10 @@ MIGRATIONS: tuple[str, ...] = (
     BEGIN UPDATE lists_revision SET value = random(); END;
     CREATE TRIGGER list_entries_deleted AFTER DELETE ON list_entries
     BEGIN UPDATE lists_revision SET value = random(); END;
+    """,
+    # What a group's flows without a readable name get (model.UnnamedFlows).
+    """
+    ALTER TABLE groups ADD COLUMN unnamed TEXT NOT NULL DEFAULT 'auto';
     """,
 )
 
@@ -616,7 +621,7 @@ class PolicyStore:
             self._require("groups", group.name, "group")
             db.execute(
                 "UPDATE groups SET title = ?, default_action = ?, safe_search = ?, quic = ?,"
-                " bypass_shield = ?, log_client_address = ? WHERE name = ?",
+                " bypass_shield = ?, log_client_address = ?, unnamed = ? WHERE name = ?",
                 _group_row(checked_group(group))[1:] + (group.name,),
             )
 
@@ -856,6 +861,7 @@ def checked_group(group: Group) -> Group:
         _enum(QuicMode, group.quic, "group.quic"),
         _flag(group.bypass_shield, "group.bypass_shield"),
         _flag(group.log_client_address, "group.log_client_address"),
+        _enum(UnnamedFlows, group.unnamed, "group.unnamed"),
     )
 
 
@@ -1068,13 +1074,14 @@ def _group_row(group: Group) -> tuple[object, ...]:
         group.quic.value,
         group.bypass_shield,
         group.log_client_address,
+        group.unnamed.value,
     )
 
 
 def _insert_group(db: sqlite3.Connection, group: Group) -> None:
     db.execute(
-        "INSERT INTO groups (name, title, default_action, safe_search, quic, bypass_shield, log_client_address)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO groups (name, title, default_action, safe_search, quic, bypass_shield, log_client_address,"
+        " unnamed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         _group_row(group),
     )
 
@@ -1213,9 +1220,10 @@ def _read_policy(db: sqlite3.Connection, with_entries: bool = True) -> Policy:
             for name, description in db.execute("SELECT name, description FROM lists ORDER BY rowid")
         ),
         groups=tuple(
-            Group(name, title, Action(action), bool(safe_search), QuicMode(quic), bool(shield), bool(log_address))
-            for name, title, action, safe_search, quic, shield, log_address in db.execute(
-                "SELECT name, title, default_action, safe_search, quic, bypass_shield, log_client_address"
+            Group(name, title, Action(action), bool(safe_search), QuicMode(quic), bool(shield), bool(log_address),
+                  UnnamedFlows(unnamed))
+            for name, title, action, safe_search, quic, shield, log_address, unnamed in db.execute(
+                "SELECT name, title, default_action, safe_search, quic, bypass_shield, log_client_address, unnamed"
                 " FROM groups ORDER BY rowid"
             )
         ),

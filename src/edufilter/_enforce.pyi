@@ -31,6 +31,7 @@ class Reason(IntEnum):
     REASON_DOT = 3
     REASON_QUIC = 4
     REASON_DNS_TCP = 5
+    REASON_EVASION = 6
 
 class Handler(Protocol):
     def handle(self, enforcer: Enforcer, count: int) -> None: ...
@@ -58,7 +59,7 @@ class Enforcer:
     def update_decided(self, ip_version: int, protocol: int, src: bytes, dst: bytes, sport: int, dport: int,
                        code: int) -> None: ...
     def classify_offline(
-        self, packets: list[bytes], now: float
+        self, packets: list[bytes], now: float, mark: int = 0
     ) -> tuple[int, int, list[tuple[int, int, str | None]]]: ...
     def decision_counts(self) -> dict[tuple[int, int, int], int]: ...
     @property

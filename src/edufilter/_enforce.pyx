@@ -41,6 +41,9 @@ from edufilter._fastpath cimport (
     DECODE_FRAGMENT,
     DECODE_OK,
     DECODE_OTHER,
+    EVASION_NONE,
+    HANDSHAKE_PENDING,
+    HANDSHAKE_UNFINISHED,
     KIND_DNS,
     KIND_HTTP_HOST,
     KIND_NONE,
@@ -49,7 +52,15 @@ from edufilter._fastpath cimport (
     FlowExtractor,
     Packet,
 )
-from edufilter._queue cimport NF_DROP, NF_REPEAT, PacketQueue, QueuedPacket, Verdict
+from edufilter._queue cimport (
+    NF_DROP,
+    NF_REPEAT,
+    SKB_CSUM_NOT_READY,
+    SKB_GSO,
+    PacketQueue,
+    QueuedPacket,
+    Verdict,
+)
 
 cdef extern from *:
     """
@@ -103,6 +114,7 @@ cpdef enum Reason:
     REASON_DOT = 3          # DNS over TLS/QUIC (port 853) under the bypass shield
     REASON_QUIC = 4         # QUIC blocked for the group (browsers fall back to TCP)
     REASON_DNS_TCP = 5      # a query safe search or the shield would answer, over TCP: reset
+    REASON_EVASION = 6      # a circumvention attempt: split past the bound, decoy, overlap, urgent data, no name
 
 cdef enum:
     TCP_SYN = 0x02
@@ -185,6 +197,8 @@ cdef struct Counters:
     uint64_t receive_errors
     uint64_t send_errors
     uint64_t decided_evicted
+    uint64_t evasion            # flows of shielded groups reset as circumvention attempts
+    uint64_t held_past_bound    # packets past the kernel's bound queued on: a name still under way
     uint64_t by_code[8]
 
 
@@ -383,6 +397,9 @@ cdef class Enforcer:
         work.ech = 0
         self.counters.packets += 1
 
+        # An offloaded (partial) checksum, or a packet copied short, cannot be verified.
+        self.extractor.checksum_ready = not (queued.skb_info & (SKB_CSUM_NOT_READY | SKB_GSO)) and \
+            queued.cap_len <= queued.payload_len
         kind = self.extractor.process(queued.payload, queued.payload_len, now)
         if self.extractor.decoded != DECODE_OK:
             if self.extractor.decoded == DECODE_FRAGMENT or self.extractor.decoded == DECODE_OTHER:
@@ -411,6 +428,7 @@ cdef class Enforcer:
 
         # A packet of a flow decided a moment ago (queued before the mark was saved) gets the
         # same verdict. A SYN starts a new connection, which is always judged afresh.
+        # (Evasion checks come after: a decided flow's later packets are not looked at again.)
         if not (packet.protocol == PROTO_TCP and packet.tcp_flags & TCP_SYN):
             known_code = self.deferred_code(work)
             if known_code < 0:
@@ -422,6 +440,8 @@ cdef class Enforcer:
                 self.mark(i, <uint8_t>known_code)
                 return
 
+        if self.stopped_as_evasion(i, mark_code, now):
+            return
         if kind == KIND_SNI or kind == KIND_HTTP_HOST:
             work.name_len = self.extractor.result.name_len
             memcpy(work.name, self.extractor.result.name, work.name_len + 1)
@@ -464,6 +484,29 @@ cdef class Enforcer:
             self.decide(i, now)
             return
         self.counters.undecided += 1
+
+    cdef bint stopped_as_evasion(self, int i, uint8_t mark_code, double now) noexcept nogil:
+        """Handles a TCP packet whose flow shows a circumvention attempt (decoys, differing
+        overlaps, urgent data, too many holes) or is past the kernel's packet bound with its
+        ClientHello or request head unfinished. Shielded groups: reset, reason evasion. Any
+        group: a handshake still under way within the bounds stays queued (undecided)."""
+        cdef Work* work = &self.work[i]
+        cdef bint shielded = self.groups[work.group].bypass_shield
+        cdef int kind = work.kind, handshake
+        if self.extractor.packet.protocol != PROTO_TCP or self.extractor.packet.dport == DOT_PORT:
+            return False
+        if mark_code == CODE_BOUND and kind == KIND_NONE and not self.extractor.settled:
+            handshake = self.extractor.handshake_state(now)
+            if handshake == HANDSHAKE_PENDING:
+                self.counters.held_past_bound += 1
+                self.counters.undecided += 1
+                return True
+        if self.extractor.evasion == EVASION_NONE or not shielded:
+            return False
+        self.override_reason(work, ACTION_BLOCK, REASON_EVASION)
+        self.counters.evasion += 1
+        self.decide(i, now)
+        return True
 
     cdef void classify_dns(self, int i, double now) noexcept nogil:
         cdef Decision decision
@@ -732,10 +775,10 @@ cdef class Enforcer:
         if slot != NULL:
             slot.code = code
 
-    def classify_offline(self, list packets, double now):
-        """The classify pass over IP packets given as bytes, as if they came from the queue, in
-        batches: no verdict is sent and no slow path runs. For benchmarks and tests of the loop
-        without a queue. Returns (names found, named decisions that block, [(index, slow reason,
+    def classify_offline(self, list packets, double now, uint32_t mark=0):
+        """The classify pass over IP packets given as bytes, as if they came from the queue
+        (each with packet mark `mark`), in batches: no verdict is sent and no slow path runs.
+        For benchmarks and tests of the loop without a queue. Returns (names found, named decisions that block, [(index, slow reason,
         name or None)])."""
         cdef Py_ssize_t start, n = len(packets), names = 0, blocked = 0
         cdef int j, batch
@@ -754,6 +797,7 @@ cdef class Enforcer:
                 self.packets[j].packet_id = <uint32_t>j
                 self.packets[j].payload = <const uint8_t*>PyBytes_AS_STRING(packet)
                 self.packets[j].payload_len = <uint32_t>PyBytes_GET_SIZE(packet)
+                self.packets[j].mark = mark
             with nogil:
                 self.deferring = True
                 for j in range(batch):

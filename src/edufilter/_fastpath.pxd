@@ -25,6 +25,21 @@ cpdef enum ParseStatus:
     PARSE_NEED_MORE = 1      # the prefix is a valid start; more stream bytes are needed
     PARSE_MALFORMED = 2
 
+# Why a flow's stream cannot be trusted to show what the server reads (bits of FlowSlot.evasion).
+cpdef enum Evasion:
+    EVASION_NONE = 0
+    EVASION_DECOY = 1        # a segment the server would drop (low TTL, bad checksum, MD5, no ACK, far seq)
+    EVASION_OVERLAP = 2      # a segment overlapping held bytes with different bytes
+    EVASION_URGENT = 4       # urgent data inside the ClientHello or request head
+    EVASION_UNFINISHED = 8   # still incomplete at the byte, time or packet bound
+    EVASION_HOLES = 16       # more holes in the stream prefix than any real client leaves
+
+# What the enforcer learns about a flow past the kernel's packet bound.
+cpdef enum Handshake:
+    HANDSHAKE_NONE = 0       # no ClientHello or request head under way: the group's default decides
+    HANDSHAKE_PENDING = 1    # one is under way within the bounds: keep queueing the flow
+    HANDSHAKE_UNFINISHED = 2 # one reached a bound unfinished (flagged EVASION_UNFINISHED)
+
 cdef struct Packet:
     uint8_t ip_version
     uint8_t protocol
@@ -35,6 +50,9 @@ cdef struct Packet:
     uint16_t sport
     uint16_t dport
     uint32_t seq
+    uint8_t hop_limit        # IPv4 TTL or IPv6 hop limit
+    const uint8_t* transport # the TCP/UDP header, transport_len bytes to the datagram's end
+    Py_ssize_t transport_len
     const uint8_t* payload
     Py_ssize_t payload_len
 
@@ -83,6 +101,12 @@ cdef struct FlowSlot:
     uint32_t base_seq        # sequence number of the first stream byte
     uint8_t state
     uint8_t base_known       # base_seq comes from the SYN, not a guess from data
+    uint8_t syn_hop_limit    # the SYN's TTL/hop limit (0: no SYN seen): less is a decoy's
+    uint8_t evasion          # Evasion bits seen while the name was being looked for
+    uint8_t bound_ack_known  # bound_ack holds the client's ACK number at the packet bound
+    uint32_t bound_ack
+    uint32_t bound_packets   # packets seen past the kernel's packet bound, name still pending
+    double opened            # when the flow's SYN (or first data) was seen
     StreamBuffer* stream
 
 cdef struct ExtractorStats:
@@ -108,6 +132,15 @@ cdef struct ExtractorStats:
     uint64_t stream_overflows
     uint64_t stream_pool_full
     uint64_t segments_outside_window
+    uint64_t decoys_low_hop_limit
+    uint64_t decoys_bad_checksum
+    uint64_t decoys_outside_window
+    uint64_t decoys_md5
+    uint64_t decoys_no_ack
+    uint64_t overlaps_differing
+    uint64_t urgent_data
+    uint64_t stream_holes_exceeded
+    uint64_t handshakes_unfinished
 
 cdef class FlowExtractor:
     cdef FlowSlot* slots
@@ -116,6 +149,9 @@ cdef class FlowExtractor:
     cdef Py_ssize_t max_streams
     cdef Py_ssize_t streams_in_use
     cdef double flow_timeout
+    cdef double handshake_timeout
+    cdef uint32_t max_handshake_packets
+    cdef bint verify_checksums   # set by the owner: verify TCP checksums of inspected segments
     cdef double last_sweep
     cdef uint8_t* scratch
     cdef ExtractorStats counters
@@ -123,15 +159,21 @@ cdef class FlowExtractor:
     cdef Packet packet
     cdef DecodeStatus decoded    # of the last packet
     cdef bint settled            # the last packet's flow is done looking for a name (none found)
+    cdef bint checksum_ready     # the last packet's TCP checksum is complete (not offloaded)
+    cdef uint8_t evasion         # Evasion bits of the last packet's flow, while its name was pending
 
     cdef void release(self, FlowSlot* slot) noexcept nogil
     cdef FlowSlot* lookup(self, const FlowKey* key, uint64_t hash, double now) noexcept nogil
     cdef FlowSlot* claim(self, const FlowKey* key, uint64_t hash, double now) noexcept nogil
+    cdef void reset_inspection(self, FlowSlot* slot, double now) noexcept nogil
     cdef void sweep_expired_streams(self, double now) noexcept nogil
     cdef bint start_stream(self, FlowSlot* slot, double now) noexcept nogil
     cdef void add_segment(self, FlowSlot* slot, uint32_t seq, const uint8_t* data,
                           Py_ssize_t length) noexcept nogil
     cdef int process(self, const uint8_t* data, Py_ssize_t length, double now) noexcept nogil
+    cdef bint is_decoy(self, FlowSlot* slot) noexcept nogil
+    cdef void flag(self, FlowSlot* slot, uint8_t evasion) noexcept nogil
+    cdef Handshake handshake_state(self, double now) noexcept nogil
     cdef int count_name(self) noexcept nogil
     cdef int settle(self, FlowSlot* slot) noexcept nogil
     cdef int settle_parsed(self, FlowSlot* slot, ParseStatus status) noexcept nogil

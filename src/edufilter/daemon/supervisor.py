@@ -350,7 +350,7 @@ class Supervisor:
 
     def status(self) -> dict:
         queues = []
-        totals = {"packets": 0, "flows": 0, "queue_dropped": 0, "user_dropped": 0}
+        totals = {"packets": 0, "flows": 0, "queue_dropped": 0, "user_dropped": 0, "evasion": 0}
         for worker in self.workers:
             stats = worker.stats
             enforcer = stats.get("enforcer", {})
@@ -367,6 +367,7 @@ class Supervisor:
                 "user_dropped": kernel.get("user_dropped", 0), "decisions": decision_tree(worker.decisions),
                 "malformed_dropped": enforcer.get("malformed_dropped", 0),
                 "slow_packets": enforcer.get("slow_packets", 0),
+                "evasion": enforcer.get("evasion", 0),
                 "name_cache_hits": enforcer.get("name_cache_hits", 0),
                 "name_cache_misses": enforcer.get("name_cache_misses", 0),
             }

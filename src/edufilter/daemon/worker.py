@@ -55,7 +55,8 @@ ACTION_CODES = {name: code for code, name in ACTION_NAMES.items()}
 KIND_NAMES = {NameKind.KIND_DNS: "dns", NameKind.KIND_SNI: "sni", NameKind.KIND_HTTP_HOST: "http_host",
               NameKind.KIND_QUIC_INITIAL: "quic_sni"}
 REASON_CATEGORIES = {Reason.REASON_DOT: "bypass-shield-dot", Reason.REASON_QUIC: "quic-blocked",
-                     Reason.REASON_DNS_TCP: "dns-over-tcp"}
+                     Reason.REASON_DNS_TCP: "dns-over-tcp",
+                     Reason.REASON_EVASION: "evasion"}
 SERVICE_BINDING_TYPES = (64, 65)  # SVCB, HTTPS: where browsers learn ECH keys and encrypted DNS
 
 
@@ -358,7 +359,7 @@ class Worker:
                                  batch_size=config.queue.batch)
         self.sender = RawSender()
         self.slow = SlowPath(config, self.sender, self.layout, worker)
-        self.enforcer = Enforcer(self.queue, FlowExtractor(), self.slow, config.marks.mask, config.queue.batch)
+        self.enforcer = Enforcer(self.queue, FlowExtractor(verify_checksums=True), self.slow, config.marks.mask, config.queue.batch)
         self.pending: PolicyView | Exception | None = None
         self.loading: threading.Thread | None = None
         self.decisions: dict[tuple[str, str | None, int], int] = {}

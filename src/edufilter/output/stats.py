@@ -158,6 +158,9 @@ _WORKER_METRICS: tuple[_Metric, ...] = (
      "Names a worker answered from its name cache (no table lookup)."),
     ("name_cache_misses", "edufilter_name_cache_misses_total", "counter",
      "Names a worker looked up in the policy's tables."),
+    ("evasion", "edufilter_evasion_total", "counter",
+     "Flows reset as circumvention attempts (bypass shield): decoys, differing overlaps, urgent data, "
+     "a ClientHello or request head unfinished at the bound."),
 )
 _DECISION_METRICS: tuple[_Metric, ...] = (
     ("flows", "edufilter_flows_total", "counter", "Flows and DNS queries decided, by group, category and verdict."),
@@ -170,7 +173,7 @@ def prometheus_text(counters: Mapping[str, object]) -> str:
 
     `counters` is {"workers": {worker: {"queue": n, "packets", "queue_dropped",
     "user_dropped", "fail_open", "restarts", "queue_total", "name_cache_hits",
-    "name_cache_misses": n, "decisions": {group:
+    "name_cache_misses", "evasion": n, "decisions": {group:
     {category or "": {verdict: {"flows": n, "packets": n}}}}}}}.
     """
     samples: dict[str, list[str]] = {}

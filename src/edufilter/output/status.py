@@ -20,8 +20,9 @@ Schema 1 (times ISO 8601 with offset, counts since the daemon started; write_sta
                  "queue_total": int,                     # waiting in the kernel queue now
                  "queue_dropped": int, "user_dropped": int,
                  "name_cache_hits": int, "name_cache_misses": int,   # names answered without a lookup, and not
+                 "evasion": int,                         # flows reset as circumvention attempts
                  "decisions": {group: {category or "": {verdict: {"flows": int}}}}}],
-     "totals": {"packets": int, "flows": int, "queue_dropped": int, "user_dropped": int,
+     "totals": {"packets": int, "flows": int, "queue_dropped": int, "user_dropped": int, "evasion": int,
                 "fail_open" | "fail_closed_dropped": int},   # packets that met no worker
      "last_reload": {"at": time, "duration_ms": float, "result": "ok" | "failed: <reason>"} | null}
 """

@@ -88,7 +88,11 @@ def first_copy_prefix(held: dict[int, int]) -> bytes:
 
 
 def prefix_decides(prefix: bytes) -> bool:
-    """Whether a server's stream prefix is already a whole ClientHello, or none at all."""
+    """Whether a server's stream prefix is already a whole ClientHello, or none at all. A
+    start that is no TLS handshake record (content type, version) names nothing, at once: the
+    flow's decision is then the one for flows without a name."""
+    if (prefix[:1] and prefix[0] != 0x16) or (prefix[1:2] and prefix[1] != 3) or (prefix[2:3] and prefix[2] > 4):
+        return True
     try:
         client_hello_verdict(prefix)
     except NeedMoreBytes:

@@ -778,8 +778,8 @@ cdef class Enforcer:
     def classify_offline(self, list packets, double now, uint32_t mark=0):
         """The classify pass over IP packets given as bytes, as if they came from the queue
         (each with packet mark `mark`), in batches: no verdict is sent and no slow path runs.
-        For benchmarks and tests of the loop without a queue. Returns (names found, named decisions that block, [(index, slow reason,
-        name or None)])."""
+        For benchmarks and tests of the loop without a queue. Returns (names found, named
+        decisions that block, [(index, slow reason, name or None)])."""
         cdef Py_ssize_t start, n = len(packets), names = 0, blocked = 0
         cdef int j, batch
         cdef object packet

@@ -92,6 +92,10 @@ cdef struct StreamBuffer:
     uint32_t interval_end[16]
     int interval_count
     uint32_t parsed_upto     # contiguous bytes already handed to a parser
+    double started           # the handshake's time bound counts from here
+    uint32_t bound_packets   # packets seen past the kernel's packet bound, name still pending
+    uint32_t bound_ack       # the client's ACK number at the packet bound, before any client byte
+    uint8_t bound_ack_known
     uint8_t* data
 
 cdef struct FlowSlot:
@@ -103,11 +107,7 @@ cdef struct FlowSlot:
     uint8_t base_known       # base_seq comes from the SYN, not a guess from data
     uint8_t syn_hop_limit    # the SYN's TTL/hop limit (0: no SYN seen): less is a decoy's
     uint8_t evasion          # Evasion bits seen while the name was being looked for
-    uint8_t bound_ack_known  # bound_ack holds the client's ACK number at the packet bound
-    uint32_t bound_ack
-    uint32_t bound_packets   # packets seen past the kernel's packet bound, name still pending
-    double opened            # when the flow's SYN (or first data) was seen
-    StreamBuffer* stream
+    StreamBuffer* stream     # (the two bytes above fill padding: a slot stays 72 bytes)
 
 cdef struct ExtractorStats:
     uint64_t packets
@@ -165,7 +165,7 @@ cdef class FlowExtractor:
     cdef void release(self, FlowSlot* slot) noexcept nogil
     cdef FlowSlot* lookup(self, const FlowKey* key, uint64_t hash, double now) noexcept nogil
     cdef FlowSlot* claim(self, const FlowKey* key, uint64_t hash, double now) noexcept nogil
-    cdef void reset_inspection(self, FlowSlot* slot, double now) noexcept nogil
+    cdef void reset_inspection(self, FlowSlot* slot) noexcept nogil
     cdef void sweep_expired_streams(self, double now) noexcept nogil
     cdef bint start_stream(self, FlowSlot* slot, double now) noexcept nogil
     cdef void add_segment(self, FlowSlot* slot, uint32_t seq, const uint8_t* data,

@@ -797,16 +797,13 @@ cdef class FlowExtractor:
         victim.key = key[0]
         victim.last_seen = now
         victim.base_known = 0
-        self.reset_inspection(victim, now)
+        self.reset_inspection(victim)
         self.counters.flows_tracked += 1
         return victim
 
-    cdef void reset_inspection(self, FlowSlot* slot, double now) noexcept nogil:
-        slot.opened = now
+    cdef void reset_inspection(self, FlowSlot* slot) noexcept nogil:
         slot.syn_hop_limit = 0
         slot.evasion = EVASION_NONE
-        slot.bound_ack_known = 0
-        slot.bound_packets = 0
 
     cdef void sweep_expired_streams(self, double now) noexcept nogil:
         """Frees reassembly buffers of flows gone quiet; run only when the pool is full."""
@@ -834,6 +831,9 @@ cdef class FlowExtractor:
             return False
         stream.interval_count = 0
         stream.parsed_upto = 0
+        stream.started = now
+        stream.bound_packets = 0
+        stream.bound_ack_known = 0
         stream.data = <uint8_t*>(stream + 1)
         slot.stream = stream
         slot.state = FLOW_BUFFERING
@@ -906,9 +906,8 @@ cdef class FlowExtractor:
             j += 1
         if j == i:
             if count >= MAX_STREAM_INTERVALS:
-                # Too many holes for a real handshake: the bytes are not kept, since a later
-                # copy could no longer be compared with them, so they are not recorded as held
-                # (shielded groups reset the flow).
+                # Too many holes for a real handshake: the bytes are not recorded as held (a
+                # later copy could not be compared with them); shielded groups reset the flow.
                 self.counters.stream_holes_exceeded += 1
                 self.flag(slot, EVASION_HOLES)
                 return
@@ -1001,7 +1000,7 @@ cdef class FlowExtractor:
                 slot.hash = hash
                 slot.key = key
                 slot.last_seen = now
-            self.reset_inspection(slot, now)
+            self.reset_inspection(slot)
             slot.syn_hop_limit = packet.hop_limit
             slot.state = FLOW_SYN_SEEN
             slot.base_seq = seq + 1
@@ -1160,11 +1159,13 @@ cdef class FlowExtractor:
     cdef Handshake handshake_state(self, double now) noexcept nogil:
         """For the last packet, which came past the kernel's packet bound and named nothing:
         is its flow's ClientHello or request head still under way within the bounds (time
-        since the SYN, packets past the bound)? The stream buffer bounds the bytes."""
+        since its first byte, or since the bound when none came yet; packets past the bound)?
+        The stream buffer bounds the bytes."""
         cdef Packet* packet = &self.packet
         cdef FlowKey key
         cdef uint64_t hash
         cdef FlowSlot* slot
+        cdef StreamBuffer* stream
         cdef uint32_t ack
         if self.decoded != DECODE_OK or packet.protocol != PROTO_TCP or self.settled:
             return HANDSHAKE_NONE
@@ -1173,17 +1174,20 @@ cdef class FlowExtractor:
         slot = self.lookup(&key, hash, now)
         if slot == NULL or slot.state == FLOW_DONE:
             return HANDSHAKE_NONE
-        if slot.state == FLOW_SYN_SEEN:
+        if slot.stream == NULL and not self.start_stream(slot, now):
+            return HANDSHAKE_NONE          # no buffer free: the group's default, as before
+        stream = slot.stream
+        if stream.interval_count == 0:
             # No client byte yet. A moving ACK number means the server is sending (it speaks
             # first, or this is a download): nothing of the client's to wait for.
             ack = be32(packet.transport + 8)
-            if slot.bound_ack_known and ack != slot.bound_ack:
+            if stream.bound_ack_known and ack != stream.bound_ack:
                 self.settle(slot)
                 return HANDSHAKE_NONE
-            slot.bound_ack = ack
-            slot.bound_ack_known = 1
-        slot.bound_packets += 1
-        if now - slot.opened > self.handshake_timeout or slot.bound_packets > self.max_handshake_packets:
+            stream.bound_ack = ack
+            stream.bound_ack_known = 1
+        stream.bound_packets += 1
+        if now - stream.started > self.handshake_timeout or stream.bound_packets > self.max_handshake_packets:
             self.counters.handshakes_unfinished += 1
             self.flag(slot, EVASION_UNFINISHED)
             self.settle(slot)

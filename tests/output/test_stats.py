@@ -143,7 +143,7 @@ def counters() -> dict[str, object]:
         "workers": {
             "0": {
                 "queue": 0, "packets": 1000, "queue_dropped": 3, "user_dropped": 1, "fail_open": 2, "restarts": 0,
-                "queue_total": 5, "name_cache_hits": 90, "name_cache_misses": 17,
+                "queue_total": 5, "name_cache_hits": 90, "name_cache_misses": 17, "evasion": 4,
                 "decisions": {
                     "pupils": {
                         "social": {"block": {"flows": 7, "packets": 9}},
@@ -180,13 +180,14 @@ def test_prometheus_text_parses_back() -> None:
     assert families["edufilter_name_cache_hits"][2] == [
         ("edufilter_name_cache_hits_total", {"worker": "0", "queue": "0"}, 90)]
     assert families["edufilter_name_cache_misses"][2][0][2] == 17
+    assert families["edufilter_evasion"][2] == [("edufilter_evasion_total", {"worker": "0", "queue": "0"}, 4)]
     flows = {labels["category"]: value for _, labels, value in families["edufilter_flows"][2] if labels["worker"] == "0"}
     assert flows == {"social": 7, "": 100}
     assert families["edufilter_flows"][2][1][1] == {"worker": "0", "group": "pupils", "category": "social", "verdict": "block"}
     assert families["edufilter_packets"][2][0][2] == 900
     for line in text.splitlines():
         assert line.startswith(("# HELP edufilter_", "# TYPE edufilter_", "edufilter_"))
-    assert sum(line.startswith("# TYPE") for line in text.splitlines()) == len(families) == 10
+    assert sum(line.startswith("# TYPE") for line in text.splitlines()) == len(families) == 11
     assert text.endswith("\n")
 
 

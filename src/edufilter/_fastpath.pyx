@@ -714,7 +714,7 @@ cdef class FlowExtractor:
     max_flows (rounded up to a power of two) bounds the flow table, max_streams the
     flows being reassembled at once, buffer_size the bytes kept per flow; a flow not
     seen for flow_timeout seconds is forgotten. Past the kernel's packet bound a flow's
-    ClientHello or request head may take handshake_timeout seconds from the SYN and
+    ClientHello or request head may take handshake_timeout seconds from its first byte and
     max_handshake_packets more packets; verify_checksums drops segments with a bad TCP
     checksum from inspection (off for captures, whose checksums are often offloaded).
     """

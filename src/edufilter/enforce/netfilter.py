@@ -50,10 +50,10 @@ from edufilter.errors import NetfilterError
 DEFAULT_INSPECT_PACKETS = 5
 # Past inspect_packets an undecided flow is still queued (code BOUND), for a ClientHello or
 # request head cut into many segments: the worker keeps it undecided while that handshake is
-# under way within its own bounds (the 16 KiB stream buffer, 10 s from the SYN, 65,536
-# packets past the bound) and decides every other flow at once. This bound lies beyond the
-# worker's, so it never decides for it: it only keeps a flow the worker never answers (a
-# worker gone with fail-open) from being queued for ever.
+# under way within its own bounds (the 16 KiB stream buffer, 10 s from its first byte,
+# 65,536 packets past the bound) and decides every other flow at once. This bound lies
+# beyond the worker's, so it never decides for it: it only keeps a flow the worker never
+# answers (a worker gone with fail-open) from being queued for ever.
 DEFAULT_HANDSHAKE_PACKETS = 100_000
 MAX_QUEUE = 65535
 DNS_PORT = 53

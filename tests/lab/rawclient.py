@@ -3,7 +3,7 @@ stream in the pieces a plan gives (any offset, TTL, flags, urgent pointer), then
 back. Run inside a pupil's namespace, plan on stdin, result on stdout (both JSON):
 
     plan:   {"src", "dst", "dport", "pieces": [{"offset", "data" (hex), "ttl"?, "flags"?,
-             "urgent"?}], "wait": seconds to listen after the last piece}
+             "urgent"?, "delay"?: seconds before it}], "wait": seconds to listen after the last}
     result: {"handshake": bool, "reset": bool, "answer": first bytes the server sent (hex)}
 
 The namespace's own kernel would answer the server's SYN-ACK with a reset (no socket of its
@@ -75,6 +75,7 @@ class RawClient:
             return {"handshake": False, "reset": False, "answer": ""}
         self.send(dpkt.tcp.TH_ACK)
         for piece in pieces:
+            time.sleep(piece.get("delay", 0))
             self.send(piece.get("flags", ACK_PSH), piece["offset"], bytes.fromhex(piece["data"]),
                       piece.get("ttl", 64), piece.get("urgent", 0))
         reset, answer = False, b""

@@ -101,6 +101,10 @@ def wait_for_evasion_count(school: FilteredSchool, above: int, timeout: float = 
     return count
 
 
+def http_get(host: str) -> bytes:
+    return f"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: raw\r\nAccept: */*\r\n\r\n".encode()
+
+
 def served_tls(result: dict) -> bool:
     return result["answer"].startswith(TLS_RECORD_HEADER) and not result["reset"]
 
@@ -117,6 +121,26 @@ def test_a_split_client_hello_is_judged_by_its_name(school: FilteredSchool, piec
     assert blocked["reset"] and not blocked["answer"], blocked
 
 
+@pytest.mark.parametrize("pieces", [8, 40])
+def test_a_split_request_head_is_judged_by_its_host(school: FilteredSchool, pieces: int) -> None:
+    allowed = send(school, "pupil", 80, in_pieces(http_get("www.allowed.test"), pieces))
+    assert bytes.fromhex(allowed["answer"]).startswith(b"HTTP/1.1 200"), allowed
+    blocked = send(school, "pupil", 80, in_pieces(http_get("www.blocked.test"), pieces))
+    assert not bytes.fromhex(blocked["answer"]).startswith(b"HTTP/1.1 200"), blocked
+    assert blocked["reset"] or bytes.fromhex(blocked["answer"]).startswith(b"HTTP/1.1 403"), blocked
+
+
+def test_a_client_hello_unfinished_at_the_time_bound_is_reset(school: FilteredSchool) -> None:
+    """Eight pieces, the seventh after the worker's 10 s: past the packet bound and still
+    mid-handshake then. (A piece that completes the ClientHello is judged by its name.)"""
+    pieces = in_pieces(openssl_client_hello("www.allowed.test"), 8)
+    pieces[-2]["delay"] = 11.0
+    before = evasion_count(school)
+    result = send(school, "pupil", 443, pieces)
+    assert result["reset"] and not result["answer"], result
+    assert wait_for_evasion_count(school, before) > before
+
+
 def test_an_urgent_byte_inside_the_client_hello_is_reset(school: FilteredSchool) -> None:
     hello = openssl_client_hello("www.blocked.test")
     before = evasion_count(school)
@@ -127,10 +151,6 @@ def test_an_urgent_byte_inside_the_client_hello_is_reset(school: FilteredSchool)
     result = send(school, "pupil", 443, pieces)
     assert result["reset"] and not result["answer"], result
     assert wait_for_evasion_count(school, before) > before, "counted as evasion in the status"
-
-
-def http_get(host: str) -> bytes:
-    return f"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: raw\r\nAccept: */*\r\n\r\n".encode()
 
 
 def decoy_then_real(real_host: str) -> list[dict]:

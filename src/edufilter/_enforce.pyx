@@ -41,6 +41,9 @@ from edufilter._fastpath cimport (
     DECODE_FRAGMENT,
     DECODE_OK,
     DECODE_OTHER,
+    EVASION_NONE,
+    HANDSHAKE_PENDING,
+    HANDSHAKE_UNFINISHED,
     KIND_DNS,
     KIND_HTTP_HOST,
     KIND_NONE,
@@ -61,7 +64,15 @@ from edufilter._http cimport (
     HttpFollower,
 )
 from edufilter._quic cimport QUIC_NAME, QUIC_PENDING, QuicFlows, QuicStatus
-from edufilter._queue cimport NF_DROP, NF_REPEAT, PacketQueue, QueuedPacket, Verdict
+from edufilter._queue cimport (
+    NF_DROP,
+    NF_REPEAT,
+    SKB_CSUM_NOT_READY,
+    SKB_GSO,
+    PacketQueue,
+    QueuedPacket,
+    Verdict,
+)
 
 cdef extern from *:
     """
@@ -219,7 +230,8 @@ cdef struct Counters:
     uint64_t send_errors
     uint64_t decided_evicted
     uint64_t decided_forgotten  # a SYN reused a remembered flow's 5-tuple: a new connection
-    uint64_t evasion            # flows blocked as a circumvention attempt (REASON_EVASION)
+    uint64_t evasion            # flows stopped as circumvention attempts (REASON_EVASION)
+    uint64_t held_past_bound    # packets past the kernel's bound queued on: a name still under way
     uint64_t by_code[16]
 
 
@@ -429,6 +441,9 @@ cdef class Enforcer:
         work.ech = 0
         self.counters.packets += 1
 
+        # An offloaded (partial) checksum, or a packet copied short, cannot be verified.
+        self.extractor.checksum_ready = not (queued.skb_info & (SKB_CSUM_NOT_READY | SKB_GSO)) and \
+            queued.cap_len <= queued.payload_len
         kind = self.extractor.process(queued.payload, queued.payload_len, now)
         if self.extractor.decoded != DECODE_OK:
             if self.extractor.decoded == DECODE_FRAGMENT or self.extractor.decoded == DECODE_OTHER:
@@ -462,6 +477,7 @@ cdef class Enforcer:
         # same verdict. A SYN starts a new connection, which is always judged afresh: the
         # decision remembered for its 5-tuple belonged to an earlier connection (a client that
         # reuses its port, or a CDN address shared by many sites) and must not decide this one.
+        # (Evasion checks come after: a decided flow's later packets are not looked at again.)
         if packet.protocol == PROTO_TCP and packet.tcp_flags & TCP_SYN:
             self.forget_decided(&work.flow, work.flow_hash)
         else:
@@ -478,6 +494,8 @@ cdef class Enforcer:
                 self.mark(i, <uint8_t>known_code)
                 return
 
+        if self.stopped_as_evasion(i, mark_code, now):
+            return
         if packet.protocol == PROTO_UDP and (kind == KIND_QUIC_INITIAL or packet.dport == QUIC_PORT):
             kind = self.classify_quic(i, kind, mark_code, now)
             if kind == KIND_NONE:
@@ -706,6 +724,28 @@ cdef class Enforcer:
         self.decide(i, now)
         if work.code == CODE_REJECT and work.kind == KIND_HTTP_HOST:
             work.slow = SLOW_HTTP_BLOCK
+
+    cdef bint stopped_as_evasion(self, int i, uint8_t mark_code, double now) noexcept nogil:
+        """Handles a TCP packet whose flow shows a circumvention attempt (decoys, differing
+        overlaps, urgent data, too many holes) or is past the kernel's packet bound with its
+        ClientHello or request head unfinished. Shielded groups: reset, reason evasion. Any
+        group: a handshake still under way within the bounds stays queued (undecided)."""
+        cdef Work* work = &self.work[i]
+        cdef bint shielded = self.groups[work.group].bypass_shield
+        cdef int kind = work.kind, handshake
+        if self.extractor.packet.protocol != PROTO_TCP or self.extractor.packet.dport == DOT_PORT:
+            return False
+        if mark_code == CODE_BOUND and kind == KIND_NONE and not self.extractor.settled:
+            handshake = self.extractor.handshake_state(now)
+            if handshake == HANDSHAKE_PENDING:
+                self.counters.held_past_bound += 1
+                self.counters.undecided += 1
+                return True
+        if self.extractor.evasion == EVASION_NONE or not shielded:
+            return False
+        self.override_reason(work, ACTION_BLOCK, REASON_EVASION)
+        self.decide(i, now)
+        return True
 
     cdef void classify_dns(self, int i, double now) noexcept nogil:
         cdef Decision decision
@@ -996,9 +1036,9 @@ cdef class Enforcer:
             slot.code = code
 
     def classify_offline(self, list packets, double now, uint32_t mark=0):
-        """The classify pass over IP packets given as bytes, as if they came from the queue, in
-        batches: no verdict is sent and no slow path runs. For benchmarks and tests of the loop
-        without a queue; mark: the packet mark each arrives with. Returns (names found, named
+        """The classify pass over IP packets given as bytes, as if they came from the queue
+        (each with packet mark `mark`), in batches: no verdict is sent and no slow path runs.
+        For benchmarks and tests of the loop without a queue. Returns (names found, named
         decisions that block, [(index, slow reason, name or None)])."""
         cdef Py_ssize_t start, n = len(packets), names = 0, blocked = 0
         cdef int j, batch
@@ -1018,6 +1058,7 @@ cdef class Enforcer:
                 self.packets[j].mark = mark    # as the rules set it (the inspection bound's code)
                 self.packets[j].payload = <const uint8_t*>PyBytes_AS_STRING(packet)
                 self.packets[j].payload_len = <uint32_t>PyBytes_GET_SIZE(packet)
+                self.packets[j].mark = mark
             with nogil:
                 self.deferring = True
                 for j in range(batch):

@@ -33,6 +33,21 @@ cpdef enum BodyFraming:
     BODY_UNREADABLE = 3      # both, two lengths, another coding, a malformed value: servers differ
     BODY_TUNNEL = 4          # CONNECT or Upgrade: after the server's answer, no HTTP/1 follows
 
+# Why a flow's stream cannot be trusted to show what the server reads (bits of FlowSlot.evasion).
+cpdef enum Evasion:
+    EVASION_NONE = 0
+    EVASION_DECOY = 1        # a segment the server would drop (low TTL, bad checksum, MD5, no ACK, far seq)
+    EVASION_OVERLAP = 2      # a segment overlapping held bytes with different bytes
+    EVASION_URGENT = 4       # urgent data inside the ClientHello or request head
+    EVASION_UNFINISHED = 8   # still incomplete at the byte, time or packet bound
+    EVASION_HOLES = 16       # more holes in the stream prefix than any real client leaves
+
+# What the enforcer learns about a flow past the kernel's packet bound.
+cpdef enum Handshake:
+    HANDSHAKE_NONE = 0       # no ClientHello or request head under way: the group's default decides
+    HANDSHAKE_PENDING = 1    # one is under way within the bounds: keep queueing the flow
+    HANDSHAKE_UNFINISHED = 2 # one reached a bound unfinished (flagged EVASION_UNFINISHED)
+
 cdef struct Packet:
     uint8_t ip_version
     uint8_t protocol
@@ -43,6 +58,9 @@ cdef struct Packet:
     uint16_t sport
     uint16_t dport
     uint32_t seq
+    uint8_t hop_limit        # IPv4 TTL or IPv6 hop limit
+    const uint8_t* transport # the TCP/UDP header, transport_len bytes to the datagram's end
+    Py_ssize_t transport_len
     const uint8_t* payload
     Py_ssize_t payload_len
 
@@ -92,6 +110,10 @@ cdef struct StreamBuffer:
     uint32_t interval_end[16]
     int interval_count
     uint32_t parsed_upto     # contiguous bytes already handed to a parser
+    double started           # the handshake's time bound counts from here
+    uint32_t bound_packets   # packets seen past the kernel's packet bound, name still pending
+    uint32_t bound_ack       # the client's ACK number at the packet bound, before any client byte
+    uint8_t bound_ack_known
     uint8_t* data
 
 cdef struct FlowSlot:
@@ -101,7 +123,9 @@ cdef struct FlowSlot:
     uint32_t base_seq        # sequence number of the first stream byte
     uint8_t state
     uint8_t base_known       # base_seq comes from the SYN, not a guess from data
-    StreamBuffer* stream
+    uint8_t syn_hop_limit    # the SYN's TTL/hop limit (0: no SYN seen): less is a decoy's
+    uint8_t evasion          # Evasion bits seen while the name was being looked for
+    StreamBuffer* stream     # (the two bytes above fill padding: a slot stays 72 bytes)
 
 cdef struct ExtractorStats:
     uint64_t packets
@@ -126,6 +150,15 @@ cdef struct ExtractorStats:
     uint64_t stream_overflows
     uint64_t stream_pool_full
     uint64_t segments_outside_window
+    uint64_t decoys_low_hop_limit
+    uint64_t decoys_bad_checksum
+    uint64_t decoys_outside_window
+    uint64_t decoys_md5
+    uint64_t decoys_no_ack
+    uint64_t overlaps_differing
+    uint64_t urgent_data
+    uint64_t stream_holes_exceeded
+    uint64_t handshakes_unfinished
 
 cdef class FlowExtractor:
     cdef FlowSlot* slots
@@ -134,6 +167,9 @@ cdef class FlowExtractor:
     cdef Py_ssize_t max_streams
     cdef Py_ssize_t streams_in_use
     cdef double flow_timeout
+    cdef double handshake_timeout
+    cdef uint32_t max_handshake_packets
+    cdef bint verify_checksums   # set by the owner: verify TCP checksums of inspected segments
     cdef double last_sweep
     cdef uint8_t* scratch
     cdef ExtractorStats counters
@@ -148,9 +184,13 @@ cdef class FlowExtractor:
     cdef Py_ssize_t http_rest_len
     cdef uint32_t http_rest_seq
 
+    cdef bint checksum_ready     # the last packet's TCP checksum is complete (not offloaded)
+    cdef uint8_t evasion         # Evasion bits of the last packet's flow, while its name was pending
+
     cdef void release(self, FlowSlot* slot) noexcept nogil
     cdef FlowSlot* lookup(self, const FlowKey* key, uint64_t hash, double now) noexcept nogil
     cdef FlowSlot* claim(self, const FlowKey* key, uint64_t hash, double now) noexcept nogil
+    cdef void reset_inspection(self, FlowSlot* slot) noexcept nogil
     cdef void sweep_expired_streams(self, double now) noexcept nogil
     cdef bint start_stream(self, FlowSlot* slot, double now) noexcept nogil
     cdef void add_segment(self, FlowSlot* slot, uint32_t seq, const uint8_t* data,
@@ -158,6 +198,10 @@ cdef class FlowExtractor:
     cdef int process(self, const uint8_t* data, Py_ssize_t length, double now) noexcept nogil
     cdef void keep_http_rest(self, const uint8_t* stream, Py_ssize_t length, uint32_t stream_seq,
                              bint copy) noexcept nogil
+
+    cdef bint is_decoy(self, FlowSlot* slot) noexcept nogil
+    cdef void flag(self, FlowSlot* slot, uint8_t evasion) noexcept nogil
+    cdef Handshake handshake_state(self, double now) noexcept nogil
     cdef int count_name(self) noexcept nogil
     cdef int settle(self, FlowSlot* slot) noexcept nogil
     cdef int settle_parsed(self, FlowSlot* slot, ParseStatus status) noexcept nogil

@@ -27,6 +27,13 @@ cdef enum:
     TCP_SYN = 0x02
     TCP_RST = 0x04
     TCP_ACK = 0x10
+    TCP_URG = 0x20
+    TCP_OPTION_END = 0
+    TCP_OPTION_NOP = 1
+    TCP_OPTION_MD5 = 19                # RFC 2385: a receiver without the key drops the segment
+    # A segment this far from the stream start (before it, or past the reassembly buffer) is
+    # outside any window the server would accept for a handshake's first bytes.
+    SEQUENCE_WINDOW = 1 << 16
 
 cdef enum:
     PROTO_TCP = 6
@@ -173,6 +180,8 @@ cdef DecodeStatus decode_ip(const uint8_t* data, Py_ssize_t length, Packet* pack
     packet.first_fragment = 0
     packet.tcp_flags = 0
     packet.seq = 0
+    packet.transport = NULL
+    packet.transport_len = 0
     packet.payload = NULL
     packet.payload_len = 0
     if length < 1:
@@ -191,6 +200,7 @@ cdef DecodeStatus decode_ip(const uint8_t* data, Py_ssize_t length, Packet* pack
         # read over narrower writes just made would wait for them (no store forwarding).
         store_ipv4_as_words(packet.src, data + 12)
         store_ipv4_as_words(packet.dst, data + 16)
+        packet.hop_limit = data[8]
         packet.protocol = data[9]
         fragment_field = be16(data + 6)
         if fragment_field & 0x1FFF:
@@ -207,6 +217,7 @@ cdef DecodeStatus decode_ip(const uint8_t* data, Py_ssize_t length, Packet* pack
             return DECODE_TRUNCATED
         memcpy(packet.src, data + 8, 16)
         memcpy(packet.dst, data + 24, 16)
+        packet.hop_limit = data[7]
         next_header = data[6]
         offset = 40
         # Walk the extension-header chain (RFC 8200 4) to the transport header.
@@ -244,6 +255,8 @@ cdef DecodeStatus decode_ip(const uint8_t* data, Py_ssize_t length, Packet* pack
         return DECODE_MALFORMED
 
     data += offset
+    packet.transport = data
+    packet.transport_len = l4_length
     if packet.protocol == PROTO_TCP:
         if l4_length < 20:
             return DECODE_FRAGMENT if packet.first_fragment else DECODE_TRUNCATED
@@ -277,6 +290,78 @@ cdef DecodeStatus decode_ip(const uint8_t* data, Py_ssize_t length, Packet* pack
     packet.sport = 0
     packet.dport = 0
     return DECODE_OTHER
+
+
+cdef inline uint64_t ones_complement_sum(const uint8_t* data, Py_ssize_t length, uint64_t total) noexcept nogil:
+    """RFC 1071 sum in native byte order (the check below does not depend on it), 4 bytes a step."""
+    cdef uint32_t word
+    cdef uint16_t half
+    while length >= 4:
+        memcpy(&word, data, 4)
+        total += word
+        data += 4
+        length -= 4
+    if length >= 2:
+        memcpy(&half, data, 2)
+        total += half
+        data += 2
+        length -= 2
+    if length:
+        half = 0
+        memcpy(&half, data, 1)      # the odd last byte, padded with a zero byte after it
+        total += half
+    return total
+
+
+cdef bint tcp_checksum_valid(const Packet* packet) noexcept nogil:
+    """Whether a TCP segment's checksum (RFC 9293 3.1, pseudo-header included) is right."""
+    cdef uint8_t pseudo[40]
+    cdef uint64_t total
+    cdef Py_ssize_t pseudo_length
+    cdef uint32_t length = <uint32_t>packet.transport_len
+    if packet.ip_version == 4:
+        memcpy(pseudo, packet.src, 4)
+        memcpy(pseudo + 4, packet.dst, 4)
+        pseudo[8] = 0
+        pseudo[9] = PROTO_TCP
+        pseudo[10] = <uint8_t>(length >> 8)
+        pseudo[11] = <uint8_t>length
+        pseudo_length = 12
+    else:
+        memcpy(pseudo, packet.src, 16)
+        memcpy(pseudo + 16, packet.dst, 16)
+        pseudo[32] = <uint8_t>(length >> 24)
+        pseudo[33] = <uint8_t>(length >> 16)
+        pseudo[34] = <uint8_t>(length >> 8)
+        pseudo[35] = <uint8_t>length
+        pseudo[36] = 0
+        pseudo[37] = 0
+        pseudo[38] = 0
+        pseudo[39] = PROTO_TCP
+        pseudo_length = 40
+    total = ones_complement_sum(packet.transport, packet.transport_len,
+                                ones_complement_sum(pseudo, pseudo_length, 0))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total == 0xFFFF
+
+
+cdef bint tcp_has_md5_option(const Packet* packet) noexcept nogil:
+    """Whether the TCP options (RFC 9293 3.2) carry a TCP-MD5 signature (RFC 2385)."""
+    cdef const uint8_t* options = packet.transport + 20
+    cdef Py_ssize_t length = packet.payload - options, i = 0
+    while i < length:
+        if options[i] == TCP_OPTION_END:
+            return False
+        if options[i] == TCP_OPTION_NOP:
+            i += 1
+            continue
+        if options[i] == TCP_OPTION_MD5:
+            return True
+        if i + 1 >= length or options[i + 1] < 2:
+            return False
+        i += options[i + 1]
+    return False
 
 
 # ---------------------------------------------------------------- DNS
@@ -734,6 +819,15 @@ cdef inline bint is_quic_client_initial(const uint8_t* datagram) noexcept nogil:
     return (version == QUIC_V1 and packet_type == 0) or (version == QUIC_V2 and packet_type == 1)
 
 
+cdef inline void fill_flow_key(FlowKey* key, const Packet* packet) noexcept nogil:
+    memset(key, 0, sizeof(FlowKey))
+    key.ip_version = packet.ip_version
+    memcpy(key.src, packet.src, 16)
+    memcpy(key.dst, packet.dst, 16)
+    key.sport = packet.sport
+    key.dport = packet.dport
+
+
 cdef inline uint64_t hash_flow_key(const FlowKey* key) noexcept nogil:
     return ef_hash_flow(<uint64_t>key.ip_version | (<uint64_t>key.sport << 16) | (<uint64_t>key.dport << 32),
                         key.src, key.dst)
@@ -764,14 +858,18 @@ cdef class FlowExtractor:
 
     max_flows (rounded up to a power of two) bounds the flow table, max_streams the
     flows being reassembled at once, buffer_size the bytes kept per flow; a flow not
-    seen for flow_timeout seconds is forgotten.
+    seen for flow_timeout seconds is forgotten. Past the kernel's packet bound a flow's
+    ClientHello or request head may take handshake_timeout seconds from its first byte and
+    max_handshake_packets more packets; verify_checksums drops segments with a bad TCP
+    checksum from inspection (off for captures, whose checksums are often offloaded).
     """
 
     def __cinit__(self, Py_ssize_t max_flows=65536, Py_ssize_t max_streams=1024,
-                  Py_ssize_t buffer_size=16384, double flow_timeout=30.0):
+                  Py_ssize_t buffer_size=16384, double flow_timeout=30.0, double handshake_timeout=10.0,
+                  uint32_t max_handshake_packets=65536, bint verify_checksums=False):
         cdef Py_ssize_t capacity = SLOT_PROBES
         if max_flows < 1 or max_streams < 1 or buffer_size < 512 or buffer_size > (1 << 24) \
-                or flow_timeout <= 0:
+                or flow_timeout <= 0 or handshake_timeout <= 0 or max_handshake_packets < 1:
             raise ValueError("FlowExtractor limits must be positive (buffer_size 512 B .. 16 MiB)")
         while capacity < max_flows:
             capacity <<= 1
@@ -783,6 +881,10 @@ cdef class FlowExtractor:
         self.buffer_size = buffer_size
         self.max_streams = max_streams
         self.flow_timeout = flow_timeout
+        self.handshake_timeout = handshake_timeout
+        self.max_handshake_packets = max_handshake_packets
+        self.verify_checksums = verify_checksums
+        self.checksum_ready = True
         self.last_sweep = 0.0
 
     def __dealloc__(self):
@@ -840,8 +942,13 @@ cdef class FlowExtractor:
         victim.key = key[0]
         victim.last_seen = now
         victim.base_known = 0
+        self.reset_inspection(victim)
         self.counters.flows_tracked += 1
         return victim
+
+    cdef void reset_inspection(self, FlowSlot* slot) noexcept nogil:
+        slot.syn_hop_limit = 0
+        slot.evasion = EVASION_NONE
 
     cdef void sweep_expired_streams(self, double now) noexcept nogil:
         """Frees reassembly buffers of flows gone quiet; run only when the pool is full."""
@@ -869,6 +976,9 @@ cdef class FlowExtractor:
             return False
         stream.interval_count = 0
         stream.parsed_upto = 0
+        stream.started = now
+        stream.bound_packets = 0
+        stream.bound_ack_known = 0
         stream.data = <uint8_t*>(stream + 1)
         slot.stream = stream
         slot.state = FLOW_BUFFERING
@@ -880,9 +990,14 @@ cdef class FlowExtractor:
                           Py_ssize_t length) noexcept nogil:
         """Copies a segment into the flow's stream buffer; the first copy of a byte wins, as
         the receiver keeps it. Bytes beyond the buffer are ignored and counted, so a bogus
-        far-away segment cannot end a flow before its name arrives."""
+        far-away segment cannot end a flow before its name arrives.
+
+        Which copy a server keeps when overlapping segments differ depends on its TCP stack
+        (Linux keeps a later segment that covers an earlier out-of-order one whole, others
+        the first), so no normalisation can promise to read what the server reads: a
+        differing overlap is flagged (EVASION_OVERLAP) and shielded groups reset the flow."""
         cdef StreamBuffer* stream = slot.stream
-        cdef long long start = <int32_t>(seq - slot.base_seq), end, shift, cursor, gap_end
+        cdef long long start = <int32_t>(seq - slot.base_seq), end, shift, cursor, gap_end, held_end
         cdef int i, j, count = stream.interval_count
         if start < 0 and not slot.base_known:
             # An earlier segment of a flow whose start was guessed: move the guess back.
@@ -907,7 +1022,7 @@ cdef class FlowExtractor:
             end = self.buffer_size
         if end <= start:
             return
-        # copy only the gaps, keeping bytes already held
+        # copy only the gaps, keeping bytes already held and comparing the new copy with them
         cursor = start
         for i in range(count):
             if stream.interval_end[i] <= cursor:
@@ -917,6 +1032,11 @@ cdef class FlowExtractor:
             if stream.interval_start[i] > cursor:
                 gap_end = stream.interval_start[i]
                 memcpy(stream.data + cursor, data + (cursor - start), gap_end - cursor)
+                cursor = gap_end
+            held_end = min(end, <long long>stream.interval_end[i])
+            if memcmp(stream.data + cursor, data + (cursor - start), held_end - cursor) != 0:
+                self.counters.overlaps_differing += 1
+                self.flag(slot, EVASION_OVERLAP)
             cursor = max(cursor, <long long>stream.interval_end[i])
         if cursor < end:
             memcpy(stream.data + cursor, data + (cursor - start), end - cursor)
@@ -931,8 +1051,10 @@ cdef class FlowExtractor:
             j += 1
         if j == i:
             if count >= MAX_STREAM_INTERVALS:
-                # Too many holes for a real handshake: keep the bytes, drop the bookkeeping.
-                self.counters.segments_outside_window += 1
+                # Too many holes for a real handshake: the bytes are not recorded as held (a
+                # later copy could not be compared with them); shielded groups reset the flow.
+                self.counters.stream_holes_exceeded += 1
+                self.flag(slot, EVASION_HOLES)
                 return
             memmove(&stream.interval_start[i + 1], &stream.interval_start[i], (count - i) * sizeof(uint32_t))
             memmove(&stream.interval_end[i + 1], &stream.interval_end[i], (count - i) * sizeof(uint32_t))
@@ -970,6 +1092,7 @@ cdef class FlowExtractor:
         self.result.head_len = 0
         self.http_rest_len = 0
         self.settled = False
+        self.evasion = EVASION_NONE
         decoded = decode_ip(data, length, packet)
         self.decoded = decoded
         if packet.ip_version == 4:
@@ -1014,12 +1137,7 @@ cdef class FlowExtractor:
                 return KIND_NONE           # the server's side carries no name
         elif packet.payload_len == 0 and not packet.tcp_flags & (TCP_FIN | TCP_RST):
             return KIND_NONE               # a bare ACK: nothing to read, no table work
-        memset(&key, 0, sizeof(FlowKey))
-        key.ip_version = packet.ip_version
-        memcpy(key.src, packet.src, 16)
-        memcpy(key.dst, packet.dst, 16)
-        key.sport = packet.sport
-        key.dport = packet.dport
+        fill_flow_key(&key, packet)
         hash = hash_flow_key(&key)
         slot = self.lookup(&key, hash, now)
 
@@ -1031,6 +1149,8 @@ cdef class FlowExtractor:
                 slot.hash = hash
                 slot.key = key
                 slot.last_seen = now
+            self.reset_inspection(slot)
+            slot.syn_hop_limit = packet.hop_limit
             slot.state = FLOW_SYN_SEEN
             slot.base_seq = seq + 1
             slot.base_known = 1
@@ -1041,6 +1161,17 @@ cdef class FlowExtractor:
             if slot != NULL:
                 self.release(slot)
             return KIND_NONE
+
+        if slot == NULL or slot.state != FLOW_DONE:
+            if slot != NULL:
+                self.evasion = slot.evasion
+            if not packet.tcp_flags & TCP_SYN and self.is_decoy(slot):
+                return KIND_NONE           # the server drops it: it must not decide the flow
+            if EF_UNLIKELY(packet.tcp_flags & TCP_URG) and be16(packet.transport + 18) != 0:
+                # The server's stack takes the urgent byte out of the stream (SO_OOBINLINE is
+                # off by default), so the stream read here is not the one the server reads.
+                self.counters.urgent_data += 1
+                self.flag(slot, EVASION_URGENT)
 
         if slot == NULL:
             protocol = stream_protocol(packet.payload, packet.payload_len, packet.dport)
@@ -1158,7 +1289,78 @@ cdef class FlowExtractor:
     cdef int overflow(self, FlowSlot* slot) noexcept nogil:
         """A stream prefix filled its buffer and is still not a whole ClientHello/request."""
         self.counters.stream_overflows += 1
+        self.counters.handshakes_unfinished += 1
+        self.flag(slot, EVASION_UNFINISHED)
         return self.settle(slot)
+
+    # ---- what the server would not read
+
+    cdef bint is_decoy(self, FlowSlot* slot) noexcept nogil:
+        """Whether the server would drop this data segment, so it must not be read: a TTL/hop
+        limit below the SYN's (meant to expire between the gateway and the server), no ACK, a
+        sequence number far outside the window, a TCP-MD5 signature, or a bad checksum.
+        Counted by kind and flagged EVASION_DECOY."""
+        cdef Packet* packet = &self.packet
+        cdef long long offset = 0
+        if slot != NULL and slot.base_known:
+            offset = <int32_t>(packet.seq - slot.base_seq)
+        if slot != NULL and packet.hop_limit < slot.syn_hop_limit:
+            self.counters.decoys_low_hop_limit += 1
+        elif not packet.tcp_flags & TCP_ACK:
+            self.counters.decoys_no_ack += 1
+        elif offset <= -SEQUENCE_WINDOW or offset >= self.buffer_size + SEQUENCE_WINDOW:
+            self.counters.decoys_outside_window += 1
+        elif packet.payload - packet.transport > 20 and tcp_has_md5_option(packet):
+            self.counters.decoys_md5 += 1
+        elif self.verify_checksums and self.checksum_ready and not tcp_checksum_valid(packet):
+            self.counters.decoys_bad_checksum += 1
+        else:
+            return False
+        self.flag(slot, EVASION_DECOY)
+        return True
+
+    cdef void flag(self, FlowSlot* slot, uint8_t evasion) noexcept nogil:
+        if slot != NULL:
+            slot.evasion |= evasion
+        self.evasion |= evasion
+
+    cdef Handshake handshake_state(self, double now) noexcept nogil:
+        """For the last packet, which came past the kernel's packet bound and named nothing:
+        is its flow's ClientHello or request head still under way within the bounds (time
+        since its first byte, or since the bound when none came yet; packets past the bound)?
+        The stream buffer bounds the bytes."""
+        cdef Packet* packet = &self.packet
+        cdef FlowKey key
+        cdef uint64_t hash
+        cdef FlowSlot* slot
+        cdef StreamBuffer* stream
+        cdef uint32_t ack
+        if self.decoded != DECODE_OK or packet.protocol != PROTO_TCP or self.settled:
+            return HANDSHAKE_NONE
+        fill_flow_key(&key, packet)
+        hash = hash_flow_key(&key)
+        slot = self.lookup(&key, hash, now)
+        if slot == NULL or slot.state == FLOW_DONE:
+            return HANDSHAKE_NONE
+        if slot.stream == NULL and not self.start_stream(slot, now):
+            return HANDSHAKE_NONE          # no buffer free: the group's default, as before
+        stream = slot.stream
+        if stream.interval_count == 0:
+            # No client byte yet. A moving ACK number means the server is sending (it speaks
+            # first, or this is a download): nothing of the client's to wait for.
+            ack = be32(packet.transport + 8)
+            if stream.bound_ack_known and ack != stream.bound_ack:
+                self.settle(slot)
+                return HANDSHAKE_NONE
+            stream.bound_ack = ack
+            stream.bound_ack_known = 1
+        stream.bound_packets += 1
+        if now - stream.started > self.handshake_timeout or stream.bound_packets > self.max_handshake_packets:
+            self.counters.handshakes_unfinished += 1
+            self.flag(slot, EVASION_UNFINISHED)
+            self.settle(slot)
+            return HANDSHAKE_UNFINISHED
+        return HANDSHAKE_PENDING
 
     # ---- Python surface
 
@@ -1207,6 +1409,16 @@ cdef class FlowExtractor:
         extraction.payload = PyBytes_FromStringAndSize(<char*>self.packet.payload, self.packet.payload_len) \
             if kind == KIND_QUIC_INITIAL else None
         return extraction
+
+    @property
+    def last_evasion(self):
+        """Evasion bits of the last packet's flow, while its name was still being looked for."""
+        return self.evasion
+
+    def handshake_after_bound(self, double now):
+        """The Handshake state of the last packet's flow, as the enforcer asks it for a packet
+        past the kernel's packet bound (the packet is counted against the bound)."""
+        return self.handshake_state(now)
 
     @property
     def stats(self):

@@ -60,7 +60,7 @@ table inet edufilter {
 \t\tudp dport 53 goto to_queue
 \t\tct mark & 0x0f000000 != 0x00000000 return
 \t\tct original packets 0-5 goto to_queue
-\t\tmeta mark set meta mark & 0xf0ffffff | 0x05000000 goto to_queue
+\t\tct original packets 0-100000 meta mark set meta mark & 0xf0ffffff | 0x05000000 goto to_queue
 \t}
 }
 """
@@ -137,9 +137,10 @@ def test_ipv4_only() -> None:
 
 
 def test_inspection_bound_and_mark_layout_follow_the_settings() -> None:
-    settings = RuleSettings(inspect_packets=8, layout=MarkLayout(0x000000F0))
+    settings = RuleSettings(inspect_packets=8, handshake_packets=900, layout=MarkLayout(0x000000F0))
     nft = render(settings, Backend.NFT)
     assert "ct original packets 0-8 " in nft
+    assert "ct original packets 0-900 meta mark set" in nft
     assert "ct mark set ct mark & 0xffffff0f | 0x00000010" in nft
     assert "meta mark set meta mark & 0xffffff0f | 0x00000050 goto to_queue" in nft
     assert "meta mark set meta mark & 0xffffff0f | 0x00000080 goto to_queue" in nft
@@ -156,6 +157,7 @@ def test_inspection_bound_and_mark_layout_follow_the_settings() -> None:
         ({"queues": [0, 1]}, "range"),
         ({"cpu_fanout": True}, "more than one queue"),
         ({"inspect_packets": 0}, "at least 1"),
+        ({"inspect_packets": 8, "handshake_packets": 8}, "above inspect_packets"),
         ({"lan_interfaces": ("a-very-long-interface",)}, "not a valid"),
         ({"lan_interfaces": ("eth 1",)}, "not a valid"),
         ({"lan_interfaces": ('eth"1',)}, "not a valid"),

@@ -481,6 +481,7 @@ class Supervisor:
                 "user_dropped": kernel.get("user_dropped", 0), "decisions": decision_tree(worker.decisions),
                 "malformed_dropped": enforcer.get("malformed_dropped", 0),
                 "slow_packets": enforcer.get("slow_packets", 0),
+                "evasion": enforcer.get("evasion", 0),
                 "name_cache_hits": enforcer.get("name_cache_hits", 0),
                 "name_cache_misses": enforcer.get("name_cache_misses", 0),
                 "connections_reused": enforcer.get("decided_forgotten", 0),

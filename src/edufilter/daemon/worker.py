@@ -371,7 +371,8 @@ class Worker:
         self.sender = RawSender()
         self.slow = SlowPath(config, self.sender, self.layout, worker,
                              SafeSearchAddresses(config.state_dir / safe_search.FILE_NAME, worker, config.worker_count))
-        self.enforcer = Enforcer(self.queue, FlowExtractor(), self.slow, config.marks.mask, config.queue.batch)
+        self.enforcer = Enforcer(self.queue, FlowExtractor(verify_checksums=True), self.slow, config.marks.mask,
+                                 config.queue.batch)
         self.pending: PolicyView | Exception | None = None
         self.loading: threading.Thread | None = None
         self.decisions: dict[tuple[str, str | None, int], int] = {}

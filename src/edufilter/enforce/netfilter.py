@@ -50,6 +50,13 @@ from edufilter.errors import NetfilterError
 # a 296-byte MTU 5, Chromium QUIC 2. The packet after the bound is still queued (code BOUND),
 # so one retransmission inside the handshake still leaves the name visible to the worker.
 DEFAULT_INSPECT_PACKETS = 5
+# Past inspect_packets an undecided flow is still queued (code BOUND), for a ClientHello or
+# request head cut into many segments: the worker keeps it undecided while that handshake is
+# under way within its own bounds (the 16 KiB stream buffer, 10 s from its first byte,
+# 65,536 packets past the bound) and decides every other flow at once. This bound lies
+# beyond the worker's, so it never decides for it: it only keeps a flow the worker never
+# answers (a worker gone with fail-open) from being queued for ever.
+DEFAULT_HANDSHAKE_PACKETS = 100_000
 MAX_QUEUE = 65535
 DNS_PORT = 53
 COMMAND_TIMEOUT = 30.0
@@ -78,6 +85,7 @@ class RuleSettings:
     queues: range = range(1)  # NFQUEUE numbers, one worker each (--queue-balance first:last)
     fail_open: bool = False  # accept instead of drop while no worker listens (queue bypass)
     inspect_packets: int = DEFAULT_INSPECT_PACKETS  # connbytes bound, original direction
+    handshake_packets: int = DEFAULT_HANDSHAKE_PACKETS  # the safety bound past it (code BOUND)
     lan_interfaces: tuple[str, ...] = ()  # interfaces facing the pupils; empty: all forwarded
     filter_local: bool = False  # also the gateway's own outgoing flows (OUTPUT)
     layout: MarkLayout = field(default_factory=MarkLayout)
@@ -99,6 +107,10 @@ class RuleSettings:
             raise NetfilterError("cpu_fanout needs more than one queue")
         if not 1 <= self.inspect_packets < 2**32:
             raise NetfilterError(f"inspect_packets {self.inspect_packets}: must be at least 1")
+        if not self.inspect_packets < self.handshake_packets < 2**32:
+            raise NetfilterError(
+                f"handshake_packets {self.handshake_packets}: must be above inspect_packets"
+            )
         for name in self.lan_interfaces:
             if not _INTERFACE_NAME.fullmatch(name) or name in (".", ".."):
                 raise NetfilterError(f"lan interface {name!r}: not a valid interface name")
@@ -246,7 +258,8 @@ def render(settings: RuleSettings, backend: Backend) -> str:
         f"\t\tudp dport {DNS_PORT} {to_queue}",
         f"\t\tct mark & {mask} != {_hex(layout.value(UNDECIDED))} return",
         f"\t\tct original packets 0-{settings.inspect_packets} {to_queue}",
-        f"\t\tmeta mark set meta mark & {keep} | {_hex(layout.value(BOUND))} {to_queue}",
+        f"\t\tct original packets 0-{settings.handshake_packets} "
+        f"meta mark set meta mark & {keep} | {_hex(layout.value(BOUND))} {to_queue}",
         "\t}",
         "}",
     ]

@@ -4,6 +4,9 @@ the demo and the end-to-end benchmarks.
 
     pupil hosts --- gateway (edufilter run) --- upstream (dnsmasq, nginx, openssl s_server, aioquic)
 
+With router=True a router namespace sits between the gateway and the upstream: one more hop,
+where a packet that left the gateway with TTL/hop limit 1 dies (a circumvention tool's decoy).
+
 Every name resolves to the upstream host (dnsmasq answers `#`), the safe-search names to
 addresses of their own on it, so a test can tell a rewritten answer from a plain one. Only
 198.18.0.0/15 and 2001:2::/48 are used; nothing leaves the namespaces.
@@ -36,6 +39,8 @@ from edufilter.lab.traffic import (
 )
 
 UPSTREAM_SUBNET = 1
+ROUTER_SUBNET = 2  # gateway --- router, when there is one
+PUPIL_NETWORKS = ((4, "198.18.0.0/15"), (6, "2001:2::/48"))
 UPSTREAM_V4 = ipaddress.ip_address("198.18.1.2")
 UPSTREAM_V6 = ipaddress.ip_address("2001:2:0:1::2")
 # The safe-search names resolve here (extra addresses of the upstream host).
@@ -203,22 +208,33 @@ class FilteredSchool:
         return self.gateway.run(["nft", "list", "ruleset"]).stdout
 
 
-def start_filtered_school(lab: Lab, workdir: Path) -> FilteredSchool:
-    """The gateway and the upstream with its servers; pupils are added by the caller."""
+def start_filtered_school(lab: Lab, workdir: Path, router: bool = False) -> FilteredSchool:
+    """The gateway and the upstream with its servers (behind a router hop with router=True);
+    pupils are added by the caller."""
     gateway = lab.add_host("gateway")
     upstream = lab.add_host("upstream")
     lab.enable_forwarding(gateway)
-    lab.link(gateway, upstream, UPSTREAM_SUBNET)
-    lab.route(upstream, gateway)
+    upstream_peer = gateway
+    if router:
+        upstream_peer = lab.add_host("router")
+        lab.enable_forwarding(upstream_peer)
+        lab.link(gateway, upstream_peer, ROUTER_SUBNET)
+        lab.route(gateway, upstream_peer)
+    lab.link(upstream_peer, upstream, UPSTREAM_SUBNET)
+    lab.route(upstream, upstream_peer)
     lab.wait_until_up()
-    upstream_if = lab.link_between(gateway, upstream).end(upstream).ifname
+    upstream_if = lab.link_between(upstream_peer, upstream).end(upstream).ifname
     for v4, v6 in SAFE_SEARCH_ADDRESSES.values():
         upstream.run(["ip", "address", "add", f"{v4}/32", "dev", upstream_if])
         upstream.run(["ip", "-6", "address", "add", f"{v6}/128", "dev", upstream_if, "nodad"])
-    # Pupils' networks are routed back through the gateway.
-    for family, network in ((4, "198.18.0.0/15"), (6, "2001:2::/48")):
-        gateway_end = lab.link_between(gateway, upstream).end(gateway)
-        upstream.run(["ip", f"-{family}", "route", "replace", network, "via", str(gateway_end.address(family))])
+    # Pupils' networks are routed back through the gateway (and the router).
+    for family, network in PUPIL_NETWORKS:
+        peer_end = lab.link_between(upstream_peer, upstream).end(upstream_peer)
+        upstream.run(["ip", f"-{family}", "route", "replace", network, "via", str(peer_end.address(family))])
+        if router:
+            gateway_end = lab.link_between(gateway, upstream_peer).end(gateway)
+            upstream_peer.run(["ip", f"-{family}", "route", "replace", network, "via",
+                               str(gateway_end.address(family))])
     certificate = make_self_signed_certificate(workdir, ["*.test", "*.example", "*.example.org", "example.org",
                                                          "*.google.com", "*.youtube.com", "*.bing.com"])
     _start_resolver(upstream, workdir)

@@ -161,7 +161,8 @@ _WORKER_METRICS: tuple[_Metric, ...] = (
     ("connections_reused", "edufilter_connections_reused_total", "counter",
      "New connections (SYNs) on a 5-tuple whose earlier connection was decided: judged afresh."),
     ("evasion", "edufilter_evasion_total", "counter",
-     "Flows blocked as a circumvention attempt (no readable name on a web port, two names, unreadable framing)."),
+     "Flows stopped as circumvention attempts: no readable name on a web port, two names, unreadable framing, "
+     "decoys, differing overlaps, urgent data, a ClientHello or request head unfinished at the bound."),
 )
 _DECISION_METRICS: tuple[_Metric, ...] = (
     ("flows", "edufilter_flows_total", "counter", "Flows and DNS queries decided, by group, category and verdict."),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from edufilter.api import admin, observe, openapi, resources, schemas, uploads
+from edufilter.api import admin, observe, openapi, resources, reviews, schemas, uploads
 from edufilter.api.operations import (
     PAGE_QUERY,
     PATCH_TYPES,
@@ -226,6 +226,21 @@ OPERATIONS_TABLE: list[Operation] = [
     Operation("DELETE", "/api/v1/overrides/{id}", "delete_override", "End an override now",
               resources.delete_override, OVERRIDERS, (NO_CONTENT, APPLY_FAILED), "overrides",
               path_params={"id": _ID}, if_match=True),
+    # Review requests from the block page
+    Operation("GET", "/api/v1/review-requests", "list_review_requests",
+              "List the block page's review requests, newest first (a teacher sees their groups')",
+              reviews.list_review_requests, OVERRIDERS, (ok(reviews.REVIEW_REQUEST_PAGE),), "reviews",
+              query=_query(**reviews.REVIEW_QUERY, sort=sort_choices("id", "created_at"), q=text(100, 1))),
+    Operation("GET", "/api/v1/review-requests/{id}", "get_review_request", "Read a review request",
+              reviews.get_review_request, OVERRIDERS, (ok(reviews.REVIEW_REQUEST),), "reviews",
+              path_params={"id": _ID}),
+    Operation("POST", "/api/v1/review-requests/{id}/approve", "approve_review_request",
+              "Approve a pending request: an allow override for its group, or an editor's allow-list entry",
+              reviews.approve_review_request, OVERRIDERS, (ok(reviews.REVIEW_REQUEST), APPLY_FAILED), "reviews",
+              path_params={"id": _ID}, body=reviews.REVIEW_APPROVAL, if_match=True),
+    Operation("POST", "/api/v1/review-requests/{id}/decline", "decline_review_request",
+              "Decline a pending request", reviews.decline_review_request, OVERRIDERS,
+              (ok(reviews.REVIEW_REQUEST),), "reviews", path_params={"id": _ID}, if_match=True),
     # Tokens
     Operation("GET", "/api/v1/tokens", "list_tokens", "List the tokens, revoked ones included",
               admin.list_token_handler, ADMINS, (ok(schemas.TOKEN_PAGE),), "tokens",

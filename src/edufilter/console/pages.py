@@ -38,6 +38,7 @@ from edufilter.console.visit import (
     start_session,
     token_for_secret,
 )
+from edufilter.policy.model import Action, QuicMode
 from edufilter.policy.store import PolicyStore
 
 WINDOWS = ("1h", "24h", "7d")
@@ -179,6 +180,11 @@ WHOLE = {"limit": 1000}  # every page of the policy's collections is read whole 
 
 
 async def policy(visit: Visit) -> web.StreamResponse:
+    return await policy_page(visit)
+
+
+async def policy_page(visit: Visit, status: int = 200, **editing: Any) -> web.Response:
+    """The policy; for editors also the change forms, and what a previewed change will do."""
     if not may(visit.token, "list_groups"):
         raise Problem(403, "forbidden", visit.text("not_allowed"))
 
@@ -186,11 +192,16 @@ async def policy(visit: Visit) -> web.StreamResponse:
         answer = await invoke(visit.request, visit.token, operation_id, params=params, query=dict(WHOLE))
         return list(answer.body["items"])
 
-    groups = await items("list_groups")
+    groups = [{**group, "etag": etag_of(group)} for group in await items("list_groups")]
     rules = {group["name"]: await items("list_rules", group=group["name"]) for group in groups}
-    return visit.render("policy.html", groups=groups, rules=rules, clients=await items("list_clients"),
-                        lists=await items("list_lists"), schedules=await items("list_schedules"),
-                        weekdays=visit.text("weekdays").split())
+    editing = {"error": None, "entry": {"list": "", "kind": "domain", "value": "", "names": ""},
+               "group_change": {"group": ""}, "foreseen": [], "preview": None, "no_client": False, **editing}
+    return visit.render("policy.html", status=status, groups=groups, rules=rules,
+                        clients=await items("list_clients"), lists=await items("list_lists"),
+                        schedules=await items("list_schedules"), weekdays=visit.text("weekdays").split(),
+                        may_add_entry=may(visit.token, "create_entry"), may_change_group=may(visit.token, "patch_group"),
+                        quic_modes=[mode.value for mode in QuicMode], actions=[action.value for action in Action],
+                        **editing)
 
 
 # Check: what would this device get for this site at this time, and why

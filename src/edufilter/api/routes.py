@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from edufilter.api import admin, observe, openapi, resources, reviews, schemas, uploads
+from edufilter.api import admin, freshness, observe, openapi, resources, reviews, schemas, uploads
 from edufilter.api.operations import (
     PAGE_QUERY,
     PATCH_TYPES,
@@ -174,6 +174,9 @@ OPERATIONS_TABLE: list[Operation] = [
               resources.list_categories, READERS, (ok(schemas.CATEGORY_PAGE),), "categories",
               query=_query(sort=sort_choices("name", "source"), q=text(100, 1), source=text(200, 1),
                            alias_of=slug("category name"))),
+    Operation("GET", "/api/v1/freshness", "list_freshness",
+              "Each imported category's age and size, and the last `lists update` run", freshness.list_freshness,
+              READERS, (ok(freshness.FRESHNESS),), "categories"),
     Operation("GET", "/api/v1/categories/{category}", "get_category", "Read a category", resources.get_category,
               READERS, (ok(schemas.CATEGORY),), "categories", path_params={"category": slug("category name")}),
     # Entries of an admin list, and uploads of whole files

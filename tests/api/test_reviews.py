@@ -86,3 +86,24 @@ def test_a_decision_needs_if_match_and_the_openapi_document_has_the_operations(a
     paths = api.get("/api/openapi.json").json()["paths"]
     assert set(paths["/api/v1/review-requests/{id}/approve"]) == {"post"}
     assert paths["/api/v1/review-requests"]["get"]["operationId"] == "list_review_requests"
+
+
+def test_a_teachers_approvals_count_in_the_override_quota_and_rate(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from edufilter.api.settings import ApiSettings
+
+    api = LiveApi(tmp_path, settings=ApiSettings(port=0, teacher_active_overrides=1, teacher_overrides_per_hour=2))
+    try:
+        seed(api)
+        teacher = api.token("teacher", groups=("class-5a",), max_minutes=45)
+        first = _queue(api, "one.example", "class-5a", "FFFFFFFF")
+        second = _queue(api, "two.example", "class-5a", "GGGGGGGG")
+        assert _decide(api, first, "approve", {"minutes": 10}, teacher).status_code == 200
+        problem(_decide(api, second, "approve", {"minutes": 10}, teacher), 409)  # holds its one override
+        held = api.get("/api/v1/overrides", token=teacher).json()["items"][0]
+        api.change("DELETE", f"/api/v1/overrides/{held['id']}", token=teacher)
+        assert _decide(api, second, "approve", {"minutes": 10}, teacher).status_code == 200
+        refused = api.post("/api/v1/overrides", {"group": "class-5a", "name": "three.example", "minutes": 5},
+                           token=teacher)
+        assert problem(refused, 429)["type"].endswith("too-many-overrides")  # two made this hour
+    finally:
+        api.stop()

@@ -8,31 +8,19 @@ from __future__ import annotations
 import html
 import re
 import time
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from edufilter.lab.netns import Lab
 from edufilter.lab.school import UPSTREAM_V4, FilteredSchool
-from test_daemon import CURL_RESET_EXITS, api, build_school, curl, pupil
+from test_daemon import CURL_RESET_EXITS, api, curl, pupil
+from test_daemon import school  # noqa: F401 (the module's own school, built as test_daemon builds it)
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]
 
 CONSOLE = "http://127.0.0.1:8470/console"
 BLOCKED_HTTPS = ["https://blocked.test/", "blocked.test", str(UPSTREAM_V4), "-o", "/dev/null", "-w", "%{http_code}"]
-
-
-@pytest.fixture(scope="module")
-def school(require_lab: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FilteredSchool]:
-    workdir = tmp_path_factory.mktemp("console-lab")
-    with Lab() as lab:
-        school = build_school(lab, workdir)
-        try:
-            yield school
-        finally:
-            school.stop_daemon()
 
 
 class ConsoleSession:

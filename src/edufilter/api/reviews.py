@@ -13,6 +13,8 @@ from aiohttp import web
 
 from edufilter.api.operations import Call, Change, json_response, paginate
 from edufilter.api.problems import Problem
+from edufilter.api.resources import refuse_teacher_over_quota, refuse_teacher_over_rate
+from edufilter.api.security import OVERRIDE_RATE
 from edufilter.api.tokens import MAX_OVERRIDE_MINUTES, Role
 from edufilter.api.validation import (
     Invalid,
@@ -128,8 +130,11 @@ async def approve_review_request(call: Call) -> web.StreamResponse:
     if approval is Approval.OVERRIDE and token.max_minutes is not None and minutes > token.max_minutes:
         reason = f"is more than this token's maximum of {token.max_minutes} minutes"
         raise Problem(422, "invalid-change", f"minutes {reason}", invalid_params=[Invalid("minutes", reason)])
+    teacher = token.role is Role.TEACHER
+    if teacher and approval is Approval.OVERRIDE:  # the limits of the teacher page hold here too
+        refuse_teacher_over_rate(call)
     if approval is Approval.ALLOW_LIST:
-        if token.role not in (Role.ADMIN, Role.EDITOR):
+        if teacher:
             raise Problem(403, "forbidden", "only an editor may add a site to a school list; approve as an override")
         if "list" not in body:
             reason = "is required to approve as an allow-list entry"
@@ -138,6 +143,8 @@ async def approve_review_request(call: Call) -> web.StreamResponse:
     def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
         assert before is not None
         if approval is Approval.OVERRIDE:
+            if teacher:
+                refuse_teacher_over_quota(call, db, now)
             target = str(store.add_override(
                 before["group"], before["name"], Action.ALLOW, now, now + timedelta(minutes=minutes),
                 created_by=token.name, reason=f"review request {before['id']} ({before['reference']})",
@@ -150,7 +157,10 @@ async def approve_review_request(call: Call) -> web.StreamResponse:
                 store.add_list_entry(target, entry)
         store.decide_review_request(before["id"], ReviewState.APPROVED, approval, target, token.name, now)
 
-    return json_response(await call.change(_decision(call, request_id, write)))
+    decided = await call.change(_decision(call, request_id, write))
+    if teacher:
+        call.app[OVERRIDE_RATE].record(token.name)
+    return json_response(decided)
 
 
 async def decline_review_request(call: Call) -> web.StreamResponse:

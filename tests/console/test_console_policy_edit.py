@@ -85,3 +85,13 @@ def test_a_viewer_has_no_policy_forms_and_a_forged_change_is_refused(console: Co
     refused = console.post("/console/policy/entries", {"csrf": page.hidden("csrf"), "step": "preview",
                                                       "list": "blocked", "kind": "domain", "value": "x.example"})
     assert refused.status == 403
+
+
+def test_a_preview_with_a_bad_list_or_name_says_what_is_wrong(console: ConsoleClient, school: School) -> None:
+    csrf = console.sign_in(school.secrets["editor"]).hidden("csrf")
+    bad_list = console.post("/console/policy/entries", {"csrf": csrf, "step": "preview", "list": "No List!",
+                                                       "kind": "domain", "value": "chat.example"})
+    assert bad_list.status == 422 and 'role="alert"' in bad_list.text and "The policy" in bad_list.text
+    bad_name = console.post("/console/policy/entries", {"csrf": csrf, "step": "preview", "list": "blocked",
+                                                       "kind": "domain", "value": "not a name"})
+    assert bad_name.status == 422 and 'role="alert"' in bad_name.text

@@ -5,13 +5,13 @@ decline them. Editors handle any group's requests, a teacher those of the token'
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
-from typing import Any
 
 from aiohttp import web
 
-from edufilter.api.operations import Call, Change, json_response, paginate
+from edufilter.api.operations import Call, Change, json_response, paginate, with_defaults
 from edufilter.api.problems import Problem
 from edufilter.api.resources import refuse_teacher_over_quota, refuse_teacher_over_rate
 from edufilter.api.security import OVERRIDE_RATE
@@ -124,9 +124,8 @@ async def get_review_request(call: Call) -> web.StreamResponse:
 async def approve_review_request(call: Call) -> web.StreamResponse:
     request_id, token, now = call.params["id"], call.token, datetime.now(timezone.utc)
     assert token is not None
-    body: dict[str, Any] = call.body or {}
-    approval = Approval(body.get("as", Approval.OVERRIDE.value))
-    minutes = int(body.get("minutes", 50))
+    body = with_defaults(call.body or {}, REVIEW_APPROVAL)
+    approval, minutes = Approval(body["as"]), int(body["minutes"])
     if approval is Approval.OVERRIDE and token.max_minutes is not None and minutes > token.max_minutes:
         reason = f"is more than this token's maximum of {token.max_minutes} minutes"
         raise Problem(422, "invalid-change", f"minutes {reason}", invalid_params=[Invalid("minutes", reason)])
@@ -174,7 +173,8 @@ async def decline_review_request(call: Call) -> web.StreamResponse:
     return json_response(await call.change(_decision(call, request_id, write), apply=False))
 
 
-def _decision(call: Call, request_id: int, write: Any) -> Change:
+def _decision(call: Call, request_id: int, write: Callable[[PolicyStore, sqlite3.Connection, Row | None], None]
+              ) -> Change:
     def guard(row: Row) -> None:
         _may_review(call, str(row["group"]))
         _pending(row)

@@ -234,7 +234,8 @@ async def policy_page(visit: Visit, status: int = 200, **editing: Any) -> web.Re
     return visit.render("policy.html", status=status, groups=groups, rules=rules,
                         clients=await items("list_clients"), lists=await items("list_lists"),
                         schedules=await items("list_schedules"), weekdays=visit.text("weekdays").split(),
-                        may_add_entry=may(visit.token, "create_entry"), may_change_group=may(visit.token, "patch_group"),
+                        may_add_entry=may(visit.token, "create_entry"),
+                        may_change_group=may(visit.token, "patch_group"),
                         quic_modes=[mode.value for mode in QuicMode], actions=[action.value for action in Action],
                         **editing)
 

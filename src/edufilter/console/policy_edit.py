@@ -68,14 +68,14 @@ async def add_entry(visit: Visit) -> web.StreamResponse:
         return visit.done(f"{PREFIX}/policy", visit.text("entry_added", value=values["value"], list=values["list"]))
     if not may(visit.token, "create_entry"):
         raise Problem(403, "forbidden", visit.text("not_allowed"))
-    rules = await invoke(visit.request, visit.token, "list_groups", query={"limit": 1000})
+    groups = await invoke(visit.request, visit.token, "list_groups", query={"limit": 1000})
     using: dict[str, list[dict[str, Any]]] = {}
-    for group in rules.body["items"]:
-        group_rules = await invoke(visit.request, visit.token, "list_rules", params={"group": group["name"]},
-                                   query={"limit": 1000, "target_kind": "list", "target": values["list"]})
-        using[group["name"]] = group_rules.body["items"]
     foreseen = []
     try:
+        for group_row in groups.body["items"]:
+            group_rules = await invoke(visit.request, visit.token, "list_rules", params={"group": group_row["name"]},
+                                       query={"limit": 1000, "target_kind": "list", "target": values["list"]})
+            using[group_row["name"]] = group_rules.body["items"]
         for group, address in (await _group_clients(visit)).items():
             for name in tried_names(values["names"], values["value"]):
                 now = await _explain(visit, name, address)
@@ -95,7 +95,8 @@ def _after_entry(name: str, group: str, now: dict[str, Any], rules: list[dict[st
         return Foreseen(name, group, now, now["action"], "unchanged_override")
     if now["rule"] is not None and now["rule"]["position"] < rule["position"]:
         return Foreseen(name, group, now, now["action"], "unchanged_earlier_rule")
-    return Foreseen(name, group, now, rule["action"], "by_list_rule" if rule["schedule"] is None else "by_list_rule_when")
+    why = "by_list_rule" if rule["schedule"] is None else "by_list_rule_when"
+    return Foreseen(name, group, now, rule["action"], why)
 
 
 async def change_group(visit: Visit) -> web.StreamResponse:
@@ -103,7 +104,8 @@ async def change_group(visit: Visit) -> web.StreamResponse:
     group = visit.request.match_info["group"]
     values = {name: visit.form.get(name, "").strip() for name in (*GROUP_SETTINGS, "names", "etag")}
     body: dict[str, Any] = {"default_action": values["default_action"], "quic": values["quic"],
-                            "safe_search": values["safe_search"] == "on", "bypass_shield": values["bypass_shield"] == "on"}
+                            "safe_search": values["safe_search"] == "on",
+                            "bypass_shield": values["bypass_shield"] == "on"}
     if visit.form.get("step") == "save":
         try:
             await invoke(visit.request, visit.token, "patch_group", params={"group": group}, body=body,

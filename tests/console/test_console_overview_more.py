@@ -19,7 +19,7 @@ from edufilter.policy.store import PolicyStore
 from edufilter.policy.update import LAST_UPDATE_FILE, record_update_run
 
 
-def _import_category(school: School, name: str, names: list[str], age_days: int) -> None:
+def import_category(school: School, name: str, names: list[str], age_days: int) -> None:
     listed = school.state_dir / f"{name}.txt"
     listed.write_text("".join(f"{entry}\n" for entry in names))
     lists = ListStore.in_state_dir(school.state_dir)
@@ -32,8 +32,8 @@ def _import_category(school: School, name: str, names: list[str], age_days: int)
 
 
 def test_the_overview_shows_freshness_evasion_and_warnings(console: ConsoleClient, school: School) -> None:
-    _import_category(school, "games", ["a.example", "b.example"], age_days=2)
-    _import_category(school, "adult", ["c.example"], age_days=9)
+    import_category(school, "games", ["a.example", "b.example"], age_days=2)
+    import_category(school, "adult", ["c.example"], age_days=9)
     record_update_run(school.state_dir, {"adult.tar.gz": "checksum mismatch"})
     assert school.events is not None
     school.events.stats.add([(NOW, "class-5a", "evasion", "block", 3, 12), (NOW, "class-6b", "evasion", "drop", 2, 2)])
@@ -65,7 +65,7 @@ def test_with_nothing_imported_the_overview_says_so(console: ConsoleClient, scho
 
 def test_the_freshness_operation_reads_the_list_store_and_the_last_update(console: ConsoleClient,
                                                                           school: School) -> None:
-    _import_category(school, "games", ["a.example"], age_days=1)
+    import_category(school, "games", ["a.example"], age_days=1)
     record_update_run(school.state_dir, {})
     assert (school.state_dir / LAST_UPDATE_FILE).exists()
     (school.state_dir / LAST_UPDATE_FILE).write_text("not json")  # a damaged record reads as never

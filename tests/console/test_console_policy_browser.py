@@ -1,11 +1,13 @@
 """A policy edit in headless Chromium: an editor types an entry, sees its `check` preview,
-saves it; axe-core and the CSP hold on the preview."""
+saves it; and the overview with its warnings, list freshness and evasion count. axe-core and
+the CSP hold on each."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from console_client import LiveConsole, School
+from console_client import NOW, LiveConsole, School
 from console_client import school  # noqa: F401 (a fixture)
 from test_console_browser import (  # noqa: F401 (fixtures)
     By,
@@ -19,8 +21,11 @@ from test_console_browser import (  # noqa: F401 (fixtures)
     sign_in,
 )
 from test_console_browser import pytestmark  # noqa: F401 (skipped without chromium)
+from test_console_overview_more import import_category
 
+from edufilter.policy.model import Action
 from edufilter.policy.store import PolicyStore
+from edufilter.policy.update import record_update_run
 
 
 def test_an_editor_previews_an_entry_and_saves_it(browser: Any, live: LiveConsole, school: School) -> None:
@@ -45,3 +50,23 @@ def test_an_editor_previews_an_entry_and_saves_it(browser: Any, live: LiveConsol
     with PolicyStore(school.state_dir / "policy.sqlite") as store:
         [blocked] = store.load().lists
     assert "chat.example" in [entry.value for entry in blocked.entries]
+
+
+def test_the_overview_with_warnings_freshness_and_evasion_is_accessible(browser: Any, live: LiveConsole,
+                                                                        school: School) -> None:
+    import_category(school, "games", ["a.example", "b.example"], age_days=2)
+    import_category(school, "adult", ["c.example"], age_days=9)
+    record_update_run(school.state_dir, {})
+    assert school.events is not None
+    school.events.stats.add([(NOW, "class-5a", "evasion", "block", 3, 12)])
+    with PolicyStore(school.state_dir / "policy.sqlite") as store:
+        store.add_override("class-5a", "maps.example", Action.ALLOW, NOW - timedelta(hours=2),
+                           NOW - timedelta(hours=1), "ms-peeters", "lesson")
+    sign_in(browser, live, school.secrets["viewer"], "/console/overview")
+    warnings = [item.text for item in browser.find_elements(By.CSS_SELECTOR, "section.warnings li")]
+    assert "The list adult is 9 days old." in warnings and len(warnings) == 3
+    assert browser.find_element(By.CSS_SELECTOR, "dd.evasion").text == "3"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "table.freshness tbody tr")) == 2
+    assert serious_accessibility_violations(browser) == []
+    assert csp_violations(browser) == []
+    screenshot(browser, "overview")

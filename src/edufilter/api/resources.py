@@ -465,6 +465,26 @@ async def get_override(call: Call) -> web.StreamResponse:
     return json_response(row)
 
 
+def refuse_teacher_over_rate(call: Call) -> None:
+    """429 when the teacher's token made its hourly number of overrides already."""
+    assert call.token is not None
+    wait = call.app[OVERRIDE_RATE].retry_after(call.token.name)
+    if wait is not None:
+        raise Problem(429, "too-many-overrides",
+                      f"this token made {call.app[SETTINGS].teacher_overrides_per_hour} overrides in the last hour; "
+                      "wait before making another", headers={"Retry-After": str(max(1, math.ceil(wait)))})
+
+
+def refuse_teacher_over_quota(call: Call, db: sqlite3.Connection, at: datetime) -> None:
+    """409 when the teacher's token holds its number of unexpired overrides; called inside the
+    change's transaction, so that two requests at once cannot both pass."""
+    assert call.token is not None
+    quota = call.app[SETTINGS].teacher_active_overrides
+    if views.unexpired_overrides_by(db, call.token.name, at) >= quota:
+        raise Problem(409, "override-quota", f"this token already holds {quota} overrides that have not "
+                      "expired; end one (DELETE) or wait until one expires")
+
+
 async def create_override(call: Call) -> web.StreamResponse:
     body = with_defaults(call.body, schemas.OVERRIDE_CREATE)
     _may_override(call, body["group"])
@@ -474,21 +494,13 @@ async def create_override(call: Call) -> web.StreamResponse:
         reason = f"is more than this token's maximum of {token.max_minutes} minutes"
         raise Problem(422, "invalid-change", f"minutes {reason}", invalid_params=[Invalid("minutes", reason)])
     teacher = token.role is Role.TEACHER
-    settings = call.app[SETTINGS]
     if teacher:
-        wait = call.app[OVERRIDE_RATE].retry_after(token.name)
-        if wait is not None:
-            raise Problem(429, "too-many-overrides",
-                          f"this token made {settings.teacher_overrides_per_hour} overrides in the last hour; "
-                          "wait before making another", headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        refuse_teacher_over_rate(call)
     starts_at = _now()
 
     def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> int:
-        # Counted inside the change's transaction: two requests at once cannot both pass.
-        if teacher and views.unexpired_overrides_by(db, token.name, starts_at) >= settings.teacher_active_overrides:
-            raise Problem(409, "override-quota",
-                          f"this token already holds {settings.teacher_active_overrides} overrides that have not "
-                          "expired; end one (DELETE) or wait until one expires")
+        if teacher:
+            refuse_teacher_over_quota(call, db, starts_at)
         return store.add_override(
             body["group"], body["name"], body["action"], starts_at, starts_at + timedelta(minutes=body["minutes"]),
             created_by=token.name, reason=body["reason"],

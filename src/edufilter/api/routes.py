@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from edufilter.api import admin, observe, openapi, resources, schemas, uploads
+from edufilter.api import admin, freshness, observe, openapi, resources, reviews, schemas, uploads
 from edufilter.api.operations import (
     PAGE_QUERY,
     PATCH_TYPES,
@@ -175,6 +175,9 @@ OPERATIONS_TABLE: list[Operation] = [
               resources.list_categories, READERS, (ok(schemas.CATEGORY_PAGE),), "categories",
               query=_query(sort=sort_choices("name", "source"), q=text(100, 1), source=text(200, 1),
                            alias_of=slug("category name"))),
+    Operation("GET", "/api/v1/freshness", "list_freshness",
+              "Each imported category's age and size, and the last `lists update` run", freshness.list_freshness,
+              READERS, (ok(freshness.FRESHNESS),), "categories"),
     Operation("GET", "/api/v1/categories/{category}", "get_category", "Read a category", resources.get_category,
               READERS, (ok(schemas.CATEGORY),), "categories", path_params={"category": slug("category name")}),
     # Entries of an admin list, and uploads of whole files
@@ -227,6 +230,21 @@ OPERATIONS_TABLE: list[Operation] = [
     Operation("DELETE", "/api/v1/overrides/{id}", "delete_override", "End an override now",
               resources.delete_override, OVERRIDERS, (NO_CONTENT, APPLY_FAILED), "overrides",
               path_params={"id": _ID}, if_match=True),
+    # Review requests from the block page
+    Operation("GET", "/api/v1/review-requests", "list_review_requests",
+              "List the block page's review requests, newest first (a teacher sees their groups')",
+              reviews.list_review_requests, OVERRIDERS, (ok(reviews.REVIEW_REQUEST_PAGE),), "reviews",
+              query=_query(**reviews.REVIEW_QUERY, sort=sort_choices("id", "created_at"), q=text(100, 1))),
+    Operation("GET", "/api/v1/review-requests/{id}", "get_review_request", "Read a review request",
+              reviews.get_review_request, OVERRIDERS, (ok(reviews.REVIEW_REQUEST),), "reviews",
+              path_params={"id": _ID}),
+    Operation("POST", "/api/v1/review-requests/{id}/approve", "approve_review_request",
+              "Approve a pending request: an allow override for its group, or an editor's allow-list entry",
+              reviews.approve_review_request, OVERRIDERS, (ok(reviews.REVIEW_REQUEST), APPLY_FAILED), "reviews",
+              path_params={"id": _ID}, body=reviews.REVIEW_APPROVAL, if_match=True),
+    Operation("POST", "/api/v1/review-requests/{id}/decline", "decline_review_request",
+              "Decline a pending request", reviews.decline_review_request, OVERRIDERS,
+              (ok(reviews.REVIEW_REQUEST),), "reviews", path_params={"id": _ID}, if_match=True),
     # Tokens
     Operation("GET", "/api/v1/tokens", "list_tokens", "List the tokens, revoked ones included",
               admin.list_token_handler, ADMINS, (ok(schemas.TOKEN_PAGE),), "tokens",

@@ -7,7 +7,7 @@ import jinja2
 from aiohttp import web
 
 from edufilter.api.security import COOKIE_ROUTES
-from edufilter.console import pages
+from edufilter.console import pages, policy_edit, reviews
 from edufilter.console.sessions import SessionStore
 from edufilter.console.visit import HERE, PREFIX, SESSIONS, TEMPLATES, page
 
@@ -48,7 +48,12 @@ def setup_console(app: web.Application) -> None:
         app.router.add_get(f"{PREFIX}/overrides", page(pages.overrides)),
         app.router.add_post(f"{PREFIX}/overrides", page(pages.open_site)),
         app.router.add_post(f"{PREFIX}/overrides/{{id}}/end", page(pages.end_override)),
+        app.router.add_get(f"{PREFIX}/reviews", page(reviews.reviews)),
+        app.router.add_post(f"{PREFIX}/reviews/{{id}}/approve", page(reviews.approve)),
+        app.router.add_post(f"{PREFIX}/reviews/{{id}}/decline", page(reviews.decline)),
         app.router.add_get(f"{PREFIX}/policy", page(pages.policy)),
+        app.router.add_post(f"{PREFIX}/policy/entries", page(policy_edit.add_entry)),
+        app.router.add_post(f"{PREFIX}/policy/groups/{{group}}", page(policy_edit.change_group)),
         app.router.add_get(f"{PREFIX}/check", page(pages.check_form)),
         app.router.add_post(f"{PREFIX}/check", page(pages.check)),
         app.router.add_get(f"{PREFIX}/audit", page(pages.audit)),

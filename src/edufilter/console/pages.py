@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -38,11 +38,15 @@ from edufilter.console.visit import (
     start_session,
     token_for_secret,
 )
+from edufilter.policy.model import Action, QuicMode
 from edufilter.policy.store import PolicyStore
 
 WINDOWS = ("1h", "24h", "7d")
 BLOCKING_VERDICTS = ("block", "drop")
 LATEST_EVENTS = 10
+EVASION_CATEGORY = "evasion"  # the category of the events of bypass attempts (DoH, VPN, ECH...)
+EXPIRED_OVERRIDE_SHOWN = timedelta(days=1)
+STALE_LIST_DAYS = 7
 AUDIT_PAGE = 50
 OWN_OVERRIDES = 100
 SUGGESTED_MINUTES = 50  # one lesson
@@ -118,8 +122,40 @@ async def overview(visit: Visit) -> web.StreamResponse:
         charts[dimension] = bar_chart(counted, visit.text("other"))
     events = (await invoke(visit.request, visit.token, "list_events", query={"limit": LATEST_EVENTS})).body
     zone = await school_zone(visit.request.app)
+    freshness = (await invoke(visit.request, visit.token, "list_freshness")).body
+    evasion = await invoke(visit.request, visit.token, "stats",
+                           query={"window": window, "by": "verdict", "category": EVASION_CATEGORY})
+    warnings = await overview_warnings(visit, report.get("daemon"), freshness, _local_time(zone))
     return visit.render("overview.html", report=report, daemon=report.get("daemon"), charts=charts,
-                        window=window, windows=WINDOWS, events=events["items"], local=_local_time(zone))
+                        window=window, windows=WINDOWS, events=events["items"], local=_local_time(zone),
+                        freshness=freshness, evasion=sum(row["flows"] for row in evasion.body["rows"]),
+                        warnings=warnings)
+
+
+async def overview_warnings(visit: Visit, daemon: dict[str, Any] | None, freshness: dict[str, Any],
+                            local: Callable[[object], str]) -> list[str]:
+    """What needs a look: workers not running or restarted, overrides that ended by expiring
+    in the last day, category lists older than STALE_LIST_DAYS, a failed `lists update`."""
+    warnings = []
+    for queue in (daemon or {}).get("queues") or []:
+        if queue.get("state") != "running" or queue.get("restarts"):
+            warnings.append(visit.text("warn_worker", worker=queue.get("worker"), state=queue.get("state"),
+                                       restarts=queue.get("restarts") or 0))
+    now = datetime.now(timezone.utc)
+    ended = await invoke(visit.request, visit.token, "list_overrides",
+                         query={"active": False, "sort": "-expires_at", "limit": 20})
+    for override in ended.body["items"]:
+        expired = datetime.fromisoformat(override["expires_at"])
+        if now - EXPIRED_OVERRIDE_SHOWN <= expired <= now:
+            warnings.append(visit.text("warn_expired", name=override["name"], group=override["group"],
+                                       time=local(override["expires_at"])))
+    for category in freshness["categories"]:
+        if category["age_seconds"] > STALE_LIST_DAYS * 86400:
+            warnings.append(visit.text("warn_stale", name=category["name"], days=category["age_seconds"] // 86400))
+    last = freshness["last_update"]
+    if last is not None and last["failed"]:
+        warnings.append(visit.text("warn_update_failed", time=local(last["at"]), failed=", ".join(last["failed"])))
+    return warnings
 
 
 # Teacher page: open a site for a group for some minutes; see and end one's own overrides
@@ -179,6 +215,11 @@ WHOLE = {"limit": 1000}  # every page of the policy's collections is read whole 
 
 
 async def policy(visit: Visit) -> web.StreamResponse:
+    return await policy_page(visit)
+
+
+async def policy_page(visit: Visit, status: int = 200, **editing: Any) -> web.Response:
+    """The policy; for editors also the change forms, and what a previewed change will do."""
     if not may(visit.token, "list_groups"):
         raise Problem(403, "forbidden", visit.text("not_allowed"))
 
@@ -186,11 +227,17 @@ async def policy(visit: Visit) -> web.StreamResponse:
         answer = await invoke(visit.request, visit.token, operation_id, params=params, query=dict(WHOLE))
         return list(answer.body["items"])
 
-    groups = await items("list_groups")
+    groups = [{**group, "etag": etag_of(group)} for group in await items("list_groups")]
     rules = {group["name"]: await items("list_rules", group=group["name"]) for group in groups}
-    return visit.render("policy.html", groups=groups, rules=rules, clients=await items("list_clients"),
-                        lists=await items("list_lists"), schedules=await items("list_schedules"),
-                        weekdays=visit.text("weekdays").split())
+    editing = {"error": None, "entry": {"list": "", "kind": "domain", "value": "", "names": ""},
+               "group_change": {"group": ""}, "foreseen": [], "preview": None, "no_client": False, **editing}
+    return visit.render("policy.html", status=status, groups=groups, rules=rules,
+                        clients=await items("list_clients"), lists=await items("list_lists"),
+                        schedules=await items("list_schedules"), weekdays=visit.text("weekdays").split(),
+                        may_add_entry=may(visit.token, "create_entry"),
+                        may_change_group=may(visit.token, "patch_group"),
+                        quic_modes=[mode.value for mode in QuicMode], actions=[action.value for action in Action],
+                        **editing)
 
 
 # Check: what would this device get for this site at this time, and why

@@ -28,7 +28,8 @@ LANGUAGE_COOKIE = "edufilter_console_language"
 CSRF_FIELD = "csrf"
 MAX_FORM_BYTES = 64 * 1024  # the console's forms are a few fields
 
-_GET_TOO = frozenset((f"{PREFIX}/sign-in", f"{PREFIX}/overrides", f"{PREFIX}/check", f"{PREFIX}/tokens"))
+_GET_TOO = frozenset((f"{PREFIX}/sign-in", f"{PREFIX}/overrides", f"{PREFIX}/check", f"{PREFIX}/tokens",
+                      f"{PREFIX}/reviews"))
 
 SESSIONS = web.AppKey("console_sessions", SessionStore)
 TEMPLATES = web.AppKey("console_templates", jinja2.Environment)
@@ -46,6 +47,7 @@ class NavItem:
 NAVIGATION = (
     NavItem(f"{PREFIX}/overview", "nav_overview", "status"),
     NavItem(f"{PREFIX}/overrides", "nav_overrides", "create_override"),
+    NavItem(f"{PREFIX}/reviews", "nav_reviews", "list_review_requests"),
     NavItem(f"{PREFIX}/policy", "nav_policy", "list_groups"),
     NavItem(f"{PREFIX}/check", "nav_check", "check"),
     NavItem(f"{PREFIX}/audit", "nav_audit", "list_audit"),

@@ -34,7 +34,7 @@ from edufilter._queue import queue_counters
 from edufilter.config import Config, split_listen
 from edufilter.daemon.control import claim_daemon
 from edufilter.enforce import blockpage, safe_search
-from edufilter.enforce.blockpage_server import make_blockpage_app
+from edufilter.enforce.blockpage_server import ReviewForm, make_blockpage_app
 from edufilter.enforce.marks import MarkLayout
 from edufilter.enforce.netfilter import NFT_TABLE, InstalledRules, RuleSettings, install, remove_stale
 from edufilter.errors import EdufilterError, StorageFullError
@@ -549,11 +549,34 @@ class Supervisor:
         }])
         return blockpage.BlockInfo(host, explanation.list or "", explanation.list_title or explanation.list or "",
                                    group["title"] or group["name"], explanation.action, reference,
-                                   datetime.now(timezone.utc))
+                                   datetime.now(timezone.utc), group["name"])
+
+    async def submit_review(self, form: ReviewForm) -> str:
+        """For the block-page server: queue a review request for a block this daemon recorded."""
+        if self.events is None:
+            return "unavailable"
+        found, _ = self.events.query(reference=form.reference, limit=1)
+        if not found or (found[0].name, found[0].group) != (form.site, form.group):
+            return "refused"
+        event = found[0]
+
+        def queue() -> int | None:
+            from edufilter.api.reviews import queue_review_request  # the API's modules load with it
+
+            with PolicyStore(self.state_dir / POLICY_DB) as store:
+                return queue_review_request(store, form.site, event.category or "", event.group, form.reference,
+                                            form.reason, datetime.now(timezone.utc))
+
+        return "sent" if await asyncio.to_thread(queue) is not None else "unavailable"
+
+    def client_pseudonym(self, client: str) -> str:
+        assert self.pseudonyms is not None  # made before the web servers start
+        return self.pseudonyms.pseudonym(client, datetime.now(timezone.utc))
 
     async def start_web(self) -> None:
         settings = self.policy_meta["settings"]
-        app = make_blockpage_app(self.explain_block, self.config.blockpage.default_language)
+        app = make_blockpage_app(self.explain_block, self.config.blockpage.default_language,
+                                 submit_review=self.submit_review, pseudonym=self.client_pseudonym)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         self.runners.append(runner)

@@ -301,8 +301,12 @@ class SlowPath:
     def block_page(self, enforcer: Enforcer, index: int, packet: dict, now: float) -> None:
         reference = new_reference()
         info = self.block_info(packet, reference, now)
+        settings = self.view.meta["settings"]
+        # The review form posts to the block-page server, at the address of the client's own family.
+        address = settings["block_page_ipv6"] if packet["payload"][0] >> 4 == 6 else settings["block_page_ipv4"]
         status, headers, body = blockpage.render_block_page(
-            info, accept_language(packet["payload"]), self.config.blockpage.default_language)
+            info, accept_language(packet["payload"]), self.config.blockpage.default_language,
+            blockpage.review_url(address, self.config.blockpage.port))
         for segment in blockpage.block_response_segments(packet["payload"], body, BLOCK_PAGE_MSS, status, headers):
             self.outbox.append(segment)
         self.reset_server(packet)
@@ -320,7 +324,7 @@ class SlowPath:
         title = titles.get(self.config.blockpage.default_language) or titles.get("en") or category
         return blockpage.BlockInfo(packet["name"] or "", category, title, group["title"] or group["name"],
                                    ACTION_NAMES.get(packet["action"], "block"), reference,
-                                   datetime.fromtimestamp(now, timezone.utc))
+                                   datetime.fromtimestamp(now, timezone.utc), group["name"])
 
     # ---- events
 

@@ -60,6 +60,7 @@ class BlockInfo:
     action: str
     reference: str  # a short code the ICT coordinator looks up in the event log
     time: datetime
+    group_name: str = ""  # the group's id, sent back by the review form
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,10 +199,109 @@ _PAGE: Final = (
 
 # No scripts, no external resources: the browser is told so as well.
 _SECURITY_HEADERS: Final = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+
+# --- the review form ("this should not be blocked") and the answers to it --------------------
+
+MAX_REASON_CHARS: Final = 500
+
+
+@dataclass(frozen=True, slots=True)
+class _ReviewTexts:
+    title: str
+    reason: str
+    reason_hint: str
+    button: str
+    sent: str
+    too_many: str
+    refused: str
+    unavailable: str
+
+
+# No name is asked for and the hint says not to give one: the request carries no pupil identity.
+_REVIEW_TEXTS: Final[dict[str, _ReviewTexts]] = {
+    "nl": _ReviewTexts(
+        "Is dit ten onrechte geblokkeerd?", "Waarom heb je deze website nodig? (niet verplicht)",
+        "Schrijf je naam niet op. Je leerkracht of de ICT-coördinator bekijkt je vraag.",
+        "Dit zou niet geblokkeerd mogen zijn",
+        "Je vraag is verstuurd. Je leerkracht of de ICT-coördinator bekijkt ze.",
+        "Je hebt al veel vragen gestuurd. Probeer het later opnieuw.",
+        "Deze vraag kon niet verstuurd worden: ze hoort niet bij een blokkering van dit netwerk.",
+        "Vragen kunnen nu niet verstuurd worden. Vraag het rechtstreeks aan je leerkracht.",
+    ),
+    "fr": _ReviewTexts(
+        "Ce blocage est une erreur ?", "Pourquoi as-tu besoin de ce site ? (facultatif)",
+        "N’écris pas ton nom. Ton enseignant ou le coordinateur TIC examinera ta demande.",
+        "Ce site ne devrait pas être bloqué",
+        "Ta demande est envoyée. Ton enseignant ou le coordinateur TIC l’examinera.",
+        "Tu as déjà envoyé beaucoup de demandes. Réessaie plus tard.",
+        "Cette demande n’a pas pu être envoyée : elle ne correspond à aucun blocage de ce réseau.",
+        "Les demandes ne peuvent pas être envoyées pour le moment. Demande directement à ton enseignant.",
+    ),
+    "en": _ReviewTexts(
+        "Blocked by mistake?", "Why do you need this website? (optional)",
+        "Do not write your name. Your teacher or the ICT coordinator will look at your request.",
+        "This should not be blocked",
+        "Your request was sent. Your teacher or the ICT coordinator will look at it.",
+        "You have sent many requests already. Try again later.",
+        "This request could not be sent: it does not belong to a block on this network.",
+        "Requests cannot be sent right now. Ask your teacher directly.",
+    ),
+    "de": _ReviewTexts(
+        "Zu Unrecht gesperrt?", "Wofür brauchst du diese Website? (freiwillig)",
+        "Schreib deinen Namen nicht dazu. Deine Lehrkraft oder die IT-Koordination prüft deine Anfrage.",
+        "Das sollte nicht gesperrt sein",
+        "Deine Anfrage wurde gesendet. Deine Lehrkraft oder die IT-Koordination prüft sie.",
+        "Du hast schon viele Anfragen gesendet. Versuch es später noch einmal.",
+        "Diese Anfrage konnte nicht gesendet werden: Sie gehört zu keiner Sperre in diesem Netz.",
+        "Anfragen können gerade nicht gesendet werden. Frag direkt deine Lehrkraft.",
+    ),
+}
+REVIEW_FIELDS: Final = ("site", "category", "group", "reference", "reason")
+_FORM_STYLE: Final = (
+    "form{margin-top:1.5rem;border-top:1px solid #dde3ea;padding-top:1rem}label{display:block;"
+    "font-weight:600}textarea{width:100%;box-sizing:border-box;font:inherit;margin:.3rem 0}"
+    ".hint{color:#5b6775;font-size:.9rem;margin:0 0 .6rem}button{font:inherit;padding:.5rem 1rem;"
+    "border:0;border-radius:6px;background:#1f5fa8;color:#fff;cursor:pointer}"
+    "button:focus,textarea:focus{outline:3px solid #d9822b;outline-offset:2px}"
+)
+
+
+def _review_form(info: BlockInfo, texts: _ReviewTexts, action: str) -> str:
+    hidden = (("site", info.name, _MAX_NAME_CHARS), ("category", info.category_id, _MAX_FIELD_CHARS),
+              ("group", info.group_name, _MAX_FIELD_CHARS), ("reference", info.reference, _MAX_FIELD_CHARS))
+    return (
+        f'<form method="post" action="{html.escape(action, quote=True)}"><h2>{html.escape(texts.title)}</h2>'
+        + "".join(f'<input type="hidden" name="{name}" value="{_escaped(value, limit)}">'
+                  for name, value, limit in hidden)
+        + f'<label for="reason">{html.escape(texts.reason)}</label>'
+        f'<textarea id="reason" name="reason" rows="3" maxlength="{MAX_REASON_CHARS}" '
+        f'aria-describedby="reason-hint"></textarea><p id="reason-hint" class="hint">'
+        f"{html.escape(texts.reason_hint)}</p><button type=\"submit\">{html.escape(texts.button)}</button></form>"
+    )
+
+
+def review_url(address: str, port: int) -> str:
+    """The block-page server's review URL at an address: what an injected page's form posts to."""
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}{'' if port == 80 else f':{port}'}/review"
+
+
+def render_review_answer(
+    outcome: str, accept_language: str | None, default_language: str = FALLBACK_LANGUAGE
+) -> tuple[int, dict[str, str], bytes]:
+    """The page answering the review form; outcome is sent, too_many, refused or unavailable."""
+    statuses = {"sent": HTTPStatus.ACCEPTED, "too_many": HTTPStatus.TOO_MANY_REQUESTS,
+                "refused": HTTPStatus.BAD_REQUEST, "unavailable": HTTPStatus.SERVICE_UNAVAILABLE}
+    language = choose_language(accept_language, default_language)
+    texts, review = _TEXTS[language], _REVIEW_TEXTS[language]
+    message = getattr(review, outcome)
+    content = f"<h1>{html.escape(review.title)}</h1><p role=\"status\">{html.escape(message)}</p>"
+    return statuses[outcome], _headers(language), _page(language, texts.neutral_title, content)
 
 
 def choose_language(
@@ -252,9 +352,14 @@ def _escaped(text: str, limit: int = _MAX_FIELD_CHARS) -> str:
 
 
 def render_block_page(
-    info: BlockInfo, accept_language: str | None, default_language: str = FALLBACK_LANGUAGE
+    info: BlockInfo, accept_language: str | None, default_language: str = FALLBACK_LANGUAGE,
+    review_action: str | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers and HTML body of the block page for info."""
+    """Status, headers and HTML body of the block page for info.
+
+    With review_action (the URL of the block-page server's /review), the page carries the
+    "this should not be blocked" form posting there, and the CSP allows that one target only.
+    """
     language = choose_language(accept_language, default_language)
     texts = _TEXTS[language]
     site = f"<strong><bdi>{_escaped(info.name, _MAX_NAME_CHARS)}</bdi></strong>"
@@ -276,7 +381,13 @@ def render_block_page(
         + f"<h2>{html.escape(texts.next_steps_title)}</h2>"
         f"<p>{html.escape(texts.next_steps).format(reference=reference)}</p>"
     )
-    return BLOCKED_STATUS, _headers(language), _page(language, texts.title, content)
+    if review_action is None:
+        return BLOCKED_STATUS, _headers(language), _page(language, texts.title, content)
+    content += _review_form(info, _REVIEW_TEXTS[language], review_action)
+    headers = _headers(language)
+    target = "'self'" if review_action.startswith("/") else review_action
+    headers["Content-Security-Policy"] += f"; form-action {target}"
+    return BLOCKED_STATUS, headers, _page(language, texts.title, content, _STYLE + _FORM_STYLE)
 
 
 def render_neutral_page(
@@ -291,8 +402,8 @@ def render_neutral_page(
     return NEUTRAL_STATUS, _headers(language), _page(language, texts.neutral_title, content)
 
 
-def _page(language: str, title: str, content: str) -> bytes:
-    page = _PAGE.format(lang=language, title=html.escape(title), style=_STYLE, content=content)
+def _page(language: str, title: str, content: str, style: str = _STYLE) -> bytes:
+    page = _PAGE.format(lang=language, title=html.escape(title), style=style, content=content)
     # aiohttp decodes undecodable header bytes to lone surrogates: they become "?" here.
     return page.encode("utf-8", "replace")
 

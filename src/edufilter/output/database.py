@@ -53,6 +53,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (minute, group_name, category, verdict)
         ) WITHOUT ROWID""",
     ),
+    # The same counts per hour, kept beside the minutes so that windows of hourly or longer
+    # buckets (7d, 30d...) read 60 times fewer rows; filled from the minutes already stored.
+    (
+        """CREATE TABLE stats_hours (
+            hour INTEGER NOT NULL,
+            group_name TEXT NOT NULL,
+            category TEXT NOT NULL,
+            verdict TEXT NOT NULL,
+            flows INTEGER NOT NULL,
+            packets INTEGER NOT NULL,
+            PRIMARY KEY (hour, group_name, category, verdict)
+        ) WITHOUT ROWID""",
+        """INSERT INTO stats_hours (hour, group_name, category, verdict, flows, packets)
+            SELECT minute / 60, group_name, category, verdict, sum(flows), sum(packets) FROM stats_minutes
+            GROUP BY minute / 60, group_name, category, verdict""",
+    ),
 )
 
 # SQLite result codes that mean the file itself is damaged, not that the call was wrong.

@@ -6,6 +6,7 @@ share the events database and its retention.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -62,14 +63,23 @@ class StatsStore:
         rows = [row for row in map(_row, deltas) if row[4] or row[5]]
         if not rows:
             return
-        self.database.write(
-            lambda db: db.executemany(
-                "INSERT INTO stats_minutes (minute, group_name, category, verdict, flows, packets)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
-                " flows = flows + excluded.flows, packets = packets + excluded.packets",
-                rows,
-            )
-        )
+        hours: dict[tuple[int, str, str, str], list[int]] = {}
+        for minute, group, category, verdict, flows, packets in rows:
+            totals = hours.setdefault((minute // 60, group, category, verdict), [0, 0])
+            totals[0] += flows
+            totals[1] += packets
+
+        def write(db: sqlite3.Connection) -> None:
+            for table, unit, values in (("stats_minutes", "minute", rows),
+                                        ("stats_hours", "hour", [(*key, *totals) for key, totals in hours.items()])):
+                db.executemany(
+                    f"INSERT INTO {table} ({unit}, group_name, category, verdict, flows, packets)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET"
+                    " flows = flows + excluded.flows, packets = packets + excluded.packets",
+                    values,
+                )
+
+        self.database.write(write)
 
     def query(
         self,
@@ -89,8 +99,11 @@ class StatsStore:
         span, bucket = WINDOWS[window]
         bucket_minutes = bucket // _MINUTE
         current = _minute_number(now or datetime.now(timezone.utc)) // bucket_minutes * bucket_minutes
-        conditions = ["minute >= ?", "minute < ?"]
-        values: list[object] = [current + bucket_minutes - span // _MINUTE, current + bucket_minutes]
+        window_start, window_end = current + bucket_minutes - span // _MINUTE, current + bucket_minutes
+        # Buckets of whole hours start on whole hours: the hourly roll-up holds the same totals.
+        table, unit, size = ("stats_hours", "hour", 60) if bucket_minutes % 60 == 0 else ("stats_minutes", "minute", 1)
+        conditions = [f"{unit} >= ?", f"{unit} < ?"]
+        values: list[object] = [window_start // size, window_end // size]
         for column, value in (("group_name", group), ("category", category), ("verdict", verdict)):
             if value is not None:
                 conditions.append(f"{column} = ?")
@@ -98,9 +111,9 @@ class StatsStore:
         column = DIMENSIONS[by]
         with self.database.reading() as db:
             rows = db.execute(
-                f"SELECT minute / ? * ? AS bucket, {column}, sum(flows), sum(packets) FROM stats_minutes"
+                f"SELECT {unit} / ? * ? AS bucket, {column}, sum(flows), sum(packets) FROM {table}"
                 f" WHERE {' AND '.join(conditions)} GROUP BY bucket, {column} ORDER BY bucket, {column}",
-                (bucket_minutes, bucket_minutes, *values),
+                (bucket_minutes // size, bucket_minutes, *values),
             ).fetchall()
         return [
             StatsRow(_EPOCH + start * _MINUTE, key or None, int(flows), int(packets))
@@ -110,11 +123,21 @@ class StatsStore:
     def purge(self, now: datetime) -> int:
         """Drop the minutes older than the retention; the number of rows dropped."""
         cutoff = _minute_number(now) - timedelta(days=self.retention_days) // _MINUTE
-        return int(
-            self.database.write(
-                lambda db: db.execute("DELETE FROM stats_minutes WHERE minute < ?", (cutoff,)).rowcount
+
+        def delete(db: sqlite3.Connection) -> int:
+            purged = int(db.execute("DELETE FROM stats_minutes WHERE minute < ?", (cutoff,)).rowcount)
+            # The hour the cutoff falls in is summed again from its minutes that remain.
+            boundary = cutoff // 60
+            db.execute("DELETE FROM stats_hours WHERE hour <= ?", (boundary,))
+            db.execute(
+                "INSERT INTO stats_hours (hour, group_name, category, verdict, flows, packets)"
+                " SELECT minute / 60, group_name, category, verdict, sum(flows), sum(packets) FROM stats_minutes"
+                " WHERE minute >= ? AND minute < ? GROUP BY minute / 60, group_name, category, verdict",
+                (boundary * 60, boundary * 60 + 60),
             )
-        )
+            return purged
+
+        return int(self.database.write(delete))
 
 
 def _row(fields: tuple[object, ...]) -> tuple[int, str, str, str, int, int]:

@@ -172,11 +172,30 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE groups ADD COLUMN unnamed TEXT NOT NULL DEFAULT 'auto';
     """,
+    # Review requests from the block page ("this should not be blocked"): no pupil identity.
+    """
+    CREATE TABLE review_requests (
+        id INTEGER PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        name TEXT NOT NULL,
+        category TEXT NOT NULL,
+        group_name TEXT NOT NULL,
+        reference TEXT NOT NULL UNIQUE,
+        reason TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'approved', 'declined')),
+        decision TEXT,
+        decision_target TEXT,
+        decided_at TEXT,
+        decided_by TEXT
+    );
+    CREATE INDEX review_requests_state ON review_requests (state, id);
+    """,
 )
 
 POLICY_DB = "policy.sqlite"  # the policy database's name in the state directory
 BUSY_TIMEOUT_MS = 5000
 SQLITE_FULL = 13  # "database or disk is full"
+MAX_PENDING_REVIEWS = 1000  # block-page requests waiting at once; more are refused, not stored
 
 # Whether a name of some kind exists: kinds are "groups", "categories", "lists", "schedules",
 # and "aliases" (categories that are an alias of another).
@@ -755,6 +774,45 @@ class PolicyStore:
         """Delete the overrides that have expired at `now`; returns how many."""
         with self._change() as db:
             return db.execute("DELETE FROM overrides WHERE expires_at <= ?", (_utc_text(now, "now"),)).rowcount
+
+
+    # Review requests from the block page (not part of the policy: no version bump)
+
+    def add_review_request(
+        self, name: str, category: str, group: str, reference: str, reason: str, now: datetime
+    ) -> int | None:
+        """Queue a request; None when the queue already holds MAX_PENDING_REVIEWS pending ones.
+
+        A second request with the same reference (a pupil pressing twice) returns the first's id.
+        """
+        with self._transaction() as db:
+            known = db.execute("SELECT id FROM review_requests WHERE reference = ?", (reference,)).fetchone()
+            if known:
+                return int(known[0])
+            pending = db.execute("SELECT count(*) FROM review_requests WHERE state = 'pending'").fetchone()[0]
+            if pending >= MAX_PENDING_REVIEWS:
+                return None
+            cursor = db.execute(
+                "INSERT INTO review_requests (created_at, name, category, group_name, reference, reason)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (_utc_text(now, "now"), name, category, group, reference, reason),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def decide_review_request(self, request_id: int, state: str, decision: str | None, target: str | None,
+                              decided_by: str, now: datetime) -> None:
+        """Mark a pending request approved or declined (decision: how it was approved; target:
+        the override's id or the list's name)."""
+        if state not in ("approved", "declined"):
+            raise PolicyError(f"review request state {state!r}: use approved or declined")
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE review_requests SET state = ?, decision = ?, decision_target = ?, decided_at = ?,"
+                " decided_by = ? WHERE id = ? AND state = 'pending'",
+                (state, decision, target, _utc_text(now, "now"), decided_by, request_id),
+            ).rowcount
+            if not changed:
+                raise PolicyError(f"review request {request_id} does not exist or is already decided")
 
 
 # Validation, shared by the store's changes and by check_policy.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import re
 import time
@@ -22,6 +23,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from edufilter import __version__
@@ -123,9 +125,33 @@ def update_lists(
             recompile(state_dir)
         except PolicyError as error:
             report.failed["compile"] = str(error)
+    record_update_run(state_dir, report.failed)
     if report.failed:
         raise UpdateError(report)
     return report
+
+
+LAST_UPDATE_FILE = "last-update.json"  # in the state directory: when `lists update` last ran
+
+
+def record_update_run(state_dir: Path, failed: dict[str, str]) -> None:
+    """Note when `lists update` ran and what failed, for the overview's list freshness."""
+    record = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "failed": sorted(failed)}
+    temporary = state_dir / f".{LAST_UPDATE_FILE}.tmp"
+    try:
+        temporary.write_text(json.dumps(record))
+        temporary.replace(state_dir / LAST_UPDATE_FILE)
+    except OSError as error:
+        failed["last update record"] = f"{state_dir / LAST_UPDATE_FILE}: {error.strerror or error}"
+
+
+def last_update_run(state_dir: Path) -> dict[str, object] | None:
+    """What record_update_run noted last, or None (never ran, or unreadable)."""
+    try:
+        record = json.loads((state_dir / LAST_UPDATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("at"), str) else None
 
 
 def _update_from(

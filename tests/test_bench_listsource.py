@@ -20,6 +20,7 @@ import listgen  # noqa: E402  (bench/ is not a package)
 import summary  # noqa: E402
 from listsource import (  # noqa: E402
     GENERATED,
+    GENERATED_SEED,
     LISTS_URL_VARIABLE,
     SHARED,
     UPDATE_TIMEOUT_SECONDS,
@@ -55,7 +56,7 @@ def test_without_the_variable_or_shared_lists_the_generated_set_is_made_once(tmp
     cache = tmp_path / "cache"
     source = choose_list_source(cache, tmp_path / "no-shared", SCALE, environ={})
     assert source.kind == GENERATED and source.update_failure is None and source.state_dir is None
-    assert "seed 1" in source.detail
+    assert f"seed {GENERATED_SEED}" in source.detail
     written = {folder.name: (folder / "domains").stat().st_mtime_ns for folder in source.ut1_tree.iterdir()}
     assert set(written) == set(listgen.CATEGORY_SIZES)
     again = choose_list_source(cache, tmp_path / "no-shared", SCALE, environ={LISTS_URL_VARIABLE: " "})
@@ -101,7 +102,7 @@ def test_the_results_and_the_gate_say_which_lists_were_used(tmp_path: Path, caps
                                "lists": source.as_report()}))
     built = summary.build([raw])
     assert built["lists"]["kind"] == GENERATED and built["lists"]["ut1_tree"] == str(source.ut1_tree)
-    assert "lists: generated (bench/listgen.py, seed 1" in summary.table(built)
+    assert f"lists: generated (bench/listgen.py, seed {GENERATED_SEED}" in summary.table(built)
     latest = tmp_path / "latest.json"
     latest.write_text(json.dumps(built))
     summary.main(["check", str(latest)])

@@ -3,8 +3,8 @@ bench/listsource.py (updated from upstream, the real ones in ../shared/blocklist
 generated) imported through the ListStore, synthetic names from bench/listgen.py to reach
 5 million distinct names, a policy that blocks every category, and the compiled images.
 
-Generated names are cached under bench/results/raw/cache (ignored by git), keyed by count
-and seed; the imports run again every session.
+Generated names are cached under bench/results/raw/cache (ignored by git; elsewhere with
+EDUFILTER_BENCH_CACHE), keyed by count and seed; the imports run again every session.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from mixes import TINY
 
 BENCH = Path(__file__).resolve().parent
 BLOCKLISTS = BENCH.parent.parent / "shared" / "blocklists"
-CACHE = BENCH / "results" / "raw" / "cache"
+CACHE = Path(os.environ.get("EDUFILTER_BENCH_CACHE") or BENCH / "results" / "raw" / "cache")
 SYNTH_SEED = 1
 # Enough for any real-name overlap: listgen's output for a smaller count is a prefix of this.
 SYNTH_COUNT = 50_000 if TINY else 5_000_000
@@ -122,7 +122,7 @@ def build_policy_scale(state_dir: Path, lists: ListSource, popular: Collection[b
     popular: names real traffic asks for most, which the synthetic names must not list."""
     started = time.monotonic()
     if lists.kind == UPDATED:  # imported and registered by `lists update` already
-        shutil.copytree(lists.state_dir, state_dir)
+        shutil.copytree(lists.state_dir, state_dir, symlinks=True)  # a category is a link to its live version
     store = ListStore.in_state_dir(state_dir)
     categories: list[Category] = []
     if lists.ut1_tree is not None and (not TINY or lists.kind != SHARED):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
+import subprocess
 import sys
 import tarfile
 import time
@@ -42,6 +44,21 @@ def upstream_folder(tmp_path: Path) -> Path:
     digest = hashlib.md5((site / "blacklists.tar.gz").read_bytes(), usedforsecurity=False).hexdigest()
     (site / "MD5SUM.LST").write_text(f"{digest}  blacklists.tar.gz\n")
     return site
+
+
+def run_lookup_benchmark(tmp_path: Path, lists_url: str) -> dict:
+    """One policy benchmark on a tiny input in its own pytest, its cache under tmp_path; its JSON."""
+    raw = tmp_path / "raw.json"
+    environment = {**os.environ, "EDUFILTER_BENCH_TINY": "1", "EDUFILTER_BENCH_CACHE": str(tmp_path / "cache"),
+                   LISTS_URL_VARIABLE: lists_url}
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest", str(BENCH / "test_classify_bench.py"), "-k", "count_listed and realistic",
+         "-q", "-p", "no:cacheprovider", "--benchmark-only", f"--benchmark-json={raw}",
+         f"--basetemp={tmp_path / 'bench'}"],
+        env=environment, capture_output=True, text=True, timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
+    return json.loads(raw.read_text())
 
 
 def closed_loopback_url() -> str:
@@ -110,3 +127,12 @@ def test_the_results_and_the_gate_say_which_lists_were_used(tmp_path: Path, caps
     without = tmp_path / "without.json"
     without.write_text(json.dumps({"machine_info": {}, "benchmarks": []}))
     assert "lists: none" in summary.table(summary.build([without]))
+
+
+def test_the_policy_benchmarks_run_on_updated_lists_and_report_them(tmp_path: Path) -> None:
+    site = upstream_folder(tmp_path)
+    report = run_lookup_benchmark(tmp_path, site.as_uri())
+    assert report["lists"]["kind"] == UPDATED and report["lists"]["detail"] == site.as_uri()
+    figures = report["benchmarks"][0]["extra_info"]["figures"]
+    assert figures["real_names"] == sum(listgen.category_sizes(SCALE).values())
+    assert figures["table_names"] == figures["real_names"] + figures["synthetic_names"] > figures["real_names"]

@@ -16,7 +16,7 @@ from edufilter.daemon.worker import PolicyView
 from edufilter.enforce.dns import special_names
 from edufilter.enforce.marks import MarkLayout
 from listsource import ListSource
-from policyscale import PolicyScale, build_policy_scale, list_source
+from policyscale import PolicyScale, build_policy_scale, list_source, synthetic_names_generator
 from querymix import POPULAR, LookupMix, Rankings, lookup_mixes, realistic_rankings
 
 BENCH = Path(__file__).resolve().parent
@@ -36,7 +36,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
     if LISTS_USED in config.stash:
-        output_json["lists"] = config.stash[LISTS_USED].as_report()
+        output_json["lists"] = {**config.stash[LISTS_USED].as_report(), "synthetic_names": synthetic_names_generator()}
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,8 @@
 1. updated — `edufilter lists update` (policy/update.py) into a cache state folder, only when
    EDUFILTER_BENCH_LISTS_URL names the folder to fetch from (the UT1 site is
    https://dsi.ut-capitole.fr/blacklists/download/): a benchmark never reaches out unasked,
-   and nothing but that URL is ever fetched, with a short timeout so an unreachable one fails
-   fast;
+   and nothing but that URL is ever fetched (its host name looked up), with a short timeout
+   so an unreachable one fails fast;
 2. shared — the real lists in ../shared/blocklists, when that folder is there;
 3. generated — bench/listgen.py's category set, made once and kept in the cache.
 

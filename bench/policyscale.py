@@ -1,7 +1,13 @@
 """The policy at scale, built once per benchmark session: the category lists of
 bench/listsource.py (updated from upstream, the real ones in ../shared/blocklists, or
-generated) imported through the ListStore, synthetic names from bench/listgen.py to reach
-5 million distinct names, a policy that blocks every category, and the compiled images.
+generated) imported through the ListStore, synthetic names to reach 5 million distinct
+names, a policy that blocks every category, and the compiled images.
+
+The synthetic (top-up and unlisted) names come from ../shared/blocklists/synth.py when it is
+there, as they always have, so figures stay comparable with earlier runs; else from
+bench/listgen.py. listgen's names have UT1's lengths, synth.py's are longer: with listgen's
+the categories image is a fifth smaller and the compile-memory ratio (peak / image size) rises
+from 1.33 to 1.59.
 
 Generated names are cached under bench/results/raw/cache (ignored by git; elsewhere with
 EDUFILTER_BENCH_CACHE), keyed by count and seed; the imports run again every session.
@@ -11,6 +17,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -27,9 +35,10 @@ from mixes import TINY
 
 BENCH = Path(__file__).resolve().parent
 BLOCKLISTS = BENCH.parent.parent / "shared" / "blocklists"
+SHARED_SYNTH = BLOCKLISTS / "synth.py"
 CACHE = Path(os.environ.get("EDUFILTER_BENCH_CACHE") or BENCH / "results" / "raw" / "cache")
 SYNTH_SEED = 1
-# Enough for any real-name overlap: listgen's output for a smaller count is a prefix of this.
+# Enough for any real-name overlap: the output for a smaller count is a prefix of this.
 SYNTH_COUNT = 50_000 if TINY else 5_000_000
 TARGET_NAMES = 60_000 if TINY else 5_000_000
 GENERATED_SCALE = 0.01 if TINY else 1.0  # of UT1's category sizes, when the lists are generated
@@ -51,14 +60,23 @@ def list_source() -> ListSource:
     return choose_list_source(CACHE, BLOCKLISTS, GENERATED_SCALE)
 
 
+def synthetic_names_generator() -> str:
+    return str(SHARED_SYNTH) if SHARED_SYNTH.is_file() else "bench/listgen.py"
+
+
 def synthetic_names_file(count: int = SYNTH_COUNT, seed: int = SYNTH_SEED) -> Path:
-    """listgen's output for count names, made once and kept in the cache."""
-    path = CACHE / f"listgen-{count}-seed{seed}.txt"
+    """count synthetic names (synthetic_names_generator's), made once and kept in the cache."""
+    shared = SHARED_SYNTH.is_file()
+    path = CACHE / f"{'synth' if shared else 'listgen'}-{count}-seed{seed}.txt"
     if not path.is_file():
         CACHE.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".partial-{os.getpid()}")
         with open(partial, "w", encoding="ascii") as out:
-            out.writelines(name + "\n" for name in generate_names(count, seed))
+            if shared:
+                subprocess.run([sys.executable, SHARED_SYNTH, str(count), "--seed", str(seed)],
+                               stdout=out, check=True, timeout=900)
+            else:
+                out.writelines(name + "\n" for name in generate_names(count, seed))
         partial.rename(path)
     return path
 
@@ -107,10 +125,10 @@ def suffixes(name: bytes) -> Iterator[bytes]:
 
 
 def usable_synthetic(line: bytes, taken: set[bytes], reserved: set[bytes]) -> bool:
-    """A few generated names need leaving out: any with an empty label (never made, but a
-    ".com" would list a whole top-level domain), those already in the category lists, and
-    those that happen to equal a popular real domain or one of its parents (google.com): no
-    real list holds them."""
+    """A few synthetic names need leaving out: those with an empty label (synth.py joins real
+    labels, and a leading-dot UT1 line gives ".com", which would list a whole top-level
+    domain), those already in the category lists, and those that happen to equal a popular
+    real domain or one of its parents (google.com): no real list holds them."""
     name = line.rstrip(b"\n")
     return bool(name) and not name.startswith(b".") and not name.endswith(b".") and b".." not in name \
         and name not in taken and name not in reserved

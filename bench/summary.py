@@ -132,6 +132,8 @@ def lists_line(lists: dict | None) -> str:
     if lists is None:
         return "lists: none (no policy benchmark ran)"
     line = f"lists: {lists['kind']} ({lists['detail']})"
+    if lists.get("synthetic_names"):
+        line += f", synthetic names from {lists['synthetic_names']}"
     if lists.get("update_failure"):
         line += f"; the asked-for update failed: {lists['update_failure']}"
     return line

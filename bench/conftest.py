@@ -1,5 +1,6 @@
 """Session fixtures of the benchmarks: the policy at scale, built once, and the worker loop over
-it; EDUFILTER_BENCH_TINY=1 shrinks every input (the test suite's smoke run)."""
+it; EDUFILTER_BENCH_TINY=1 shrinks every input (the test suite's smoke run). The JSON report
+says where the category lists came from (bench/listsource.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from edufilter._fastpath import FlowExtractor
 from edufilter.daemon.worker import PolicyView
 from edufilter.enforce.dns import special_names
 from edufilter.enforce.marks import MarkLayout
-from policyscale import PolicyScale, blocklists_missing, build_policy_scale
+from listsource import ListSource
+from policyscale import PolicyScale, build_policy_scale, list_source, synthetic_names_generator
 from querymix import POPULAR, LookupMix, Rankings, lookup_mixes, realistic_rankings
 
 BENCH = Path(__file__).resolve().parent
 LOAD_AT_START = pytest.StashKey[tuple[float, float, float]]()
+LISTS_USED = pytest.StashKey[ListSource]()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -29,6 +32,11 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     """The load average around the run: other work on the machine moves the figures."""
     machine_info["load_average_start"] = [round(load, 2) for load in config.stash.get(LOAD_AT_START, ())]
     machine_info["load_average_end"] = [round(load, 2) for load in os.getloadavg()]
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
+    if LISTS_USED in config.stash:
+        output_json["lists"] = {**config.stash[LISTS_USED].as_report(), "synthetic_names": synthetic_names_generator()}
 
 
 @pytest.fixture(scope="session")
@@ -46,11 +54,11 @@ def worker_loop(policy_scale: PolicyScale) -> Callable[[], Enforcer]:
 
 
 @pytest.fixture(scope="session")
-def policy_scale(tmp_path_factory: pytest.TempPathFactory) -> PolicyScale:
-    reason = blocklists_missing()
-    if reason is not None:
-        pytest.skip(f"policy benchmarks skipped: {reason}")
-    return build_policy_scale(tmp_path_factory.mktemp("policy-scale") / "state", [name.encode() for name in POPULAR])
+def policy_scale(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> PolicyScale:
+    lists = list_source()
+    request.config.stash[LISTS_USED] = lists
+    return build_policy_scale(tmp_path_factory.mktemp("policy-scale") / "state", lists,
+                              [name.encode() for name in POPULAR])
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,22 @@
-"""The policy at scale, built once per benchmark session: every real list in
-../shared/blocklists imported through the ListStore, synthetic names from its synth.py to
-reach 5 million distinct names, a policy that blocks every category, and the compiled images.
+"""The policy at scale, built once per benchmark session: the category lists of
+bench/listsource.py (updated from upstream, the real ones in ../shared/blocklists, or
+generated) imported through the ListStore, synthetic names to reach 5 million distinct
+names, a policy that blocks every category, and the compiled images.
 
-synth.py takes minutes for 5 M names, so its output is cached under bench/results/raw/cache
-(ignored by git), keyed by count and seed; the imports run again every session.
+The synthetic (top-up and unlisted) names come from ../shared/blocklists/synth.py when it is
+there, as they always have, so figures stay comparable with earlier runs; else from
+bench/listgen.py. listgen's names have UT1's lengths, synth.py's are longer: with listgen's
+the categories image is a fifth smaller and the compile-memory ratio (peak / image size) rises
+from 1.33 to 1.59.
+
+Generated names are cached under bench/results/raw/cache (ignored by git; elsewhere with
+EDUFILTER_BENCH_CACHE), keyed by count and seed; the imports run again every session.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,15 +29,19 @@ from edufilter.policy.engine import Engine
 from edufilter.policy.liststore import ListStore, register_categories
 from edufilter.policy.model import Action, Category, ClientMatch, Group, Policy, Rule, Settings, TargetKind
 from edufilter.policy.store import POLICY_DB, PolicyStore
+from listgen import generate_names
+from listsource import SHARED, UPDATED, ListSource, choose_list_source
 from mixes import TINY
 
 BENCH = Path(__file__).resolve().parent
 BLOCKLISTS = BENCH.parent.parent / "shared" / "blocklists"
-CACHE = BENCH / "results" / "raw" / "cache"
+SHARED_SYNTH = BLOCKLISTS / "synth.py"
+CACHE = Path(os.environ.get("EDUFILTER_BENCH_CACHE") or BENCH / "results" / "raw" / "cache")
 SYNTH_SEED = 1
-# Enough for any real-name overlap: synth.py's output for a smaller count is a prefix of this.
+# Enough for any real-name overlap: the output for a smaller count is a prefix of this.
 SYNTH_COUNT = 50_000 if TINY else 5_000_000
 TARGET_NAMES = 60_000 if TINY else 5_000_000
+GENERATED_SCALE = 0.01 if TINY else 1.0  # of UT1's category sizes, when the lists are generated
 # The real lists in other formats (README of ../shared/blocklists), category -> file.
 OTHER_LISTS = {
     "sw-adult": "shadowwhisperer-adult.txt",
@@ -43,22 +55,28 @@ SYNTHETIC_CATEGORY = "synthetic"
 PUPILS_CIDR = "198.18.16.0/20"
 
 
-def blocklists_missing() -> str | None:
-    """Why the real lists cannot be used here, or None."""
-    if not (BLOCKLISTS / "ut1").is_dir() or not (BLOCKLISTS / "synth.py").is_file():
-        return f"the real lists are not at {BLOCKLISTS} (see its README)"
-    return None
+def list_source() -> ListSource:
+    """Where this session's category lists come from (bench/listsource.py)."""
+    return choose_list_source(CACHE, BLOCKLISTS, GENERATED_SCALE)
+
+
+def synthetic_names_generator() -> str:
+    return str(SHARED_SYNTH) if SHARED_SYNTH.is_file() else "bench/listgen.py"
 
 
 def synthetic_names_file(count: int = SYNTH_COUNT, seed: int = SYNTH_SEED) -> Path:
-    """synth.py's output for count names, made once and kept in the cache."""
-    path = CACHE / f"synth-{count}-seed{seed}.txt"
+    """count synthetic names (synthetic_names_generator's), made once and kept in the cache."""
+    shared = SHARED_SYNTH.is_file()
+    path = CACHE / f"{'synth' if shared else 'listgen'}-{count}-seed{seed}.txt"
     if not path.is_file():
         CACHE.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".partial-{os.getpid()}")
-        with open(partial, "wb") as out:
-            subprocess.run([sys.executable, BLOCKLISTS / "synth.py", str(count), "--seed", str(seed)],
-                           stdout=out, check=True, timeout=900)
+        with open(partial, "w", encoding="ascii") as out:
+            if shared:
+                subprocess.run([sys.executable, SHARED_SYNTH, str(count), "--seed", str(seed)],
+                               stdout=out, check=True, timeout=900)
+            else:
+                out.writelines(name + "\n" for name in generate_names(count, seed))
         partial.rename(path)
     return path
 
@@ -76,9 +94,10 @@ class PolicyScale:
     """A state folder holding the imported lists and the compiled images."""
 
     state_dir: Path
-    real_names: int  # distinct names in the real lists
+    real_names: int  # distinct names in the category lists (updated, real or generated)
     synthetic_names: int
     import_seconds: float
+    lists: ListSource
 
     @property
     def categories_image(self) -> Path:
@@ -106,27 +125,30 @@ def suffixes(name: bytes) -> Iterator[bytes]:
 
 
 def usable_synthetic(line: bytes, taken: set[bytes], reserved: set[bytes]) -> bool:
-    """synth.py joins real labels at random, so a few of its names need leaving out: those
-    with an empty label (a leading-dot UT1 line gives ".com", which would list a whole
-    top-level domain), those already in the real lists, and those that happen to equal a
-    popular real domain or one of its parents (google.com): no real list holds them."""
+    """A few synthetic names need leaving out: those with an empty label (synth.py joins real
+    labels, and a leading-dot UT1 line gives ".com", which would list a whole top-level
+    domain), those already in the category lists, and those that happen to equal a popular
+    real domain or one of its parents (google.com): no real list holds them."""
     name = line.rstrip(b"\n")
     return bool(name) and not name.startswith(b".") and not name.endswith(b".") and b".." not in name \
         and name not in taken and name not in reserved
 
 
-def build_policy_scale(state_dir: Path, popular: Collection[bytes] = ()) -> PolicyScale:
-    """Import the real lists, top them up with synthetic names to TARGET_NAMES, compile.
+def build_policy_scale(state_dir: Path, lists: ListSource, popular: Collection[bytes] = ()) -> PolicyScale:
+    """Import the category lists, top them up with synthetic names to TARGET_NAMES, compile.
 
     popular: names real traffic asks for most, which the synthetic names must not list."""
     started = time.monotonic()
+    if lists.kind == UPDATED:  # imported and registered by `lists update` already
+        shutil.copytree(lists.state_dir, state_dir, symlinks=True)  # a category is a link to its live version
     store = ListStore.in_state_dir(state_dir)
     categories: list[Category] = []
-    if not TINY:
-        categories += store.import_ut1(BLOCKLISTS / "ut1").categories
-    for name, file in OTHER_LISTS.items():
-        if not TINY or name in TINY_OTHER_LISTS:
-            categories += store.import_file(BLOCKLISTS / "other" / file, name).categories
+    if lists.ut1_tree is not None and (not TINY or lists.kind != SHARED):
+        categories += store.import_ut1(lists.ut1_tree).categories
+    if (BLOCKLISTS / "other").is_dir():
+        for name, file in OTHER_LISTS.items():
+            if not TINY or name in TINY_OTHER_LISTS:
+                categories += store.import_file(BLOCKLISTS / "other" / file, name).categories
     real = set(stored_names(store))
     wanted = max(0, TARGET_NAMES - len(real))
     reserved = {suffix for name in popular for suffix in suffixes(name)}
@@ -147,7 +169,7 @@ def build_policy_scale(state_dir: Path, popular: Collection[bytes] = ()) -> Poli
         policy_store.replace_all(bench_policy(stored))
     import_seconds = time.monotonic() - started
     compile_categories(state_dir)
-    return PolicyScale(state_dir, len(real), written, import_seconds)
+    return PolicyScale(state_dir, len(real), written, import_seconds, lists)
 
 
 def bench_policy(categories: tuple[Category, ...]) -> Policy:

@@ -25,7 +25,7 @@ ZIPF_EXPONENT = 1.0
 HIT_SHARE = 0.05  # of the realistic mix's queries; the measured hit rate is reported
 UNIVERSE = 2_000 if TINY else 20_000  # distinct names per ranking
 QUERIES = 5_000 if TINY else 1_000_000
-UNLISTED_SEED = 2  # synth.py seed for unlisted names (seed 1 made the listed synthetic names)
+UNLISTED_SEED = 2  # seed for unlisted names (seed 1 made the listed synthetic names)
 UNLISTED_POOL = 20_000 if TINY else 1_000_000
 SUBDOMAIN_LABELS = ("www", "cdn", "m", "static", "api", "img", "login", "mail")
 
@@ -66,7 +66,7 @@ def _zipf_draws(universe: Sequence[bytes], count: int, rng: random.Random) -> li
 
 
 def unlisted_names(listed: set[bytes], count: int) -> list[bytes]:
-    """Synthetic names (another synth.py seed) that no list holds, nor any parent domain of."""
+    """Synthetic names (another seed) that no list holds, nor any parent domain of."""
     path = synthetic_names_file(max(UNLISTED_POOL, count), UNLISTED_SEED)
     found: list[bytes] = []
     with open(path, "rb") as names:

@@ -8,6 +8,8 @@ time and the count it processed, a time, or figures a benchmark measured itself)
 the targets of bench/targets.toml against them, writes bench/results/latest.json, prints a
 table and draws the headroom of each target (bench/results/latest.png, with matplotlib).
 `check` exits 1 when a gated target is missed or was not measured, naming each and by how much.
+Both say where the policy benchmarks' category lists came from: updated from upstream, the
+real lists in ../shared/blocklists, or generated (bench/listsource.py).
 """
 
 from __future__ import annotations
@@ -121,6 +123,22 @@ def machine(raw: dict) -> dict:
     }
 
 
+def lists_used(raws: list[dict]) -> dict | None:
+    """The list source the last run with policy benchmarks reported (conftest.py), or None."""
+    return next((raw["lists"] for raw in reversed(raws) if raw.get("lists")), None)
+
+
+def lists_line(lists: dict | None) -> str:
+    if lists is None:
+        return "lists: none (no policy benchmark ran)"
+    line = f"lists: {lists['kind']} ({lists['detail']})"
+    if lists.get("synthetic_names"):
+        line += f", synthetic names from {lists['synthetic_names']}"
+    if lists.get("update_failure"):
+        line += f"; the asked-for update failed: {lists['update_failure']}"
+    return line
+
+
 def build(raw_paths: list[Path]) -> dict:
     targets = tomllib.loads(TARGETS.read_text())
     figures: dict[str, float] = {}
@@ -140,6 +158,7 @@ def build(raw_paths: list[Path]) -> dict:
     return {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": host,
+        "lists": lists_used(raws),
         "notes": notes,
         "constants": known,
         "figures": dict(sorted(figures.items())),
@@ -173,6 +192,7 @@ def table(summary: dict) -> str:
     host = summary["machine"]
     lines.append(f"\n{host['cpu']}, {host['cores']} cores, kernel {host['kernel']}, Python {host['python']}, "
                  f"commit {host['commit']}; load average {host['load_average_start']} -> {host['load_average_end']}")
+    lines.append(lists_line(summary.get("lists")))
     lines += [f"note: {note}" for note in summary["notes"]]
     return "\n".join(lines)
 
@@ -250,9 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwrote {args.out}" + (f" and {args.chart}" if draw(summary, args.chart) else
                                        " (no chart: install the bench extra for matplotlib)"))
         return 0
-    problems = check(json.loads(args.summary.read_text()))
+    summary = json.loads(args.summary.read_text())
+    problems = check(summary)
     for problem in problems:
         print(problem)
+    print(lists_line(summary.get("lists")))
     print("release check: " + ("FAILED" if problems else "all gated targets met"))
     return 1 if problems else 0
 

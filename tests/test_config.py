@@ -47,6 +47,8 @@ def test_state_dir_option_overrides_the_file(tmp_path: Path) -> None:
         ("[api]\ntls_certificate = \"/x.pem\"\n", "go together"),
         ("[events]\nretention_days = 9999\n", "events.retention_days must be 1 to 366"),
         ("[blockpage]\ndefault_language = \"es\"\n", "blockpage.default_language"),
+        ("[hub]\nservers = [\"tls://198.18.1.2:4222\"]\n", "hub.site is needed when hub.servers is set"),
+        ("[hub]\noutbox_limit = 5\n", "hub.outbox_limit must be 1000 to 10000000"),
         ("queue = 3\n", "[queue] must be a table"),
         ("[queue\n", "not valid TOML"),
     ],

@@ -38,13 +38,9 @@ def cluster(require_lab: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def group_folder(folder: Path, extra_block: str = "") -> Path:
-    """The bundled policy, with one more name on the school's block list when extra_block."""
+    """The bundled policy, with a list of one more name when extra_block."""
     shutil.copytree(default_policy_dir(), folder)
     if extra_block:
-        school = folder / "school.toml"
-        text = school.read_text()
-        school.write_text(text.replace("[lists.school-block]\n", f"[lists.school-block]\n", 1).replace(
-            "[lists.school-block]\n", "[lists.school-block]\n", 1) + "")
         (folder / "extra.toml").write_text(f'[lists.group-extra]\ndomain = ["{extra_block}"]\n')
     return folder
 
@@ -278,3 +274,26 @@ def test_one_server_killed_loses_no_change_and_no_event(
             assert arrived() == sent  # each once, in order
     finally:
         cluster.start(victim)
+
+
+def test_a_restarted_agent_resumes_after_the_last_revision_it_applied(
+    cluster: GroupCluster, tmp_path: Path
+) -> None:
+    state = tmp_path / "ghent2"
+    agent = start_agent(cluster, "ghent", state)
+    try:
+        wait_for(lambda: applied(state).get(GROUP_BUCKET) == revision(cluster, "--group"))
+    finally:
+        agent.terminate()
+        agent.wait(10)
+    first_run = agent_log_revisions(state, GROUP_BUCKET)
+    changed = put(cluster, group_folder(tmp_path / "later", extra_block="later.test"), "--group",
+                  if_match=revision(cluster, "--group"))
+    agent = start_agent(cluster, "ghent", state)
+    try:
+        wait_for(lambda: applied(state).get(GROUP_BUCKET) == changed)
+    finally:
+        agent.terminate()
+        agent.wait(10)
+    assert agent_log_revisions(state, GROUP_BUCKET) == [*first_run, changed]  # nothing applied twice
+    assert "group-extra" in stored_lists(state)

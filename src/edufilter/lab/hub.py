@@ -18,8 +18,10 @@ from edufilter.lab.netns import Host, Lab, LabError
 CLIENT_PORT = 4222
 CLUSTER_PORT = 6222
 ADMIN = ("group-admin", "admin-secret")
-SERVER_SUBNET = 1  # server i is at 198.18.<SERVER_SUBNET + i>.2
-GATEWAY_SUBNET = 20  # gateway i is at 198.18.<GATEWAY_SUBNET + i>.2
+# Clear of the school lab's subnets (lab/school.py), so both can share one Lab.
+SERVER_SUBNET = 61  # server i is at 198.18.<SERVER_SUBNET + i>.2
+GATEWAY_SUBNET = 70  # gateway agent i is at 198.18.<GATEWAY_SUBNET + i>.2
+DAEMON_SUBNET = 90  # a school's gateway running `edufilter run`
 
 
 def nats_server_available() -> str | None:
@@ -119,14 +121,22 @@ class GroupCluster:
                         f'user = "{user}"\npassword_file = "{self.passwords[user]}"\nca_file = "{self.ca}"\n')
         return path
 
+    def connect_gateway(self, gateway: Host) -> None:
+        """Join a gateway built elsewhere (a FilteredSchool's) to the router, routed to the servers."""
+        self.lab.link(self.router, gateway, DAEMON_SUBNET)
+        self.lab.route(gateway, self.router, [f"{server.address.rsplit('.', 1)[0]}.0/24" for server in self.servers])
+        self.lab.wait_until_up()
+
     def link_down(self, site: str, down: bool = True) -> None:
         """Cut (or restore) a gateway's only link: its traffic to every server is lost."""
         end = self.lab.link_between(self.gateways[site], self.router).end(self.router)
         self.router.run(["ip", "link", "set", "dev", end.ifname, "down" if down else "up"])
 
 
-def start_group_cluster(lab: Lab, folder: Path, sites: list[str], server_count: int = 3) -> GroupCluster:
-    """Build the namespaces, the TLS files, the users and start the servers (JetStream clustered)."""
+def start_group_cluster(lab: Lab, folder: Path, sites: list[str], server_count: int = 3,
+                        agent_hosts: bool = True) -> GroupCluster:
+    """Build the namespaces (a host per site for its agent unless not agent_hosts), the TLS
+    files, the users, and start the servers (JetStream clustered)."""
     router = lab.add_host("router")
     lab.enable_forwarding(router)
     hosts = []
@@ -136,7 +146,7 @@ def start_group_cluster(lab: Lab, folder: Path, sites: list[str], server_count: 
         lab.route(host, router)
         hosts.append(host)
     gateways = {}
-    for index, site in enumerate(sites):
+    for index, site in enumerate(sites if agent_hosts else []):
         host = lab.add_host(f"gw{index + 1}")
         lab.link(router, host, GATEWAY_SUBNET + index)
         lab.route(host, router)

@@ -108,3 +108,9 @@ def test_a_central_change_is_live_in_traffic_and_the_block_reaches_the_group(
             break
         assert time.monotonic() < deadline, f"no event at the hub: {names}; {school.log()[-2000:]}"
         time.sleep(0.5)
+    deadline = time.monotonic() + 5  # the status file is written once a second
+    while school.status()["hub"]["events_published"] < 1:
+        assert time.monotonic() < deadline, school.status()["hub"]
+        time.sleep(0.2)
+    hub = school.status()["hub"]
+    assert hub["connected"] and hub["revisions"][GROUP_BUCKET] == 2 and hub["events_waiting"] == 0

@@ -509,6 +509,7 @@ class Supervisor:
             "queues": queues,
             "totals": totals,
             "last_reload": self.last_reload,
+            "hub": self.hub.status() if self.hub is not None else None,
         }
 
     async def keep_status(self) -> None:

@@ -24,6 +24,7 @@ from edufilter.config import HubConfig
 from edufilter.errors import EdufilterError
 from edufilter.hub.model import (
     GROUP_BUCKET,
+    HubError,
     bucket_stream,
     bucket_subject,
     combined_policy,
@@ -131,23 +132,24 @@ class PolicyFollower:
         return taken
 
     async def take(self, bucket: str, revision: int, data: bytes, headers: dict) -> None:
+        """Make this revision the bucket's latest part and apply the combination; one that
+        does not make a policy is counted and the last good policy stays live, while the
+        part is kept, so the next revision of either part combines with it."""
         deleted = headers.get("KV-Operation") in ("DEL", "PURGE")
-        candidate = dict(self.parts)
         try:
-            candidate[bucket] = Part(revision, {} if deleted else decode_part(data))
-            group, site = (candidate[b].files for b in self.buckets)
+            self.parts[bucket] = Part(revision, {} if deleted else decode_part(data))
+            group, site = (self.parts[b].files for b in self.buckets)
             if not group:
-                raise EdufilterError("the group policy is empty")
+                raise HubError("there is no group policy (yet)")
             policy = combined_policy(group, site)
             await asyncio.to_thread(_store, self.state_dir, policy)
             version = await self.applier()
         except EdufilterError as error:
             self.rejected += 1
-            self.parts[bucket] = Part(revision, self.parts[bucket].files)
+            self.parts[bucket].revision = revision
             log.error("hub: %s revision %d not applied (the last good policy stays live): %s", bucket, revision,
                       error)
         else:
-            self.parts = candidate
             self.applied += 1
             log.info("hub: %s revision %d applied as policy version %d", bucket, revision, version)
         self._save()

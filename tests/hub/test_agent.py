@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
+pytest.importorskip("nats", reason="the hub extra (nats-py) is not installed")
+
 from edufilter.api.standalone import compiling_applier
 from edufilter.hub.agent import PolicyFollower
 from edufilter.hub.model import GROUP_BUCKET, encode_part, read_part, site_bucket

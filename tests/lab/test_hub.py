@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("nats", reason="the hub extra (nats-py) is not installed")
+
 from edufilter.hub.agent import APPLIED_FILE, OUTBOX_FILE, hub_dir
 from edufilter.hub.model import GROUP_BUCKET, site_bucket
 from edufilter.hub.outbox import Outbox

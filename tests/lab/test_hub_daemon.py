@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("nats", reason="the hub extra (nats-py) is not installed")
+
 from edufilter.hub.agent import APPLIED_FILE, hub_dir
 from edufilter.hub.model import GROUP_BUCKET
 from edufilter.lab.hub import GroupCluster, nats_server_available, start_group_cluster

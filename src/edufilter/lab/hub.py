@@ -188,3 +188,59 @@ def _wait_for_port(server: NatsServer, timeout: float) -> None:
             raise LabError(f"nats-server on {server.host.name} exited {server.process.returncode}")
         time.sleep(0.2)
     raise LabError(f"nats-server on {server.host.name} not listening after {timeout} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The multi-site lab demo: a three-server cluster, three sites' agents following it."""
+    import argparse
+    import tempfile
+
+    from edufilter.lab.netns import namespaces_available
+    from edufilter.policy.defaults import default_policy_dir
+
+    parser = argparse.ArgumentParser(prog="python -m edufilter.lab.hub", description=main.__doc__)
+    parser.add_argument("--sites", nargs="+", default=["ghent", "bruges", "leuven"])
+    parser.add_argument("--seconds", type=float, default=0, help="stop after this long (default: at Ctrl-C)")
+    args = parser.parse_args(argv)
+    for reason in (namespaces_available(), nats_server_available()):
+        if reason:
+            print(f"cannot run the demo: {reason}", file=sys.stderr)
+            return 2
+    with tempfile.TemporaryDirectory(prefix="edufilter-hub-demo-") as temporary, Lab() as lab:
+        folder = Path(temporary)
+        cluster = start_group_cluster(lab, folder, args.sites)
+        cluster.hub("init", "--sites", *args.sites)
+        cluster.hub("put", "--group", str(default_policy_dir()))
+        agents = []
+        for index, site in enumerate(args.sites):
+            part = folder / f"part-{site}"
+            part.mkdir()
+            (part / "clients.toml").write_text(f'[[clients.primary]]\ncidr = "198.18.{100 + index}.0/24"\n')
+            cluster.hub("put", f"--site={site}", str(part))
+            config = cluster.gateway_config(site, folder / f"state-{site}")
+            log = open(folder / f"agent-{site}.log", "ab")
+            agents.append(cluster.gateways[site].popen([sys.executable, "-m", "edufilter", "hub", "agent", "--config",
+                                                        str(config)], stdout=log, stderr=log))
+        time.sleep(3)
+        admin = " ".join(cluster.admin_args())
+        print(f"servers: {', '.join(cluster.urls)}\nsites: {', '.join(args.sites)} (state folders in {folder})\n"
+              f"as the group admin, from the router namespace:\n"
+              f"  ip netns exec {cluster.router.netns} {sys.executable} -m edufilter hub show --group {admin}\n"
+              f"  ip netns exec {cluster.router.netns} {sys.executable} -m edufilter hub put --group "
+              f"--if-match=REVISION FOLDER {admin}\n"
+              f"  ip netns exec {cluster.router.netns} {sys.executable} -m edufilter hub events {admin}\n"
+              f"each agent's applied revisions: {folder}/state-SITE/hub/applied.json; logs: {folder}/agent-SITE.log")
+        try:
+            deadline = time.monotonic() + args.seconds if args.seconds else None
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        for agent in agents:
+            agent.terminate()
+            agent.wait(10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

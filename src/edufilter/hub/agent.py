@@ -43,6 +43,8 @@ APPLIED_FILE = "applied.json"
 OUTBOX_FILE = "outbox.sqlite"
 POLL_INTERVAL = 5.0  # a missed change notification costs at most this long
 RETRY_DELAY = 1.0
+NOTICE_RETRY = 0.02  # a notice with nothing new behind it: read again after 20, 40, ... 1280 ms
+NOTICE_RETRY_MAX = 1.5
 PING_INTERVAL = 5  # seconds; two unanswered pings (a cut link) and the client reconnects elsewhere
 PUBLISH_BATCH = 256
 
@@ -162,18 +164,27 @@ class PolicyFollower:
 
         for bucket in self.buckets:
             await client.subscribe(bucket_subject(bucket), cb=notified)
+        notified_at_wake = False
+        delay = NOTICE_RETRY
         while not stopping.is_set():
             self.changed.clear()
             try:
-                await self.catch_up(client)
+                taken = await self.catch_up(client)
             except (NatsError, asyncio.TimeoutError, EdufilterError) as error:
                 log.warning("hub: cannot read the policy now (%s); filtering goes on with the last one", error)
                 await _sleep_unless(stopping, RETRY_DELAY)
                 continue
+            # The notice can come before the stream's leader has the revision stored: read again soon.
+            if notified_at_wake and not taken and delay <= NOTICE_RETRY_MAX:
+                await _sleep_unless(stopping, delay)
+                delay *= 2
+                continue
+            delay = NOTICE_RETRY
             try:
                 await asyncio.wait_for(self.changed.wait(), POLL_INTERVAL)
+                notified_at_wake = True
             except asyncio.TimeoutError:
-                pass
+                notified_at_wake = False
 
 
 def _store(state_dir: Path, policy: Policy) -> None:

@@ -29,7 +29,6 @@ from edufilter.hub.model import (
     bucket_stream,
     bucket_subject,
     encode_part,
-    events_subject,
     read_part,
 )
 from edufilter.hub.outbox import Outbox

@@ -8,9 +8,18 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from edufilter.commands.types import Subparsers
+
+if TYPE_CHECKING:
+    import nats
+
+    from edufilter.config import HubConfig
+
+T = TypeVar("T")
 
 
 def register(commands: Subparsers) -> None:
@@ -55,10 +64,10 @@ def register(commands: Subparsers) -> None:
     agent.set_defaults(handler=run_agent)
 
 
-def _connection(args: argparse.Namespace, site: str = ""):  # -> HubConfig
+def _connection(args: argparse.Namespace) -> HubConfig:
     from edufilter.config import HubConfig
 
-    return HubConfig(servers=tuple(args.server), site=site, user=args.user, password_file=args.password_file,
+    return HubConfig(servers=tuple(args.server), user=args.user, password_file=args.password_file,
                      ca_file=args.ca)
 
 
@@ -68,7 +77,7 @@ def _bucket(args: argparse.Namespace) -> str:
     return GROUP_BUCKET if args.group else site_bucket(args.site)
 
 
-async def _with_client(args: argparse.Namespace, work) -> int:
+async def _with_client(args: argparse.Namespace, work: Callable[[nats.NATS], Awaitable[int]]) -> int:
     from nats.errors import Error as NatsError
 
     from edufilter.hub.agent import connect
@@ -86,10 +95,25 @@ async def _with_client(args: argparse.Namespace, work) -> int:
         await client.close()
 
 
+READ_ATTEMPTS = 5  # a stream's leader election after a server is lost takes a few seconds
+
+
+async def _read(request: Callable[[], Awaitable[T]]) -> T:
+    """A read from a stream, tried again while its servers elect a new leader."""
+    from nats.errors import TimeoutError as NatsTimeout
+
+    for _ in range(READ_ATTEMPTS - 1):
+        try:
+            return await request()
+        except NatsTimeout:
+            await asyncio.sleep(1)
+    return await request()
+
+
 def run_init(args: argparse.Namespace) -> int:
     from edufilter.hub.topology import ensure_group
 
-    async def work(client) -> int:
+    async def work(client: nats.NATS) -> int:
         await ensure_group(client, args.sites, args.replicas, args.retention_days)
         print(f"group bucket, {len(args.sites)} site buckets and the events stream ready")
         return 0
@@ -97,14 +121,15 @@ def run_init(args: argparse.Namespace) -> int:
     return asyncio.run(_with_client(args, work))
 
 
-async def latest(client, bucket: str):  # -> (revision, files) or (0, {})
+async def latest(client: nats.NATS, bucket: str) -> tuple[int, dict[str, str]]:
     """The newest revision of a part and its files; (0, {}) when there is none."""
     from nats.js.errors import NotFoundError
 
     from edufilter.hub.model import bucket_stream, bucket_subject, decode_part
 
     try:
-        message = await client.jetstream().get_last_msg(bucket_stream(bucket), bucket_subject(bucket))
+        js = client.jetstream()
+        message = await _read(lambda: js.get_last_msg(bucket_stream(bucket), bucket_subject(bucket)))
     except NotFoundError:
         return 0, {}
     if (message.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
@@ -121,7 +146,7 @@ def run_put(args: argparse.Namespace) -> int:
     files = read_part(args.folder)
     bucket = _bucket(args)
 
-    async def work(client) -> int:
+    async def work(client: nats.NATS) -> int:
         if args.group:
             load_policy_dir(args.folder)
         else:  # a site's part must make a policy with the group's as it stands
@@ -146,7 +171,7 @@ def run_put(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    async def work(client) -> int:
+    async def work(client: nats.NATS) -> int:
         revision, files = await latest(client, _bucket(args))
         print(json.dumps({"revision": revision, "files": sorted(files)}))
         return 0
@@ -161,12 +186,12 @@ def run_events(args: argparse.Namespace) -> int:
 
     subject = events_subject(args.site) if args.site else f"{EVENTS_SUBJECT_PREFIX}*"
 
-    async def work(client) -> int:
+    async def work(client: nats.NATS) -> int:
         js = client.jetstream()
         sequence = 0
         for _ in range(args.limit):
             try:
-                message = await js.get_msg(EVENTS_STREAM, seq=sequence + 1, subject=subject, next=True)
+                message = await _read(lambda: js.get_msg(EVENTS_STREAM, seq=sequence + 1, subject=subject, next=True))
             except NotFoundError:
                 break
             sequence = message.seq
@@ -179,12 +204,13 @@ def run_events(args: argparse.Namespace) -> int:
 
 
 def run_agent(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
     from edufilter.api.standalone import compiling_applier
     from edufilter.config import load_config
     from edufilter.errors import EdufilterError
     from edufilter.hub.agent import GatewayAgent
-
-    import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config = load_config(args.config)
@@ -192,8 +218,6 @@ def run_agent(args: argparse.Namespace) -> int:
         raise EdufilterError(f"{args.config}: no [hub] servers")
 
     async def main() -> int:
-        import signal
-
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import nats
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
+from edufilter.api.context import Applier
 from edufilter.config import HubConfig
 from edufilter.errors import EdufilterError
 from edufilter.hub.model import (
@@ -47,9 +48,6 @@ NOTICE_RETRY = 0.02  # a notice with nothing new behind it: read again after 20,
 NOTICE_RETRY_MAX = 1.5
 PING_INTERVAL = 5  # seconds; two unanswered pings (a cut link) and the client reconnects elsewhere
 PUBLISH_BATCH = 256
-
-# Compiles the stored policy and makes it live; returns the version now live (LiveApplier's).
-Applier = Callable[[], Awaitable[int]]
 
 
 def hub_dir(state_dir: Path) -> Path:

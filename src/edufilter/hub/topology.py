@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import nats
+from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StreamConfig
 from nats.js.errors import BadRequestError
 
@@ -82,8 +83,8 @@ async def ensure_group(client: nats.NATS, sites: Sequence[str], replicas: int, r
     ))
 
 
-async def _ensure_stream(js: object, config: StreamConfig) -> None:
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     try:
-        await js.add_stream(config)  # type: ignore[attr-defined]
+        await js.add_stream(config)
     except BadRequestError:  # it exists with other settings
-        await js.update_stream(config)  # type: ignore[attr-defined]
+        await js.update_stream(config)

@@ -116,3 +116,10 @@ def test_a_central_change_is_live_in_traffic_and_the_block_reaches_the_group(
         time.sleep(0.2)
     hub = school.status()["hub"]
     assert hub["connected"] and hub["revisions"][GROUP_BUCKET] == 2 and hub["events_waiting"] == 0
+
+
+def test_the_daemon_with_its_agent_stops_cleanly(group_school: tuple[GroupCluster, FilteredSchool]) -> None:
+    _, school = group_school
+    assert school.stop_daemon() == 0
+    assert "Traceback" not in school.log()
+    assert school.status()["hub"]["events_waiting"] == 0  # the last status, written at the stop

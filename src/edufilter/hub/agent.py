@@ -207,11 +207,24 @@ class EventPublisher:
         self.site = site
         self.subject = events_subject(site)
         self.published = 0
+        self.lost = 0  # events the outbox could not take (a full disk); stored locally all the same
+        self.waiting_count = outbox.pending()  # kept here: the status is read after the outbox closes
+        self.dropped_count = outbox.dropped()
         self.waiting = asyncio.Event()
 
     def add(self, records: Sequence[dict]) -> None:
-        self.outbox.append([json.dumps(record, sort_keys=True).encode() for record in records])
+        try:
+            self.outbox.append([json.dumps(record, sort_keys=True).encode() for record in records])
+        except EdufilterError as error:
+            self.lost += len(records)
+            log.error("hub: %d block events not queued for the hub (%d so far): %s", len(records), self.lost, error)
+            return
+        self.count()
         self.waiting.set()
+
+    def count(self) -> None:
+        self.waiting_count = self.outbox.pending()
+        self.dropped_count = self.outbox.dropped()
 
     async def drain(self, client: nats.NATS) -> int:
         js = client.jetstream()
@@ -221,6 +234,7 @@ class EventPublisher:
                     for event_id, payload in batch]
             await asyncio.gather(*acks)  # the id makes a resend after a lost ack a duplicate, dropped by the stream
             await asyncio.to_thread(self.outbox.remove_through, batch[-1][0])
+            self.count()
             sent += len(batch)
             self.published += len(batch)
         return sent
@@ -231,7 +245,7 @@ class EventPublisher:
             try:
                 await self.drain(client)
             except (NatsError, asyncio.TimeoutError, EdufilterError) as error:
-                log.warning("hub: events wait in the outbox (%d): %s", self.outbox.pending(), error)
+                log.warning("hub: events wait in the outbox (%d): %s", self.waiting_count, error)
                 await _sleep_unless(stopping, RETRY_DELAY)
                 continue
             try:
@@ -252,8 +266,8 @@ class GatewayAgent:
     def status(self) -> dict:
         return {"site": self.config.site, "connected": self.connected, "revisions": self.follower.revisions(),
                 "applied": self.follower.applied, "rejected": self.follower.rejected,
-                "events_published": self.publisher.published, "events_waiting": self.publisher.outbox.pending(),
-                "events_dropped": self.publisher.outbox.dropped()}
+                "events_published": self.publisher.published, "events_waiting": self.publisher.waiting_count,
+                "events_dropped": self.publisher.dropped_count, "events_lost": self.publisher.lost}
 
     async def run(self, stopping: asyncio.Event) -> None:
         client = None

@@ -49,6 +49,7 @@ def test_state_dir_option_overrides_the_file(tmp_path: Path) -> None:
         ("[blockpage]\ndefault_language = \"es\"\n", "blockpage.default_language"),
         ("[hub]\nservers = [\"tls://198.18.1.2:4222\"]\n", "hub.site is needed when hub.servers is set"),
         ("[hub]\noutbox_limit = 5\n", "hub.outbox_limit must be 1000 to 10000000"),
+        ("[hub]\nsite = \"Ghent/1\"\n", "hub.site name 'Ghent/1': use 1-31 lowercase letters"),
         ("queue = 3\n", "[queue] must be a table"),
         ("[queue\n", "not valid TOML"),
     ],

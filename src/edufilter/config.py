@@ -212,6 +212,13 @@ def _check(config: Config, where: str) -> None:
         problems.append(f"marks.mask: {error}")
     if config.hub.enabled and not config.hub.site:
         problems.append("hub.site is needed when hub.servers is set")
+    if config.hub.site:
+        from edufilter.hub.model import HubError, check_site_name
+
+        try:
+            check_site_name(config.hub.site)
+        except HubError as error:
+            problems.append(f"hub.{error}")
     if not 1000 <= config.hub.outbox_limit <= 10_000_000:
         problems.append("hub.outbox_limit must be 1000 to 10000000")
     if problems:

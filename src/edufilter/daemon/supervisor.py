@@ -619,8 +619,11 @@ class Supervisor:
             if self.config.hub.enabled:  # multi-site: follow the group's policy, publish the events
                 from edufilter.hub.agent import GatewayAgent
 
-                self.hub = GatewayAgent(self.config.hub, self.state_dir, self.apply)
-                tasks.append(loop.create_task(self.hub.run(self.stopping)))
+                try:
+                    self.hub = GatewayAgent(self.config.hub, self.state_dir, self.apply)
+                    tasks.append(loop.create_task(self.hub.run(self.stopping)))
+                except EdufilterError as error:  # filtering goes on with the stored policy
+                    log.error("multi-site mode not started: %s", error)
             tasks += [loop.create_task(self.supervise(worker)) for worker in self.workers]
             await self.stopping.wait()
             log.info("stopping")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from edufilter.errors import EdufilterError
 from edufilter.hub.outbox import Outbox
 
 
@@ -25,3 +28,10 @@ def test_ids_are_never_reused_so_a_resend_is_recognised(tmp_path: Path) -> None:
     reopened.append([b"c"])
     ((new_id, payload),) = reopened.oldest(10)
     assert payload == b"c" and new_id > last_id
+
+
+def test_appending_to_a_closed_outbox_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite", 1000)
+    outbox.close()
+    with pytest.raises(EdufilterError, match="event outbox"):
+        outbox.append([b"late"])

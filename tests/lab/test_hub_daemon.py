@@ -13,8 +13,9 @@ import pytest
 
 pytest.importorskip("nats", reason="the hub extra (nats-py) is not installed")
 
-from edufilter.hub.agent import APPLIED_FILE, hub_dir
+from edufilter.hub.agent import APPLIED_FILE, OUTBOX_FILE, hub_dir
 from edufilter.hub.model import GROUP_BUCKET
+from edufilter.hub.outbox import Outbox
 from edufilter.lab.hub import GroupCluster, nats_server_available, start_group_cluster
 from edufilter.lab.netns import Lab
 from edufilter.lab.school import UPSTREAM_V4, FilteredSchool, start_filtered_school
@@ -63,7 +64,7 @@ def group_school(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gro
         school = start_filtered_school(lab, work)
         school.add_pupil("pupil", 16)
         cluster = start_group_cluster(lab, work, [SITE], agent_hosts=False)
-        cluster.connect_gateway(school.gateway)
+        cluster.connect_gateway(SITE, school.gateway)
         cluster.hub("init", "--sites", SITE, "--replicas", "3")
         cluster.hub("put", "--group", "--if-match=0", str(write_policy(work / "group-v1", school)))
         config = cluster.gateway_config(SITE, work / "state").read_text().split("[hub]", 1)[1]
@@ -118,8 +119,44 @@ def test_a_central_change_is_live_in_traffic_and_the_block_reaches_the_group(
     assert hub["connected"] and hub["revisions"][GROUP_BUCKET] == 2 and hub["events_waiting"] == 0
 
 
+def revision_applied(school: FilteredSchool) -> int:
+    return json.loads((hub_dir(school.state_dir) / APPLIED_FILE).read_text())[GROUP_BUCKET]["revision"]
+
+
+def test_cut_off_from_the_hub_it_filters_with_its_last_policy_then_takes_the_change(
+    group_school: tuple[GroupCluster, FilteredSchool], tmp_path: Path
+) -> None:
+    cluster, school = group_school
+    current = revision_applied(school)
+    cluster.link_down(SITE)
+    try:
+        changed = cluster.hub("put", "--group", f"--if-match={current}",
+                              str(write_policy(tmp_path / "v3", school, "central.test", "offline.test")))
+        time.sleep(3)
+        assert revision_applied(school) == current
+        assert https_status(school, "www.offline.test").stdout == "200"  # the change has not arrived...
+        blocked = https_status(school, "www.central.test")
+        assert blocked.returncode != 0 and "reset" in blocked.stderr.lower()  # ...and the last policy holds
+    finally:
+        cluster.link_down(SITE, down=False)
+    deadline = time.monotonic() + 60
+    while revision_applied(school) != int(changed.stdout):
+        assert time.monotonic() < deadline, school.log()[-3000:]
+        time.sleep(0.2)
+    school.wait_for_version(school.stored_version())
+    offline = https_status(school, "www.offline.test")
+    assert offline.returncode != 0 and "reset" in offline.stderr.lower()
+
+
 def test_the_daemon_with_its_agent_stops_cleanly(group_school: tuple[GroupCluster, FilteredSchool]) -> None:
     _, school = group_school
+    deadline = time.monotonic() + 20  # the last block (www.offline.test) leaves the outbox
+    while school.status()["hub"]["events_waiting"]:
+        assert time.monotonic() < deadline, school.status()["hub"]
+        time.sleep(0.2)
     assert school.stop_daemon() == 0
     assert "Traceback" not in school.log()
-    assert school.status()["hub"]["events_waiting"] == 0  # the last status, written at the stop
+    # Events the workers report while stopping stay in the outbox for the next start; the last
+    # status counts them.
+    waiting = Outbox(hub_dir(school.state_dir) / OUTBOX_FILE, 1000).pending()
+    assert school.status()["hub"]["events_waiting"] == waiting

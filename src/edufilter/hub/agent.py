@@ -284,8 +284,9 @@ class GatewayAgent:
         try:
             await asyncio.gather(self.follower.follow(client, stopping), self.publisher.run(client, stopping))
         finally:
+            # The outbox stays open: the workers' last events arrive while the daemon stops,
+            # and they go out at the next start.
             await client.close()
-            self.publisher.outbox.close()
 
     async def _down(self) -> None:
         self.connected = False

@@ -3,6 +3,7 @@ counted) when full, so an outage of any length costs a bounded disk and the olde
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
@@ -40,7 +41,7 @@ class Outbox:
                                      "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (excess,))
                 self._db.execute("COMMIT")
             except sqlite3.Error as error:
-                if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # a closed or broken database has nothing to undo
                     self._db.execute("ROLLBACK")
                 raise EdufilterError(f"event outbox: {error}") from error
 

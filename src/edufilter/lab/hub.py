@@ -121,8 +121,9 @@ class GroupCluster:
                         f'user = "{user}"\npassword_file = "{self.passwords[user]}"\nca_file = "{self.ca}"\n')
         return path
 
-    def connect_gateway(self, gateway: Host) -> None:
-        """Join a gateway built elsewhere (a FilteredSchool's) to the router, routed to the servers."""
+    def connect_gateway(self, site: str, gateway: Host) -> None:
+        """Join a site's gateway built elsewhere (a FilteredSchool's) to the router, routed to the servers."""
+        self.gateways[site] = gateway
         self.lab.link(self.router, gateway, DAEMON_SUBNET)
         self.lab.route(gateway, self.router, [f"{server.address.rsplit('.', 1)[0]}.0/24" for server in self.servers])
         self.lab.wait_until_up()

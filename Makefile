@@ -1,24 +1,28 @@
 # Two commands do everything on a fresh Debian machine (as root):
 #   make demo   — install, build, and run the main job: a lab school filtered live by the daemon
 #   make test   — install, build, and run the whole test suite
+#   make demo-hub — a school group: three NATS servers and three sites' gateways in namespaces
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test bench release-check fuzz-asan clean
+.PHONY: setup demo demo-hub test bench release-check fuzz-asan clean
 
 $(STAMP): pyproject.toml setup.py src/edufilter/*.pyx src/edufilter/*.pxd src/edufilter/_hash.h packaging/apt-packages.txt
 	scripts/install-system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip "setuptools>=69" wheel "Cython>=3.0.10,<4"
-	$(BIN)/python -m pip install -q --no-build-isolation -e ".[test,fuzz]"
+	$(BIN)/python -m pip install -q --no-build-isolation -e ".[test,fuzz,hub]"
 	touch $@
 
 setup: $(STAMP)
 
 demo: setup
 	$(BIN)/python -m edufilter.lab.demo
+
+demo-hub: setup
+	$(BIN)/python -m edufilter.lab.hub
 
 test: setup
 	$(BIN)/pytest

@@ -7,11 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from edufilter import __version__
-from edufilter.commands import api, inspect, lists, policy, run, token
+from edufilter.commands import api, hub, inspect, lists, policy, run, token
 from edufilter.errors import EdufilterError
 
 # Each module adds its subcommands; the order here is the order in --help.
-COMMAND_MODULES = (inspect, lists, policy, run, token, api)
+COMMAND_MODULES = (inspect, lists, policy, run, token, api, hub)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -78,6 +78,22 @@ class ListConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HubConfig:
+    """Multi-site mode (edufilter.hub): absent servers mean a single-site gateway."""
+
+    servers: tuple[str, ...] = ()  # the group's NATS servers, e.g. "tls://198.18.1.2:4222"
+    site: str = ""  # this gateway's site name
+    user: str = ""
+    password_file: str = ""
+    ca_file: str = ""  # the CA that signed the servers' certificates (TLS)
+    outbox_limit: int = 200_000  # block events kept on disk while the hub is unreachable
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.servers)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     state_dir: Path = Path("/var/lib/edufilter")
     network: NetworkConfig = field(default_factory=NetworkConfig)
@@ -88,6 +104,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     events: EventConfig = field(default_factory=EventConfig)
     lists: ListConfig = field(default_factory=ListConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
 
     @property
     def worker_count(self) -> int:
@@ -193,6 +210,17 @@ def _check(config: Config, where: str) -> None:
         MarkLayout(config.marks.mask)
     except NetfilterError as error:
         problems.append(f"marks.mask: {error}")
+    if config.hub.enabled and not config.hub.site:
+        problems.append("hub.site is needed when hub.servers is set")
+    if config.hub.site:
+        from edufilter.hub.model import HubError, check_site_name
+
+        try:
+            check_site_name(config.hub.site)
+        except HubError as error:
+            problems.append(f"hub.{error}")
+    if not 1000 <= config.hub.outbox_limit <= 10_000_000:
+        problems.append("hub.outbox_limit must be 1000 to 10000000")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
 

@@ -61,9 +61,15 @@ def install_policy(state_dir: Path, folder: Path) -> tuple[Policy, int]:
     """Store the policy of a folder of TOML files in place of the stored one; imported
     categories (with the titles their lists gave them) are kept."""
     from edufilter.policy.defaults import load_policy_dir
-    from edufilter.policy.store import POLICY_DB, PolicyStore
 
     policy = load_policy_dir(folder)
+    return policy, store_policy(state_dir, policy)
+
+
+def store_policy(state_dir: Path, policy: Policy) -> int:
+    """Store policy in place of the stored one, keeping imported categories; the new version."""
+    from edufilter.policy.store import POLICY_DB, PolicyStore
+
     state_dir.mkdir(parents=True, exist_ok=True)
     with PolicyStore(state_dir / POLICY_DB) as store:
         stored = {category.name: category for category in store.load().categories}
@@ -71,7 +77,7 @@ def install_policy(state_dir: Path, folder: Path) -> tuple[Policy, int]:
         categories = tuple(stored.get(category.name, category) for category in policy.categories)
         categories += tuple(category for name, category in stored.items() if name not in named)
         store.replace_all(replace(policy, categories=categories))
-        return policy, store.version
+        return store.version
 
 
 def run_compile(args: argparse.Namespace) -> int:

@@ -111,6 +111,7 @@ class Supervisor:
         self.lost_events = 0  # block events that could not be stored (a full disk)
         self.storage_logged_at: dict[str, float] = {}
         self.storage_failed_at = -STORAGE_LOG_INTERVAL  # time.monotonic() of the last refused write
+        self.hub = None  # the GatewayAgent in multi-site mode
 
     # ---- start
 
@@ -265,6 +266,8 @@ class Supervisor:
                 if self.events is None:
                     raise EdufilterError("the event database could not be opened at start")
                 self.events.record(events)
+                if self.hub is not None:
+                    self.hub.publisher.add([event.to_dict() for event in events])
             except EdufilterError as error:
                 self.lost_events += len(events)
                 self.storage_failed("events", error)
@@ -508,6 +511,7 @@ class Supervisor:
             "queues": queues,
             "totals": totals,
             "last_reload": self.last_reload,
+            "hub": self.hub.status() if self.hub is not None else None,
         }
 
     async def keep_status(self) -> None:
@@ -637,6 +641,14 @@ class Supervisor:
             loop.add_signal_handler(signal.SIGHUP, self.on_sighup)
             await self.start_web()
             tasks = [loop.create_task(job()) for job in (self.keep_status, self.maintenance)]
+            if self.config.hub.enabled:  # multi-site: follow the group's policy, publish the events
+                from edufilter.hub.agent import GatewayAgent
+
+                try:
+                    self.hub = GatewayAgent(self.config.hub, self.state_dir, self.apply)
+                    tasks.append(loop.create_task(self.hub.run(self.stopping)))
+                except EdufilterError as error:  # filtering goes on with the stored policy
+                    log.error("multi-site mode not started: %s", error)
             tasks += [loop.create_task(self.supervise(worker)) for worker in self.workers]
             await self.stopping.wait()
             log.info("stopping")

@@ -31,7 +31,10 @@ Schema 1 (times ISO 8601 with offset, counts since the daemon started; write_sta
      "totals": {"packets": int, "flows": int, "queue_dropped": int, "user_dropped": int, "evasion": int,
                 "connections_reused": int,
                 "fail_open" | "fail_closed_dropped": int},   # packets that met no worker
-     "last_reload": {"at": time, "duration_ms": float, "result": "ok" | "failed: <reason>"} | null}
+     "last_reload": {"at": time, "duration_ms": float, "result": "ok" | "failed: <reason>"} | null,
+     "hub": {"site": str, "connected": bool, "revisions": {bucket: int}, "applied": int, "rejected": int,
+             "events_published": int, "events_waiting": int, "events_dropped": int,
+             "events_lost": int} | null}  # multi-site mode
 """
 
 from __future__ import annotations

@@ -1,0 +1,228 @@
+"""`edufilter hub`: the group's side of multi-site mode (needs the `hub` extra, nats-py):
+set up the cluster's buckets, put the group policy or a site's part, read events across
+sites; and `hub agent`, a gateway's hub follower without the data path."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from edufilter.commands.types import Subparsers
+
+if TYPE_CHECKING:
+    import nats
+
+    from edufilter.config import HubConfig
+
+T = TypeVar("T")
+
+
+def register(commands: Subparsers) -> None:
+    hub = commands.add_parser(
+        "hub", help="multi-site mode: the group policy and the sites' parts in NATS JetStream",
+        description="Talks to the group's NATS servers as the group admin (or, for `agent`, as a site).",
+    )
+    actions = hub.add_subparsers(dest="hub_command", required=True, metavar="ACTION")
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument("--server", action="append", required=True, help="tls://host:port (repeatable)")
+    connection.add_argument("--user", default="")
+    connection.add_argument("--password-file", default="")
+    connection.add_argument("--ca", default="", help="the CA file that signed the servers' certificates")
+    scope = argparse.ArgumentParser(add_help=False)
+    which = scope.add_mutually_exclusive_group(required=True)
+    which.add_argument("--group", action="store_true", help="the group policy")
+    which.add_argument("--site", help="a site's part")
+
+    init = actions.add_parser("init", parents=[connection], help="create the buckets and the events stream")
+    init.add_argument("--sites", nargs="+", required=True)
+    init.add_argument("--replicas", type=int, default=3)
+    init.add_argument("--retention-days", type=int, default=14)
+    init.set_defaults(handler=run_init)
+
+    put = actions.add_parser("put", parents=[connection, scope], help="store a folder of policy TOML files")
+    put.add_argument("folder", type=Path)
+    put.add_argument("--if-match", type=int, default=0,
+                     help="the revision this edit starts from (omitted: only when there is none yet)")
+    put.set_defaults(handler=run_put)
+
+    show = actions.add_parser("show", parents=[connection, scope], help="the stored part's revision and files")
+    show.set_defaults(handler=run_show)
+
+    events = actions.add_parser("events", parents=[connection], help="block events across sites, JSON lines")
+    events.add_argument("--site", help="only this site's")
+    events.add_argument("--limit", type=int, default=1000)
+    events.set_defaults(handler=run_events)
+
+    agent = actions.add_parser("agent", help="follow the hub for a state folder, without the data path",
+                               description="Runs the [hub] part of `edufilter run` alone: policy and events.")
+    agent.add_argument("--config", type=Path, required=True)
+    agent.set_defaults(handler=run_agent)
+
+
+def _connection(args: argparse.Namespace) -> HubConfig:
+    from edufilter.config import HubConfig
+
+    return HubConfig(servers=tuple(args.server), user=args.user, password_file=args.password_file,
+                     ca_file=args.ca)
+
+
+def _bucket(args: argparse.Namespace) -> str:
+    from edufilter.hub.model import GROUP_BUCKET, site_bucket
+
+    return GROUP_BUCKET if args.group else site_bucket(args.site)
+
+
+async def _with_client(args: argparse.Namespace, work: Callable[[nats.NATS], Awaitable[int]]) -> int:
+    from nats.errors import Error as NatsError
+
+    from edufilter.hub.agent import connect
+    from edufilter.hub.model import HubError
+
+    try:
+        client = await connect(_connection(args), "edufilter-hub", max_reconnect_attempts=3)
+    except (NatsError, OSError, asyncio.TimeoutError) as error:
+        raise HubError(f"no server answers: {error}") from error
+    try:
+        return await work(client)
+    except NatsError as error:
+        raise HubError(str(error) or type(error).__name__) from error
+    finally:
+        await client.close()
+
+
+READ_ATTEMPTS = 5  # a stream's leader election after a server is lost takes a few seconds
+
+
+async def _read(request: Callable[[], Awaitable[T]]) -> T:
+    """A read from a stream, tried again while its servers elect a new leader."""
+    from nats.errors import TimeoutError as NatsTimeout
+
+    for _ in range(READ_ATTEMPTS - 1):
+        try:
+            return await request()
+        except NatsTimeout:
+            await asyncio.sleep(1)
+    return await request()
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from edufilter.hub.topology import ensure_group
+
+    async def work(client: nats.NATS) -> int:
+        await ensure_group(client, args.sites, args.replicas, args.retention_days)
+        print(f"group bucket, {len(args.sites)} site buckets and the events stream ready")
+        return 0
+
+    return asyncio.run(_with_client(args, work))
+
+
+async def latest(client: nats.NATS, bucket: str) -> tuple[int, dict[str, str]]:
+    """The newest revision of a part and its files; (0, {}) when there is none."""
+    from nats.js.errors import NotFoundError
+
+    from edufilter.hub.model import bucket_stream, bucket_subject, decode_part
+
+    try:
+        js = client.jetstream()
+        message = await _read(lambda: js.get_last_msg(bucket_stream(bucket), bucket_subject(bucket)))
+    except NotFoundError:
+        return 0, {}
+    if (message.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
+        return message.seq, {}
+    return message.seq, decode_part(message.data or b"")
+
+
+def run_put(args: argparse.Namespace) -> int:
+    from nats.js.errors import APIError
+
+    from edufilter.hub.model import GROUP_BUCKET, HubError, bucket_subject, combined_policy, encode_part, read_part
+    from edufilter.policy.defaults import load_policy_dir
+
+    files = read_part(args.folder)
+    bucket = _bucket(args)
+
+    async def work(client: nats.NATS) -> int:
+        if args.group:
+            load_policy_dir(args.folder)
+        else:  # a site's part must make a policy with the group's as it stands
+            _, group = await latest(client, GROUP_BUCKET)
+            if not group:
+                raise HubError("no group policy yet: put it first (hub put --group)")
+            combined_policy(group, files)
+        try:
+            ack = await client.jetstream().publish(
+                bucket_subject(bucket), encode_part(files),
+                headers={"Nats-Expected-Last-Subject-Sequence": str(args.if_match)})
+        except APIError as error:
+            if error.err_code != 10071:
+                raise
+            current, _ = await latest(client, bucket)
+            raise HubError(f"conflict: {bucket} is at revision {current}, not {args.if_match}: read it again "
+                           "(hub show) and edit that") from None
+        print(ack.seq)
+        return 0
+
+    return asyncio.run(_with_client(args, work))
+
+
+def run_show(args: argparse.Namespace) -> int:
+    async def work(client: nats.NATS) -> int:
+        revision, files = await latest(client, _bucket(args))
+        print(json.dumps({"revision": revision, "files": sorted(files)}))
+        return 0
+
+    return asyncio.run(_with_client(args, work))
+
+
+def run_events(args: argparse.Namespace) -> int:
+    from nats.js.errors import NotFoundError
+
+    from edufilter.hub.model import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX, events_subject
+
+    subject = events_subject(args.site) if args.site else f"{EVENTS_SUBJECT_PREFIX}*"
+
+    async def work(client: nats.NATS) -> int:
+        js = client.jetstream()
+        sequence = 0
+        for _ in range(args.limit):
+            try:
+                message = await _read(lambda: js.get_msg(EVENTS_STREAM, seq=sequence + 1, subject=subject, next=True))
+            except NotFoundError:
+                break
+            sequence = message.seq
+            record = json.loads(message.data or b"{}")
+            record["site"] = message.subject.removeprefix(EVENTS_SUBJECT_PREFIX)
+            sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
+        return 0
+
+    return asyncio.run(_with_client(args, work))
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from edufilter.api.standalone import compiling_applier
+    from edufilter.config import load_config
+    from edufilter.errors import EdufilterError
+    from edufilter.hub.agent import GatewayAgent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = load_config(args.config)
+    if not config.hub.enabled:
+        raise EdufilterError(f"{args.config}: no [hub] servers")
+
+    async def main() -> int:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        await GatewayAgent(config.hub, config.state_dir, compiling_applier(config.state_dir)).run(stopping)
+        return 0
+
+    return asyncio.run(main())

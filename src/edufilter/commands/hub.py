@@ -96,16 +96,20 @@ async def _with_client(args: argparse.Namespace, work: Callable[[nats.NATS], Awa
 
 
 READ_ATTEMPTS = 5  # a stream's leader election after a server is lost takes a few seconds
+# A cluster just started elects its JetStream meta leader first: until then every JetStream
+# request times out or answers "temporarily unavailable".
+INIT_ATTEMPTS = 20
 
 
-async def _read(request: Callable[[], Awaitable[T]]) -> T:
-    """A read from a stream, tried again while its servers elect a new leader."""
+async def _read(request: Callable[[], Awaitable[T]], attempts: int = READ_ATTEMPTS) -> T:
+    """A JetStream request, tried again (a second apart) while its servers elect a leader."""
     from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.errors import ServiceUnavailableError
 
-    for _ in range(READ_ATTEMPTS - 1):
+    for _ in range(attempts - 1):
         try:
             return await request()
-        except NatsTimeout:
+        except (NatsTimeout, ServiceUnavailableError):
             await asyncio.sleep(1)
     return await request()
 
@@ -114,7 +118,7 @@ def run_init(args: argparse.Namespace) -> int:
     from edufilter.hub.topology import ensure_group
 
     async def work(client: nats.NATS) -> int:
-        await ensure_group(client, args.sites, args.replicas, args.retention_days)
+        await _read(lambda: ensure_group(client, args.sites, args.replicas, args.retention_days), INIT_ATTEMPTS)
         print(f"group bucket, {len(args.sites)} site buckets and the events stream ready")
         return 0
 

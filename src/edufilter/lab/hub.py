@@ -110,7 +110,7 @@ class GroupCluster:
         """`edufilter hub <action> <args>` as the group admin, from the router (or host)."""
         action, *rest = args
         return (host or self.router).run([sys.executable, "-m", "edufilter", "hub", action, *self.admin_args(),
-                                          *rest], timeout=30, check=check)
+                                          *rest], timeout=150, check=check)
 
     def gateway_config(self, site: str, state_dir: Path, user: str | None = None) -> Path:
         """An edufilter.toml for the site's gateway ([hub] with the site's credentials)."""

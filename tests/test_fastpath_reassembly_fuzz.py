@@ -80,6 +80,10 @@ def deliveries(draw: st.DrawFn) -> tuple[bytes, str, list[tuple[int, bytes]], bo
     return hello, name, arrival, differs
 
 
+TLS_MAX_RECORD = 16384 + 2048  # RFC 8446 5.2: a ciphertext's plaintext and its expansion
+GATEWAY_HELLO_BYTES = 16384  # FlowExtractor's default buffer: the longest ClientHello it reads
+
+
 def first_copy_prefix(held: dict[int, int]) -> bytes:
     prefix = bytearray()
     while len(prefix) in held:
@@ -93,6 +97,12 @@ def prefix_decides(prefix: bytes) -> bool:
     flow's decision is then the one for flows without a name."""
     if (prefix[:1] and prefix[0] != 0x16) or (prefix[1:2] and prefix[1] != 3) or (prefix[2:3] and prefix[2] > 4):
         return True
+    if len(prefix) >= 5 and int.from_bytes(prefix[3:5], "big") > TLS_MAX_RECORD:
+        return True  # a record longer than TLS allows: the server answers record_overflow
+    if prefix[5:6] and prefix[5] != 1:
+        return True  # the first handshake message is no ClientHello: the server ends it
+    if len(prefix) >= 9 and 4 + int.from_bytes(prefix[6:9], "big") > GATEWAY_HELLO_BYTES:
+        return True  # longer than the gateway reads: a flow without a name (the group's `unnamed`)
     try:
         client_hello_verdict(prefix)
     except NeedMoreBytes:
@@ -127,7 +137,12 @@ def test_any_segmentation_yields_the_true_name_or_evasion(case) -> None:
     if found is not None and not flagged:
         try:
             served = client_hello_verdict(first_copy_prefix(held))[0]
-        except (NeedMoreBytes, Malformed):
+        except NeedMoreBytes:
+            # A length field (flipped by a differing copy) claims more bytes than came: the
+            # server holds these same first copies and waits. The name they carry is the one
+            # it would read, so the gateway may judge it early; never another name.
+            served = name if found == name else None
+        except Malformed:
             served = None
         assert found == served, "the gateway read another name than the server would"
         if not differs:

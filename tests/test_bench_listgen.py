@@ -83,7 +83,7 @@ def test_the_statistics_tell_different_distributions_apart() -> None:
 def real_and_generated() -> tuple[listgen.Profile, listgen.Profile]:
     if not SHARED_UT1.is_dir():
         pytest.skip(f"fidelity to the real UT1 lists not measured: {SHARED_UT1} is missing "
-                    "(../shared/blocklists beside the project; see docs or notes/readme-gate.md)")
+                    "(../shared/blocklists beside the project; see the README, Performance)")
     real = listgen.read_ut1_names(SHARED_UT1)
     return listgen.profile(real), listgen.profile(listgen.generate_names(len(real), seed=1))
 

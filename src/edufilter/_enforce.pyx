@@ -822,31 +822,31 @@ cdef class Enforcer:
     cdef inline uint32_t decided_bucket(self, uint64_t hash) noexcept nogil:
         return <uint32_t>hash & self.decided_mask & ~(<uint32_t>DECIDED_PROBES - 1)
 
-    cdef DecidedFlow* find_decided(self, const FlowId* flow, uint64_t hash, double now) noexcept nogil:
-        """The remembered decision of a flow (hash: its flow_hash); the tags let most misses
-        read one cache line."""
-        cdef uint32_t first = self.decided_bucket(hash), i
-        cdef uint16_t tag = <uint16_t>(hash >> 48) | 1
-        cdef DecidedFlow* slot
-        for i in range(first, first + DECIDED_PROBES):
-            if self.decided_tags[i] != tag:
-                continue
-            slot = &self.decided[i]
-            if slot.hash == hash and memcmp(&slot.flow, flow, sizeof(FlowId)) == 0:
-                return NULL if now - slot.decided_at > self.decided_lifetime else slot
-        return NULL
-
-    cdef void forget_decided(self, const FlowId* flow, uint64_t hash) noexcept nogil:
-        """Drops the remembered decision of a flow; lookups scan the whole bucket, so an
-        empty tag needs no tombstone."""
+    cdef uint32_t decided_slot(self, const FlowId* flow, uint64_t hash) noexcept nogil:
+        """The slot holding a flow's remembered decision (hash: its flow_hash), expired or
+        not, else NO_SLOT; the tags let most misses read one cache line."""
         cdef uint32_t first = self.decided_bucket(hash), i
         cdef uint16_t tag = <uint16_t>(hash >> 48) | 1
         for i in range(first, first + DECIDED_PROBES):
             if self.decided_tags[i] == tag and self.decided[i].hash == hash and \
                     memcmp(&self.decided[i].flow, flow, sizeof(FlowId)) == 0:
-                self.decided_tags[i] = 0
-                self.counters.decided_forgotten += 1
-                return
+                return i
+        return NO_SLOT
+
+    cdef DecidedFlow* find_decided(self, const FlowId* flow, uint64_t hash, double now) noexcept nogil:
+        """The remembered decision of a flow, unless it has expired."""
+        cdef uint32_t i = self.decided_slot(flow, hash)
+        if i == NO_SLOT or now - self.decided[i].decided_at > self.decided_lifetime:
+            return NULL
+        return &self.decided[i]
+
+    cdef void forget_decided(self, const FlowId* flow, uint64_t hash) noexcept nogil:
+        """Drops the remembered decision of a flow; lookups scan the whole bucket, so an
+        empty tag needs no tombstone."""
+        cdef uint32_t i = self.decided_slot(flow, hash)
+        if i != NO_SLOT:
+            self.decided_tags[i] = 0
+            self.counters.decided_forgotten += 1
 
     cdef int deferred_code(self, const Work* work) noexcept nogil:
         """The code of this flow when a packet before it in the batch decided it, else -1."""

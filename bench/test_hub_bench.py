@@ -81,7 +81,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackCluste
         settings = ServerSettings(
             name=f"bench{index}", listen=f"127.0.0.1:{client_port}", cluster_listen=f"127.0.0.1:{cluster_port}",
             routes=[f"127.0.0.1:{other}" for _, other in ports if other != cluster_port],
-            store_dir=str(folder / f"store{index}"), certificate=str(certificate), key=str(key))
+            store_dir=str(folder / f"store{index}"), certificate=str(certificate), key=str(key), ca=str(ca))
         config = folder / f"bench{index}.conf"
         config.write_text(server_config(settings, ADMIN, {site: users[site] for site in sites}))
         log = open(folder / f"bench{index}.log", "ab")

@@ -15,10 +15,11 @@ import pytest
 
 pytest.importorskip("nats", reason="the hub extra (nats-py) is not installed")
 
-from edufilter.hub.agent import APPLIED_FILE, OUTBOX_FILE, hub_dir
-from edufilter.hub.model import GROUP_BUCKET, site_bucket
+from edufilter.hub.agent import APPLIED_FILE, OUTBOX_FILE, STATS_OUTBOX_FILE, hub_dir
+from edufilter.hub.model import EVENTS_STREAM, GROUP_BUCKET, bucket_stream, site_bucket
 from edufilter.hub.outbox import Outbox
-from edufilter.lab.hub import GroupCluster, nats_server_available, start_group_cluster
+from edufilter.hub.stats import STATS_STREAM
+from edufilter.lab.hub import ADMIN, GroupCluster, nats_server_available, start_group_cluster
 from edufilter.lab.netns import Lab
 from edufilter.policy.defaults import default_policy_dir
 from edufilter.policy.store import POLICY_DB, PolicyStore
@@ -26,6 +27,7 @@ from edufilter.policy.store import POLICY_DB, PolicyStore
 pytestmark = pytest.mark.lab
 
 SITES = ["ghent", "bruges", "leuven"]
+RETENTION_DAYS = 9  # not the default, so the streams' max age shows where it came from
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def cluster(require_lab: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
         pytest.skip(reason)
     with Lab() as lab:
         group = start_group_cluster(lab, tmp_path_factory.mktemp("hub"), SITES)
-        group.hub("init", "--sites", *SITES, "--replicas", "3")
+        group.hub("init", "--sites", *SITES, "--replicas", "3", f"--retention-days={RETENTION_DAYS}")
         yield group
 
 
@@ -106,9 +108,97 @@ def hub_events(cluster: GroupCluster, site: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines()]
 
 
-def event(site: str, number: int) -> dict:
+def hub_stats(cluster: GroupCluster, site: str) -> list[dict]:
+    out = cluster.hub("stats", f"--site={site}", "--limit=100000").stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def event(site: str, number: int, category: str = "games") -> dict:
     return {"time": "2026-12-07T09:00:00.000000+00:00", "group": "primary", "name": f"n{number}.{site}.test",
-            "kind": "tls", "action": "block", "client": f"pseudonym-{number}"}
+            "kind": "sni", "action": "block", "client": f"pseudonym-{number}", "category": category}
+
+
+def minute_record(minute: str, blocks: int) -> bytes:
+    return json.dumps({"minute": minute, "counts": [
+        {"group": "primary", "category": "games", "kind": "sni", "action": "block", "blocks": blocks}]}).encode()
+
+
+def queue_minutes(state: Path, records: list[bytes]) -> None:
+    """Per-minute counts as the agent closes them, waiting in its stats outbox."""
+    Outbox(hub_dir(state) / STATS_OUTBOX_FILE, 10_000).append(records)
+
+
+ADMIN_PROBE = """
+import asyncio, json, sys
+from edufilter.config import HubConfig
+from edufilter.hub.agent import connect
+
+async def main(ca, password_file, user, stream, *servers):
+    client = await connect(HubConfig(servers=servers, user=user, password_file=password_file, ca_file=ca), "probe")
+    info = await client.jetstream().stream_info(stream)
+    await client.close()
+    print(json.dumps({"max_age": info.config.max_age, "leader": info.cluster.leader if info.cluster else None}))
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def stream_info(cluster: GroupCluster, stream: str) -> dict:
+    """The stream's max age (seconds) and the name of the server that leads it, read as the group admin."""
+    done = cluster.router.run([sys.executable, "-c", ADMIN_PROBE, str(cluster.ca), str(cluster.passwords[ADMIN[0]]),
+                               ADMIN[0], stream, *cluster.urls], timeout=30)
+    return json.loads(done.stdout)
+
+
+AGENT_PROBE = """
+import asyncio, json, sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from edufilter.config import load_config
+from edufilter.api.standalone import compiling_applier
+from edufilter.hub.agent import GatewayAgent
+
+async def main(config_path, state_dir):
+    config = load_config(Path(config_path))
+    agent = GatewayAgent(config.hub, Path(state_dir), compiling_applier(Path(state_dir)))
+    past = datetime.now(timezone.utc).replace(second=0, microsecond=0) - timedelta(minutes=2)
+    records = [{"time": (past + timedelta(seconds=number)).isoformat(), "group": "primary", "category": category,
+                "kind": "sni", "action": "block", "name": f"n{number}.test", "destination": None,
+                "client": f"c-{number:012x}", "client_address": None, "reference": "ABCDEFGH", "worker": 0}
+               for number, category in enumerate(["games"] * 3 + ["social"] * 2)]
+    stopping = asyncio.Event()
+    running = asyncio.create_task(agent.run(stopping))
+    await asyncio.sleep(0.5)  # running: the minute is closed by the agent's clock
+    agent.add_events(records)
+    for _ in range(200):
+        await asyncio.sleep(0.1)
+        if agent.status()["stats_published"] and agent.status()["events_published"] == len(records):
+            break
+    stopping.set()
+    await running
+    print(json.dumps({"minute": past.isoformat(), **agent.status()}))
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+def test_the_streams_keep_what_the_configured_retention_says(cluster: GroupCluster) -> None:
+    for stream in (EVENTS_STREAM, STATS_STREAM):
+        assert stream_info(cluster, stream)["max_age"] == RETENTION_DAYS * 86400
+
+
+def test_a_gateways_per_minute_counts_reach_the_group_without_pupils(
+    cluster: GroupCluster, gateways: dict[str, Path], tmp_path: Path
+) -> None:
+    config = cluster.gateway_config("bruges", tmp_path / "counting")
+    done = cluster.gateways["bruges"].run([sys.executable, "-c", AGENT_PROBE, str(config), str(tmp_path / "counting")],
+                                          timeout=60)
+    status = json.loads(done.stdout)
+    assert status["stats_waiting"] == 0 and status["events_waiting"] == 0, status
+    (record,) = [record for record in hub_stats(cluster, "bruges") if record["minute"] == status["minute"]]
+    assert record["site"] == "bruges"
+    assert sorted((row["category"], row["blocks"]) for row in record["counts"]) == [("games", 3), ("social", 2)]
+    assert "c-0000" not in json.dumps(record) and ".test" not in json.dumps(record)
 
 
 @pytest.fixture(scope="module")
@@ -166,11 +256,20 @@ def test_a_site_part_that_redefines_a_group_item_is_refused(cluster: GroupCluste
 
 
 PROBE = """
-import asyncio, json, sys
+import asyncio, json, socket, ssl, sys
 from pathlib import Path
+import nats
 from edufilter.config import load_config
 from edufilter.hub.agent import connect
-from edufilter.hub.model import bucket_stream, bucket_subject, events_subject, site_bucket
+from edufilter.hub.model import bucket_stream, bucket_subject, events_subject, site_bucket, site_inbox
+from edufilter.hub.stats import stats_subject
+
+async def outcome(request):
+    try:
+        await request
+        return "ok"
+    except Exception as error:
+        return type(error).__name__
 
 async def main(config_path, own, other):
     config = load_config(Path(config_path)).hub
@@ -181,19 +280,34 @@ async def main(config_path, own, other):
     js = client.jetstream(timeout=2)
     result = {}
     for name, site in (("own", own), ("other", other)):
-        try:
-            await js.get_last_msg(bucket_stream(site_bucket(site)), bucket_subject(site_bucket(site)))
-            result[f"read_{name}"] = "ok"
-        except Exception as error:
-            result[f"read_{name}"] = type(error).__name__
-        try:
-            await js.publish(events_subject(site), b"{}")
-            result[f"publish_{name}"] = "ok"
-        except Exception as error:
-            result[f"publish_{name}"] = type(error).__name__
+        bucket = site_bucket(site)
+        result[f"kv_get_{name}"] = await outcome(js.get_last_msg(bucket_stream(bucket), bucket_subject(bucket)))
+        result[f"kv_put_{name}"] = await outcome(js.publish(bucket_subject(bucket), b"{}"))
+        result[f"events_{name}"] = await outcome(js.publish(events_subject(site), b"{}"))
+        result[f"stats_{name}"] = await outcome(js.publish(stats_subject(site), b"{}"))
+    await client.subscribe(f"$KV.{site_bucket(other)}.>")
+    await client.subscribe(f"{site_inbox(other)}.>")
     await asyncio.sleep(0.5)
     result["errors"] = errors
     await client.close()
+
+    host, port = config.servers[0].removeprefix("tls://").split(":")
+    async def refused(**options):
+        try:
+            await (await nats.connect(servers=list(config.servers), connect_timeout=2, allow_reconnect=False,
+                                      max_reconnect_attempts=0, **options)).close()
+            return "connected"
+        except Exception as error:
+            return f"{type(error).__name__}: {error}"
+    password = Path(config.password_file).read_text().strip()
+    result["untrusted_ca"] = await refused(user=config.user, password=password, tls=ssl.create_default_context())
+    result["wrong_password"] = await refused(user=config.user, password="guess",
+                                             tls=ssl.create_default_context(cafile=config.ca_file))
+    with socket.create_connection((host, int(port)), 2) as plain:  # no TLS at all
+        result["plain_info"] = plain.recv(4096).decode(errors="replace")
+        plain.sendall(b'CONNECT {"user":"%s","pass":"%s"}\\r\\nPING\\r\\n' % (config.user.encode(),
+                                                                         password.encode()))
+        result["plain_answer"] = plain.recv(4096).decode(errors="replace")  # "": closed
     print(json.dumps(result))
 
 asyncio.run(main(*sys.argv[1:]))
@@ -204,13 +318,22 @@ def test_one_sites_credentials_are_refused_for_another_sites_subjects(
     cluster: GroupCluster, gateways: dict[str, Path], tmp_path: Path
 ) -> None:
     config = cluster.gateway_config("ghent", tmp_path / "probe")
-    done = cluster.gateways["ghent"].run([sys.executable, "-c", PROBE, str(config), "ghent", "bruges"], timeout=30)
+    done = cluster.gateways["ghent"].run([sys.executable, "-c", PROBE, str(config), "ghent", "bruges"], timeout=60)
     result = json.loads(done.stdout)
-    assert result["read_own"] == "ok" and result["publish_own"] == "ok"
-    assert result["read_other"] != "ok" and result["publish_other"] != "ok"
+    assert result["kv_get_own"] == "ok" and result["events_own"] == "ok" and result["stats_own"] == "ok"
+    assert result["kv_put_own"] != "ok"  # a site changes no policy, not even its own part
+    for action in ("kv_get", "kv_put", "events", "stats"):
+        assert result[f"{action}_other"] != "ok", action
     violations = " ".join(result["errors"]).lower()  # nats-py lowercases the server's message
-    assert 'violation for publish to "$js.api.stream.msg.get.kv_edufilter-site-bruges"' in violations
-    assert 'violation for publish to "edufilter.events.bruges"' in violations
+    for refused in ('publish to "$js.api.stream.msg.get.kv_edufilter-site-bruges"',
+                    'publish to "$kv.edufilter-site-ghent.policy"', 'publish to "$kv.edufilter-site-bruges.policy"',
+                    'publish to "edufilter.events.bruges"', 'publish to "edufilter.stats.bruges"',
+                    'subscription to "$kv.edufilter-site-bruges.>"', 'subscription to "_inbox_bruges.>"'):
+        assert f"violation for {refused}" in violations, refused
+    assert "certificate verify failed" in result["untrusted_ca"]  # the client checks the server
+    assert "authorization" in result["wrong_password"].lower()
+    # no clear-text client, not even with a good password: the server closes on it
+    assert '"tls_required":true' in result["plain_info"] and result["plain_answer"] == ""
 
     # a gateway given ghent's credentials but bruges' site name gets nothing of bruges'
     state = tmp_path / "impostor"
@@ -238,11 +361,12 @@ def test_a_cut_off_gateway_keeps_its_policy_then_converges_in_order(
                                  "--group", if_match=revision(cluster, "--group")))
         Outbox(hub_dir(state) / OUTBOX_FILE, 10_000).append(
             [json.dumps(event("leuven", number)).encode() for number in range(300)])
+        queue_minutes(state, [minute_record(f"2026-12-07T10:{minute:02d}:00+00:00", 5) for minute in range(30)])
         wait_for(lambda: applied(gateways["ghent"])[GROUP_BUCKET] == revisions[-1])
         time.sleep(2)
         assert applied(state)[GROUP_BUCKET] < revisions[0]  # cut off: nothing arrived...
         assert stored_lists(state) == before  # ...and it filters with its last policy
-        assert not hub_events(cluster, "leuven")
+        assert not hub_events(cluster, "leuven") and not hub_stats(cluster, "leuven")
     finally:
         cluster.link_down("leuven", down=False)
     wait_for(lambda: applied(state)[GROUP_BUCKET] == revisions[-1], timeout=60)
@@ -251,12 +375,17 @@ def test_a_cut_off_gateway_keeps_its_policy_then_converges_in_order(
     wait_for(lambda: len(hub_events(cluster, "leuven")) == 300, timeout=60)
     names = [record["name"] for record in hub_events(cluster, "leuven")]
     assert names == [f"n{number}.leuven.test" for number in range(300)]  # in order, none twice
+    wait_for(lambda: len(hub_stats(cluster, "leuven")) == 30, timeout=60)
+    assert [record["minute"] for record in hub_stats(cluster, "leuven")] == [
+        f"2026-12-07T10:{minute:02d}:00+00:00" for minute in range(30)]
 
 
 def test_one_server_killed_loses_no_change_and_no_event(
     cluster: GroupCluster, gateways: dict[str, Path], tmp_path: Path
 ) -> None:
-    victim = cluster.servers[0]
+    # The worst one to lose: the leader of the group policy's stream.
+    leader = stream_info(cluster, bucket_stream(GROUP_BUCKET))["leader"]
+    (victim,) = [server for server in cluster.servers if server.host.name == leader]
     cluster.kill(victim)
     try:
         changed = put(cluster, group_folder(tmp_path / "killed", extra_block="killed.test"), "--group",
@@ -264,6 +393,8 @@ def test_one_server_killed_loses_no_change_and_no_event(
         for site, state in gateways.items():
             Outbox(hub_dir(state) / OUTBOX_FILE, 10_000).append(
                 [json.dumps(event(site, 1000 + number)).encode() for number in range(200)])
+            queue_minutes(state, [minute_record(f"2026-12-07T11:{minute:02d}:00+00:00", minute + 1)
+                                  for minute in range(20)])
         for state in gateways.values():
             wait_for(lambda: applied(state)[GROUP_BUCKET] == changed, timeout=60)
         for site in SITES:
@@ -274,6 +405,12 @@ def test_one_server_killed_loses_no_change_and_no_event(
 
             wait_for(lambda: len(arrived()) >= 200, timeout=60)
             assert arrived() == sent  # each once, in order
+
+            def minutes() -> list[str]:
+                return [record["minute"] for record in hub_stats(cluster, site) if "T11:" in record.get("minute", "")]
+
+            wait_for(lambda: len(minutes()) >= 20, timeout=60)
+            assert minutes() == [f"2026-12-07T11:{minute:02d}:00+00:00" for minute in range(20)]
     finally:
         cluster.start(victim)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from edufilter.commands.types import Subparsers
+from edufilter.output.database import DEFAULT_RETENTION_DAYS
 
 if TYPE_CHECKING:
     import nats
@@ -38,10 +39,12 @@ def register(commands: Subparsers) -> None:
     which.add_argument("--group", action="store_true", help="the group policy")
     which.add_argument("--site", help="a site's part")
 
-    init = actions.add_parser("init", parents=[connection], help="create the buckets and the events stream")
+    init = actions.add_parser("init", parents=[connection],
+                              help="create the buckets, the events stream and the per-minute counts' stream")
     init.add_argument("--sites", nargs="+", required=True)
     init.add_argument("--replicas", type=int, default=3)
-    init.add_argument("--retention-days", type=int, default=14)
+    init.add_argument("--retention-days", type=int, default=DEFAULT_RETENTION_DAYS,
+                      help="the streams' max age: the gateways' [events] retention_days (default %(default)s)")
     init.set_defaults(handler=run_init)
 
     put = actions.add_parser("put", parents=[connection, scope], help="store a folder of policy TOML files")
@@ -57,6 +60,12 @@ def register(commands: Subparsers) -> None:
     events.add_argument("--site", help="only this site's")
     events.add_argument("--limit", type=int, default=1000)
     events.set_defaults(handler=run_events)
+
+    stats = actions.add_parser("stats", parents=[connection],
+                               help="per-minute block counts across sites (group, category, kind, action), JSON lines")
+    stats.add_argument("--site", help="only this site's")
+    stats.add_argument("--limit", type=int, default=1000)
+    stats.set_defaults(handler=run_stats)
 
     agent = actions.add_parser("agent", help="follow the hub for a state folder, without the data path",
                                description="Runs the [hub] part of `edufilter run` alone: policy and events.")
@@ -184,23 +193,36 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_events(args: argparse.Namespace) -> int:
+    from edufilter.hub.model import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX
+
+    return _print_stream(args, EVENTS_STREAM, EVENTS_SUBJECT_PREFIX)
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from edufilter.hub.stats import STATS_STREAM, STATS_SUBJECT_PREFIX
+
+    return _print_stream(args, STATS_STREAM, STATS_SUBJECT_PREFIX)
+
+
+def _print_stream(args: argparse.Namespace, stream: str, prefix: str) -> int:
+    """A stream's records (of one site, or all), oldest first, as JSON lines with the site added."""
     from nats.js.errors import NotFoundError
 
-    from edufilter.hub.model import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX, events_subject
+    from edufilter.hub.model import check_site_name
 
-    subject = events_subject(args.site) if args.site else f"{EVENTS_SUBJECT_PREFIX}*"
+    subject = prefix + (check_site_name(args.site) if args.site else "*")
 
     async def work(client: nats.NATS) -> int:
         js = client.jetstream()
         sequence = 0
         for _ in range(args.limit):
             try:
-                message = await _read(lambda: js.get_msg(EVENTS_STREAM, seq=sequence + 1, subject=subject, next=True))
+                message = await _read(lambda: js.get_msg(stream, seq=sequence + 1, subject=subject, next=True))
             except NotFoundError:
                 break
             sequence = message.seq
             record = json.loads(message.data or b"{}")
-            record["site"] = message.subject.removeprefix(EVENTS_SUBJECT_PREFIX)
+            record["site"] = message.subject.removeprefix(prefix)
             sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
         return 0
 

@@ -267,7 +267,7 @@ class Supervisor:
                     raise EdufilterError("the event database could not be opened at start")
                 self.events.record(events)
                 if self.hub is not None:
-                    self.hub.publisher.add([event.to_dict() for event in events])
+                    self.hub.add_events([event.to_dict() for event in events])
             except EdufilterError as error:
                 self.lost_events += len(events)
                 self.storage_failed("events", error)

@@ -1,6 +1,7 @@
 """The gateway agent: follows the group's policy and the site's part in the hub, stores each
 revision in the local policy store and applies it as a local change would, in order,
-resuming from the last revision applied; publishes the site's block events from the outbox.
+resuming from the last revision applied; publishes the site's block events and its
+per-minute block counts, each through an outbox on disk.
 
 The hub being unreachable changes nothing for filtering: the last policy stored stays live,
 events wait in the outbox, and both catch up when a server answers again."""
@@ -14,6 +15,7 @@ import os
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import nats
@@ -35,6 +37,7 @@ from edufilter.hub.model import (
     site_inbox,
 )
 from edufilter.hub.outbox import Outbox
+from edufilter.hub.stats import MinuteCounts, stats_subject
 from edufilter.policy.model import Policy
 
 log = logging.getLogger("edufilter.hub")
@@ -42,12 +45,14 @@ log = logging.getLogger("edufilter.hub")
 HUB_DIR = "hub"
 APPLIED_FILE = "applied.json"
 OUTBOX_FILE = "outbox.sqlite"
+STATS_OUTBOX_FILE = "stats-outbox.sqlite"
 POLL_INTERVAL = 5.0  # a missed change notification costs at most this long
 RETRY_DELAY = 1.0
 NOTICE_RETRY = 0.02  # a notice with nothing new behind it: read again after 20, 40, ... 1280 ms
 NOTICE_RETRY_MAX = 1.5
 PING_INTERVAL = 5  # seconds; two unanswered pings (a cut link) and the client reconnects elsewhere
 PUBLISH_BATCH = 256
+MINUTE_CHECK_INTERVAL = 5.0
 
 
 def hub_dir(state_dir: Path) -> Path:
@@ -198,26 +203,28 @@ async def _sleep_unless(stopping: asyncio.Event, seconds: float) -> None:
         pass
 
 
-class EventPublisher:
-    """Sends the outbox to the site's events subject, oldest first; an event leaves the
-    outbox only once the stream acknowledged it (stored on a quorum of servers)."""
+class OutboxPublisher:
+    """Sends an outbox to one subject, oldest first; a record leaves the outbox only once the
+    stream acknowledged it (stored on a quorum of servers)."""
 
-    def __init__(self, outbox: Outbox, site: str) -> None:
+    def __init__(self, outbox: Outbox, subject: str) -> None:
         self.outbox = outbox
-        self.site = site
-        self.subject = events_subject(site)
+        self.subject = subject
         self.published = 0
-        self.lost = 0  # events the outbox could not take (a full disk); stored locally all the same
+        self.lost = 0  # records the outbox could not take (a full disk); stored locally all the same
         self.waiting_count = outbox.pending()  # kept here: the status is read after the outbox closes
         self.dropped_count = outbox.dropped()
         self.waiting = asyncio.Event()
 
     def add(self, records: Sequence[dict]) -> None:
+        if not records:
+            return
         try:
             self.outbox.append([json.dumps(record, sort_keys=True).encode() for record in records])
         except EdufilterError as error:
             self.lost += len(records)
-            log.error("hub: %d block events not queued for the hub (%d so far): %s", len(records), self.lost, error)
+            log.error("hub: %d records for %s not queued (%d so far): %s", len(records), self.subject, self.lost,
+                      error)
             return
         self.count()
         self.waiting.set()
@@ -230,8 +237,9 @@ class EventPublisher:
         js = client.jetstream()
         sent = 0
         while batch := await asyncio.to_thread(self.outbox.oldest, PUBLISH_BATCH):
-            acks = [js.publish(self.subject, payload, headers={"Nats-Msg-Id": f"{self.site}-{event_id}"})
-                    for event_id, payload in batch]
+            acks = [js.publish(self.subject, payload,
+                               headers={"Nats-Msg-Id": f"{self.outbox.identity}-{record_id}"})
+                    for record_id, payload in batch]
             await asyncio.gather(*acks)  # the id makes a resend after a lost ack a duplicate, dropped by the stream
             await asyncio.to_thread(self.outbox.remove_through, batch[-1][0])
             self.count()
@@ -245,7 +253,7 @@ class EventPublisher:
             try:
                 await self.drain(client)
             except (NatsError, asyncio.TimeoutError, EdufilterError) as error:
-                log.warning("hub: events wait in the outbox (%d): %s", self.waiting_count, error)
+                log.warning("hub: %d records for %s wait in the outbox: %s", self.waiting_count, self.subject, error)
                 await _sleep_unless(stopping, RETRY_DELAY)
                 continue
             try:
@@ -255,21 +263,50 @@ class EventPublisher:
 
 
 class GatewayAgent:
-    """The policy follower and the event publisher of one gateway, on one connection."""
+    """The policy follower, the block events and the per-minute counts of one gateway, on
+    one connection."""
 
     def __init__(self, config: HubConfig, state_dir: Path, applier: Applier) -> None:
         self.config = config
         self.follower = PolicyFollower(state_dir, config.site, applier)
-        self.publisher = EventPublisher(Outbox(hub_dir(state_dir) / OUTBOX_FILE, config.outbox_limit), config.site)
+        folder = hub_dir(state_dir)
+        self.events = OutboxPublisher(Outbox(folder / OUTBOX_FILE, config.outbox_limit), events_subject(config.site))
+        self.stats = OutboxPublisher(Outbox(folder / STATS_OUTBOX_FILE, config.outbox_limit),
+                                     stats_subject(config.site))
+        self.minutes = MinuteCounts()
+        self.counting = False  # while run() goes on, minutes close on time; after, at once
         self.connected = False
+
+    def add_events(self, records: Sequence[dict]) -> None:
+        """Block events (BlockEvent.to_dict()) for the hub: queued, and counted in their minute."""
+        self.events.add(records)
+        self.minutes.add(records)
+        if not self.counting:
+            self.stats.add(self.minutes.close())
 
     def status(self) -> dict:
         return {"site": self.config.site, "connected": self.connected, "revisions": self.follower.revisions(),
                 "applied": self.follower.applied, "rejected": self.follower.rejected,
-                "events_published": self.publisher.published, "events_waiting": self.publisher.waiting_count,
-                "events_dropped": self.publisher.dropped_count, "events_lost": self.publisher.lost}
+                "events_published": self.events.published, "events_waiting": self.events.waiting_count,
+                "events_dropped": self.events.dropped_count, "events_lost": self.events.lost,
+                "stats_published": self.stats.published, "stats_waiting": self.stats.waiting_count}
 
     async def run(self, stopping: asyncio.Event) -> None:
+        self.counting = True
+        counting = asyncio.create_task(self._close_minutes(stopping))
+        try:
+            await self._connected_run(stopping)
+        finally:
+            counting.cancel()
+            self.counting = False
+            self.stats.add(self.minutes.close())  # the open minutes too: they go out at the next start
+
+    async def _close_minutes(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            self.stats.add(self.minutes.close(datetime.now(timezone.utc)))
+            await _sleep_unless(stopping, MINUTE_CHECK_INTERVAL)
+
+    async def _connected_run(self, stopping: asyncio.Event) -> None:
         client = None
         while client is None and not stopping.is_set():
             try:
@@ -282,9 +319,10 @@ class GatewayAgent:
             return
         self.connected = True
         try:
-            await asyncio.gather(self.follower.follow(client, stopping), self.publisher.run(client, stopping))
+            await asyncio.gather(self.follower.follow(client, stopping), self.events.run(client, stopping),
+                                 self.stats.run(client, stopping))
         finally:
-            # The outbox stays open: the workers' last events arrive while the daemon stops,
+            # The outboxes stay open: the workers' last events arrive while the daemon stops,
             # and they go out at the next start.
             await client.close()
 
@@ -295,4 +333,5 @@ class GatewayAgent:
     async def _up(self) -> None:
         self.connected = True
         self.follower.changed.set()
-        self.publisher.waiting.set()
+        self.events.waiting.set()
+        self.stats.waiting.set()

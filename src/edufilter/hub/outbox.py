@@ -4,6 +4,7 @@ counted) when full, so an outage of any length costs a bounded disk and the olde
 from __future__ import annotations
 
 import contextlib
+import secrets
 import sqlite3
 import threading
 from pathlib import Path
@@ -23,6 +24,12 @@ class Outbox:
             self._db.execute("CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
                              "payload BLOB NOT NULL)")
             self._db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+            # Ids restart at 1 in a new outbox (a gateway set up again, a second agent of a site):
+            # this random name keeps their message ids apart from an older outbox's.
+            self._db.execute("CREATE TABLE IF NOT EXISTS identity (name TEXT NOT NULL)")
+            self._db.execute("INSERT INTO identity SELECT ? WHERE NOT EXISTS (SELECT 1 FROM identity)",
+                             (secrets.token_hex(8),))
+            (self.identity,) = self._db.execute("SELECT name FROM identity").fetchone()
         except sqlite3.Error as error:
             raise EdufilterError(f"{path}: cannot open the event outbox: {error}") from error
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,10 +115,13 @@ class GroupCluster:
                                           *rest], timeout=150, check=check)
 
     def gateway_config(self, site: str, state_dir: Path, user: str | None = None) -> Path:
-        """An edufilter.toml for the site's gateway ([hub] with the site's credentials)."""
+        """A new edufilter.toml for the site's gateway ([hub] with the site's credentials); a
+        file of its own, so an agent still starting never reads another's."""
         user = user or site
         servers = ", ".join(f'"{url}"' for url in self.urls)
-        path = self.folder / f"{site}-{user}.toml"
+        handle, name = tempfile.mkstemp(suffix=".toml", prefix=f"{site}-{user}-", dir=self.folder)
+        os.close(handle)
+        path = Path(name)
         path.write_text(f'state_dir = "{state_dir}"\n[hub]\nservers = [{servers}]\nsite = "{site}"\n'
                         f'user = "{user}"\npassword_file = "{self.passwords[user]}"\nca_file = "{self.ca}"\n')
         return path
@@ -166,7 +171,7 @@ def start_group_cluster(lab: Lab, folder: Path, sites: list[str], server_count: 
         settings = ServerSettings(
             name=host.name, listen=f"{address}:{CLIENT_PORT}", cluster_listen=f"{address}:{CLUSTER_PORT}",
             routes=[f"{other}:{CLUSTER_PORT}" for other in addresses if other != address],
-            store_dir=str(folder / f"{host.name}-store"), certificate=str(certificate), key=str(key),
+            store_dir=str(folder / f"{host.name}-store"), certificate=str(certificate), key=str(key), ca=str(ca),
         )
         config = folder / f"{host.name}.conf"
         config.write_text(server_config(settings, ADMIN, {site: users[site] for site in sites}))
@@ -194,7 +199,6 @@ def _wait_for_port(server: NatsServer, timeout: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     """The multi-site lab demo: a three-server cluster, three sites' agents following it."""
     import argparse
-    import tempfile
 
     from edufilter.lab.netns import namespaces_available
     from edufilter.policy.defaults import default_policy_dir

@@ -34,7 +34,7 @@ Schema 1 (times ISO 8601 with offset, counts since the daemon started; write_sta
      "last_reload": {"at": time, "duration_ms": float, "result": "ok" | "failed: <reason>"} | null,
      "hub": {"site": str, "connected": bool, "revisions": {bucket: int}, "applied": int, "rejected": int,
              "events_published": int, "events_waiting": int, "events_dropped": int,
-             "events_lost": int} | null}  # multi-site mode
+             "events_lost": int, "stats_published": int, "stats_waiting": int} | null}  # multi-site mode
 """
 
 from __future__ import annotations

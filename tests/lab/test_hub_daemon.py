@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 pytest.importorskip("nats", reason="the hub extra (nats-py) is not installed")
 
-from edufilter.hub.agent import APPLIED_FILE, OUTBOX_FILE, hub_dir
+from edufilter.hub.agent import APPLIED_FILE, OUTBOX_FILE, STATS_OUTBOX_FILE, hub_dir
 from edufilter.hub.model import GROUP_BUCKET
 from edufilter.hub.outbox import Outbox
 from edufilter.lab.hub import GroupCluster, nats_server_available, start_group_cluster
@@ -160,3 +161,21 @@ def test_the_daemon_with_its_agent_stops_cleanly(group_school: tuple[GroupCluste
     # status counts them.
     waiting = Outbox(hub_dir(school.state_dir) / OUTBOX_FILE, 1000).pending()
     assert school.status()["hub"]["events_waiting"] == waiting
+
+
+def test_every_block_is_counted_in_its_minute_for_the_group(group_school: tuple[GroupCluster, FilteredSchool]) -> None:
+    """Published or, for the minutes still open at the stop, waiting in the stats outbox: the
+    counts add up to the block events, per group and category."""
+    cluster, school = group_school
+    assert school.stop_daemon() == 0
+    folder = hub_dir(school.state_dir)
+    events = [json.loads(line) for line in cluster.hub("events", f"--site={SITE}").stdout.splitlines()]
+    events += [json.loads(payload) for _, payload in Outbox(folder / OUTBOX_FILE, 1000).oldest(1000)]
+    minutes = [json.loads(line) for line in cluster.hub("stats", f"--site={SITE}").stdout.splitlines()]
+    minutes += [json.loads(payload) for _, payload in Outbox(folder / STATS_OUTBOX_FILE, 1000).oldest(1000)]
+    counted: Counter[tuple[str, str]] = Counter()
+    for record in minutes:
+        for row in record["counts"]:
+            counted[row["group"], row["category"]] += row["blocks"]
+    assert counted == Counter((event["group"], event["category"]) for event in events)
+    assert counted["pupils", "blocked"] >= 2  # www.central.test, www.offline.test

@@ -22,13 +22,14 @@ import pytest
 pytest.importorskip("nats", reason="the hub extra (nats-py) is not installed")
 
 from edufilter.config import HubConfig
-from edufilter.hub.agent import EventPublisher, PolicyFollower, connect
+from edufilter.hub.agent import OutboxPublisher, PolicyFollower, connect
 from edufilter.hub.model import (
     EVENTS_STREAM,
     GROUP_BUCKET,
     bucket_stream,
     bucket_subject,
     encode_part,
+    events_subject,
     read_part,
 )
 from edufilter.hub.outbox import Outbox
@@ -186,7 +187,7 @@ def test_events_from_many_sites_accepted_without_loss(benchmark, cluster: Loopba
         for index in range(SITES):
             site = f"site{index}"
             outbox = Outbox(tmp_path / site / "outbox.sqlite", 1_000_000)
-            publisher = EventPublisher(outbox, site)
+            publisher = OutboxPublisher(outbox, events_subject(site))
             publisher.add([{**record, "name": f"n{number}.test"} for number in range(EVENTS_PER_SITE)])
             publishers.append(publisher)
             clients.append(await connect(cluster.config(site, site), site))

@@ -212,6 +212,13 @@ def _check(config: Config, where: str) -> None:
         problems.append(f"marks.mask: {error}")
     if config.hub.enabled and not config.hub.site:
         problems.append("hub.site is needed when hub.servers is set")
+    try:
+        for url in config.hub.servers:
+            check_hub_server(url)
+    except ConfigError as error:
+        problems.append(f"hub.servers: {error}")
+    if bool(config.hub.user) != bool(config.hub.password_file):
+        problems.append("hub.user and hub.password_file go together")
     if config.hub.site:
         from edufilter.hub.model import HubError, check_site_name
 
@@ -223,6 +230,14 @@ def _check(config: Config, where: str) -> None:
         problems.append("hub.outbox_limit must be 1000 to 10000000")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
+
+
+def check_hub_server(url: str) -> str:
+    """The hub is reached over TLS only: a server is tls://host:port."""
+    host, _, port = url.removeprefix("tls://").rpartition(":")
+    if not url.startswith("tls://") or not host or not port.isdigit():
+        raise ConfigError(f"{url!r} is not tls://host:port (the hub is reached over TLS only)")
+    return url
 
 
 def split_listen(text: str) -> tuple[str, int]:

@@ -74,10 +74,10 @@ def register(commands: Subparsers) -> None:
 
 
 def _connection(args: argparse.Namespace) -> HubConfig:
-    from edufilter.config import HubConfig
+    from edufilter.config import HubConfig, check_hub_server
 
-    return HubConfig(servers=tuple(args.server), user=args.user, password_file=args.password_file,
-                     ca_file=args.ca)
+    return HubConfig(servers=tuple(check_hub_server(url) for url in args.server), user=args.user,
+                     password_file=args.password_file, ca_file=args.ca)
 
 
 def _bucket(args: argparse.Namespace) -> str:

@@ -1,5 +1,6 @@
-"""A group's NATS cluster and its gateways in namespaces: three JetStream servers (TLS for
-clients, one user per site) and gateway hosts, all behind one router, for tests and demos."""
+"""A group's NATS cluster and its gateways in namespaces: three JetStream servers (a CA made
+at start, TLS for clients and routes, the group's user and one user per site) and gateway
+hosts, all behind one router, for tests and demos."""
 
 from __future__ import annotations
 
@@ -234,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
               f"  ip netns exec {cluster.router.netns} {sys.executable} -m edufilter hub put --group "
               f"--if-match=REVISION FOLDER {admin}\n"
               f"  ip netns exec {cluster.router.netns} {sys.executable} -m edufilter hub events {admin}\n"
+              f"  ip netns exec {cluster.router.netns} {sys.executable} -m edufilter hub stats {admin}\n"
               f"each agent's applied revisions: {folder}/state-SITE/hub/applied.json; logs: {folder}/agent-SITE.log")
         try:
             deadline = time.monotonic() + args.seconds if args.seconds else None

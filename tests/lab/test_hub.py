@@ -284,7 +284,7 @@ async def main(config_path, own, other):
         result[f"kv_get_{name}"] = await outcome(js.get_last_msg(bucket_stream(bucket), bucket_subject(bucket)))
         result[f"kv_put_{name}"] = await outcome(js.publish(bucket_subject(bucket), b"{}"))
         result[f"events_{name}"] = await outcome(js.publish(events_subject(site), b"{}"))
-        result[f"stats_{name}"] = await outcome(js.publish(stats_subject(site), b"{}"))
+        result[f"stats_{name}"] = await outcome(js.publish(stats_subject(site), b"not json"))
     await client.subscribe(f"$KV.{site_bucket(other)}.>")
     await client.subscribe(f"{site_inbox(other)}.>")
     await asyncio.sleep(0.5)
@@ -334,6 +334,9 @@ def test_one_sites_credentials_are_refused_for_another_sites_subjects(
     assert "authorization" in result["wrong_password"].lower()
     # no clear-text client, not even with a good password: the server closes on it
     assert '"tls_required":true' in result["plain_info"] and result["plain_answer"] == ""
+
+    # what a site's credentials let it publish is checked by the readers: skipped, counted
+    assert "skipped 1 record(s) that are no JSON object" in cluster.hub("stats", "--site=ghent").stderr
 
     # a gateway given ghent's credentials but bruges' site name gets nothing of bruges'
     state = tmp_path / "impostor"

@@ -205,7 +205,8 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def _print_stream(args: argparse.Namespace, stream: str, prefix: str) -> int:
-    """A stream's records (of one site, or all), oldest first, as JSON lines with the site added."""
+    """A stream's records (of one site, or all), oldest first, as JSON lines with the site
+    added; a record that is no JSON object (a site may publish any bytes) is skipped, counted."""
     from nats.js.errors import NotFoundError
 
     from edufilter.hub.model import check_site_name
@@ -215,15 +216,24 @@ def _print_stream(args: argparse.Namespace, stream: str, prefix: str) -> int:
     async def work(client: nats.NATS) -> int:
         js = client.jetstream()
         sequence = 0
+        unreadable = 0
         for _ in range(args.limit):
             try:
                 message = await _read(lambda: js.get_msg(stream, seq=sequence + 1, subject=subject, next=True))
             except NotFoundError:
                 break
             sequence = message.seq
-            record = json.loads(message.data or b"{}")
+            try:
+                record = json.loads(message.data or b"")
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                unreadable += 1
+                continue
             record["site"] = message.subject.removeprefix(prefix)
             sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
+        if unreadable:
+            print(f"skipped {unreadable} record(s) that are no JSON object", file=sys.stderr)
         return 0
 
     return asyncio.run(_with_client(args, work))

@@ -67,6 +67,23 @@ def register(commands: Subparsers) -> None:
     stats.add_argument("--limit", type=int, default=1000)
     stats.set_defaults(handler=run_stats)
 
+    server = actions.add_parser(
+        "server-config", help="write one of the group's nats-server configurations (JSON, mode 0600)",
+        description="TLS for clients and routes, the group admin's user and one restricted user per site: "
+                    "one <user>.password file each in --passwords (the sites are the other files' names).")
+    server.add_argument("--name", required=True, help="this server's name, unique in the cluster")
+    server.add_argument("--listen", required=True, help="host:port for the gateways and the admin (e.g. :4222)")
+    server.add_argument("--cluster-listen", required=True, help="host:port for the other servers (e.g. :6222)")
+    server.add_argument("--route", action="append", default=[], help="another server's host:port (repeatable)")
+    server.add_argument("--store-dir", required=True, help="JetStream's folder")
+    server.add_argument("--cert", required=True, help="this server's certificate (for clients and routes)")
+    server.add_argument("--key", required=True)
+    server.add_argument("--ca", required=True, help="the group's CA: the other servers' certificates are checked")
+    server.add_argument("--admin-user", default="group-admin")
+    server.add_argument("--passwords", type=Path, required=True, help="folder of <user>.password files")
+    server.add_argument("--output", type=Path, required=True)
+    server.set_defaults(handler=run_server_config)
+
     agent = actions.add_parser("agent", help="follow the hub for a state folder, without the data path",
                                description="Runs the [hub] part of `edufilter run` alone: policy and events.")
     agent.add_argument("--config", type=Path, required=True)
@@ -237,6 +254,30 @@ def _print_stream(args: argparse.Namespace, stream: str, prefix: str) -> int:
         return 0
 
     return asyncio.run(_with_client(args, work))
+
+
+def run_server_config(args: argparse.Namespace) -> int:
+    import os
+
+    from edufilter.hub.model import HubError, check_site_name
+    from edufilter.hub.topology import ServerSettings, server_config
+
+    passwords = {path.stem: path.read_text().strip() for path in sorted(args.passwords.glob("*.password"))}
+    if args.admin_user not in passwords:
+        raise HubError(f"{args.passwords}: no {args.admin_user}.password (the group admin's)")
+    admin = (args.admin_user, passwords.pop(args.admin_user))
+    sites = {check_site_name(site): password for site, password in passwords.items()}
+    if not all(admin[1:] + tuple(sites.values())):
+        raise HubError(f"{args.passwords}: an empty password file")
+    settings = ServerSettings(name=args.name, listen=args.listen, cluster_listen=args.cluster_listen,
+                              routes=args.route, store_dir=args.store_dir, certificate=args.cert, key=args.key,
+                              ca=args.ca)
+    descriptor = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the passwords
+    os.fchmod(descriptor, 0o600)
+    with open(descriptor, "w") as output:
+        output.write(server_config(settings, admin, sites))
+    print(f"{args.output}: {args.name}, {len(sites)} sites")
+    return 0
 
 
 def run_agent(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Block events waiting for the hub: a bounded SQLite queue on disk, oldest dropped (and
+"""Block events (or minutes of counts) waiting for the hub: a bounded SQLite queue on disk, oldest dropped (and
 counted) when full, so an outage of any length costs a bounded disk and the oldest events."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Outbox:
                              (secrets.token_hex(8),))
             (self.identity,) = self._db.execute("SELECT name FROM identity").fetchone()
         except sqlite3.Error as error:
-            raise EdufilterError(f"{path}: cannot open the event outbox: {error}") from error
+            raise EdufilterError(f"{path}: cannot open the outbox: {error}") from error
 
     def append(self, payloads: list[bytes]) -> None:
         """Queue payloads; when the outbox is full the oldest go, counted as dropped."""

@@ -1,5 +1,6 @@
-"""Block events (or minutes of counts) waiting for the hub: a bounded SQLite queue on disk, oldest dropped (and
-counted) when full, so an outage of any length costs a bounded disk and the oldest events."""
+"""Block events (or minutes of counts) waiting for the hub: a bounded SQLite queue on disk,
+oldest dropped (and counted) when full, so an outage of any length costs a bounded disk and
+the oldest records."""
 
 from __future__ import annotations
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from edufilter.commands.types import Subparsers
-from edufilter.output.database import DEFAULT_RETENTION_DAYS
 
 if TYPE_CHECKING:
     import nats
@@ -39,6 +38,8 @@ def register(commands: Subparsers) -> None:
     which.add_argument("--group", action="store_true", help="the group policy")
     which.add_argument("--site", help="a site's part")
 
+    from edufilter.output.database import DEFAULT_RETENTION_DAYS
+
     init = actions.add_parser("init", parents=[connection],
                               help="create the buckets, the events stream and the per-minute counts' stream")
     init.add_argument("--sites", nargs="+", required=True)
@@ -60,6 +61,11 @@ def register(commands: Subparsers) -> None:
     events.add_argument("--site", help="only this site's")
     events.add_argument("--limit", type=int, default=1000)
     events.set_defaults(handler=run_events)
+
+    agent = actions.add_parser("agent", help="follow the hub for a state folder, without the data path",
+                               description="Runs the [hub] part of `edufilter run` alone: policy and events.")
+    agent.add_argument("--config", type=Path, required=True)
+    agent.set_defaults(handler=run_agent)
 
     stats = actions.add_parser("stats", parents=[connection],
                                help="per-minute block counts across sites (group, category, kind, action), JSON lines")
@@ -83,11 +89,6 @@ def register(commands: Subparsers) -> None:
     server.add_argument("--passwords", type=Path, required=True, help="folder of <user>.password files")
     server.add_argument("--output", type=Path, required=True)
     server.set_defaults(handler=run_server_config)
-
-    agent = actions.add_parser("agent", help="follow the hub for a state folder, without the data path",
-                               description="Runs the [hub] part of `edufilter run` alone: policy and events.")
-    agent.add_argument("--config", type=Path, required=True)
-    agent.set_defaults(handler=run_agent)
 
 
 def _connection(args: argparse.Namespace) -> HubConfig:
@@ -210,25 +211,63 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_events(args: argparse.Namespace) -> int:
-    from edufilter.hub.model import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX
+    from nats.js.errors import NotFoundError
 
-    return _print_stream(args, EVENTS_STREAM, EVENTS_SUBJECT_PREFIX)
+    from edufilter.hub.model import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX, events_subject
+
+    subject = events_subject(args.site) if args.site else f"{EVENTS_SUBJECT_PREFIX}*"
+
+    async def work(client: nats.NATS) -> int:
+        js = client.jetstream()
+        sequence = 0
+        for _ in range(args.limit):
+            try:
+                message = await _read(lambda: js.get_msg(EVENTS_STREAM, seq=sequence + 1, subject=subject, next=True))
+            except NotFoundError:
+                break
+            sequence = message.seq
+            record = json.loads(message.data or b"{}")
+            record["site"] = message.subject.removeprefix(EVENTS_SUBJECT_PREFIX)
+            sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
+        return 0
+
+    return asyncio.run(_with_client(args, work))
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from edufilter.api.standalone import compiling_applier
+    from edufilter.config import load_config
+    from edufilter.errors import EdufilterError
+    from edufilter.hub.agent import GatewayAgent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = load_config(args.config)
+    if not config.hub.enabled:
+        raise EdufilterError(f"{args.config}: no [hub] servers")
+
+    async def main() -> int:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        await GatewayAgent(config.hub, config.state_dir, compiling_applier(config.state_dir)).run(stopping)
+        return 0
+
+    return asyncio.run(main())
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    from edufilter.hub.stats import STATS_STREAM, STATS_SUBJECT_PREFIX
-
-    return _print_stream(args, STATS_STREAM, STATS_SUBJECT_PREFIX)
-
-
-def _print_stream(args: argparse.Namespace, stream: str, prefix: str) -> int:
-    """A stream's records (of one site, or all), oldest first, as JSON lines with the site
+    """The per-minute counts (of one site, or all), oldest first, as JSON lines with the site
     added; a record that is no JSON object (a site may publish any bytes) is skipped, counted."""
     from nats.js.errors import NotFoundError
 
     from edufilter.hub.model import check_site_name
+    from edufilter.hub.stats import STATS_STREAM, STATS_SUBJECT_PREFIX
 
-    subject = prefix + (check_site_name(args.site) if args.site else "*")
+    subject = STATS_SUBJECT_PREFIX + (check_site_name(args.site) if args.site else "*")
 
     async def work(client: nats.NATS) -> int:
         js = client.jetstream()
@@ -236,7 +275,7 @@ def _print_stream(args: argparse.Namespace, stream: str, prefix: str) -> int:
         unreadable = 0
         for _ in range(args.limit):
             try:
-                message = await _read(lambda: js.get_msg(stream, seq=sequence + 1, subject=subject, next=True))
+                message = await _read(lambda: js.get_msg(STATS_STREAM, seq=sequence + 1, subject=subject, next=True))
             except NotFoundError:
                 break
             sequence = message.seq
@@ -247,7 +286,7 @@ def _print_stream(args: argparse.Namespace, stream: str, prefix: str) -> int:
             if not isinstance(record, dict):
                 unreadable += 1
                 continue
-            record["site"] = message.subject.removeprefix(prefix)
+            record["site"] = message.subject.removeprefix(STATS_SUBJECT_PREFIX)
             sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
         if unreadable:
             print(f"skipped {unreadable} record(s) that are no JSON object", file=sys.stderr)
@@ -278,28 +317,3 @@ def run_server_config(args: argparse.Namespace) -> int:
         output.write(server_config(settings, admin, sites))
     print(f"{args.output}: {args.name}, {len(sites)} sites")
     return 0
-
-
-def run_agent(args: argparse.Namespace) -> int:
-    import logging
-    import signal
-
-    from edufilter.api.standalone import compiling_applier
-    from edufilter.config import load_config
-    from edufilter.errors import EdufilterError
-    from edufilter.hub.agent import GatewayAgent
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config = load_config(args.config)
-    if not config.hub.enabled:
-        raise EdufilterError(f"{args.config}: no [hub] servers")
-
-    async def main() -> int:
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stopping.set)
-        await GatewayAgent(config.hub, config.state_dir, compiling_applier(config.state_dir)).run(stopping)
-        return 0
-
-    return asyncio.run(main())

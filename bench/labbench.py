@@ -35,7 +35,7 @@ from pathlib import Path
 
 import dpkt
 
-from edufilter._queue import parse_queue_counters
+from edufilter.capture._queue import parse_queue_counters
 from edufilter.lab.netns import Host, Lab, LabError
 from edufilter.lab.reference_loop import build_accept_all
 from edufilter.lab.school import UPSTREAM_V4, FilteredSchool, start_filtered_school

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edufilter.policy.compile import CATEGORIES_IMAGE, compile_categories, images_dir
-from edufilter.policy.engine import Engine
+from edufilter.classify.engine import Engine
 from edufilter.policy.liststore import ListStore, register_categories
 from edufilter.policy.model import Action, Category, ClientMatch, Group, Policy, Rule, Settings, TargetKind
 from edufilter.policy.store import POLICY_DB, PolicyStore

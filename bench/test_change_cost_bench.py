@@ -29,7 +29,7 @@ from edufilter.api.settings import ApiSettings
 from edufilter.api.standalone import compiling_applier, image_explain
 from edufilter.api.tokens import create_token
 from edufilter.policy.compile import compile_policy
-from edufilter.policy.engine import Engine
+from edufilter.classify.engine import Engine
 from edufilter.policy.model import Action, AdminList, EntryKind, Group, ListEntry, Policy, Rule, Settings, TargetKind
 from edufilter.policy.store import POLICY_DB, Actor, PolicyStore
 from listnames import synthetic_names

@@ -8,8 +8,8 @@ import requests
 from conftest import LiveApi, problem, seed
 
 from edufilter.policy.compile import CATEGORIES_IMAGE, POLICY_IMAGE, images_dir
-from edufilter.policy.engine import Engine
-from edufilter.policy.image import Image
+from edufilter.classify.engine import Engine
+from edufilter.classify.image import Image
 from edufilter.policy.store import PolicyStore
 
 

@@ -31,7 +31,7 @@ def test_a_change_stored_and_never_compiled_is_compiled_at_start(tmp_path: Path)
     """kill -9 between the commit and the compile: the next start compiles what the image lacks
     and removes the temporary image the dead compile left."""
     from edufilter.policy.compile import POLICY_IMAGE, compile_policy, images_dir
-    from edufilter.policy.image import Image
+    from edufilter.classify.image import Image
     from edufilter.policy.model import Group
     from edufilter.policy.store import POLICY_DB, PolicyStore
 

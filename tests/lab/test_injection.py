@@ -40,7 +40,7 @@ from edufilter.enforce.dns import (
     safe_search_target,
 )
 from edufilter.enforce.inject import IPPROTO_TCP, IPPROTO_UDP, RawSender, parse_ip
-from edufilter.enforce.marks import INJECTED, MarkLayout
+from edufilter.rules.marks import INJECTED, MarkLayout
 from edufilter.lab.netns import Host, IPAddress, Lab, client_gateway_server
 from edufilter.lab.traffic import start_dnsmasq, start_nginx, wait_for_listener
 

@@ -332,7 +332,7 @@ def test_python_surface(network: ThreeHostTopology) -> None:
 
 def surface() -> None:
     """Receive one packet through the Python surface, check it, then accept the rest."""
-    from edufilter._queue import ACCEPT, PacketQueue
+    from edufilter.capture._queue import ACCEPT, PacketQueue
     from edufilter.errors import QueueError
 
     def stop(signal_number: int, frame: object) -> None:

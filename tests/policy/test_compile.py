@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edufilter._classify import DomainTable, DomainTableBuilder
+from edufilter.classify._classify import DomainTable, DomainTableBuilder
 from edufilter.errors import PolicyError
 from edufilter.policy.compile import (
     CATEGORIES_IMAGE,
@@ -23,8 +23,8 @@ from edufilter.policy.compile import (
     write_categories_image,
     write_lists_image,
 )
-from edufilter.policy.engine import Engine, Target
-from edufilter.policy.image import Image, write_image
+from edufilter.classify.engine import Engine, Target
+from edufilter.classify.image import Image, write_image
 from edufilter.policy.liststore import ListCounts, StoredCategory
 from edufilter.policy.model import (
     Action,

@@ -12,7 +12,7 @@ from edufilter.api.context import Applier
 from edufilter.api.observe import Explain
 from edufilter.daemon.control import request_reload
 from edufilter.policy.compile import compile_policy
-from edufilter.policy.engine import Explanation, open_current
+from edufilter.classify.engine import Explanation, open_current
 from edufilter.policy.model import ClientIdentity
 
 

@@ -95,7 +95,7 @@ def run_compile(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from edufilter.policy.engine import open_current
+    from edufilter.classify.engine import open_current
     from edufilter.policy.model import ClientIdentity
 
     client = ClientIdentity(args.client, args.mac, args.interface, args.vlan)

@@ -103,7 +103,7 @@ def show_status(args: argparse.Namespace) -> int:
 
 def _rules_installed() -> bool | None:
     """Whether this namespace holds edufilter's table; None when it cannot be read (not root)."""
-    from edufilter.enforce.netfilter import table_installed
+    from edufilter.rules.netfilter import table_installed
     from edufilter.errors import NetfilterError
 
     try:

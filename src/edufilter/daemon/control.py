@@ -12,7 +12,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from edufilter.enforce.netfilter import NFT_TABLE
+from edufilter.rules.netfilter import NFT_TABLE
 from edufilter.errors import EdufilterError
 
 log = logging.getLogger("edufilter")
@@ -104,7 +104,7 @@ def catch_up_images(state_dir: Path) -> int | None:
     change committed and then kill -9 before its compile), asking a running daemon to map
     it. The version compiled, or None when the image was current."""
     from edufilter.policy.compile import POLICY_IMAGE, compile_policy, images_dir
-    from edufilter.policy.image import Image, remove_stale_temporaries
+    from edufilter.classify.image import Image, remove_stale_temporaries
     from edufilter.policy.store import POLICY_DB, PolicyStore
 
     images = images_dir(state_dir)

@@ -30,19 +30,19 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from edufilter import __version__
-from edufilter._queue import queue_counters
+from edufilter.capture._queue import queue_counters
 from edufilter.config import Config, split_listen
 from edufilter.daemon.control import claim_daemon
 from edufilter.enforce import blockpage, safe_search
 from edufilter.enforce.blockpage_server import ReviewForm, make_blockpage_app
-from edufilter.enforce.marks import MarkLayout
-from edufilter.enforce.netfilter import NFT_TABLE, InstalledRules, RuleSettings, install, remove_stale
+from edufilter.rules.marks import MarkLayout
+from edufilter.rules.netfilter import NFT_TABLE, InstalledRules, RuleSettings, install, remove_stale
 from edufilter.errors import EdufilterError, StorageFullError
 from edufilter.output.events import EventStore, Pseudonymiser, new_reference
 from edufilter.output.status import status_path, write_status
 from edufilter.policy.compile import CATEGORIES_IMAGE, POLICY_IMAGE, compile_categories, compile_policy, images_dir
-from edufilter.policy.engine import Engine
-from edufilter.policy.image import remove_stale_temporaries
+from edufilter.classify.engine import Engine
+from edufilter.classify.image import remove_stale_temporaries
 from edufilter.policy.model import Action, ClientIdentity
 from edufilter.policy.store import POLICY_DB, PolicyStore
 

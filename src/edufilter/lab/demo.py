@@ -104,7 +104,7 @@ def run_request(school: FilteredSchool, request: Request) -> str:
 
 def explain(school: FilteredSchool, request: Request) -> str:
     from edufilter.enforce.dns import bypass_answer, safe_search_target
-    from edufilter.policy.engine import open_current
+    from edufilter.classify.engine import open_current
     from edufilter.policy.model import ClientIdentity
 
     group = school.pupils[request.pupil]

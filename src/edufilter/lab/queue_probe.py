@@ -22,7 +22,7 @@ from types import FrameType
 
 import dpkt
 
-from edufilter._queue import ACCEPT, DROP, REPEAT, PacketQueue, queue_counters
+from edufilter.capture._queue import ACCEPT, DROP, REPEAT, PacketQueue, queue_counters
 from edufilter.errors import QueueError
 
 

@@ -11,7 +11,7 @@
   lists image, then lists made since (without entries) and overrides; it records both
   images' digests.
 
-Each is written beside the live image and renamed into place (policy/image.py): readers
+Each is written beside the live image and renamed into place (classify/image.py): readers
 keep the old image until the new one is complete.
 """
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
-from edufilter._classify import (
+from edufilter.classify._classify import (
     ALWAYS_SCHEDULE,
     DomainTableBuilder,
     HashCollision,
@@ -36,7 +36,7 @@ from edufilter._classify import (
     Tier,
 )
 from edufilter.errors import PolicyError
-from edufilter.policy.image import (
+from edufilter.classify.image import (
     SPOOL_SUFFIX,
     SectionSpec,
     hold_lock,

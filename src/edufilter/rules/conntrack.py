@@ -21,7 +21,7 @@ from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET, NFCTAttrTuple, nfct_msg
 
-from edufilter.enforce.marks import UNDECIDED, MarkLayout
+from edufilter.rules.marks import UNDECIDED, MarkLayout
 from edufilter.errors import NetfilterError
 
 _ADDRESS_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edufilter._classify import DomainTable, DomainTableBuilder, TableFormatError
+from edufilter.classify._classify import DomainTable, DomainTableBuilder, TableFormatError
 
 LABELS = ["a", "b", "www", "cdn", "xn--bcher-kva", "x" * 63, "1-2"]
 TLDS = ["com", "org", "be", "nl"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from edufilter._classify import Classifier, MatchKind, RuleAction, Tier
+from edufilter.classify._classify import Classifier, MatchKind, RuleAction, Tier
 from edufilter._fastpath import normalise_name
 from edufilter.errors import PolicyError
 from edufilter.policy.compile import (
@@ -27,7 +27,7 @@ from edufilter.policy.compile import (
     images_dir,
     schedule_from_meta,
 )
-from edufilter.policy.image import CHECK_PREFIX, mapped_images
+from edufilter.classify.image import CHECK_PREFIX, mapped_images
 from edufilter.policy.model import Action, ClientIdentity, check_mac
 from edufilter.policy.schedule import MIDNIGHT, slots_on
 from edufilter.policy.store import POLICY_DB, PolicyStore

@@ -10,7 +10,7 @@ import struct
 import dpkt
 import pytest
 
-from edufilter._queue import (
+from edufilter.capture._queue import (
     ACCEPT,
     DROP,
     REPEAT,

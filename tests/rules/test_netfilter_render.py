@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from edufilter.enforce.marks import MarkLayout
-from edufilter.enforce.netfilter import DEFAULT_INSPECT_PACKETS, Backend, RuleSettings, render
+from edufilter.rules.marks import MarkLayout
+from edufilter.rules.netfilter import DEFAULT_INSPECT_PACKETS, Backend, RuleSettings, render
 from edufilter.errors import NetfilterError
 
 TYPICAL = RuleSettings(queues=range(4), fail_open=True, lan_interfaces=("eth1",))

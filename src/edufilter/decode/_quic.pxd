@@ -4,7 +4,7 @@
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 from edufilter._fastpath cimport FlowKey, NameResult, Packet
-from edufilter._libcrypto cimport EVP_CIPHER, EVP_CIPHER_CTX, EVP_MD, EVP_MD_CTX
+from edufilter.decode._libcrypto cimport EVP_CIPHER, EVP_CIPHER_CTX, EVP_MD, EVP_MD_CTX
 
 cpdef enum QuicStatus:
     QUIC_NAME = 0          # a whole ClientHello with a server name (in the NameResult)

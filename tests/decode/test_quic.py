@@ -1,4 +1,4 @@
-"""The fast path's QUIC Initial reader (_quic.pyx): RFC vectors, real aioquic clients (one
+"""The fast path's QUIC Initial reader (decode/_quic.pyx): RFC vectors, real aioquic clients (one
 datagram, two, after a Retry), crafted Initials (several per ClientHello, coalesced, a client
 that moves to the server's connection ID, v2), versions it cannot read, and damaged input."""
 
@@ -11,7 +11,7 @@ from aioquic.quic.packet import QuicProtocolVersion, encode_quic_retry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edufilter._quic import QuicFlows, QuicStatus
+from edufilter.decode._quic import QuicFlows, QuicStatus
 from packets import ipv4, ipv6, udp
 from quic_packets import (
     QUIC_V1,

@@ -13,8 +13,8 @@ import pytest
 from edufilter.errors import PolicyError, StoreBusyError
 from edufilter.policy import store as store_module
 from edufilter.policy.compile import LISTS_IMAGE, compile_policy, images_dir
-from edufilter.policy.engine import Engine
-from edufilter.policy.image import Image, read_meta
+from edufilter.classify.engine import Engine
+from edufilter.classify.image import Image, read_meta
 from edufilter.policy.model import (
     Action,
     AdminList,

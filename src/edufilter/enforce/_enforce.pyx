@@ -20,7 +20,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memset
 
-from edufilter._classify cimport (
+from edufilter.classify._classify cimport (
     ACTION_ALLOW,
     ACTION_BLOCK,
     ACTION_DROP,
@@ -55,7 +55,7 @@ from edufilter._fastpath cimport (
     NameResult,
     Packet,
 )
-from edufilter._http cimport (
+from edufilter.decode._http cimport (
     FOLLOW_END,
     FOLLOW_GAP,
     FOLLOW_UNKNOWN,
@@ -63,8 +63,8 @@ from edufilter._http cimport (
     FollowStatus,
     HttpFollower,
 )
-from edufilter._quic cimport QUIC_NAME, QUIC_PENDING, QuicFlows, QuicStatus
-from edufilter._queue cimport (
+from edufilter.decode._quic cimport QUIC_NAME, QUIC_PENDING, QuicFlows, QuicStatus
+from edufilter.capture._queue cimport (
     NF_DROP,
     NF_REPEAT,
     SKB_CSUM_NOT_READY,
@@ -97,7 +97,7 @@ cdef extern from "<time.h>" nogil:
     enum:
         CLOCK_REALTIME
 
-# Verdict codes in the packet and conntrack marks (enforce/marks.py).
+# Verdict codes in the packet and conntrack marks (rules/marks.py).
 cpdef enum Code:
     CODE_UNDECIDED = 0
     CODE_ALLOW = 1

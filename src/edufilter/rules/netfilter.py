@@ -11,7 +11,7 @@ school's filter chains), so nothing the queue does — an accept, a fail-open by
 the school's rules. Every packet that is queued goes through the one rule of the `to_queue`
 chain, whose counter says how many were. Two backends differ only in that rule: the native
 `queue` expression (NFT), or, for kernels built without it, iptables' NFQUEUE target run by
-nf_tables' compatibility layer (XT, written by edufilter.enforce.nft_netlink since the nft
+nf_tables' compatibility layer (XT, written by edufilter.rules.nft_netlink since the nft
 tool cannot write it). Every function works in the current network namespace, or in `netns`.
 """
 
@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from edufilter.enforce import nft_netlink
-from edufilter.enforce.marks import (
+from edufilter.rules import nft_netlink
+from edufilter.rules.marks import (
     ALLOW,
     BOUND,
     DROP,
@@ -320,7 +320,7 @@ def _add_xt_queue_rule(settings: RuleSettings, netns: str | None) -> None:
     options = ["--table", NFT_TABLE, "--chain", QUEUE_CHAIN, "--first", str(queues.start),
                "--count", str(len(queues))]
     options += ["--bypass"] * settings.fail_open + ["--fanout"] * settings.cpu_fanout
-    _run([sys.executable, "-m", "edufilter.enforce.nft_netlink", "add-xt-queue", *options], netns)
+    _run([sys.executable, "-m", "edufilter.rules.nft_netlink", "add-xt-queue", *options], netns)
 
 
 @dataclass
@@ -342,7 +342,7 @@ class InstalledRules:
         really took (their id sequences) and dropped is what passed uninspected."""
         if self.netns is None:
             return nft_netlink.queued_packets(NFT_TABLE, QUEUE_CHAIN)
-        counted = _run([sys.executable, "-m", "edufilter.enforce.nft_netlink", "queued", "--table", NFT_TABLE,
+        counted = _run([sys.executable, "-m", "edufilter.rules.nft_netlink", "queued", "--table", NFT_TABLE,
                         "--chain", QUEUE_CHAIN], self.netns).stdout.strip()
         return None if counted == "absent" else int(counted)
 

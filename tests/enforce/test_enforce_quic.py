@@ -1,4 +1,4 @@
-"""QUIC in the worker's classify pass (_enforce.pyx with _quic.pyx): a QUIC Initial's server
+"""QUIC in the worker's classify pass (enforce/_enforce.pyx with decode/_quic.pyx): a QUIC Initial's server
 name is decided in the loop like a TLS SNI, and UDP/443 that is no readable v1/v2 Initial is
 dropped as evasion for groups with the bypass shield."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aioquic.quic.packet import QuicProtocolVersion
 
-from edufilter._enforce import Code, Enforcer, Reason, Slow
+from edufilter.enforce._enforce import Code, Enforcer, Reason, Slow
 from edufilter._fastpath import FlowExtractor
 from packets import ipv4, ipv6, udp
 from quic_packets import RFC_V1_CLIENT_INITIAL, aioquic_datagrams, crypto_frame, initial_packet

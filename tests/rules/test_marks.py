@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edufilter.enforce.marks import (
+from edufilter.rules.marks import (
     DEFAULT_MASK,
     HTTP_FOLLOW,
     REJECT,

@@ -1,4 +1,4 @@
-"""The nfnetlink messages of enforce/nft_netlink.py, built and read without a kernel (the lab
+"""The nfnetlink messages of rules/nft_netlink.py, built and read without a kernel (the lab
 tests in tests/lab/test_netfilter.py send them to one)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from edufilter.enforce import nft_netlink
-from edufilter.enforce.nft_netlink import (
+from edufilter.rules import nft_netlink
+from edufilter.rules.nft_netlink import (
     NFTA_COUNTER_PACKETS,
     NFTA_EXPR_DATA,
     NFTA_EXPR_NAME,

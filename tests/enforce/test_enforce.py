@@ -1,4 +1,4 @@
-"""The worker's classify pass (_enforce.pyx) without a queue: what it decides per packet, what
+"""The worker's classify pass (enforce/_enforce.pyx) without a queue: what it decides per packet, what
 it leaves to the Python slow path, and that a flow is decided once. The queue and the kernel
 are in tests/lab/test_daemon.py."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edufilter._enforce import Code, Enforcer, Slow
+from edufilter.enforce._enforce import Code, Enforcer, Slow
 from edufilter._fastpath import FlowExtractor
 from edufilter.daemon.worker import PolicyView
 from edufilter.enforce.dns import special_names

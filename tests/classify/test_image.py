@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edufilter.errors import PolicyError, StorageFullError
-from edufilter.policy.image import ALIGNMENT, Image, SectionSpec, hold_lock, remove_stale_temporaries, write_image
+from edufilter.classify.image import ALIGNMENT, Image, SectionSpec, hold_lock, remove_stale_temporaries, write_image
 
 
 def test_sections_round_trip_including_empty_ones_at_a_page_edge(tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ def test_a_full_disk_fails_the_write_and_keeps_the_live_image() -> None:
     done = run_on_small_disk('''
 import json
 from edufilter.errors import StorageFullError
-from edufilter.policy.image import Image, SectionSpec, write_image
+from edufilter.classify.image import Image, SectionSpec, write_image
 directory = Path(sys.argv[1])
 path = directory / "policy.img"
 write_image(path, [SectionSpec.of_bytes("data", b"old" * 1000)], {"version": 1})

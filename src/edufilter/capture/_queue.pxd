@@ -1,5 +1,5 @@
 # The typed surface of the capture stage: one NFQUEUE queue, batched receive and batched
-# verdicts without the GIL, for cimport by the enforce loop (_enforce.pyx).
+# verdicts without the GIL, for cimport by the enforce loop (enforce/_enforce.pyx).
 
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from posix.uio cimport iovec

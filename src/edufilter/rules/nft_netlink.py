@@ -12,7 +12,7 @@ over nfnetlink directly.
   busy cores each time.
 
 Both work in the caller's network namespace; install() and the lab tests reach another one
-through the command line (`ip netns exec <ns> python -m edufilter.enforce.nft_netlink ...`):
+through the command line (`ip netns exec <ns> python -m edufilter.rules.nft_netlink ...`):
 
     add-xt-queue --table T --chain C --first N --count M [--bypass] [--fanout]
     queued --table T --chain C          prints the packets the chain's counters counted, or

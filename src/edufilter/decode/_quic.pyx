@@ -25,7 +25,7 @@ from edufilter._fastpath cimport (
     decode_ip,
     parse_client_hello_message,
 )
-from edufilter._libcrypto cimport (
+from edufilter.decode._libcrypto cimport (
     EVP_CIPHER_CTX_ctrl,
     EVP_CIPHER_CTX_free,
     EVP_CIPHER_CTX_new,

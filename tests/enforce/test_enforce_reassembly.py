@@ -10,9 +10,9 @@ from pathlib import Path
 import dpkt
 import pytest
 
-from edufilter._enforce import Code, Enforcer, Slow
+from edufilter.enforce._enforce import Code, Enforcer, Slow
 from edufilter._fastpath import FlowExtractor
-from edufilter.enforce.marks import BOUND, MarkLayout
+from edufilter.rules.marks import BOUND, MarkLayout
 from evasion_packets import http_request, pieces, segment, syn_segment
 from packets import post_quantum_client_hello, tls_records
 from test_enforce import MASK, compiled_view, set_policy

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edufilter._enforce import Code, Enforcer, Reason, Slow
+from edufilter.enforce._enforce import Code, Enforcer, Reason, Slow
 from edufilter._fastpath import FlowExtractor
-from edufilter._queue import DROP
+from edufilter.capture._queue import DROP
 from packets import (
     SERVER4,
     client_hello_message,

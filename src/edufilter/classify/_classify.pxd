@@ -41,7 +41,7 @@ cdef struct TableView:
 
 cdef int table_find(const TableView* table, const uint8_t* name, int length) noexcept nogil
 
-# A process's memory of what the tables said about the names it saw last (see _classify.pyx).
+# A process's memory of what the tables said about the names it saw last (see classify/_classify.pyx).
 cdef enum:
     CACHED_NAME_BYTES = 48       # a longer name takes both entries of its set
     CACHED_LONG_NAME_BYTES = 112 # longer names are not cached

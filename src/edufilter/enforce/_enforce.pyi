@@ -1,9 +1,9 @@
 from enum import IntEnum
 from typing import Protocol
 
-from edufilter._classify import Classifier, DecisionTuple
+from edufilter.classify._classify import Classifier, DecisionTuple
 from edufilter._fastpath import FlowExtractor
-from edufilter._queue import PacketQueue
+from edufilter.capture._queue import PacketQueue
 
 class Code(IntEnum):
     CODE_UNDECIDED = 0

@@ -142,13 +142,23 @@ async def events(call: Call) -> web.StreamResponse:
 
 
 async def check(call: Call) -> web.StreamResponse:
-    explain = call.app[EXPLAIN]
-    if explain is None:
-        raise Problem(503, "engine-unavailable", "no decision engine is running here (no compiled policy)")
-    identity = client_identity(call.body["client"])
-    at = checked_date_time(call.body["at"]) if "at" in call.body else datetime.now(timezone.utc)
+    explain = engine_explain(call.app)
+    identity, at = client_identity(call.body["client"]), check_moment(call.body)
     explanation = await call.app[CHECKS].run(lambda: explain(call.body["target"], identity, at))
     return json_response(explanation.to_dict())
+
+
+def engine_explain(app: web.Application) -> Explain:
+    """The decision engine's explain, or 503 where none runs."""
+    explain = app[EXPLAIN]
+    if explain is None:
+        raise Problem(503, "engine-unavailable", "no decision engine is running here (no compiled policy)")
+    return explain
+
+
+def check_moment(body: dict[str, Any]) -> datetime:
+    """A check body's `at`, default now."""
+    return checked_date_time(body["at"]) if "at" in body else datetime.now(timezone.utc)
 
 
 def client_identity(client: dict[str, Any]) -> ClientIdentity:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
 
 from edufilter.api import schemas, views
 from edufilter.api.context import STATE_DIR
-from edufilter.api.observe import CHECKS, EXPLAIN, client_identity
+from edufilter.api.observe import CHECKS, check_moment, client_identity, engine_explain
 from edufilter.api.operations import Call, json_response, not_found, with_defaults
 from edufilter.api.problems import Problem
 from edufilter.api.resources import SCHEDULES, match_of, refuse_misleading_network, rule_model
@@ -21,7 +20,6 @@ from edufilter.api.validation import (
     Invalid,
     array,
     boolean,
-    checked_date_time,
     choice,
     component,
     integer,
@@ -76,11 +74,8 @@ Assume = Callable[[Policy], Policy]
 
 
 async def preview(call: Call) -> web.StreamResponse:
-    explain = call.app[EXPLAIN]
-    if explain is None:
-        raise Problem(503, "engine-unavailable", "no decision engine is running here (no compiled policy)")
-    identity = client_identity(call.body["client"])
-    at = checked_date_time(call.body["at"]) if "at" in call.body else datetime.now(timezone.utc)
+    explain = engine_explain(call.app)
+    identity, at = client_identity(call.body["client"]), check_moment(call.body)
     assume = await _assumption(call, call.body["change"])
     state_dir = call.app[STATE_DIR]
     targets = call.body["targets"]

@@ -291,15 +291,19 @@ def day_slots(text: str) -> list[dict[str, str]]:
     return slots
 
 
-async def _schedule_users(visit: Visit, name: str) -> list[str]:
-    """The groups with a rule on this schedule."""
-    users = []
+async def _rules_where(visit: Visit, **query: str) -> list[dict[str, Any]]:
+    """Every group's rules that the API's filters keep (schedule=..., target_kind=...)."""
+    found = []
     for group in await _whole(visit, "list_groups"):
         answer = await invoke(visit.request, visit.token, "list_rules", params={"group": group["name"]},
-                              query={**WHOLE, "schedule": name})
-        if answer.body["items"]:
-            users.append(group["name"])
-    return users
+                              query={**WHOLE, **query})
+        found.extend(answer.body["items"])
+    return found
+
+
+async def _schedule_users(visit: Visit, name: str) -> list[str]:
+    """The groups with a rule on this schedule."""
+    return sorted({rule["group"] for rule in await _rules_where(visit, schedule=name)})
 
 
 async def schedules(visit: Visit) -> web.StreamResponse:
@@ -363,11 +367,8 @@ async def categories(visit: Visit) -> web.StreamResponse:
     freshness = (await invoke(visit.request, visit.token, "list_freshness")).body
     sizes = {row["name"]: row["names"] for row in freshness["categories"]}
     used: dict[str, list[str]] = {}
-    for group in await _whole(visit, "list_groups"):
-        answer = await invoke(visit.request, visit.token, "list_rules", params={"group": group["name"]},
-                              query={**WHOLE, "target_kind": "category"})
-        for rule in answer.body["items"]:
-            used.setdefault(rule["target"], []).append(group["name"])
+    for rule in await _rules_where(visit, target_kind="category"):
+        used.setdefault(rule["target"], []).append(rule["group"])
     rows = [
         {**category, "title": category["titles"].get(visit.language) or category["titles"].get("en")
          or category["name"], "names": sizes.get(category["name"]), "used_by": sorted(set(used.get(category["name"], [])))}

@@ -22,7 +22,7 @@ def _rows(text: str) -> list[list[str]]:
 
 
 def _etag(page: Page, action: str) -> str:
-    found = re.search(rf'action="{re.escape(action)}"[^>]*>\s*<input type="hidden" name="csrf" value="[^"]+">\s*'
+    found = re.search(rf'action="{re.escape(action)}#preview-title"[^>]*>\s*<input type="hidden" name="csrf" value="[^"]+">\s*'
                       r'<input type="hidden" name="step" value="preview">\s*'
                       r'<input type="hidden" name="etag" value="([^"]+)">', page.text)
     assert found, f"no form for {action}"
@@ -83,7 +83,7 @@ def test_clients_are_added_moved_and_removed_after_a_preview(console: ConsoleCli
     assert bad.status == 422 and "every IPv4 client" in bad.text
 
     page = console.get("/console/policy/clients?group=class-5a")
-    match = re.search(r'action="/console/policy/clients/([0-9]+)"', page.text)
+    match = re.search(r'action="/console/policy/clients/([0-9]+)#preview-title"', page.text)
     assert match
     client_path = f"/console/policy/clients/{match[1]}"
     etag = _etag(page, client_path)

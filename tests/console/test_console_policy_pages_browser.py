@@ -55,6 +55,7 @@ def test_an_editor_changes_rules_clients_and_a_schedule(browser: Any, live: Live
     browser.find_element(By.CSS_SELECTOR, "#rule-0 button.preview-rule").click()
     WebDriverWait(browser, 20).until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR,
                                                                                       "table.foreseen")))
+    assert browser.current_url.endswith("#preview-title")  # the answer opens at the preview
     cells = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "table.foreseen tbody td")]
     assert cells[:2] == ["games.example", "class-5a"] and cells[4] == "changes"
     assert serious_accessibility_violations(browser) == []

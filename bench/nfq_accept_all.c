@@ -1,7 +1,7 @@
 /*
  * The limit reference of the queue benchmarks: the least a program can do per queued packet.
  *
- * Binds one NFQUEUE queue with the socket settings of edufilter._queue.PacketQueue (copy mode
+ * Binds one NFQUEUE queue with the socket settings of edufilter.capture._queue.PacketQueue (copy mode
  * packet, queue max length, NFQA_CFG_F_GSO, optional fail-open, a forced receive buffer,
  * NETLINK_NO_ENOBUFS), reads bursts with recvmmsg and accepts each burst with one
  * NFQNL_MSG_VERDICT_BATCH for its highest packet id. Built by the benchmark at run time

@@ -114,6 +114,7 @@ RULE = resource(
         "target": Field(slug("category or list name"), required=True),
         "action": Field(choice(Action), required=True),
         "schedule": Field(nullable(slug("schedule name")), ),
+        "enabled": Field(boolean(default=True, description="a disabled rule keeps its position but decides nothing")),
     },
 )
 
@@ -253,29 +254,26 @@ UPLOAD = component(
     ),
 )
 
+CHECK_CLIENT = obj(
+    {
+        "address": text(45, 1, description="IPv4 or IPv6 source address"),
+        "mac": nullable(text(17)),
+        "interface": nullable(text(15)),
+        "vlan": nullable(integer(1, 4094)),
+    },
+    required=["address"],
+)
+CHECK_AT = date_time(description="the moment to decide for; default now")
 CHECK_REQUEST = component(
     "CheckRequest",
-    obj(
-        {
-            "target": text(2048, 1, description="a host name or a URL"),
-            "client": obj(
-                {
-                    "address": text(45, 1, description="IPv4 or IPv6 source address"),
-                    "mac": nullable(text(17)),
-                    "interface": nullable(text(15)),
-                    "vlan": nullable(integer(1, 4094)),
-                },
-                required=["address"],
-            ),
-            "at": date_time(description="the moment to decide for; default now"),
-        },
-        required=["target", "client"],
-    ),
+    obj({"target": text(2048, 1, description="a host name or a URL"), "client": CHECK_CLIENT, "at": CHECK_AT},
+        required=["target", "client"]),
 )
 _EXPLAINED_RULE = obj(
     {"group": slug("group name"), "position": integer(), "target_kind": choice(TargetKind),
-     "target": slug("category or list name"), "action": choice(Action), "schedule": nullable(slug("schedule name"))},
-    required=["group", "position", "target_kind", "target", "action", "schedule"],
+     "target": slug("category or list name"), "action": choice(Action), "schedule": nullable(slug("schedule name")),
+     "bypass_shield": boolean(description="a rule the group's bypass shield adds, after the group's own")},
+    required=["group", "position", "target_kind", "target", "action", "schedule", "bypass_shield"],
 )
 _EXPLAINED_OVERRIDE = obj(
     {"id": integer(1), "group": slug("group name"), "name": text(253), "action": choice(Action),

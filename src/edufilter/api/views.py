@@ -182,11 +182,11 @@ def entry_by_value(db: sqlite3.Connection, list_name: str, kind: str, value: str
 
 # Rules, addressed by group and position
 
-_RULE_QUERY = "SELECT group_name, position, category, list, action, schedule FROM rules"
+_RULE_QUERY = "SELECT group_name, position, category, list, action, schedule, enabled FROM rules"
 
 
 def _rule(row: tuple[object, ...]) -> Row:
-    group_name, position, category_name, list_name, action, schedule_name = row
+    group_name, position, category_name, list_name, action, schedule_name, enabled = row
     return {
         "group": group_name,
         "position": position,
@@ -194,6 +194,7 @@ def _rule(row: tuple[object, ...]) -> Row:
         "target": category_name if category_name is not None else list_name,
         "action": action,
         "schedule": schedule_name,
+        "enabled": bool(enabled),
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +29,7 @@ from edufilter.policy.compile import (
     schedule_from_meta,
 )
 from edufilter.classify.image import CHECK_PREFIX, mapped_images
-from edufilter.policy.model import Action, ClientIdentity, check_mac
+from edufilter.policy.model import Action, ClientIdentity, Policy, check_mac
 from edufilter.policy.schedule import MIDNIGHT, slots_on
 from edufilter.policy.store import POLICY_DB, PolicyStore
 
@@ -251,11 +252,23 @@ def open_current(state_dir: Path, at: datetime | None = None) -> Engine:
                 return engine
         except PolicyError:
             pass  # stale or from other lists: compile a fresh one below
+    return _compiled(state_dir, at)
+
+
+def open_assumed(state_dir: Path, at: datetime, assume: Callable[[Policy], Policy]) -> Engine:
+    """An engine on the stored policy as `assume` would change it: what a change not saved
+    yet would decide (a preview); PolicyError when the changed policy is not valid."""
+    return _compiled(Path(state_dir), at, assume)
+
+
+def _compiled(state_dir: Path, at: datetime | None, assume: Callable[[Policy], Policy] | None = None) -> Engine:
+    """An engine on a policy image compiled for the question into a temporary file."""
+    images = images_dir(state_dir)
     descriptor, temporary = tempfile.mkstemp(prefix=CHECK_PREFIX, suffix=".img", dir=images if images.exists() else None)
     os.close(descriptor)
     lists = images / LISTS_IMAGE
     try:
-        report = compile_policy(state_dir, now=at, out=Path(temporary))
+        report = compile_policy(state_dir, now=at, out=Path(temporary), assume=assume)
         lists = report.lists_path or lists
         engine = Engine(images / CATEGORIES_IMAGE, lists, Path(temporary))
     finally:

@@ -58,7 +58,7 @@ from edufilter.policy.model import (
     effective_unnamed,
 )
 from edufilter.policy.schedule import active_minutes
-from edufilter.policy.store import POLICY_DB, CompileView, PolicyStore
+from edufilter.policy.store import POLICY_DB, CompileView, PolicyStore, check_policy
 
 IMAGES_DIR = "images"
 CATEGORIES_IMAGE = "categories.img"
@@ -400,14 +400,17 @@ class _Lists:
         return self.ids[(kind, name)]
 
 
-def compile_policy(state_dir: Path, now: datetime | None = None, out: Path | None = None) -> CompileReport:
+def compile_policy(state_dir: Path, now: datetime | None = None, out: Path | None = None,
+                   assume: Callable[[Policy], Policy] | None = None) -> CompileReport:
     """Build policy.img from the policy store against the live categories and lists images.
 
     The lists image is rebuilt first when the store's list entries changed since it was
     compiled; otherwise no list entry is read. `now` places the schedule window (default:
     the current time); `out` writes the policy image elsewhere than the live one (e.g. to
     explain a decision at another time), and then a lists image that needs rebuilding
-    beside it (report.lists_path says which lists image goes with it).
+    beside it (report.lists_path says which lists image goes with it). `assume` changes the
+    stored policy before the compile (a preview of a change not saved; it cannot touch list
+    entries, which come from the store), and the result is validated as a whole policy.
     """
     state_dir = Path(state_dir)
     images = images_dir(state_dir)
@@ -425,7 +428,8 @@ def compile_policy(state_dir: Path, now: datetime | None = None, out: Path | Non
                 lists_path = out.with_name(out.name + ".lists")
             compile_lists(view, lists_path)
             lists_meta = read_meta(lists_path)
-        sections, meta, counts = policy_sections(view.policy, categories_meta, lists_meta, now or _now(), view.version)
+        policy = view.policy if assume is None else check_policy(assume(view.policy))
+        sections, meta, counts = policy_sections(policy, categories_meta, lists_meta, now or _now(), view.version)
     write_image(path, sections, meta)
     return CompileReport(path, counts[0], counts[1], counts[2], path.stat().st_size, tuple(meta["warnings"]),
                          view.version, lists_path)
@@ -493,6 +497,8 @@ def policy_sections(
     for index, rule in enumerate(effective_rules(policy)):
         position = positions[rule.group]
         positions[rule.group] += 1
+        if not rule.enabled:  # skipped, but counted: the later rules keep their stored positions
+            continue
         rule_meta.append(
             {"group": rule.group, "position": position, "target_kind": rule.target_kind.value,
              "target": rule.target, "action": rule.action.value, "schedule": rule.schedule,

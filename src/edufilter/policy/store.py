@@ -190,6 +190,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX review_requests_state ON review_requests (state, id);
     """,
+    # A rule switched off keeps its place (the console's enable/disable).
+    """
+    ALTER TABLE rules ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 
 POLICY_DB = "policy.sqlite"  # the policy database's name in the state directory
@@ -959,7 +963,10 @@ def checked_rule(rule: Rule, known: Known) -> Rule:
     _require_known(known, kind, rule.target, f"rule.target: {target_kind}")
     if rule.schedule is not None:
         _require_known(known, "schedules", rule.schedule, "rule.schedule: schedule")
-    return Rule(rule.group, target_kind, rule.target, _enum(Action, rule.action, "rule.action"), rule.schedule)
+    if type(rule.enabled) is not bool:
+        raise PolicyError(f"rule.enabled {rule.enabled!r} is not true or false")
+    return Rule(rule.group, target_kind, rule.target, _enum(Action, rule.action, "rule.action"), rule.schedule,
+                rule.enabled)
 
 
 def checked_override(override: Override, known: Known) -> Override:
@@ -1163,8 +1170,9 @@ def _insert_rule(db: sqlite3.Connection, rule: Rule, position: int) -> None:
     category = rule.target if rule.target_kind is TargetKind.CATEGORY else None
     admin_list = rule.target if rule.target_kind is TargetKind.LIST else None
     db.execute(
-        "INSERT INTO rules (group_name, position, category, list, action, schedule) VALUES (?, ?, ?, ?, ?, ?)",
-        (rule.group, position, category, admin_list, rule.action.value, rule.schedule),
+        "INSERT INTO rules (group_name, position, category, list, action, schedule, enabled)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (rule.group, position, category, admin_list, rule.action.value, rule.schedule, int(rule.enabled)),
     )
 
 
@@ -1298,9 +1306,10 @@ def _read_policy(db: sqlite3.Connection, with_entries: bool = True) -> Policy:
                 category if category is not None else admin_list,
                 Action(action),
                 schedule,
+                bool(enabled),
             )
-            for group, category, admin_list, action, schedule in db.execute(
-                "SELECT r.group_name, r.category, r.list, r.action, r.schedule FROM rules r"
+            for group, category, admin_list, action, schedule, enabled in db.execute(
+                "SELECT r.group_name, r.category, r.list, r.action, r.schedule, r.enabled FROM rules r"
                 " JOIN groups g ON g.name = r.group_name ORDER BY g.rowid, r.position"
             )
         ),

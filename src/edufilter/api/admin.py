@@ -56,7 +56,7 @@ async def revoke_token_handler(call: Call) -> web.StreamResponse:
         assert before is not None
         if before["revoked_at"] is not None:
             raise Problem(409, "revoked", f"token {name} was already revoked at {before['revoked_at']}")
-        if before["role"] == Role.ADMIN and live_admin_count(db) == 1:
+        if before["role"] == Role.ADMIN and before["site"] is None and live_admin_count(db) == 1:
             raise Problem(409, "last-admin", f"token {name} is the last live admin token: revoking it would leave "
                           "no one able to manage tokens; make another admin token first")
         revoke_token(db, name)

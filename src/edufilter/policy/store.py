@@ -190,6 +190,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX review_requests_state ON review_requests (state, id);
     """,
+    # Multi-site mode: a token's scope (a site, or NULL for the school or the whole group) and
+    # the site each audited change concerns (NULL: the school's own, or the group's policy).
+    """
+    ALTER TABLE api_tokens ADD COLUMN site TEXT;
+    ALTER TABLE audit_log ADD COLUMN site TEXT;
+    CREATE INDEX audit_site ON audit_log (site, id);
+    """,
 )
 
 POLICY_DB = "policy.sqlite"  # the policy database's name in the state directory
@@ -216,12 +223,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who makes a change, as the audit log records it: token name and role, request line."""
+    """Who makes a change, as the audit log records it: token name and role, request line,
+    and the site the change concerns in multi-site mode."""
 
     token: str
     role: str
     method: str
     path: str
+    site: str | None = None
 
 
 @dataclass(slots=True)
@@ -382,8 +391,8 @@ class PolicyStore:
             changed = change.before != change.after or _policy_version(db) != version_before
             if db.total_changes != changes_before and changed:
                 db.execute(
-                    "INSERT INTO audit_log (at, token, role, method, path, kind, object_id, before, after,"
-                    " policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                    "INSERT INTO audit_log (at, token, role, method, path, site, kind, object_id, before, after,"
+                    " policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
                     " (SELECT version FROM policy_version))",
                     (
                         _utc_text(datetime.now(timezone.utc), "now"),
@@ -391,6 +400,7 @@ class PolicyStore:
                         actor.role,
                         actor.method,
                         actor.path,
+                        actor.site,
                         change.kind,
                         change.object_id,
                         _json_or_null(change.before),

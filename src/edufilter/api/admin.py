@@ -50,7 +50,12 @@ async def create_token_handler(call: Call) -> web.StreamResponse:
 
 
 async def revoke_token_handler(call: Call) -> web.StreamResponse:
-    name = call.params["name"]
+    await call.change(revoke_change(call.params["name"]), apply=False)
+    return no_content()
+
+
+def revoke_change(name: str) -> Change:
+    """Revoke the token by that name, unless it is revoked already or the last live admin."""
 
     def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
         assert before is not None
@@ -61,8 +66,7 @@ async def revoke_token_handler(call: Call) -> web.StreamResponse:
                           "no one able to manage tokens; make another admin token first")
         revoke_token(db, name)
 
-    await call.change(Change("token", name, lambda db: _token_row(db, name), write), apply=False)
-    return no_content()
+    return Change("token", name, lambda db: _token_row(db, name), write)
 
 
 async def whoami(call: Call) -> web.StreamResponse:

@@ -90,7 +90,12 @@ def decode_part(data: bytes) -> dict[str, str]:
         files = json.loads(data)["files"]
     except (ValueError, KeyError, TypeError) as error:
         raise HubError(f"not a policy part: {error}") from error
-    if not isinstance(files, dict) or not all(
+    return check_files(files)
+
+
+def check_files(files: object) -> dict[str, str]:
+    """The files of a part: plain *.toml names to text, at least one; HubError otherwise."""
+    if not isinstance(files, dict) or not files or not all(
         isinstance(name, str) and isinstance(text, str) and name.endswith(".toml") and "/" not in name
         and not name.startswith(".") for name, text in files.items()
     ):

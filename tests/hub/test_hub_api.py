@@ -154,8 +154,8 @@ def test_a_site_admin_cannot_touch_another_sites_part(hub: Hub) -> None:
 
 
 def test_every_operation_naming_a_site_refuses_another_sites_token(hub: Hub) -> None:
-    """The scope check runs before every handler: each operation with a {site} path or a
-    `site` query, called by bruges's admin about ghent, is refused whatever its role allows."""
+    """The scope check runs before every operation (its body unread): each with a {site} path
+    or a `site` query, called by bruges's admin about ghent, is refused whatever its role allows."""
     checked = 0
     for operation in HUB_OPERATIONS:
         if "{site}" in operation.path:
@@ -164,9 +164,7 @@ def test_every_operation_naming_a_site_refuses_another_sites_token(hub: Hub) -> 
             path = f"{operation.path}?site=ghent"
         else:
             continue
-        body = {"files": {"a.toml": ""}} if operation.body is not None and "files" in json.dumps(operation.body) \
-            else {"name": "x", "role": "viewer"} if operation.body is not None else None
-        answer = hub.call(operation.method, path, "bruges-admin", json=body, headers={"If-Match": '"1"'})
+        answer = hub.call(operation.method, path, "bruges-admin", json={}, headers={"If-Match": '"1"'})
         assert answer.status_code == 403, (operation.method, path, answer.text)
         checked += 1
     assert checked >= 6
@@ -188,12 +186,40 @@ def test_a_sites_loosening_needs_the_groups_leave_and_the_group_cannot_take_back
     assert taken_back.status_code == 422 and "site ghent's part" in taken_back.json()["detail"]
 
 
+def test_a_teacher_overrides_the_sites_groups_and_allows_only_with_the_groups_leave(hub: Hub) -> None:
+    path = "/api/v1/sites/ghent/overrides"
+
+    def override(group: str, action: str, who: str = "ghent-teacher", site_path: str = path) -> requests.Response:
+        return hub.call("POST", site_path, who, json={"group": group, "name": "video.test", "minutes": 30,
+                                                      "action": action, "reason": "lesson \"film\""})
+
+    refused = override("primary", "allow")
+    assert refused.status_code == 422 and "overrides = true" in refused.json()["detail"]
+    blocked = override("primary", "block")  # tightens: always taken
+    assert blocked.status_code == 201, blocked.text
+    assert override("secondary", "block").status_code == 403  # not the teacher's group
+    assert override("primary", "block", site_path="/api/v1/sites/bruges/overrides").status_code == 403
+
+    group = hub.call("GET", "/api/v1/group/part", "group-admin").json()
+    leave = "[loosen.primary]\nallow_lists = true\noverrides = true\n"
+    assert hub.put("/api/v1/group/part", "group-admin", {**group["files"], SITES_MAY_LOOSEN: leave},
+                   group["revision"]).status_code == 200
+    allowed = override("primary", "allow")
+    assert allowed.status_code == 201 and allowed.json()["revision"] > blocked.json()["revision"]
+    listed = hub.call("GET", path, "ghent-teacher").json()["items"]
+    assert [(row["action"], row["created_by"], row["reason"]) for row in listed] == [
+        ("block", "ghent-teacher", 'lesson "film"'), ("allow", "ghent-teacher", 'lesson "film"')]
+    assert hub.call("GET", path, "bruges-admin").status_code == 403
+
+
 def test_the_audit_log_records_the_site_and_a_site_reads_its_own(hub: Hub) -> None:
     everything = hub.call("GET", "/api/v1/audit?limit=1000", "group-admin").json()["items"]
     parts = [(row["kind"], row["site"], row["token"]) for row in everything if row["kind"].endswith("_part")]
     assert ("site_part", "ghent", "ghent-editor") in parts
     assert ("site_part", "bruges", "bruges-admin") in parts
     assert ("group_part", None, "group-admin") in parts
+    assert {(row["site"], row["token"]) for row in everything if row["kind"] == "override"} == {
+        ("ghent", "ghent-teacher")}
     tokens = {row["object_id"]: row["site"] for row in everything if row["kind"] == "token"}
     assert tokens["ghent-admin"] == "ghent" and tokens["group-viewer"] is None  # the site a token is for
     ghent_part = next(row for row in everything if row["kind"] == "site_part" and row["site"] == "ghent")

@@ -5,8 +5,8 @@ an audit log that records the site each change concerns.
 Tokens and the audit log live in the hub's own state folder (the policy database's tables);
 the policy lives in NATS. Roles are the API's (admin, editor, teacher, viewer) with a scope:
 a token without a site acts on the whole group, a site's token on that site alone. Every
-operation goes through `_in_scope` before its handler: a site's token naming another site
-is refused (403), and one naming none means its own."""
+request passes scope_middleware after authentication: a site's token naming another site is
+refused (403), and one naming none means its own."""
 
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ import nats
 from aiohttp import web
 from nats.errors import Error as NatsError
 
-from edufilter.api import views
+from edufilter.api import schemas, views
 from edufilter.api.admin import revoke_change, whoami
 from edufilter.api.connections import CONNECTIONS, RESOURCE_LOG, ConnectionGuard, ResourceLog, connection_budget
 from edufilter.api.context import METRICS, SETTINGS, STORE, Metrics, StoreWorker, policy_path
 from edufilter.api.operations import (
     PAGE_QUERY,
+    TOKEN,
     Call,
     Change,
     Operation,
@@ -38,21 +39,34 @@ from edufilter.api.operations import (
     paginate,
     path_of,
     precondition_required,
+    with_defaults,
 )
-from edufilter.api.problems import Problem, problem_middleware
+from edufilter.api.problems import Handler, Problem, problem_middleware
 from edufilter.api.security import OPERATIONS, THROTTLE, WindowCounter, auth_middleware
 from edufilter.api.settings import ApiSettings
 from edufilter.api.tokens import EVERY_ROLE, MAX_OVERRIDE_MINUTES, Role, create_token, find_token, list_tokens
 from edufilter.api.validation import array, checked_date_time, choice, date_time, integer, obj, slug, text
 from edufilter.config import HubConfig
 from edufilter.hub.agent import connect
-from edufilter.hub.model import GROUP_BUCKET, HubError, check_files, combined_policy, site_bucket
+from edufilter.hub.model import (
+    GROUP_BUCKET,
+    SITE_OVERRIDES,
+    HubError,
+    check_files,
+    combined_policy,
+    read_overrides,
+    site_bucket,
+    write_overrides,
+)
 from edufilter.hub.parts import PartConflict, check_part, latest, site_names, store_part
 from edufilter.hub.reading import COUNT_DIMENSIONS, count_events, event_page
+from edufilter.policy.model import Action, Override
 from edufilter.policy.store import PolicyStore
 
 READERS = frozenset((Role.ADMIN, Role.EDITOR, Role.VIEWER))
 EDITORS = frozenset((Role.ADMIN, Role.EDITOR))
+OVERRIDERS = frozenset((Role.ADMIN, Role.EDITOR, Role.TEACHER))
+OVERRIDE_ATTEMPTS = 5
 ADMINS = frozenset((Role.ADMIN,))
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "14d": timedelta(days=14)}
 MAX_EVENTS_READ = 100_000  # events one page request reads at most, matching or not
@@ -75,32 +89,29 @@ TOKEN_CREATE = obj({
 # Scope
 
 
+@web.middleware
+async def scope_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Before anything else of an operation (its body included): a site's token naming another
+    site, in the path or the query, is refused."""
+    token = request.get(TOKEN)
+    if token is not None and token.site is not None:
+        named = request.match_info.get("site", request.query.get("site"))
+        if named is not None and named != token.site:
+            raise Problem(403, "forbidden", f"a token of site {token.site} may not act on site {named}")
+    return await handler(request)
+
+
 def site_of(call: Call) -> str | None:
-    """The site an operation acts on (its {site} path parameter or `site` query); for a site's
-    token always its own site, and naming another is refused."""
-    token = call.token
-    assert token is not None
-    named = call.params.get("site", call.query.get("site"))
-    if token.site is None:
-        return named
-    if named is not None and named != token.site:
-        raise Problem(403, "forbidden", f"a token of site {token.site} may not act on site {named}")
-    return token.site
+    """The site an operation acts on: a site's token's own (scope_middleware refused any
+    other), else the {site} path parameter or `site` query, or None for the whole group."""
+    assert call.token is not None
+    return call.token.site or call.params.get("site", call.query.get("site"))
 
 
 def group_scope_only(call: Call, what: str) -> None:
     assert call.token is not None
     if call.token.site is not None:
         raise Problem(403, "forbidden", f"a token of site {call.token.site} may not {what}: the group's tokens only")
-
-
-def _in_scope(handler: Callable[[Call], Awaitable[web.StreamResponse]]) -> Callable[[Call], Awaitable[web.StreamResponse]]:
-    async def checked(call: Call) -> web.StreamResponse:
-        if call.token is not None:
-            site_of(call)
-        return await handler(call)
-
-    return checked
 
 
 async def _hub_call(request: Awaitable[Any]) -> Any:
@@ -189,6 +200,61 @@ async def _put_part(call: Call, site: str | None) -> web.StreamResponse:
 
     await call.app[STORE].run(record)
     return _part_response(revision, files)
+
+
+# A site's overrides: a teacher's allow (or block) of a name for one of the site's groups
+
+
+async def create_site_override(call: Call) -> web.StreamResponse:
+    """Add an override to the site's part (its SITE_OVERRIDES, expired ones dropped), over the
+    part's current revision, read again when another edit came first."""
+    site, token = site_of(call), call.token
+    assert site is not None and token is not None
+    body = with_defaults(call.body, schemas.OVERRIDE_CREATE)
+    if token.role is Role.TEACHER and body["group"] not in token.groups:
+        raise Problem(403, "forbidden", f"a teacher token of groups {', '.join(token.groups)} may not override "
+                      f"group {body['group']}")
+    if token.max_minutes is not None and body["minutes"] > token.max_minutes:
+        raise Problem(422, "invalid-change", f"minutes is more than this token's maximum of {token.max_minutes}")
+    await _known_site(call, site)
+    client, bucket = call.app[HUB], site_bucket(site)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    for _ in range(OVERRIDE_ATTEMPTS):
+        revision, files = await _hub_call(latest(client, bucket))
+        live = [item for item in read_overrides(files.get(SITE_OVERRIDES, "")) if item.expires_at > now]
+        override = Override(len(live) + 1, body["group"], body["name"], Action(body["action"]), now,
+                            now + timedelta(minutes=body["minutes"]), token.name, body["reason"])
+        updated = {**files, SITE_OVERRIDES: write_overrides([*live, override])}
+        await _hub_call(check_part(client, site, updated))
+        try:
+            stored = await _hub_call(store_part(client, bucket, updated, revision))
+        except PartConflict:
+            continue
+        break
+    else:
+        raise Problem(503, "busy", f"site {site}'s part kept changing; try again", headers={"Retry-After": "1"})
+    row = {**_override_row(site, override), "revision": stored}
+    actor = call.actor_for(site)
+    await call.app[STORE].run(lambda store: store.record_external(actor, "override", site, None, row))
+    return json_response(row, 201)
+
+
+def _override_row(site: str, override: Override) -> dict[str, object]:
+    return {"site": site, "group": override.group, "name": override.name, "action": override.action.value,
+            "starts_at": override.starts_at.isoformat(), "expires_at": override.expires_at.isoformat(),
+            "created_by": override.created_by, "reason": override.reason}
+
+
+async def list_site_overrides(call: Call) -> web.StreamResponse:
+    """The site's live overrides (a teacher: of their groups)."""
+    site, token = site_of(call), call.token
+    assert site is not None and token is not None
+    await _known_site(call, site)
+    _, files = await _hub_call(latest(call.app[HUB], site_bucket(site)))
+    now = datetime.now(timezone.utc)
+    rows = [_override_row(site, item) for item in read_overrides(files.get(SITE_OVERRIDES, ""))
+            if item.expires_at > now and (token.role is not Role.TEACHER or item.group in token.groups)]
+    return json_response({"items": rows, "next_cursor": None, "total": len(rows)})
 
 
 # Sites, events and counts
@@ -325,7 +391,7 @@ _SITE_QUERY = {"site": _SITE_NAME}
 
 def _operation(method: str, path: str, operation_id: str, summary: str,
                handler: Callable[[Call], Awaitable[web.StreamResponse]], roles: frozenset[Role], **extra: Any) -> Operation:
-    return Operation(method, path, operation_id, summary, _in_scope(handler), roles,
+    return Operation(method, path, operation_id, summary, handler, roles,
                      extra.pop("responses", _ok()), extra.pop("tag", "hub"), **extra)
 
 
@@ -341,6 +407,12 @@ HUB_OPERATIONS: list[Operation] = [
                get_site_part, READERS, path_params=_SITE_PARAM),
     _operation("PUT", "/api/v1/sites/{site}/part", "put_site_part", "Store a site's part (the group's or that "
                "site's editors)", put_site_part, EDITORS, path_params=_SITE_PARAM, body=PART),
+    _operation("POST", "/api/v1/sites/{site}/overrides", "create_site_override",
+               "Allow (or block) a name for one of the site's groups from now for some minutes", create_site_override,
+               OVERRIDERS, path_params=_SITE_PARAM, body=schemas.OVERRIDE_CREATE, responses=(Response(201, "Created"),)),
+    _operation("GET", "/api/v1/sites/{site}/overrides", "list_site_overrides",
+               "The site's live overrides (a teacher: of their groups)", list_site_overrides, EVERY_ROLE,
+               path_params=_SITE_PARAM),
     _operation("GET", "/api/v1/events", "list_events", "Block events across the sites in scope, oldest first",
                list_events, READERS,
                query={**_PAGE, **_SITE_QUERY, "cursor": text(20, 1, pattern=r"^[0-9]+$"),
@@ -368,7 +440,7 @@ HUB_OPERATIONS: list[Operation] = [
 
 def make_hub_app(state_dir: Path, hub: HubConfig, settings: ApiSettings = ApiSettings()) -> web.Application:
     """The group's API over the hub's tokens and audit log in state_dir and the group's servers."""
-    app = web.Application(middlewares=[problem_middleware, auth_middleware])
+    app = web.Application(middlewares=[problem_middleware, auth_middleware, scope_middleware])
     app[SETTINGS] = settings
     app[STORE] = StoreWorker(policy_path(Path(state_dir)))
     app[METRICS] = Metrics()

@@ -7,15 +7,17 @@ import json
 import re
 import tempfile
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edufilter.errors import EdufilterError, PolicyError
 from edufilter.policy.defaults import load_policy_dir, read_group_changes
 from edufilter.policy.model import (
+    Action,
     ClientMatch,
     Group,
+    Override,
     Policy,
     QuicMode,
     Rule,
@@ -34,7 +36,8 @@ KV_HISTORY = 64  # the most JetStream keeps per key
 SITE_PART_PREFIX = "site-"  # a site's files sit beside the group's under this prefix
 SITE_CLIENTS = "clients.toml"  # a site's networks in the group's groups
 SITE_CHANGES = "changes.toml"  # a site's stricter settings and added rules for the group's groups
-SITE_RESERVED = (SITE_CLIENTS, SITE_CHANGES)
+SITE_OVERRIDES = "overrides.toml"  # a site's temporary overrides, written by the group's API
+SITE_RESERVED = (SITE_CLIENTS, SITE_CHANGES, SITE_OVERRIDES)
 SITES_MAY_LOOSEN = "sites.toml"  # in the group's part: what sites may loosen, per group
 _CLIENT_KEYS = ("cidr", "interface", "vlan", "mac")
 
@@ -134,8 +137,15 @@ def combined_policy(group: dict[str, str], site: dict[str, str]) -> Policy:
                 _check_site_rule(rule, allowed, rule_where)
                 rules.append(rule)  # after the group's own: at equal specificity its blocking rule wins
     clients = _site_clients(site[SITE_CLIENTS]) if SITE_CLIENTS in site else ()
+    overrides = read_overrides(site.get(SITE_OVERRIDES, ""))
+    for override in overrides:
+        if override.group in group_groups and not override.action.blocks \
+                and not loosen.get(override.group, Loosening()).overrides:
+            raise PolicyError(f"{SITE_OVERRIDES}: override {override.id}: an {override.action} override loosens group "
+                              f"{override.group!r}, and the group policy does not let sites loosen it "
+                              f"({SITES_MAY_LOOSEN}: [loosen.{override.group}] overrides = true)")
     return check_policy(replace(policy, groups=tuple(groups.values()), rules=tuple(rules),
-                                clients=policy.clients + clients))
+                                clients=policy.clients + clients, overrides=overrides))
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,9 +155,10 @@ class Loosening:
     allow_lists: bool = False  # allow (or monitor) rules on lists: a site's own allow list
     allow_categories: frozenset[str] = frozenset()  # allow (or monitor) rules on these categories
     settings: frozenset[str] = frozenset()  # group settings a site may set less strictly
+    overrides: bool = False  # a site's teachers may allow names for a while (allow overrides)
 
 
-_LOOSENING_KEYS = ("allow_lists", "allow_categories", "settings")
+_LOOSENING_KEYS = ("allow_lists", "allow_categories", "settings", "overrides")
 
 
 def site_loosening(text: str, groups: dict[str, Group]) -> dict[str, Loosening]:
@@ -167,10 +178,11 @@ def site_loosening(text: str, groups: dict[str, Group]) -> dict[str, Loosening]:
         if unknown:
             raise PolicyError(f"{where}: loosen.{name}: unknown key {sorted(unknown)[0]!r} "
                               f"(known: {', '.join(_LOOSENING_KEYS)})")
-        allow_lists = table.get("allow_lists", False)
+        allow_lists, overrides = table.get("allow_lists", False), table.get("overrides", False)
         categories, settings = table.get("allow_categories", []), table.get("settings", [])
-        if not isinstance(allow_lists, bool):
-            raise PolicyError(f"{where}: loosen.{name}.allow_lists: {allow_lists!r} is not true or false")
+        for key, flag in (("allow_lists", allow_lists), ("overrides", overrides)):
+            if not isinstance(flag, bool):
+                raise PolicyError(f"{where}: loosen.{name}.{key}: {flag!r} is not true or false")
         for key, values in (("allow_categories", categories), ("settings", settings)):
             if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
                 raise PolicyError(f"{where}: loosen.{name}.{key}: not a list of names")
@@ -178,7 +190,7 @@ def site_loosening(text: str, groups: dict[str, Group]) -> dict[str, Loosening]:
         if unknown:
             raise PolicyError(f"{where}: loosen.{name}.settings: {sorted(unknown)[0]!r} is not one of "
                               f"{', '.join(STRICTNESS)}")
-        loosening[name] = Loosening(allow_lists, frozenset(categories), frozenset(settings))
+        loosening[name] = Loosening(allow_lists, frozenset(categories), frozenset(settings), overrides)
     return loosening
 
 
@@ -224,6 +236,40 @@ def _check_site_rule(rule: Rule, allowed: Loosening, where: str) -> None:
         raise PolicyError(f"{where}: an {rule.action} rule on {rule.target_kind} {rule.target!r} loosens group "
                           f"{rule.group!r}, and the group policy does not let sites loosen it "
                           f"({SITES_MAY_LOOSEN}: [loosen.{rule.group}] {leave})")
+
+
+_OVERRIDE_KEYS = ("group", "name", "action", "starts_at", "expires_at", "created_by", "reason")
+
+
+def read_overrides(text: str) -> tuple[Override, ...]:
+    """A site's SITE_OVERRIDES: [[overrides]] tables, numbered from 1 in order."""
+    try:
+        tables = tomllib.loads(text).get("overrides", [])
+    except tomllib.TOMLDecodeError as error:
+        raise PolicyError(f"{SITE_OVERRIDES}: not valid TOML: {error}") from error
+    if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
+        raise PolicyError(f"{SITE_OVERRIDES}: overrides must be [[overrides]] tables")
+    overrides = []
+    for number, table in enumerate(tables, 1):
+        if set(table) != set(_OVERRIDE_KEYS):
+            raise PolicyError(f"{SITE_OVERRIDES}: overrides[{number}] needs exactly {', '.join(_OVERRIDE_KEYS)}")
+        try:
+            overrides.append(Override(number, table["group"], table["name"], Action(table["action"]),
+                                      table["starts_at"], table["expires_at"], table["created_by"], table["reason"]))
+        except ValueError as error:
+            raise PolicyError(f"{SITE_OVERRIDES}: overrides[{number}]: {error}") from error
+    return tuple(overrides)
+
+
+def write_overrides(overrides: Sequence[Override]) -> str:
+    """SITE_OVERRIDES's text for these overrides (JSON strings are TOML basic strings)."""
+    return "".join(
+        "[[overrides]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in (
+            ("group", override.group), ("name", override.name), ("action", override.action.value),
+            ("created_by", override.created_by), ("reason", override.reason)))
+        + f"starts_at = {override.starts_at.isoformat()}\nexpires_at = {override.expires_at.isoformat()}\n"
+        for override in overrides
+    )
 
 
 def _site_clients(text: str) -> tuple[ClientMatch, ...]:

@@ -9,7 +9,7 @@ import json
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -85,14 +85,13 @@ class Call:
 
     @property
     def actor(self) -> Actor:
-        return self.actor_for(None)
-
-    def actor_for(self, site: str | None) -> Actor:
-        """The actor of this call, recording `site` (default: the token's site) as the one its
-        change concerns."""
         assert self.token is not None
         return Actor(self.token.name, self.token.role.value, self.request.method, self.request.path_qs,
-                     site or self.token.site)
+                     self.token.site)
+
+    def actor_for(self, site: str | None) -> Actor:
+        """The actor of this call, recording `site` (default: the token's) as the site its change concerns."""
+        return replace(self.actor, site=site or self.actor.site)
 
     async def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         """Run `query` on one consistent snapshot of the policy database."""

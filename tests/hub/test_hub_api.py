@@ -140,6 +140,8 @@ def test_a_site_admin_cannot_touch_another_sites_part(hub: Hub) -> None:
     stale = hub.put(ghent, "ghent-admin", own, revision - 1)
     assert (stale.status_code, stale.json()["current_revision"]) == (412, revision)
     assert hub.call("PUT", ghent, "ghent-admin", json={"files": own}).status_code == 428
+    for bad in ({"../x.toml": ""}, {"x.toml": 1}, {}, {"x.toml": "[lists.school-block]\n"}):  # redefines the group's
+        assert hub.put(ghent, "ghent-admin", bad, revision).status_code == 422, bad
     assert hub.put(ghent, "ghent-viewer", own, revision).status_code == 403  # a viewer changes nothing
     # Another site's part, the group's policy, another site's events: refused.
     bruges_files = {"lists.toml": '[lists.bruges-block]\ndomain = ["x.test"]\n'}

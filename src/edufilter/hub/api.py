@@ -42,6 +42,7 @@ from edufilter.api.operations import (
     with_defaults,
 )
 from edufilter.api.problems import Handler, Problem, problem_middleware
+from edufilter.api.routes import ADMINS, EDITORS, OVERRIDERS, READERS
 from edufilter.api.security import OPERATIONS, THROTTLE, WindowCounter, auth_middleware
 from edufilter.api.settings import ApiSettings
 from edufilter.api.tokens import EVERY_ROLE, MAX_OVERRIDE_MINUTES, Role, create_token, find_token, list_tokens
@@ -63,19 +64,15 @@ from edufilter.hub.reading import COUNT_DIMENSIONS, count_events, event_page
 from edufilter.policy.model import Action, Override
 from edufilter.policy.store import PolicyStore
 
-READERS = frozenset((Role.ADMIN, Role.EDITOR, Role.VIEWER))
-EDITORS = frozenset((Role.ADMIN, Role.EDITOR))
-OVERRIDERS = frozenset((Role.ADMIN, Role.EDITOR, Role.TEACHER))
 OVERRIDE_ATTEMPTS = 5
-ADMINS = frozenset((Role.ADMIN,))
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "14d": timedelta(days=14)}
 MAX_EVENTS_READ = 100_000  # events one page request reads at most, matching or not
 GROUP_SCOPE = "group"  # the audit's object id of the group's part
 
 HUB = web.AppKey("hub", nats.NATS)
 _SITE_NAME = text(31, 1, pattern=r"^[a-z0-9][a-z0-9-]{0,30}$", description="a site's name")
-PART = obj({"files": obj({}, additionalProperties=text(1 << 20), maxProperties=200,
-                         description="policy TOML files by name")}, required=["files"])
+PART = obj({"files": obj({}, additionalProperties=text(1 << 20), description="policy TOML files by name")},
+           required=["files"])
 PART_READ = obj({"revision": integer(), "files": PART["properties"]["files"]}, required=["revision", "files"])
 TOKEN_CREATE = obj({
     "name": slug("token name"),
@@ -381,6 +378,7 @@ async def revoke_scoped_token(call: Call) -> web.StreamResponse:
 
 
 def _ok(schema: Any = None) -> tuple[Response, ...]:
+    """An OK with its ETag: a part's revision, or a digest of the representation."""
     return (Response(200, "OK", schema, headers=("ETag",)),)
 
 
@@ -400,11 +398,11 @@ HUB_OPERATIONS: list[Operation] = [
     _operation("GET", "/api/v1/sites", "list_sites", "The sites the token may see, with their part's revision",
                list_sites, READERS),
     _operation("GET", "/api/v1/group/part", "get_group_part", "The group policy's files; the ETag is its revision",
-               get_group_part, READERS),
+               get_group_part, READERS, responses=_ok(PART_READ)),
     _operation("PUT", "/api/v1/group/part", "put_group_part", "Store the group policy (group editors only)",
                put_group_part, EDITORS, body=PART),
     _operation("GET", "/api/v1/sites/{site}/part", "get_site_part", "A site's part; the ETag is its revision",
-               get_site_part, READERS, path_params=_SITE_PARAM),
+               get_site_part, READERS, path_params=_SITE_PARAM, responses=_ok(PART_READ)),
     _operation("PUT", "/api/v1/sites/{site}/part", "put_site_part", "Store a site's part (the group's or that "
                "site's editors)", put_site_part, EDITORS, path_params=_SITE_PARAM, body=PART),
     _operation("POST", "/api/v1/sites/{site}/overrides", "create_site_override",

@@ -123,7 +123,8 @@ def test_tokens_carry_a_scope_and_a_teacher_teaches_a_sites_groups(hub: Hub) -> 
     names = {row["name"] for row in hub.call("GET", "/api/v1/tokens?limit=1000", "ghent-admin").json()["items"]}
     assert names == {"ghent-admin", "ghent-editor", "ghent-viewer", "ghent-teacher"}
     assert hub.call("GET", "/api/v1/tokens/bruges-admin", "ghent-admin").status_code == 404
-    assert hub.call("DELETE", "/api/v1/tokens/bruges-admin", "ghent-admin", headers={"If-Match": "*"}).status_code == 404
+    revoke = hub.call("DELETE", "/api/v1/tokens/bruges-admin", "ghent-admin", headers={"If-Match": "*"})
+    assert revoke.status_code == 404
     assert hub.call("GET", "/api/v1/group/part", "ghent-teacher").status_code == 403  # teachers read no policy
 
 

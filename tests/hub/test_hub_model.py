@@ -99,6 +99,7 @@ def test_a_site_tightens_the_groups_groups_after_their_own_rules(group: dict[str
     ("[groups.primary]\nsafe_search = false\n", "safe_search: false loosens group 'primary'"),
     ('[groups.primary]\ndefault_action = "allow"\nunnamed = "allow"\n', 'unnamed: "allow" loosens'),
     ("[groups.primary]\nlog_client_address = true\n", "log_client_address"),
+    ("[groups.primary]\nbypass_shield = false\nunnamed = \"auto\"\n", "bypass_shield"),
     ('[groups.primary]\ntitle = "Ours"\n', "a site may change only"),
     ('[groups.ghent-own]\nsafe_search = true\n', "no group 'ghent-own'"),
     ('[lists.x]\ndomain = ["x.test"]\n', "only \\[groups.<name>\\] tables"),
@@ -119,6 +120,10 @@ def test_a_site_loosens_what_the_group_lets_it_and_no_more(group: dict[str, str]
     assert (allowed.action, allowed.list) == ("allow", "ghent-allow")
     assert decide(tmp_path, combined_policy(group_blocking_games(group), {}), "games.test").action == "block"
 
+    shield_only = "[loosen.primary]\nsettings = [\"bypass_shield\"]\n"  # unnamed "auto" would follow it off
+    with pytest.raises(PolicyError, match="unnamed: \"auto\" loosens"):
+        combined_policy(group_blocking_games(group, shield_only),
+                        {SITE_CHANGES: '[groups.primary]\nbypass_shield = false\nunnamed = "auto"\n'})
     for beyond in ('[[groups.primary.rules]]\naction = "allow"\ncategories = ["chat"]\n',  # not in the leave
                    '[[groups.secondary.rules]]\naction = "allow"\nlists = ["ghent-allow"]\n',  # another group
                    '[groups.primary]\nquic = "inspect"\nbypass_shield = false\n'):

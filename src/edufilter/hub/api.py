@@ -290,8 +290,8 @@ async def list_events(call: Call) -> web.StreamResponse:
 async def event_counts(call: Call) -> web.StreamResponse:
     site, window, by = site_of(call), call.query["window"], call.query["by"]
     since = datetime.now(timezone.utc) - WINDOWS[window]
-    counted = await _hub_call(count_events(call.app[HUB], site, by, _event_filter(call, ("group", "category", "action")),
-                                           since))
+    matches = _event_filter(call, ("group", "category", "action"))
+    counted = await _hub_call(count_events(call.app[HUB], site, by, matches, since))
     rows = [{"key": key, "events": count} for key, count in sorted(counted.counts.items())]
     return json_response({"window": window, "by": by, "rows": rows, "read": counted.read,
                           "truncated": counted.truncated})
@@ -388,7 +388,8 @@ _SITE_QUERY = {"site": _SITE_NAME}
 
 
 def _operation(method: str, path: str, operation_id: str, summary: str,
-               handler: Callable[[Call], Awaitable[web.StreamResponse]], roles: frozenset[Role], **extra: Any) -> Operation:
+               handler: Callable[[Call], Awaitable[web.StreamResponse]], roles: frozenset[Role],
+               **extra: Any) -> Operation:
     return Operation(method, path, operation_id, summary, handler, roles,
                      extra.pop("responses", _ok()), extra.pop("tag", "hub"), **extra)
 
@@ -407,7 +408,8 @@ HUB_OPERATIONS: list[Operation] = [
                "site's editors)", put_site_part, EDITORS, path_params=_SITE_PARAM, body=PART),
     _operation("POST", "/api/v1/sites/{site}/overrides", "create_site_override",
                "Allow (or block) a name for one of the site's groups from now for some minutes", create_site_override,
-               OVERRIDERS, path_params=_SITE_PARAM, body=schemas.OVERRIDE_CREATE, responses=(Response(201, "Created"),)),
+               OVERRIDERS, path_params=_SITE_PARAM, body=schemas.OVERRIDE_CREATE,
+               responses=(Response(201, "Created"),)),
     _operation("GET", "/api/v1/sites/{site}/overrides", "list_site_overrides",
                "The site's live overrides (a teacher: of their groups)", list_site_overrides, EVERY_ROLE,
                path_params=_SITE_PARAM),

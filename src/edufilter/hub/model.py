@@ -215,11 +215,12 @@ def _changed_group(group: Group, settings: dict[str, object], allowed: Loosening
     if unknown:
         raise PolicyError(f"{where}.{sorted(unknown)[0]}: a site may change only {', '.join(STRICTNESS)}")
     changed = replace(group, **settings)  # type: ignore[arg-type]
-    for name in settings:
-        if STRICTNESS[name](changed) < STRICTNESS[name](group) and name not in allowed.settings:
-            raise PolicyError(f"{where}.{name}: {json.dumps(settings[name])} loosens group {group.name!r}, and the group "
-                              f"policy does not let sites loosen it ({SITES_MAY_LOOSEN}: [loosen.{group.name}] "
-                              "settings)")
+    # Every setting is compared, not only those given: bypass_shield off also relaxes unnamed "auto".
+    for name, strictness in STRICTNESS.items():
+        if strictness(changed) < strictness(group) and name not in allowed.settings:
+            given = f"{json.dumps(settings[name])} " if name in settings else ""
+            raise PolicyError(f"{where}.{name}: {given}loosens group {group.name!r}, and the group policy does not "
+                              f"let sites loosen it ({SITES_MAY_LOOSEN}: [loosen.{group.name}] settings)")
     return changed
 
 

@@ -213,6 +213,9 @@ def test_a_teacher_overrides_the_sites_groups_and_allows_only_with_the_groups_le
     assert [(row["action"], row["created_by"], row["reason"]) for row in listed] == [
         ("block", "ghent-teacher", 'lesson "film"'), ("allow", "ghent-teacher", 'lesson "film"')]
     assert hub.call("GET", path, "bruges-admin").status_code == 403
+    # A teacher holds at most the school API's quota of live overrides (10), at a site as at a school.
+    codes = [override("primary", "block").status_code for _ in range(9)]
+    assert codes == [201] * 8 + [409]
 
 
 def test_the_audit_log_records_the_site_and_a_site_reads_its_own(hub: Hub) -> None:

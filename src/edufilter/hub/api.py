@@ -43,7 +43,8 @@ from edufilter.api.operations import (
 )
 from edufilter.api.problems import Handler, Problem, problem_middleware
 from edufilter.api.routes import ADMINS, EDITORS, OVERRIDERS, READERS
-from edufilter.api.security import OPERATIONS, THROTTLE, WindowCounter, auth_middleware
+from edufilter.api.resources import refuse_over_quota, refuse_teacher_over_rate
+from edufilter.api.security import OPERATIONS, OVERRIDE_RATE, THROTTLE, WindowCounter, auth_middleware
 from edufilter.api.settings import ApiSettings
 from edufilter.api.tokens import EVERY_ROLE, MAX_OVERRIDE_MINUTES, Role, create_token, find_token, list_tokens
 from edufilter.api.validation import array, checked_date_time, choice, date_time, integer, obj, slug, text
@@ -213,12 +214,17 @@ async def create_site_override(call: Call) -> web.StreamResponse:
                       f"group {body['group']}")
     if token.max_minutes is not None and body["minutes"] > token.max_minutes:
         raise Problem(422, "invalid-change", f"minutes is more than this token's maximum of {token.max_minutes}")
+    teacher = token.role is Role.TEACHER
+    if teacher:
+        refuse_teacher_over_rate(call)
     await _known_site(call, site)
     client, bucket = call.app[HUB], site_bucket(site)
     now = datetime.now(timezone.utc).replace(microsecond=0)
     for _ in range(OVERRIDE_ATTEMPTS):
         revision, files = await _hub_call(latest(client, bucket))
         live = [item for item in read_overrides(files.get(SITE_OVERRIDES, "")) if item.expires_at > now]
+        if teacher:
+            refuse_over_quota(call, sum(item.created_by == token.name for item in live))
         override = Override(len(live) + 1, body["group"], body["name"], Action(body["action"]), now,
                             now + timedelta(minutes=body["minutes"]), token.name, body["reason"])
         updated = {**files, SITE_OVERRIDES: write_overrides([*live, override])}
@@ -230,6 +236,8 @@ async def create_site_override(call: Call) -> web.StreamResponse:
         break
     else:
         raise Problem(503, "busy", f"site {site}'s part kept changing; try again", headers={"Retry-After": "1"})
+    if teacher:
+        call.app[OVERRIDE_RATE].record(token.name)
     row = {**_override_row(site, override), "revision": stored}
     actor = call.actor_for(site)
     await call.app[STORE].run(lambda store: store.record_external(actor, "override", site, None, row))
@@ -445,6 +453,7 @@ def make_hub_app(state_dir: Path, hub: HubConfig, settings: ApiSettings = ApiSet
     app[STORE] = StoreWorker(policy_path(Path(state_dir)))
     app[METRICS] = Metrics()
     app[THROTTLE] = WindowCounter(settings.auth_failures, settings.auth_window)
+    app[OVERRIDE_RATE] = WindowCounter(settings.teacher_overrides_per_hour, 3600.0)
     app[RESOURCE_LOG] = ResourceLog(settings.resource_log_interval)
     app[CONNECTIONS] = ConnectionGuard(settings.max_connections_per_address,
                                        connection_budget(settings.max_connections))

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -11,16 +13,19 @@ from edufilter.commands.policy import store_policy
 from edufilter.errors import PolicyError
 from edufilter.hub.model import (
     SITE_CHANGES,
+    SITE_OVERRIDES,
     SITES_MAY_LOOSEN,
     HubError,
     combined_policy,
     decode_part,
     encode_part,
+    read_overrides,
     read_part,
+    write_overrides,
 )
 from edufilter.policy.defaults import default_policy_dir
 from edufilter.policy.engine import Explanation, open_current
-from edufilter.policy.model import ClientIdentity, Policy, QuicMode
+from edufilter.policy.model import Action, ClientIdentity, Override, Policy, QuicMode
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +145,20 @@ def test_a_site_loosens_what_the_group_lets_it_and_no_more(group: dict[str, str]
 def test_a_bad_sites_file_in_the_group_part_is_refused(group: dict[str, str], loosen: str, complaint: str) -> None:
     with pytest.raises(PolicyError, match=complaint):
         combined_policy({**group, SITES_MAY_LOOSEN: loosen}, {SITE_CHANGES: "[groups.primary]\nquic = \"block\"\n"})
+
+
+def test_a_sites_overrides_round_trip_and_allow_only_with_the_groups_leave(group: dict[str, str],
+                                                                         tmp_path: Path) -> None:
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    written = (Override(1, "primary", "games.test", Action.ALLOW, now, now + timedelta(hours=1), "ms-peeters",
+                        'film "Brugge"\nles 3'),
+               Override(2, "secondary", "chat.test", Action.BLOCK, now, now + timedelta(hours=1), "mr-janssens", ""))
+    text = write_overrides(written)
+    assert read_overrides(text) == written
+    with pytest.raises(PolicyError, match="overrides = true"):
+        combined_policy(group_blocking_games(group), {SITE_OVERRIDES: text})
+    leave = group_blocking_games(group, "[loosen.primary]\noverrides = true\n")
+    allowed = decide(tmp_path, combined_policy(leave, {SITE_OVERRIDES: text}), "games.test")
+    assert (allowed.action, allowed.decided_by) == ("allow", "override")
+    blocking = combined_policy(group, {SITE_OVERRIDES: write_overrides(written[1:])})  # tightens: no leave needed
+    assert blocking.overrides == (replace(written[1], id=1),)

@@ -83,6 +83,10 @@ async def read_audit(call: Call) -> web.StreamResponse:
         filters["since"] = since.astimezone(timezone.utc).isoformat(timespec="microseconds")
     cursor = call.query.get("cursor")
     assert call.token is not None
+    # Multi-site mode: a site's token reads its site's changes only (the group's API may ask for one).
+    site = call.token.site or call.query.get("site")
+    if site is not None:
+        filters["site"] = site
     # The audit shows no more than the role may read: tokens are an admin's alone.
     hidden = () if call.token.role is Role.ADMIN else ("token",)
     rows = await call.read(lambda db: views.audit(db, filters, limit + 1, int(cursor) if cursor else None, hidden))

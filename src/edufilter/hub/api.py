@@ -21,8 +21,8 @@ import nats
 from aiohttp import web
 from nats.errors import Error as NatsError
 
-from edufilter.api import schemas, views
-from edufilter.api.admin import revoke_change, whoami
+from edufilter.api import schemas
+from edufilter.api.admin import read_audit, revoke_change, whoami
 from edufilter.api.connections import CONNECTIONS, RESOURCE_LOG, ConnectionGuard, ResourceLog, connection_budget
 from edufilter.api.context import METRICS, SETTINGS, STORE, Metrics, StoreWorker, policy_path
 from edufilter.api.operations import (
@@ -308,19 +308,6 @@ async def event_counts(call: Call) -> web.StreamResponse:
 # Audit and tokens
 
 
-async def read_audit(call: Call) -> web.StreamResponse:
-    assert call.token is not None
-    limit, cursor = call.query["limit"], call.query.get("cursor")
-    filters = {name: call.query[name] for name in ("kind", "object_id", "token") if name in call.query}
-    site = site_of(call)
-    if site is not None:
-        filters["site"] = site
-    hidden = () if call.token.role is Role.ADMIN else ("token",)
-    rows = await call.read(lambda db: views.audit(db, filters, limit + 1, int(cursor) if cursor else None, hidden))
-    following = str(rows[limit - 1]["id"]) if len(rows) > limit else None
-    return json_response({"items": rows[:limit], "next_cursor": following, "total": None})
-
-
 def _scoped_token(call: Call, db: sqlite3.Connection, name: str) -> dict | None:
     """The token by that name when the caller's scope covers it (a site admin: its site's only)."""
     token = find_token(db, name)
@@ -433,7 +420,8 @@ HUB_OPERATIONS: list[Operation] = [
                       "group": slug("group name"), "category": slug("category name"), "action": slug("action")}),
     _operation("GET", "/api/v1/audit", "list_audit", "Audit log, newest first (a site's tokens: that site's)",
                read_audit, READERS,
-               query={**_PAGE, **_SITE_QUERY, "kind": text(40, 1), "object_id": text(200, 1), "token": text(200, 1)}),
+               query={**_PAGE, **_SITE_QUERY, "kind": text(40, 1), "object_id": text(200, 1), "token": text(200, 1),
+                      "since": date_time()}),
     _operation("GET", "/api/v1/tokens", "list_tokens", "The tokens in scope, revoked ones included",
                list_scoped_tokens, ADMINS, query={**_PAGE, **_SITE_QUERY, "role": choice(Role)}),
     _operation("POST", "/api/v1/tokens", "create_token", "Make a token of the group or of a site in scope",

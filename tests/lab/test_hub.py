@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("nats", reason="the hub extra (nats-py) is not installed")
 
 from edufilter.hub.agent import APPLIED_FILE, OUTBOX_FILE, hub_dir
-from edufilter.hub.model import GROUP_BUCKET, site_bucket
+from edufilter.hub.model import GROUP_BUCKET, SITE_CHANGES, SITES_MAY_LOOSEN, site_bucket
 from edufilter.hub.outbox import Outbox
 from edufilter.lab.hub import GroupCluster, nats_server_available, start_group_cluster
 from edufilter.lab.netns import Lab
@@ -163,6 +163,29 @@ def test_a_site_part_that_redefines_a_group_item_is_refused(cluster: GroupCluste
     assert refused.returncode == 2
     assert "school-block" in refused.stderr
     assert revision(cluster, "--site=ghent") == before
+
+
+def test_a_sites_loosening_is_refused_until_the_group_gives_leave_then_reaches_its_gateway(
+    cluster: GroupCluster, gateways: dict[str, Path], tmp_path: Path
+) -> None:
+    plain = site_folder(tmp_path / "plain", "ghent", "198.18.100.0/24")
+    loose = site_folder(tmp_path / "loose", "ghent", "198.18.100.0/24")
+    (loose / "allow.toml").write_text('[lists.ghent-allow]\ndomain = ["games.test"]\n')
+    (loose / SITE_CHANGES).write_text('[[groups.primary.rules]]\naction = "allow"\nlists = ["ghent-allow"]\n')
+    before = revision(cluster, "--site=ghent")
+    refused = cluster.hub("put", "--site=ghent", f"--if-match={before}", str(loose), check=False)
+    assert refused.returncode == 2 and "loosens group 'primary'" in refused.stderr
+
+    leave = group_folder(tmp_path / "group")
+    (leave / SITES_MAY_LOOSEN).write_text("[loosen.primary]\nallow_lists = true\n")
+    put(cluster, leave, "--group", if_match=revision(cluster, "--group"))
+    loosened = put(cluster, loose, "--site=ghent", if_match=before)
+    wait_for(lambda: applied(gateways["ghent"]).get(site_bucket("ghent")) == loosened)
+    assert "ghent-allow" in stored_lists(gateways["ghent"])
+    # The site's part goes back to plain, so that the later tests' group parts need no leave.
+    restored = put(cluster, plain, "--site=ghent", if_match=loosened)
+    wait_for(lambda: applied(gateways["ghent"]).get(site_bucket("ghent")) == restored)
+    assert "ghent-allow" not in stored_lists(gateways["ghent"])
 
 
 PROBE = """

@@ -480,8 +480,13 @@ def refuse_teacher_over_quota(call: Call, db: sqlite3.Connection, at: datetime) 
     """409 when the teacher's token holds its number of unexpired overrides; called inside the
     change's transaction, so that two requests at once cannot both pass."""
     assert call.token is not None
+    refuse_over_quota(call, views.unexpired_overrides_by(db, call.token.name, at))
+
+
+def refuse_over_quota(call: Call, held: int) -> None:
+    """409 when a teacher's token holds `held` unexpired overrides, its quota or more."""
     quota = call.app[SETTINGS].teacher_active_overrides
-    if views.unexpired_overrides_by(db, call.token.name, at) >= quota:
+    if held >= quota:
         raise Problem(409, "override-quota", f"this token already holds {quota} overrides that have not "
                       "expired; end one (DELETE) or wait until one expires")
 

@@ -196,6 +196,8 @@ TOKEN = resource(
         "role": Field(choice(Role), required=True),
         "groups": Field(array(slug("group name"), 100, description="teacher tokens: the groups they may override")),
         "max_minutes": Field(nullable(integer(1, MAX_OVERRIDE_MINUTES, description="longest override allowed"))),
+        "site": Field(nullable(text(31, description="multi-site mode: the site the token is limited to; null: "
+                                                    "the school, or the whole group")), read_only=True),
         "created_at": Field(date_time(), read_only=True),
         "revoked_at": Field(nullable(date_time()), read_only=True),
     },
@@ -209,11 +211,12 @@ TOKEN_CREATED = component(
             "role": choice(Role),
             "groups": array(slug("group name"), 100),
             "max_minutes": nullable(integer(1, MAX_OVERRIDE_MINUTES)),
+            "site": nullable(text(31)),
             "created_at": date_time(),
             "revoked_at": nullable(date_time()),
             "token": text(100, description="the bearer secret: shown this once, stored only as a digest"),
         },
-        required=["name", "role", "groups", "max_minutes", "created_at", "revoked_at", "token"],
+        required=["name", "role", "groups", "max_minutes", "site", "created_at", "revoked_at", "token"],
     ),
 )
 
@@ -381,6 +384,8 @@ AUDIT_ENTRY = component(
             "role": text(20),
             "method": text(20),
             "path": text(4096),
+            "site": nullable(text(31, description="multi-site mode: the site the change concerns; null: the "
+                                                  "school's own or the group's")),
             "kind": text(40),
             "object_id": text(4096),
             "before": {"type": ["object", "null"], "description": "the object before the change"},
@@ -388,7 +393,8 @@ AUDIT_ENTRY = component(
             "policy_version": integer(),
         },
         required=[
-            "id", "at", "token", "role", "method", "path", "kind", "object_id", "before", "after", "policy_version",
+            "id", "at", "token", "role", "method", "path", "site", "kind", "object_id", "before", "after",
+            "policy_version",
         ],
     ),
 )

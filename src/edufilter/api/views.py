@@ -283,7 +283,8 @@ def settings(db: sqlite3.Connection) -> Row:
 
 # Audit log, newest first, paged by id
 
-_AUDIT_FILTERS = {"kind": "kind = ?", "object_id": "object_id = ?", "token": "token = ?", "since": "at >= ?"}
+_AUDIT_FILTERS = {"kind": "kind = ?", "object_id": "object_id = ?", "token": "token = ?", "since": "at >= ?",
+                  "site": "site = ?"}
 
 
 def audit(db: sqlite3.Connection, filters: dict[str, str], limit: int, before_id: int | None,
@@ -300,7 +301,7 @@ def audit(db: sqlite3.Connection, filters: dict[str, str], limit: int, before_id
         arguments.append(before_id)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = db.execute(
-        "SELECT id, at, token, role, method, path, kind, object_id, before, after, policy_version"
+        "SELECT id, at, token, role, method, path, site, kind, object_id, before, after, policy_version"
         f" FROM audit_log {where} ORDER BY id DESC LIMIT ?",
         [*arguments, limit],
     )
@@ -312,13 +313,14 @@ def audit(db: sqlite3.Connection, filters: dict[str, str], limit: int, before_id
             "role": role,
             "method": method,
             "path": path,
+            "site": site,
             "kind": kind,
             "object_id": object_id,
             "before": None if before is None else json.loads(before),
             "after": None if after is None else json.loads(after),
             "policy_version": policy_version,
         }
-        for row_id, at, token, role, method, path, kind, object_id, before, after, policy_version in rows
+        for row_id, at, token, role, method, path, site, kind, object_id, before, after, policy_version in rows
     ]
 
 

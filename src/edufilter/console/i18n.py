@@ -222,6 +222,7 @@ _TEXTS: Final[dict[str, tuple[str, str, str, str]]] = {
     # Audit
     "audit_title": ("Auditlog", "Journal d'audit", "Audit log", "Änderungsprotokoll"),
     "who": ("Wie", "Qui", "Who", "Wer"),
+    "site": ("vestiging", "site", "site", "Standort"),
     "what": ("Wat", "Quoi", "What", "Was"),
     "object": ("Object", "Objet", "Object", "Objekt"),
     "no_audit": ("Nog geen wijzigingen.", "Aucune modification.", "No changes yet.", "Noch keine Änderungen."),

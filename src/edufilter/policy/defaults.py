@@ -272,6 +272,13 @@ def _group(table: _Table, collected: _Collected) -> None:
         client.only(tuple(_CLIENT_KEYS))
         match = {key: client.value(key, kind) for key, kind in _CLIENT_KEYS.items()}
         collected.add("clients", ClientMatch(name, **match), client.where())  # type: ignore[arg-type]
+    for target_rule, where in _rules(table):
+        collected.add("rules", target_rule, where)
+
+
+def _rules(table: _Table) -> list[tuple[Rule, str]]:
+    """The [[groups.<name>.rules]] of a group's table, one Rule per target, with where each is."""
+    rules = []
     for rule in table.tables("rules"):
         rule.only(("action", "schedule", *RULE_TARGETS))
         if "action" not in rule.values:
@@ -285,5 +292,35 @@ def _group(table: _Table, collected: _Collected) -> None:
         if not targets:
             rule.fail(given[0], "is empty")
         for target in targets:
-            target_rule = Rule(name, RULE_TARGETS[given[0]], target, action, schedule)  # type: ignore[arg-type]
-            collected.add("rules", target_rule, rule.where())
+            target_rule = Rule(table.name, RULE_TARGETS[given[0]], target, action, schedule)  # type: ignore[arg-type]
+            rules.append((target_rule, rule.where()))
+    return rules
+
+
+@dataclass(frozen=True, slots=True)
+class GroupChange:
+    """What a file changes in a group defined elsewhere: the settings it gives (only those)
+    and the rules it adds, each rule with where it is written."""
+
+    group: str
+    settings: dict[str, object]
+    rules: tuple[tuple[Rule, str], ...]
+
+
+def read_group_changes(text: str, file: Path) -> list[GroupChange]:
+    """The [groups.<name>] tables of a file that changes groups defined elsewhere (a site's
+    part in multi-site mode): the same keys as a group's table but clients; nothing else."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise PolicyError(f"{file}: not valid TOML: {error}") from error
+    for key in document:
+        if key != "groups":
+            raise PolicyError(f"{file}: {key!r}: only [groups.<name>] tables change the group policy's groups")
+    changes = []
+    for table in _Table(file, "groups", document.get("groups", {})).subtables():
+        table.only((*(field.name for field in _GROUP_FIELDS), "rules"))
+        settings = {field.name: table.value(field.name, type(field.default))
+                    for field in _GROUP_FIELDS if field.name in table.values}
+        changes.append(GroupChange(table.name, settings, tuple(_rules(table))))
+    return changes

@@ -194,6 +194,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE rules ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
     """,
+    # Multi-site mode: a token's scope (a site, or NULL for the school or the whole group) and
+    # the site each audited change concerns (NULL: the school's own, or the group's policy).
+    """
+    ALTER TABLE api_tokens ADD COLUMN site TEXT;
+    ALTER TABLE audit_log ADD COLUMN site TEXT;
+    CREATE INDEX audit_site ON audit_log (site, id);
+    """,
 )
 
 POLICY_DB = "policy.sqlite"  # the policy database's name in the state directory
@@ -220,12 +227,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who makes a change, as the audit log records it: token name and role, request line."""
+    """Who makes a change, as the audit log records it: token name and role, request line,
+    and the site the change concerns in multi-site mode."""
 
     token: str
     role: str
     method: str
     path: str
+    site: str | None = None
 
 
 @dataclass(slots=True)
@@ -385,22 +394,12 @@ class PolicyStore:
             # Rows rewritten with the values they had (a PATCH that changes nothing) are no change.
             changed = change.before != change.after or _policy_version(db) != version_before
             if db.total_changes != changes_before and changed:
-                db.execute(
-                    "INSERT INTO audit_log (at, token, role, method, path, kind, object_id, before, after,"
-                    " policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                    " (SELECT version FROM policy_version))",
-                    (
-                        _utc_text(datetime.now(timezone.utc), "now"),
-                        actor.token,
-                        actor.role,
-                        actor.method,
-                        actor.path,
-                        change.kind,
-                        change.object_id,
-                        _json_or_null(change.before),
-                        _json_or_null(change.after),
-                    ),
-                )
+                _insert_audit(db, actor, change)
+
+    def record_external(self, actor: Actor, kind: str, object_id: str, before: object, after: object) -> None:
+        """The audit row of a change made elsewhere (a hub part stored in NATS)."""
+        with self._transaction() as db:
+            _insert_audit(db, actor, AuditedChange(db, kind, object_id, before, after))
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -1070,6 +1069,25 @@ def _statements(script: str) -> Iterator[str]:
             statement = ""
     if statement.strip():
         raise PolicyError(f"migration statement is incomplete: {statement.strip()[:60]!r}")
+
+
+def _insert_audit(db: sqlite3.Connection, actor: Actor, change: AuditedChange) -> None:
+    db.execute(
+        "INSERT INTO audit_log (at, token, role, method, path, site, kind, object_id, before, after,"
+        " policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT version FROM policy_version))",
+        (
+            _utc_text(datetime.now(timezone.utc), "now"),
+            actor.token,
+            actor.role,
+            actor.method,
+            actor.path,
+            actor.site,
+            change.kind,
+            change.object_id,
+            _json_or_null(change.before),
+            _json_or_null(change.after),
+        ),
+    )
 
 
 def _json_or_null(value: object) -> str | None:

@@ -19,8 +19,8 @@ from edufilter.capture._queue import (
     parse_queue_counters,
 )
 from edufilter.errors import EdufilterError, QueueError
-from edufilter.lab.baseline_worker import name_of
-from edufilter.lab.queue_probe import Mode, parse_mode, rewrite_udp
+from edufilter_lab.baseline_worker import name_of
+from edufilter_lab.queue_probe import Mode, parse_mode, rewrite_udp
 from packets import dns_query, ipv4, ipv6, openssl_client_hello, tcp, udp
 
 # /proc/net/netfilter/nfnetlink_queue: queue_num peer_portid queue_total copy_mode copy_range

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from edufilter.errors import PolicyError, StoreBusyError
-from edufilter.policy import store as store_module
-from edufilter.policy.compile import LISTS_IMAGE, compile_policy, images_dir
 from edufilter.classify.engine import Engine
 from edufilter.classify.image import Image, read_meta
+from edufilter.errors import PolicyError, StoreBusyError
+from edufilter.policy import store as store_module
+from edufilter.policy.compile import compile_policy
 from edufilter.policy.model import (
     Action,
     AdminList,
@@ -27,7 +27,8 @@ from edufilter.policy.model import (
     Settings,
     TargetKind,
 )
-from edufilter.policy.store import POLICY_DB, PolicyStore
+from edufilter.policy.store import PolicyStore
+from edufilter.state import StateDir
 
 PUPIL = ClientIdentity("198.18.16.5")
 NOW = datetime.now(timezone.utc)
@@ -51,20 +52,20 @@ def state(tmp_path: Path) -> Path:
         rules=(Rule("pupils", TargetKind.LIST, "blocked", Action.BLOCK),
                Rule("pupils", TargetKind.LIST, "allowed", Action.ALLOW)),
     )
-    with PolicyStore(tmp_path / POLICY_DB) as store:
+    with PolicyStore(StateDir(tmp_path).policy_db) as store:
         store.replace_all(policy)
     compile_policy(tmp_path)
     return tmp_path
 
 
 def lists_image_identity(state: Path) -> tuple[int, int]:
-    status = os.stat(images_dir(state) / LISTS_IMAGE)
+    status = os.stat(StateDir(state).lists_image)
     return status.st_ino, status.st_mtime_ns
 
 
 def test_an_override_reads_no_list_entry_and_keeps_the_lists_image(state: Path, monkeypatch) -> None:
     before = lists_image_identity(state)
-    with PolicyStore(state / POLICY_DB) as store:
+    with PolicyStore(StateDir(state).policy_db) as store:
         store.add_override("pupils", "site7.example", Action.ALLOW, NOW - timedelta(minutes=1),
                            NOW + timedelta(minutes=50))
         version = store.version
@@ -83,12 +84,12 @@ def test_an_override_reads_no_list_entry_and_keeps_the_lists_image(state: Path, 
 
 def test_entry_changes_rebuild_the_lists_image(state: Path) -> None:
     before = lists_image_identity(state)
-    with PolicyStore(state / POLICY_DB) as store:
+    with PolicyStore(StateDir(state).policy_db) as store:
         store.add_list_entry("blocked", ListEntry(EntryKind.DOMAIN, "new.example"))
     compile_policy(state)
     assert lists_image_identity(state) != before
     assert action_for(state, "www.new.example") == "block"
-    with PolicyStore(state / POLICY_DB) as store:
+    with PolicyStore(StateDir(state).policy_db) as store:
         store.remove_list_entry("blocked", ListEntry(EntryKind.DOMAIN, "new.example"))
     compile_policy(state)
     assert action_for(state, "www.new.example") == "default"
@@ -96,26 +97,26 @@ def test_entry_changes_rebuild_the_lists_image(state: Path) -> None:
 
 def test_a_new_empty_list_and_a_removed_list_keep_decisions_right(state: Path) -> None:
     before = lists_image_identity(state)
-    with PolicyStore(state / POLICY_DB) as store:
+    with PolicyStore(StateDir(state).policy_db) as store:
         store.add_list(AdminList("later"))
         store.add_rule(Rule("pupils", TargetKind.LIST, "later", Action.ALLOW), 0)
     compile_policy(state)
     assert lists_image_identity(state) == before  # no entry changed: the lists image holds
     assert action_for(state, "site3.example") == "block"
-    with PolicyStore(state / POLICY_DB) as store:
+    with PolicyStore(StateDir(state).policy_db) as store:
         store.add_list_entry("later", ListEntry(EntryKind.DOMAIN, "site3.example"))
     compile_policy(state)
     assert action_for(state, "site3.example") == "allow"
-    with PolicyStore(state / POLICY_DB) as store:
+    with PolicyStore(StateDir(state).policy_db) as store:
         store.remove_rule("pupils", 2)  # the rule on "allowed"
         store.remove_list("allowed")
     compile_policy(state)
     assert action_for(state, "ok.site1.example") == "block"
-    assert "allowed" not in Image(images_dir(state) / LISTS_IMAGE).meta["lists"]
+    assert "allowed" not in Image(StateDir(state).lists_image).meta["lists"]
 
 
 def test_the_lists_revision_follows_the_entries(tmp_path: Path) -> None:
-    with PolicyStore(tmp_path / POLICY_DB) as store:
+    with PolicyStore(StateDir(tmp_path).policy_db) as store:
         store.replace_all(Policy(settings=Settings(default_group="pupils"), groups=(Group("pupils"),),
                                  lists=(AdminList("a", entries=(ListEntry(EntryKind.DOMAIN, "a.example"),)),)))
 
@@ -136,7 +137,7 @@ def test_the_lists_revision_follows_the_entries(tmp_path: Path) -> None:
 
 def test_a_locked_database_is_reported_busy_not_invalid(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 100)
-    with PolicyStore(tmp_path / POLICY_DB) as store, PolicyStore(tmp_path / POLICY_DB) as other:
+    with PolicyStore(StateDir(tmp_path).policy_db) as store, PolicyStore(StateDir(tmp_path).policy_db) as other:
         store.add_group(Group("pupils"))
         with other.audited(store_module.Actor("t", "admin", "TEST", "/"), "group", "x"):
             with pytest.raises(StoreBusyError, match="busy"):
@@ -145,7 +146,7 @@ def test_a_locked_database_is_reported_busy_not_invalid(tmp_path: Path, monkeypa
 
 def test_a_reload_maps_and_checks_only_the_images_that_changed(state: Path) -> None:
     first = Engine.open(state)
-    with PolicyStore(state / POLICY_DB) as store:
+    with PolicyStore(StateDir(state).policy_db) as store:
         store.add_override("pupils", "site9.example", Action.ALLOW, NOW - timedelta(minutes=1),
                            NOW + timedelta(minutes=50))
     compile_policy(state)
@@ -155,7 +156,7 @@ def test_a_reload_maps_and_checks_only_the_images_that_changed(state: Path) -> N
 
 
 def test_a_cut_short_lists_image_is_compiled_again(state: Path) -> None:
-    lists = images_dir(state) / LISTS_IMAGE
+    lists = StateDir(state).lists_image
     with open(lists, "r+b") as image:
         image.truncate(lists.stat().st_size // 2)
     with pytest.raises(PolicyError, match="truncated"):

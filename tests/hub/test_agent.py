@@ -11,15 +11,23 @@ pytest.importorskip("nats", reason="the hub extra (nats-py) is not installed")
 
 from edufilter.api.standalone import compiling_applier
 from edufilter.hub.agent import PolicyFollower
-from edufilter.hub.model import GROUP_BUCKET, SITE_CHANGES, SITES_MAY_LOOSEN, encode_part, read_part, site_bucket
+from edufilter.hub.model import (
+    GROUP_BUCKET,
+    SITE_CHANGES,
+    SITES_MAY_LOOSEN,
+    encode_part,
+    read_part,
+    site_bucket,
+)
 from edufilter.policy.defaults import default_policy_dir
-from edufilter.policy.store import POLICY_DB, PolicyStore
+from edufilter.policy.store import PolicyStore
+from edufilter.state import StateDir
 
 SITE_PART = {"lists.toml": '[lists.ghent-block]\ndomain = ["only-ghent.test"]\n'}
 
 
 def lists(state: Path) -> set[str]:
-    with PolicyStore(state / POLICY_DB) as store:
+    with PolicyStore(StateDir(state).policy_db) as store:
         return {admin_list.name for admin_list in store.load().lists}
 
 

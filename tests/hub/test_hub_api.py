@@ -24,7 +24,7 @@ import nats
 
 from edufilter.hub.api import HUB_OPERATIONS
 from edufilter.hub.model import SITE_CHANGES, SITES_MAY_LOOSEN, events_subject, read_part
-from edufilter.lab.hub import nats_server_available
+from edufilter_lab.hub import nats_server_available
 from edufilter.policy.defaults import default_policy_dir
 
 SITES = ("ghent", "bruges")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edufilter.commands.policy import store_policy
+from edufilter.classify.engine import Explanation
+from edufilter.policy.defaults import store_policy
 from edufilter.errors import PolicyError
 from edufilter.hub.model import (
     SITE_CHANGES,
@@ -23,8 +24,8 @@ from edufilter.hub.model import (
     read_part,
     write_overrides,
 )
+from edufilter.policy.check import open_current
 from edufilter.policy.defaults import default_policy_dir
-from edufilter.classify.engine import Explanation, open_current
 from edufilter.policy.model import Action, ClientIdentity, Override, Policy, QuicMode
 
 

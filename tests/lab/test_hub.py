@@ -16,12 +16,18 @@ import pytest
 pytest.importorskip("nats", reason="the hub extra (nats-py) is not installed")
 
 from edufilter.hub.agent import APPLIED_FILE, OUTBOX_FILE, hub_dir
-from edufilter.hub.model import GROUP_BUCKET, SITE_CHANGES, SITES_MAY_LOOSEN, site_bucket
+from edufilter.hub.model import (
+    GROUP_BUCKET,
+    SITE_CHANGES,
+    SITES_MAY_LOOSEN,
+    site_bucket,
+)
 from edufilter.hub.outbox import Outbox
-from edufilter.lab.hub import GroupCluster, nats_server_available, start_group_cluster
-from edufilter.lab.netns import Lab
+from edufilter_lab.hub import GroupCluster, nats_server_available, start_group_cluster
+from edufilter_lab.netns import Lab
 from edufilter.policy.defaults import default_policy_dir
-from edufilter.policy.store import POLICY_DB, PolicyStore
+from edufilter.policy.store import PolicyStore
+from edufilter.state import StateDir
 
 pytestmark = pytest.mark.lab
 
@@ -80,9 +86,9 @@ def applied(state: Path) -> dict[str, int]:
 
 
 def stored_lists(state: Path) -> set[str]:
-    if not (state / POLICY_DB).exists():
+    if not (StateDir(state).policy_db).exists():
         return set()
-    with PolicyStore(state / POLICY_DB) as store:
+    with PolicyStore(StateDir(state).policy_db) as store:
         return {admin_list.name for admin_list in store.load().lists}
 
 
@@ -132,7 +138,7 @@ def test_each_gateway_gets_the_group_policy_and_only_its_own_part(gateways: dict
         lists = stored_lists(state)
         assert "school-block" in lists  # the group's
         assert {f"{other}-block" for other in SITES if other != site}.isdisjoint(lists)
-        with PolicyStore(state / POLICY_DB) as store:
+        with PolicyStore(StateDir(state).policy_db) as store:
             cidrs = {client.cidr for client in store.load().clients if client.group == "primary"}
         assert f"198.18.{100 + SITES.index(site)}.0/24" in cidrs
         assert (state / "images" / "policy.img").exists()  # compiled, as a local change is
@@ -241,7 +247,7 @@ def test_one_sites_credentials_are_refused_for_another_sites_subjects(
     try:
         time.sleep(4)
         assert applied(state).get(site_bucket("bruges"), 0) == 0
-        assert not (state / POLICY_DB).exists() or "bruges-block" not in stored_lists(state)
+        assert not (StateDir(state).policy_db).exists() or "bruges-block" not in stored_lists(state)
     finally:
         agent.terminate()
         agent.wait(10)

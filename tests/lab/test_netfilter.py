@@ -40,8 +40,8 @@ from edufilter.rules.marks import (
 )
 from edufilter.rules.netfilter import Backend, InstalledRules, RuleSettings
 from edufilter.errors import NetfilterError
-from edufilter.lab.netns import Host, Lab
-from edufilter.lab.traffic import (
+from edufilter_lab.netns import Host, Lab
+from edufilter_lab.traffic import (
     SchoolNetwork,
     quic_client,
     start_school_network,

@@ -15,7 +15,12 @@ from edufilter.api.context import STATE_DIR
 from edufilter.api.observe import CHECKS, check_moment, client_identity, engine_explain
 from edufilter.api.operations import Call, json_response, not_found, with_defaults
 from edufilter.api.problems import Problem
-from edufilter.api.resources import SCHEDULES, match_of, refuse_misleading_network, rule_model
+from edufilter.api.resources import (
+    SCHEDULES,
+    match_of,
+    refuse_misleading_network,
+    rule_model,
+)
 from edufilter.api.validation import (
     Invalid,
     array,
@@ -28,7 +33,7 @@ from edufilter.api.validation import (
     slug,
     text,
 )
-from edufilter.classify.engine import open_assumed
+from edufilter.policy.check import open_assumed
 from edufilter.policy.model import Action, ClientMatch, Policy, TargetKind
 
 MAX_TARGETS = 5

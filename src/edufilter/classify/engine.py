@@ -8,30 +8,26 @@ needs to read the answer: names instead of ids, the rule, the schedule slot, the
 from __future__ import annotations
 
 import ipaddress
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from edufilter.classify._classify import Classifier, MatchKind, RuleAction, Tier
 from edufilter._fastpath import normalise_name
+from edufilter.classify._classify import Classifier, MatchKind, RuleAction, Tier
+from edufilter.classify.image import mapped_images
 from edufilter.errors import PolicyError
-from edufilter.policy.compile import (
-    CATEGORIES_IMAGE,
-    LISTS_IMAGE,
-    POLICY_IMAGE,
-    compile_policy,
-    images_dir,
-    schedule_from_meta,
+from edufilter.policy.model import (
+    Action,
+    ClientIdentity,
+    DatedException,
+    Schedule,
+    TimeSlot,
+    check_mac,
 )
-from edufilter.classify.image import CHECK_PREFIX, mapped_images
-from edufilter.policy.model import Action, ClientIdentity, Policy, check_mac
 from edufilter.policy.schedule import MIDNIGHT, slots_on
-from edufilter.policy.store import POLICY_DB, PolicyStore
+from edufilter.state import StateDir
 
 ACTION_NAMES = {
     RuleAction.ACTION_ALLOW: Action.ALLOW,
@@ -144,8 +140,8 @@ class Engine:
 
     @classmethod
     def open(cls, state_dir: Path) -> Engine:
-        images = images_dir(state_dir)
-        return cls(images / CATEGORIES_IMAGE, images / LISTS_IMAGE, images / POLICY_IMAGE)
+        state = StateDir(state_dir)
+        return cls(state.categories_image, state.lists_image, state.policy_image)
 
     @property
     def version(self) -> int:
@@ -237,46 +233,18 @@ class Engine:
         return None
 
 
-def open_current(state_dir: Path, at: datetime | None = None) -> Engine:
-    """An engine on the stored policy as it is now: the live images when they are current
-    and cover `at`, else a policy image compiled for the question into a temporary file."""
-    state_dir = Path(state_dir)
-    images = images_dir(state_dir)
-    live = images / POLICY_IMAGE
-    with PolicyStore.for_reading(state_dir / POLICY_DB) as store:
-        version = store.version
-    if live.exists():
-        try:
-            engine = Engine.open(state_dir)
-            if engine.version == version and (at is None or engine.covers(at)):
-                return engine
-        except PolicyError:
-            pass  # stale or from other lists: compile a fresh one below
-    return _compiled(state_dir, at)
+def schedule_from_meta(meta: dict) -> Schedule:
+    def clock(text: str) -> time:
+        return time.fromisoformat(text)
 
-
-def open_assumed(state_dir: Path, at: datetime, assume: Callable[[Policy], Policy]) -> Engine:
-    """An engine on the stored policy as `assume` would change it: what a change not saved
-    yet would decide (a preview); PolicyError when the changed policy is not valid."""
-    return _compiled(Path(state_dir), at, assume)
-
-
-def _compiled(state_dir: Path, at: datetime | None, assume: Callable[[Policy], Policy] | None = None) -> Engine:
-    """An engine on a policy image compiled for the question into a temporary file."""
-    images = images_dir(state_dir)
-    descriptor, temporary = tempfile.mkstemp(prefix=CHECK_PREFIX, suffix=".img", dir=images if images.exists() else None)
-    os.close(descriptor)
-    lists = images / LISTS_IMAGE
-    try:
-        report = compile_policy(state_dir, now=at, out=Path(temporary), assume=assume)
-        lists = report.lists_path or lists
-        engine = Engine(images / CATEGORIES_IMAGE, lists, Path(temporary))
-    finally:
-        # The mappings keep the data for as long as the engine lives; the live images stay.
-        os.unlink(temporary)
-        if lists != images / LISTS_IMAGE:
-            lists.unlink(missing_ok=True)
-    return engine
+    return Schedule(
+        meta["name"],
+        tuple(TimeSlot(weekday, clock(start), clock(end)) for weekday, start, end in meta["slots"]),
+        tuple(
+            DatedException(date.fromisoformat(day), tuple((clock(start), clock(end)) for start, end in slots))
+            for day, slots in meta["exceptions"]
+        ),
+    )
 
 
 def _url_table(section: memoryview, list_base: int = 0) -> dict[str, list[tuple[str, int]]]:

@@ -25,7 +25,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from edufilter.classify._classify import (
@@ -35,7 +35,6 @@ from edufilter.classify._classify import (
     RuleAction,
     Tier,
 )
-from edufilter.errors import PolicyError
 from edufilter.classify.image import (
     SPOOL_SUFFIX,
     SectionSpec,
@@ -44,26 +43,27 @@ from edufilter.classify.image import (
     read_meta,
     write_image,
 )
-from edufilter.policy.liststore import NAME_CHUNK_BYTES, ListStore, StoredCategory, line_blocks
+from edufilter.errors import PolicyError
+from edufilter.policy.liststore import (
+    NAME_CHUNK_BYTES,
+    ListStore,
+    StoredCategory,
+    line_blocks,
+)
 from edufilter.policy.model import (
     Action,
-    DatedException,
     EntryKind,
     Group,
     Policy,
     Schedule,
     TargetKind,
-    TimeSlot,
     effective_rules,
     effective_unnamed,
 )
 from edufilter.policy.schedule import active_minutes
-from edufilter.policy.store import POLICY_DB, CompileView, PolicyStore, check_policy
+from edufilter.policy.store import CompileView, PolicyStore, check_policy
+from edufilter.state import StateDir
 
-IMAGES_DIR = "images"
-CATEGORIES_IMAGE = "categories.img"
-LISTS_IMAGE = "lists.img"
-POLICY_IMAGE = "policy.img"
 MAX_LIST_IDS = 0x8000  # a set member's list id has 15 bits
 SPOOL_BATCH = 65_536  # list entries written to the spool files at a time
 MAX_TLD_CODES = 255
@@ -91,9 +91,6 @@ ACTION_CODES = {
 NetworkSpan = tuple[int, int, int, int]
 
 
-def images_dir(state_dir: Path) -> Path:
-    return Path(state_dir) / IMAGES_DIR
-
 
 @dataclass(frozen=True, slots=True)
 class CompileReport:
@@ -114,7 +111,7 @@ def compile_categories(state_dir: Path, out: Path | None = None) -> CompileRepor
     """Build categories.img from the list store, then the policy image that depends on it."""
     state_dir = Path(state_dir)
     categories = [category for category in ListStore.in_state_dir(state_dir).categories()]
-    path = out or images_dir(state_dir) / CATEGORIES_IMAGE
+    path = out or StateDir(state_dir).categories_image
     report = write_categories_image(categories, path)
     if out is None:
         compile_policy(state_dir)
@@ -413,15 +410,15 @@ def compile_policy(state_dir: Path, now: datetime | None = None, out: Path | Non
     entries, which come from the store), and the result is validated as a whole policy.
     """
     state_dir = Path(state_dir)
-    images = images_dir(state_dir)
-    categories_path = images / CATEGORIES_IMAGE
+    state = StateDir(state_dir)
+    categories_path = state.categories_image
     if not categories_path.exists():
         write_categories_image([], categories_path)
     # The metadata only: checking a large image's every byte is the engine's work when it maps it.
     categories_meta = read_meta(categories_path)
-    path = out or images / POLICY_IMAGE
-    lists_path = images / LISTS_IMAGE
-    with PolicyStore.for_reading(state_dir / POLICY_DB) as store, store.compile_view() as view:
+    path = out or state.policy_image
+    lists_path = state.lists_image
+    with PolicyStore.for_reading(state.policy_db) as store, store.compile_view() as view:
         lists_meta = _lists_meta(lists_path)
         if lists_meta is None or lists_meta.get("revision") != view.lists_revision:
             if out is not None:
@@ -604,19 +601,6 @@ def _schedule_meta(schedule: Schedule) -> dict:
         ],
     }
 
-
-def schedule_from_meta(meta: dict) -> Schedule:
-    def clock(text: str) -> time:
-        return time.fromisoformat(text)
-
-    return Schedule(
-        meta["name"],
-        tuple(TimeSlot(weekday, clock(start), clock(end)) for weekday, start, end in meta["slots"]),
-        tuple(
-            DatedException(date.fromisoformat(day), tuple((clock(start), clock(end)) for start, end in slots))
-            for day, slots in meta["exceptions"]
-        ),
-    )
 
 
 def _now() -> datetime:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, fields, replace
 from datetime import date, time
 from enum import StrEnum
 from pathlib import Path
@@ -34,7 +34,8 @@ from edufilter.policy.model import (
     TimeSlot,
     parse_entry,
 )
-from edufilter.policy.store import check_policy
+from edufilter.policy.store import PolicyStore, check_policy
+from edufilter.state import StateDir
 
 POLICY_TABLES = ("settings", "categories", "schedules", "lists", "groups")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -324,3 +325,22 @@ def read_group_changes(text: str, file: Path) -> list[GroupChange]:
                     for field in _GROUP_FIELDS if field.name in table.values}
         changes.append(GroupChange(table.name, settings, tuple(_rules(table))))
     return changes
+
+
+def install_policy(state_dir: Path, folder: Path) -> tuple[Policy, int]:
+    """Store the policy of a folder of TOML files in place of the stored one; imported
+    categories (with the titles their lists gave them) are kept."""
+    policy = load_policy_dir(folder)
+    return policy, store_policy(state_dir, policy)
+
+
+def store_policy(state_dir: Path, policy: Policy) -> int:
+    """Store policy in place of the stored one, keeping imported categories; the new version."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with PolicyStore(StateDir(state_dir).policy_db) as store:
+        stored = {category.name: category for category in store.load().categories}
+        named = {category.name for category in policy.categories}
+        categories = tuple(stored.get(category.name, category) for category in policy.categories)
+        categories += tuple(category for name, category in stored.items() if name not in named)
+        store.replace_all(replace(policy, categories=categories))
+        return store.version

@@ -203,7 +203,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-POLICY_DB = "policy.sqlite"  # the policy database's name in the state directory
 BUSY_TIMEOUT_MS = 5000
 SQLITE_FULL = 13  # "database or disk is full"
 MAX_PENDING_REVIEWS = 1000  # block-page requests waiting at once; more are refused, not stored

@@ -21,9 +21,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from edufilter.lab.netns import Lab, LabError, cleanup_stale, namespaces_available
-from edufilter.lab.school import EDUFILTER, UPSTREAM_V4, UPSTREAM_V6, FilteredSchool, start_filtered_school
-from edufilter.lab.traffic import quic_client
+from edufilter_lab.netns import Lab, LabError, cleanup_stale, namespaces_available
+from edufilter_lab.school import (
+    EDUFILTER,
+    UPSTREAM_V4,
+    UPSTREAM_V6,
+    FilteredSchool,
+    start_filtered_school,
+)
+from edufilter_lab.traffic import quic_client
 from edufilter.policy.defaults import default_policy_dir
 
 SHARED_UT1 = Path(__file__).resolve().parents[3].parent / "shared" / "blocklists" / "ut1"
@@ -104,7 +110,7 @@ def run_request(school: FilteredSchool, request: Request) -> str:
 
 def explain(school: FilteredSchool, request: Request) -> str:
     from edufilter.enforce.dns import bypass_answer, safe_search_target
-    from edufilter.classify.engine import open_current
+    from edufilter.policy.check import open_current
     from edufilter.policy.model import ClientIdentity
 
     group = school.pupils[request.pupil]
@@ -124,7 +130,7 @@ def explain(school: FilteredSchool, request: Request) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edufilter.lab.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m edufilter_lab.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--keep", type=Path, help="keep the lab's files (state, logs) in this folder")
     parser.add_argument("--rounds", type=int, default=1, help="play the scenario this many times")
     args = parser.parse_args(argv)

@@ -2,7 +2,7 @@
 callback parses every packet with dpkt (IP, TCP/UDP, then DNS query name, TLS SNI or HTTP
 Host) and accepts it, one verdict per packet, as a first filter would be written.
 
-    python -m edufilter.lab.baseline_worker --queue N [--max-length 8192] [--seconds S]
+    python -m edufilter_lab.baseline_worker --queue N [--max-length 8192] [--seconds S]
 
 Prints "ready" once bound, and a JSON line of counters when it stops (SIGTERM, SIGINT or
 after --seconds). Lab tool: run it inside a lab namespace.

@@ -6,7 +6,7 @@ headless Chromium. None of these clients can send Encrypted Client Hello (ECH) w
 config here: openssl 3.0, curl and aioquic have no ECH, and Chromium only sends ECH GREASE
 (extension 0xfe0d with random contents) when DNS gives it no ECH config.
 
-The QUIC server and client are this module run as a script (`python -m edufilter.lab.traffic`).
+The QUIC server and client are this module run as a script (`python -m edufilter_lab.traffic`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import edufilter
-from edufilter.lab.netns import (
+from edufilter_lab.netns import (
     Host,
     IPAddress,
     Lab,
@@ -242,7 +242,7 @@ def start_quic_server(
 ) -> subprocess.Popen[Any]:
     """An aioquic HTTP/3 server (QUIC v1 and v2) on [::] for each port; with retry, every new
     connection is first sent a Retry (RFC 9000 8.1.2)."""
-    argv = [sys.executable, "-m", "edufilter.lab.traffic", "quic-server"]
+    argv = [sys.executable, "-m", "edufilter_lab.traffic", "quic-server"]
     argv += ["--cert", str(certificate.cert), "--key", str(certificate.key)]
     argv += [f"--port={port}" for port in ports]
     argv += ["--retry"] if retry else []
@@ -324,7 +324,7 @@ def quic_client(
     ClientHello over two Initial datagrams; lose_second_initial: the second is not sent, so
     the client sends its rest again once the server answered, to the server's connection ID
     (the client fails unless it did)."""
-    argv = [sys.executable, "-m", "edufilter.lab.traffic", "quic-client"]
+    argv = [sys.executable, "-m", "edufilter_lab.traffic", "quic-client"]
     argv += [f"--address={address}", f"--port={port}", f"--server-name={server_name}"]
     argv += [f"--version={version}"]
     argv += ["--large-hello"] if large_hello or lose_second_initial else []
@@ -650,7 +650,7 @@ def record_scenarios(
     return recordings
 
 
-# --- the QUIC server and client, run as `python -m edufilter.lab.traffic` ------------------
+# --- the QUIC server and client, run as `python -m edufilter_lab.traffic` ------------------
 
 
 def _run_quic_server(cert: str, key: str, ports: Sequence[int], retry: bool) -> None:
@@ -787,7 +787,7 @@ def _run_quic_client(address: str, port: int, server_name: str, version: int, la
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m edufilter.lab.traffic")
+    parser = argparse.ArgumentParser(prog="python -m edufilter_lab.traffic")
     commands = parser.add_subparsers(dest="command", required=True)
     server = commands.add_parser("quic-server", help="aioquic HTTP/3 server on [::]")
     server.add_argument("--cert", required=True)

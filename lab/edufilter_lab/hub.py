@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edufilter.hub.topology import ServerSettings, server_config
-from edufilter.lab.netns import Host, Lab, LabError
+from edufilter_lab.netns import Host, Lab, LabError
 
 CLIENT_PORT = 4222
 CLUSTER_PORT = 6222
@@ -196,10 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import tempfile
 
-    from edufilter.lab.netns import namespaces_available
+    from edufilter_lab.netns import namespaces_available
     from edufilter.policy.defaults import default_policy_dir
 
-    parser = argparse.ArgumentParser(prog="python -m edufilter.lab.hub", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m edufilter_lab.hub", description=main.__doc__)
     parser.add_argument("--sites", nargs="+", default=["ghent", "bruges", "leuven"])
     parser.add_argument("--seconds", type=float, default=0, help="stop after this long (default: at Ctrl-C)")
     args = parser.parse_args(argv)

@@ -25,10 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edufilter.lab.netns import Host, Lab, LabError, Link
-from edufilter.output.status import status_path
-from edufilter.policy.store import POLICY_DB
-from edufilter.lab.traffic import (
+from edufilter_lab.netns import Host, Lab, LabError, Link
+from edufilter_lab.traffic import (
     Certificate,
     make_self_signed_certificate,
     script_environment,
@@ -37,6 +35,7 @@ from edufilter.lab.traffic import (
     start_tls_server,
     wait_for_listener,
 )
+from edufilter.state import StateDir
 
 UPSTREAM_SUBNET = 1
 ROUTER_SUBNET = 2  # gateway --- router, when there is one
@@ -181,12 +180,12 @@ class FilteredSchool:
         return self.gateway.run([*EDUFILTER, *args, "--state-dir", str(self.state_dir)], timeout=timeout)
 
     def stored_version(self) -> int:
-        with sqlite3.connect(self.state_dir / POLICY_DB) as db:
+        with sqlite3.connect(StateDir(self.state_dir).policy_db) as db:
             return int(db.execute("SELECT version FROM policy_version").fetchone()[0])
 
     def status(self) -> dict | None:
         try:
-            return json.loads(status_path(self.state_dir).read_text())
+            return json.loads(StateDir(self.state_dir).status.read_text())
         except (OSError, ValueError):
             return None
 
@@ -197,7 +196,7 @@ class FilteredSchool:
         """The block events the daemon logged, oldest first, as the API shows them."""
         from edufilter.output.events import EventStore
 
-        path = self.state_dir / "events.sqlite"
+        path = StateDir(self.state_dir).events_db
         if not path.exists():
             return []
         with EventStore(path, None) as store:

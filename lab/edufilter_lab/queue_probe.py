@@ -1,6 +1,6 @@
 """A small worker on edufilter's PacketQueue, for lab tests and the queue benchmark.
 
-    python -m edufilter.lab.queue_probe --queue N --mode MODE [--fail-open] [--max-length L]
+    python -m edufilter_lab.queue_probe --queue N --mode MODE [--fail-open] [--max-length L]
 
 Modes: accept, drop, mark:0xMARK (accept with that packet mark), repeat-mark:0xMARK (NF_REPEAT
 with that mark, so a rule can save it to conntrack) run the nogil serve loop;

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from edufilter.lab.netns import LabError
+from edufilter_lab.netns import LabError
 
 SOURCE = Path(__file__).resolve().parents[3] / "bench" / "nfq_accept_all.c"
 LIBRARIES = ("-lnetfilter_queue", "-lmnl")

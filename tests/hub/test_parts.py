@@ -10,7 +10,7 @@ import pytest
 nats_errors = pytest.importorskip("nats.errors", reason="nats-py (the hub extra) is not installed")
 from nats.js.errors import ServiceUnavailableError  # noqa: E402
 
-from edufilter.commands import hub  # noqa: E402
+from edufilter.hub import parts  # noqa: E402
 
 
 def flaky(failures: list[Exception]):
@@ -29,11 +29,11 @@ def test_a_request_is_tried_again_while_the_cluster_elects_its_leader(monkeypatc
     async def no_wait(_: float) -> None:
         return None
 
-    monkeypatch.setattr(hub.asyncio, "sleep", no_wait)
+    monkeypatch.setattr(parts.asyncio, "sleep", no_wait)
     request, calls = flaky([nats_errors.TimeoutError(), ServiceUnavailableError(), nats_errors.TimeoutError()])
-    assert asyncio.run(hub._read(request, attempts=4)) == "done"
+    assert asyncio.run(parts.with_retries(request, attempts=4)) == "done"
     assert len(calls) == 4
     request, calls = flaky([nats_errors.TimeoutError()] * 3)
     with pytest.raises(nats_errors.TimeoutError):
-        asyncio.run(hub._read(request, attempts=3))
+        asyncio.run(parts.with_retries(request, attempts=3))
     assert len(calls) == 3

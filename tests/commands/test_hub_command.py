@@ -1,9 +1,7 @@
-"""`edufilter hub` without a cluster: JetStream requests against one still electing its
-leaders (the request is a stand-in that fails as nats-py does), and a server's configuration."""
+"""`edufilter hub server-config`: a NATS server's configuration with a user per site."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import subprocess
@@ -11,38 +9,10 @@ from pathlib import Path
 
 import pytest
 
-nats_errors = pytest.importorskip("nats.errors", reason="nats-py (the hub extra) is not installed")
-from nats.js.errors import ServiceUnavailableError  # noqa: E402
+pytest.importorskip("nats", reason="nats-py (the hub extra) is not installed")
 
 from edufilter.cli import main  # noqa: E402
-from edufilter.commands import hub  # noqa: E402
-from edufilter.lab.hub import make_tls  # noqa: E402
-
-
-def flaky(failures: list[Exception]):
-    calls = []
-
-    async def request() -> str:
-        calls.append(1)
-        if failures:
-            raise failures.pop(0)
-        return "done"
-
-    return request, calls
-
-
-def test_a_request_is_tried_again_while_the_cluster_elects_its_leader(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def no_wait(_: float) -> None:
-        return None
-
-    monkeypatch.setattr(hub.asyncio, "sleep", no_wait)
-    request, calls = flaky([nats_errors.TimeoutError(), ServiceUnavailableError(), nats_errors.TimeoutError()])
-    assert asyncio.run(hub._read(request, attempts=4)) == "done"
-    assert len(calls) == 4
-    request, calls = flaky([nats_errors.TimeoutError()] * 3)
-    with pytest.raises(nats_errors.TimeoutError):
-        asyncio.run(hub._read(request, attempts=3))
-    assert len(calls) == 3
+from edufilter_lab.hub import make_tls  # noqa: E402
 
 
 def test_a_server_configuration_nats_server_accepts_with_a_user_per_site(tmp_path: Path) -> None:

@@ -45,7 +45,8 @@ class _ConsoleCall(Call):
     @property
     def actor(self) -> Actor:
         assert self.token is not None
-        return Actor(self.token.name, self.token.role.value, self.operation_method, self.api_path)
+        return Actor(self.token.name, self.token.role.value, self.operation_method, self.api_path,
+                     self.token.site)
 
 
 async def invoke(

@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ import nats
 
 from edufilter.hub.api import HUB_OPERATIONS
 from edufilter.hub.model import SITE_CHANGES, SITES_MAY_LOOSEN, events_subject, read_part
-from edufilter_lab.hub import nats_server_available
+from edufilter_lab.hub import make_tls, nats_server_available
 from edufilter.policy.defaults import default_policy_dir
 
 SITES = ("ghent", "bruges")
@@ -47,9 +48,10 @@ def edufilter(*args: str) -> subprocess.CompletedProcess[str]:
 class Hub:
     """The group's API as served by `edufilter hub serve`, with one token per role and scope."""
 
-    def __init__(self, url: str, nats_url: str, admin: str) -> None:
+    def __init__(self, url: str, nats_url: str, ca: Path, admin: str) -> None:
         self.url = url
         self.nats_url = nats_url
+        self.ca = ca
         self.secrets = {"group-admin": admin}
         self.session = requests.Session()
 
@@ -75,19 +77,21 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         pytest.skip(reason)
     folder = tmp_path_factory.mktemp("hub-api")
     nats_port, api_port = free_port(), free_port()
+    ca, certificate, key = make_tls(folder, ["127.0.0.1"])  # the hub speaks TLS only
     server = subprocess.Popen(["nats-server", "-js", "-sd", str(folder / "js"), "-a", "127.0.0.1", "-p",
-                               str(nats_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               str(nats_port), "--tls", "--tlscert", str(certificate), "--tlskey", str(key)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     api = None
     try:
-        nats_url = f"nats://127.0.0.1:{nats_port}"
-        edufilter("hub", "init", "--server", nats_url, "--sites", *SITES, "--replicas", "1")
+        nats_url = f"tls://127.0.0.1:{nats_port}"
+        edufilter("hub", "init", "--server", nats_url, "--ca", str(ca), "--sites", *SITES, "--replicas", "1")
         admin = edufilter("token", "create", "--state-dir", str(folder / "hub"), "--role", "admin",
                           "--name", "group-admin").stdout.strip()
         log = open(folder / "serve.log", "wb")
-        api = subprocess.Popen([sys.executable, "-m", "edufilter", "hub", "serve", "--server", nats_url,
+        api = subprocess.Popen([sys.executable, "-m", "edufilter", "hub", "serve", "--server", nats_url, "--ca", str(ca),
                                 "--state-dir", str(folder / "hub"), "--port", str(api_port)],
                                env=ENV, stdout=log, stderr=log)
-        group = Hub(f"http://127.0.0.1:{api_port}", nats_url, admin)
+        group = Hub(f"http://127.0.0.1:{api_port}", nats_url, ca, admin)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -240,7 +244,7 @@ def test_the_audit_log_records_the_site_and_a_site_reads_its_own(hub: Hub) -> No
 
 def test_events_and_counts_across_sites_never_follow_a_pupil_across_them(hub: Hub) -> None:
     async def publish() -> None:  # the same pseudonym at two sites: made with other keys, so not one pupil
-        client = await nats.connect(hub.nats_url)
+        client = await nats.connect(hub.nats_url, tls=ssl.create_default_context(cafile=str(hub.ca)))
         js = client.jetstream()
         now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
         for site, count, group in (("ghent", 3, "primary"), ("bruges", 2, "secondary")):

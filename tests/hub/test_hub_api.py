@@ -25,6 +25,7 @@ import nats
 
 from edufilter.hub.api import HUB_OPERATIONS
 from edufilter.hub.model import SITE_CHANGES, SITES_MAY_LOOSEN, events_subject, read_part
+from edufilter.hub.stats import stats_subject
 from edufilter_lab.hub import make_tls, nats_server_available
 from edufilter.policy.defaults import default_policy_dir
 
@@ -252,6 +253,12 @@ def test_events_and_counts_across_sites_never_follow_a_pupil_across_them(hub: Hu
                 record = {"time": now, "group": group, "category": "games", "name": f"g{number}.test",
                           "action": "block", "client": "same-pseudonym", "kind": "tls"}
                 await js.publish(events_subject(site), json.dumps(record).encode())
+            # the site's agent counts its minute (hub/stats.py): the group's counts come from these
+            minute = {"minute": now[:17] + "00+00:00",
+                      "counts": [{"group": group, "category": "games", "kind": "tls", "action": "block",
+                                  "blocks": count}]}
+            await js.publish(stats_subject(site), json.dumps(minute).encode())
+        await js.publish(stats_subject("ghent"), b"not a minute")  # never trusted, never counted
         await client.close()
 
     asyncio.run(publish())

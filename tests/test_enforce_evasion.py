@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dpkt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,8 @@ from hypothesis import strategies as st
 from edufilter._enforce import Code, Enforcer, Reason, Slow
 from edufilter._fastpath import FlowExtractor
 from edufilter._queue import DROP
+from edufilter.enforce.marks import INVALID, MarkLayout
+from evasion_packets import MD5_OPTION, segment, syn_segment
 from packets import (
     SERVER4,
     client_hello_message,
@@ -308,3 +311,59 @@ def test_any_segmentation_of_a_kept_alive_stream_finds_the_first_blocked_request
     else:
         assert not rejected
         assert all(view["mark_code"] == Code.CODE_HTTP_FOLLOW for view in verdicts)
+
+
+# ---- decoys inside a later request of a followed connection
+
+@pytest.fixture()
+def verifying(tmp_path: Path) -> Enforcer:
+    """As the worker runs it: TCP checksums of inspected segments verified."""
+    loop = Enforcer(None, FlowExtractor(verify_checksums=True), None, MASK, 16)
+    set_policy(loop, compiled_view(tmp_path, POLICY))
+    return loop
+
+
+LATER_DECOYS = {"low-ttl": {"ttl": 3}, "no-ack": {"flags": dpkt.tcp.TH_PUSH}, "tcp-md5": {"options": MD5_OPTION},
+                "bad-checksum": {"bad_checksum": True}}
+
+
+@pytest.mark.parametrize("kind", LATER_DECOYS)
+def test_a_decoy_inside_a_later_request_is_evasion_answered_with_the_block_page(verifying: Enforcer,
+                                                                                kind: str) -> None:
+    first = request("www.allowed.test")
+    assert run(verifying, stream(first, 10000, 42100, dport=80))[1]["code"] == Code.CODE_HTTP_FOLLOW
+    decoy = segment(request("www.allowed.test", "/decoy"), len(first), 9999, sport=42100, dport=80,
+                    **LATER_DECOYS[kind])
+    real = segment(request("www.allowed.test", "/real"), len(first), 9999, sport=42100, dport=80)
+    views = run(verifying, [decoy, real])
+    assert (views[0]["mark_code"], views[0]["code"]) == (Code.CODE_HTTP_FOLLOW, Code.CODE_UNDECIDED)
+    assert (views[1]["code"], views[1]["reason"], views[1]["slow"]) == (Code.CODE_REJECT, Reason.REASON_EVASION,
+                                                                        Slow.SLOW_HTTP_BLOCK)
+    assert verifying.stats["evasion"] == 1
+
+
+def test_an_unshielded_follower_reads_the_request_behind_a_decoy(enforcer: Enforcer) -> None:
+    first = request("www.allowed.test")
+    assert run(enforcer, stream(first, 11000, 42101, client=STAFF, dport=80))[1]["code"] == Code.CODE_HTTP_FOLLOW
+    later = 11001 + len(first)
+    decoy = ipv4(tcp(request("www.allowed.test", "/decoy"), later, dport=80, sport=42101), 6, src=STAFF, ttl=3)
+    views = run(enforcer, [decoy, http(request("www.blocked.test", "/real"), later, 42101, client=STAFF)])
+    assert (views[0]["mark_code"], views[0]["code"]) == (Code.CODE_HTTP_FOLLOW, Code.CODE_UNDECIDED)
+    assert (views[1]["code"], views[1]["name"], views[1]["path"]) == (Code.CODE_REJECT, "www.blocked.test", "/real")
+    assert enforcer.stats["evasion"] == 0
+
+
+def test_a_segment_conntrack_found_invalid_decides_no_flow_unless_it_is_a_decoy(enforcer: Enforcer) -> None:
+    invalid = MarkLayout(MASK).value(INVALID)
+    enforcer.classify_offline([segment(b"mid-stream bytes", 5000, 12000, sport=42102, dport=80)], 1.0, invalid)
+    passed = enforcer.packet(0)
+    assert (passed["mark_code"], passed["code"]) == (Code.CODE_PASS, Code.CODE_UNDECIDED)
+    assert not [flow for flow in enforcer.decided_flows() if flow[4] == 42102]
+    # a decoy without ACK: it passes, and the flow's next segment is evasion (the block page)
+    run(enforcer, [syn_segment(13000, sport=42103, dport=80)])
+    enforcer.classify_offline([segment(request("www.allowed.test"), 0, 13000, sport=42103, dport=80,
+                                       flags=dpkt.tcp.TH_PUSH)], 1.0, invalid)
+    assert (enforcer.packet(0)["mark_code"], enforcer.packet(0)["code"]) == (Code.CODE_PASS, Code.CODE_UNDECIDED)
+    real = run(enforcer, [segment(request("www.blocked.test"), 0, 13000, sport=42103, dport=80)])[0]
+    assert (real["code"], real["reason"], real["slow"]) == (Code.CODE_REJECT, Reason.REASON_EVASION,
+                                                            Slow.SLOW_HTTP_BLOCK)

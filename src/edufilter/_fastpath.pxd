@@ -186,6 +186,7 @@ cdef class FlowExtractor:
 
     cdef bint checksum_ready     # the last packet's TCP checksum is complete (not offloaded)
     cdef uint8_t evasion         # Evasion bits of the last packet's flow, while its name was pending
+    cdef bint decoy              # the last packet is a segment the server drops (EVASION_DECOY)
 
     cdef void release(self, FlowSlot* slot) noexcept nogil
     cdef FlowSlot* lookup(self, const FlowKey* key, uint64_t hash, double now) noexcept nogil
@@ -200,6 +201,7 @@ cdef class FlowExtractor:
                              bint copy) noexcept nogil
 
     cdef bint is_decoy(self, FlowSlot* slot) noexcept nogil
+    cdef bint dropped_by_server(self, uint8_t flow_hop_limit, long long offset) noexcept nogil
     cdef void flag(self, FlowSlot* slot, uint8_t evasion) noexcept nogil
     cdef Handshake handshake_state(self, double now) noexcept nogil
     cdef int count_name(self) noexcept nogil

@@ -6,6 +6,7 @@ decoy HTTP request whose TTL lets it pass the gateway but die at the router."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -57,6 +58,8 @@ def school(require_lab: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
         for name, subnet in (("pupil", 16), ("guest", 40)):
             host = school.add_pupil(name, subnet).host
             host.run(["nft", "-f", "-"], input=drop_kernel_resets_script())
+        # A decoy with a wrong checksum must die at the server as on a real network card.
+        lab.verify_checksums()
         policy = workdir / "policy"
         policy.mkdir()
         (policy / "school.toml").write_text(POLICY)
@@ -69,10 +72,11 @@ def school(require_lab: None, tmp_path_factory: pytest.TempPathFactory) -> Itera
             school.stop_daemon()
 
 
-def send(school: FilteredSchool, pupil: str, dport: int, pieces: list[dict], wait: float = 5.0) -> dict:
+def send(school: FilteredSchool, pupil: str, dport: int, pieces: list[dict], wait: float = 5.0,
+         answer_bytes: int = 16) -> dict:
     host: Host = school.pupils[pupil].host
     plan = {"src": str(school.pupils[pupil].address), "dst": str(UPSTREAM_V4), "dport": dport,
-            "pieces": pieces, "wait": wait}
+            "pieces": pieces, "wait": wait, "answer_bytes": answer_bytes}
     completed = host.run([sys.executable, str(RAW_CLIENT)], input=json.dumps(plan), timeout=30)
     result = json.loads(completed.stdout)
     assert result["handshake"], "the server never answered the SYN"
@@ -101,8 +105,9 @@ def wait_for_evasion_count(school: FilteredSchool, above: int, timeout: float = 
     return count
 
 
-def http_get(host: str) -> bytes:
-    return f"GET / HTTP/1.1\r\nHost: {host}\r\nUser-Agent: raw\r\nAccept: */*\r\n\r\n".encode()
+def http_get(host: str, path: str = "/") -> bytes:
+    return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: raw\r\nAccept: */*\r\n"
+            f"Accept-Language: en\r\n\r\n").encode()
 
 
 def served_tls(result: dict) -> bool:
@@ -167,11 +172,135 @@ def test_the_decoy_dies_at_the_router(school: FilteredSchool) -> None:
 
 
 def test_a_low_ttl_decoy_does_not_decide_the_flow(school: FilteredSchool) -> None:
-    # Shielded pupils: the decoy alone is evasion, reset.
-    before = evasion_count(school)
-    pupil = send(school, "pupil", 80, decoy_then_real("www.blocked.test"))
-    assert pupil["reset"] and not bytes.fromhex(pupil["answer"]).startswith(b"HTTP/1.1 200"), pupil
-    assert wait_for_evasion_count(school, before) > before
+    # Shielded pupils: the decoy is evasion, answered with the block page that says so.
+    pupil = send(school, "pupil", 80, decoy_then_real("www.blocked.test"), answer_bytes=PAGE_BYTES)
+    assert_evasion_page(school, pupil)
     # Unshielded guests: the decoy is not read; the real request decides (the block page).
-    guest = send(school, "guest", 80, decoy_then_real("www.blocked.test"))
-    assert bytes.fromhex(guest["answer"]).startswith(b"HTTP/1.1 403"), guest
+    guest = send(school, "guest", 80, decoy_then_real("www.blocked.test"), answer_bytes=PAGE_BYTES)
+    assert_block_page(guest, "www.blocked.test")
+
+
+# --- what the gateway answers, and how it counts it --------------------------------------------
+
+PAGE_BYTES = 6000            # the block page with its headers, whole
+EVASION_TITLE = b"Hidden site"
+_paths = (f"/p{number}" for number in range(1_000_000))
+
+
+def answered(result: dict) -> bytes:
+    return bytes.fromhex(result["answer"])
+
+
+def served(school: FilteredSchool, path: str) -> bool:
+    """Whether nginx's access log holds a request for path: what the server really got."""
+    time.sleep(0.2)
+    return f"GET {path} " in (school.workdir / "nginx" / "nginx-access.log").read_text()
+
+
+def block_page(result: dict) -> bytes:
+    """The block page in what came back (after the answers to earlier requests), or b""."""
+    answer = answered(result)
+    return answer[answer.index(b"HTTP/1.1 403"):] if b"HTTP/1.1 403" in answer else b""
+
+
+def assert_block_page(result: dict, name: str) -> None:
+    assert f"<bdi>{name}</bdi>".encode() in block_page(result), result
+
+
+def assert_evasion_page(school: FilteredSchool, result: dict) -> None:
+    """The pupil got the block page giving the evasion reason, and the attempt is counted as
+    evasion in the status file and in the block event the page's reference names."""
+    page = block_page(result)
+    assert EVASION_TITLE in page, result
+    reference = re.search(rb"<code>([A-Z2-7]{8})</code>", page).group(1).decode()
+    deadline = time.monotonic() + 6
+    while not (events := [e for e in school.events() if e["reference"] == reference]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert events and events[0]["category"] == "evasion", events
+    assert wait_for_evasion_count(school, 0) > 0
+
+
+# --- decoys the server drops, whatever their TTL ----------------------------------------------
+
+PSH_ONLY = 0x08
+MD5_OPTION = "0101" + "1312" + "00" * 16   # NOP, NOP, then kind 19 length 18: a TCP-MD5 signature (RFC 2385)
+FAR = 1 << 20                               # bytes: beyond any receive window, before or after the stream
+DECOYS = {
+    "bad-checksum": {"bad_checksum": True},
+    "tcp-md5": {"options": MD5_OPTION},
+    "no-ack": {"flags": PSH_ONLY},
+    "old-sequence": {"offset": -FAR},
+    "beyond-window": {"offset": FAR},
+}
+
+
+def decoy(kind: str, host: str, path: str = "/", offset: int = 0) -> dict:
+    fields = dict(DECOYS[kind])
+    return {"data": http_get(host, path).hex(), **fields, "offset": offset + fields.get("offset", 0)}
+
+
+def real(host: str, path: str = "/", offset: int = 0, **fields) -> dict:
+    return {"offset": offset, "data": http_get(host, path).hex(), **fields}
+
+
+@pytest.mark.parametrize("kind", DECOYS)
+def test_a_decoy_the_server_drops_does_not_decide_the_flow(school: FilteredSchool, kind: str) -> None:
+    # The lab's premise: the server drops the decoy (rx checksum offload is off on every link,
+    # so a wrong checksum is found as a network card would), and takes the request behind it.
+    alone = send(school, "guest", 80, [decoy(kind, "www.allowed.test", path := next(_paths))], wait=1.0)
+    assert not alone["reset"] and not alone["answer"] and not served(school, path), alone
+    behind = send(school, "guest", 80, [decoy(kind, "www.blocked.test", decoy_path := next(_paths)),
+                                        real("www.allowed.test", path := next(_paths))], answer_bytes=200)
+    assert b"edufilter lab: www.allowed.test" in answered(behind), behind
+    assert served(school, path) and not served(school, decoy_path)
+    # The gateway reads the request the server reads, not the decoy: guests get the block page
+    # of the real name; for shielded pupils the decoy itself is evasion.
+    guest = send(school, "guest", 80, [decoy(kind, "www.allowed.test"), real("www.blocked.test", path := next(_paths))],
+                 answer_bytes=PAGE_BYTES)
+    assert_block_page(guest, "www.blocked.test")
+    pupil = send(school, "pupil", 80, [decoy(kind, "www.allowed.test"), real("www.blocked.test", path)],
+                 answer_bytes=PAGE_BYTES)
+    assert_evasion_page(school, pupil)
+    assert not served(school, path)
+
+
+# --- later requests on a kept-alive plain-HTTP connection --------------------------------------
+
+
+def later_request(decoy_piece, decoy_host: str, real_host: str) -> tuple[list[dict], str, str]:
+    """An allowed first request; once its answer came, a decoy and the real request at the
+    offset after it. Returns the pieces and the decoy's and the real request's paths."""
+    first, decoy_path, real_path = next(_paths), next(_paths), next(_paths)
+    at = len(http_get("www.allowed.test", first))
+    pieces = [real("www.allowed.test", first), {**decoy_piece(decoy_host, decoy_path, at), "delay": 0.3},
+              real(real_host, real_path, at)]
+    return pieces, decoy_path, real_path
+
+
+@pytest.mark.parametrize("kind", ["low-ttl", *DECOYS])
+def test_a_decoy_inside_a_later_request_does_not_decide_it(school: FilteredSchool, kind: str) -> None:
+    def decoy_at(host: str, path: str, at: int) -> dict:
+        return real(host, path, at, ttl=DECOY_TTL) if kind == "low-ttl" else decoy(kind, host, path, at)
+
+    # the server takes the real later request, never the decoy
+    pieces, decoy_path, real_path = later_request(decoy_at, "www.blocked.test", "www.allowed.test")
+    guest = send(school, "guest", 80, pieces, answer_bytes=400)
+    assert answered(guest).count(b"edufilter lab: www.allowed.test") == 2, guest
+    assert served(school, real_path) and not served(school, decoy_path)
+    # a blocked real request behind an allowed decoy: guests get the block page of its name
+    pieces, _, real_path = later_request(decoy_at, "www.allowed.test", "www.blocked.test")
+    guest = send(school, "guest", 80, pieces, answer_bytes=PAGE_BYTES)
+    assert b"edufilter lab: www.allowed.test" in answered(guest), guest
+    assert_block_page(guest, "www.blocked.test")
+    assert not served(school, real_path)
+    # shielded pupils: a decoy the gateway sees is evasion; one it never reads (a sequence
+    # number outside the window: conntrack or the follower's in-order reading sets it aside)
+    # leaves the real request to decide
+    pieces, _, real_path = later_request(decoy_at, "www.allowed.test", "www.blocked.test")
+    pupil = send(school, "pupil", 80, pieces, answer_bytes=PAGE_BYTES)
+    assert b"edufilter lab: www.allowed.test" in answered(pupil), pupil
+    if kind in ("old-sequence", "beyond-window"):
+        assert_block_page(pupil, "www.blocked.test")
+    else:
+        assert_evasion_page(school, pupil)
+    assert not served(school, real_path)

@@ -26,6 +26,10 @@ INJECTED = 7  # packet mark: sent by edufilter itself, never queued
 # queued, so every request on the kept-alive connection is judged; the server's bytes never
 # are. Packet mark: the rules queue such a packet with it, and a worker repeats it with it.
 HTTP_FOLLOW = 8
+# packet mark: a TCP segment from the LAN that conntrack found invalid (a bad checksum, no ACK,
+# outside the window: no entry, so no conntrack mark). Queued so a decoy among them counts as
+# evasion; a worker passes it, and such a segment alone never decides a flow.
+INVALID = 9
 
 # Codes a worker's NF_REPEAT verdict puts in the packet mark; the rules save them in conntrack.
 VERDICT_CODES = (ALLOW, REJECT, DROP, SAFE_SEARCH, HTTP_FOLLOW)

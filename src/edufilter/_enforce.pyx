@@ -423,7 +423,6 @@ cdef class Enforcer:
         cdef Packet* packet = &self.extractor.packet
         cdef int kind, how = CLIENT_BY_DEFAULT, group
         cdef uint8_t mark_code = (queued.mark & self.mark_mask) >> self.mark_shift
-        cdef DecidedFlow* known
         cdef int known_code
         cdef Decision decision
         verdict.packet_id = queued.packet_id
@@ -474,6 +473,15 @@ cdef class Enforcer:
             return
 
         if mark_code == CODE_HTTP_FOLLOW and packet.protocol == PROTO_TCP:
+            known_code = self.known_code(work, now)
+            if known_code == CODE_REJECT or known_code == CODE_DROP:
+                # A later request blocked a moment ago (in this batch, or before its mark was
+                # saved): the bytes behind it, an overlapping copy included, go nowhere. Not
+                # read as a retransmission (the server never got the blocked copy), and not
+                # repeated with the reject, whose reset would overtake the block page.
+                self.counters.repeated += 1
+                verdict.verdict = NF_DROP
+                return
             self.follow_http(i, now)
             return
         # A packet of a flow decided a moment ago (queued before the mark was saved) gets the
@@ -484,11 +492,7 @@ cdef class Enforcer:
         if packet.protocol == PROTO_TCP and packet.tcp_flags & TCP_SYN:
             self.forget_decided(&work.flow, work.flow_hash)
         else:
-            known_code = self.deferred_code(work)
-            if known_code < 0:
-                known = self.find_decided(&work.flow, work.flow_hash, now)
-                if known != NULL:
-                    known_code = known.code
+            known_code = self.known_code(work, now)
             if known_code == CODE_HTTP_FOLLOW:
                 self.follow_http(i, now)
                 return
@@ -881,6 +885,16 @@ cdef class Enforcer:
         if i != NO_SLOT:
             self.decided_tags[i] = 0
             self.counters.decided_forgotten += 1
+
+    cdef int known_code(self, const Work* work, double now) noexcept nogil:
+        """The code this flow was decided with (earlier in the batch, or remembered), else -1."""
+        cdef int code = self.deferred_code(work)
+        cdef DecidedFlow* known
+        if code < 0:
+            known = self.find_decided(&work.flow, work.flow_hash, now)
+            if known != NULL:
+                code = known.code
+        return code
 
     cdef int deferred_code(self, const Work* work) noexcept nogil:
         """The code of this flow when a packet before it in the batch decided it, else -1."""

@@ -192,9 +192,10 @@ def answered(result: dict) -> bytes:
 
 
 def served(school: FilteredSchool, path: str) -> bool:
-    """Whether nginx's access log holds a request for path: what the server really got."""
+    """Whether nginx answered a request for path (its access log: what the server really got;
+    a request head cut short by the gateway's reset is logged with 400)."""
     time.sleep(0.2)
-    return f"GET {path} " in (school.workdir / "nginx" / "nginx-access.log").read_text()
+    return f'"GET {path} HTTP/1.1" 200 ' in (school.workdir / "nginx" / "nginx-access.log").read_text()
 
 
 def block_page(result: dict) -> bytes:
@@ -304,3 +305,62 @@ def test_a_decoy_inside_a_later_request_does_not_decide_it(school: FilteredSchoo
     else:
         assert_evasion_page(school, pupil)
     assert not served(school, real_path)
+
+
+def test_an_overlap_inside_a_later_request_is_read_as_the_server_reads_it(school: FilteredSchool) -> None:
+    """The follower lets a later request's bytes through in order only, so the server keeps
+    the first copy of an overlapped byte (the second is a retransmission to it): the copy the
+    gateway read. Both copies are the same length."""
+    def overlapped(first_host: str, second_host: str) -> tuple[list[dict], str, str]:
+        first, path = next(_paths), next(_paths)
+        other = path.replace("/p", "/q")
+        at = len(http_get("www.allowed.test", first))
+        return ([real("www.allowed.test", first), {**real(first_host, path, at), "delay": 0.3},
+                 real(second_host, other, at)], path, other)
+
+    for pupil in ("guest", "pupil"):
+        pieces, allowed_path, blocked_path = overlapped("www.allowed.test", "www.blocked.test")
+        result = send(school, pupil, 80, pieces, answer_bytes=400)
+        assert answered(result).count(b"edufilter lab: www.allowed.test") == 2, result
+        assert served(school, allowed_path) and not served(school, blocked_path)
+        pieces, blocked_path, allowed_path = overlapped("www.blocked.test", "www.allowed.test")
+        result = send(school, pupil, 80, pieces, answer_bytes=PAGE_BYTES)
+        assert_block_page(result, "www.blocked.test")
+        assert not served(school, blocked_path) and not served(school, allowed_path)
+
+
+def test_a_later_request_split_and_reordered_is_judged_when_whole(school: FilteredSchool) -> None:
+    """Pieces past a hole are dropped until it is filled (the client sends them again, as TCP
+    does); the request is judged when its head is whole, in 3 reordered pieces or in 1-byte ones."""
+    def later_in_pieces(host: str, size: int, reorder: bool) -> tuple[list[dict], str]:
+        first, path = next(_paths), next(_paths)
+        at = len(http_get("www.allowed.test", first))
+        pieces = [{**piece, "offset": piece["offset"] + at} for piece in split(http_get(host, path), size)]
+        if reorder:
+            pieces = [pieces[2], pieces[1], *pieces]
+        return [real("www.allowed.test", first), {**pieces[0], "delay": 0.3}, *pieces[1:]], path
+
+    third = -(-len(http_get("www.allowed.test", "/p000000")) // 3)
+    pieces, path = later_in_pieces("www.allowed.test", third, reorder=True)
+    allowed = send(school, "pupil", 80, pieces, answer_bytes=400)
+    assert answered(allowed).count(b"edufilter lab: www.allowed.test") == 2 and served(school, path), allowed
+    for size, reorder in ((third, True), (1, False)):
+        pieces, path = later_in_pieces("www.blocked.test", size, reorder)
+        blocked = send(school, "pupil", 80, pieces, answer_bytes=PAGE_BYTES)
+        assert_block_page(blocked, "www.blocked.test")
+        assert not served(school, path)
+
+
+def test_evasion_is_counted_in_status_metrics_and_the_status_command(school: FilteredSchool) -> None:
+    before = evasion_count(school)
+    send(school, "pupil", 80, [decoy("no-ack", "www.allowed.test"), real("www.blocked.test")], answer_bytes=PAGE_BYTES)
+    counted = wait_for_evasion_count(school, before)
+    assert counted > before
+    viewer = school.run_edufilter("token", "create", "--role", "viewer").stdout.strip()
+    text = school.gateway.run(["curl", "-sS", "-H", f"Authorization: Bearer {viewer}",
+                               "http://127.0.0.1:8470/metrics"]).stdout
+    metric = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                 if line.startswith("edufilter_evasion_total{"))
+    assert metric >= counted, text
+    shown = school.gateway.run([sys.executable, "-m", "edufilter", "status", "--config", str(school.config_path)])
+    assert re.search(r"evasion: \d+ flows stopped as circumvention attempts", shown.stdout), shown.stdout

@@ -34,8 +34,9 @@ INVALID = 9
 # Codes a worker's NF_REPEAT verdict puts in the packet mark; the rules save them in conntrack.
 VERDICT_CODES = (ALLOW, REJECT, DROP, SAFE_SEARCH, HTTP_FOLLOW)
 DEFAULT_MASK = 0x0F000000
-# Room for the largest code, HTTP_FOLLOW = 8. It was 3 bits (codes 0-7) before HTTP_FOLLOW: a
-# configured marks.mask of 3 bits is now refused at start, with this message; widen it by one bit.
+# Room for the largest code, INVALID = 9 (HTTP_FOLLOW = 8 took the fourth bit). It was 3 bits
+# (codes 0-7) before HTTP_FOLLOW: a configured marks.mask of 3 bits is now refused at start,
+# with this message; widen it by one bit.
 MIN_FIELD_BITS = 4
 MARK_BITS = 0xFFFFFFFF
 
@@ -54,7 +55,7 @@ class MarkLayout:
             raise NetfilterError(f"marks.mask {self.mask:#010x}: the bits must be contiguous")
         if field.bit_length() < MIN_FIELD_BITS:
             raise NetfilterError(
-                f"marks.mask {self.mask:#010x}: needs at least {MIN_FIELD_BITS} bits for codes 0-{HTTP_FOLLOW}"
+                f"marks.mask {self.mask:#010x}: needs at least {MIN_FIELD_BITS} bits for codes 0-{INVALID}"
             )
 
     @property

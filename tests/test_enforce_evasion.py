@@ -353,17 +353,33 @@ def test_an_unshielded_follower_reads_the_request_behind_a_decoy(enforcer: Enfor
     assert enforcer.stats["evasion"] == 0
 
 
-def test_a_segment_conntrack_found_invalid_decides_no_flow_unless_it_is_a_decoy(enforcer: Enforcer) -> None:
+def test_a_segment_conntrack_found_invalid_is_never_read(tmp_path: Path) -> None:
+    """The server drops what conntrack finds invalid (its window tracking is laxer): such a
+    segment passes unread, and in a flow whose name is still looked for it is a decoy."""
     invalid = MarkLayout(MASK).value(INVALID)
-    enforcer.classify_offline([segment(b"mid-stream bytes", 5000, 12000, sport=42102, dport=80)], 1.0, invalid)
-    passed = enforcer.packet(0)
+    extractor = FlowExtractor()
+    enforcer = Enforcer(None, extractor, None, MASK, 16)
+    set_policy(enforcer, compiled_view(tmp_path, POLICY))
+
+    def as_invalid(packet: bytes) -> dict:
+        enforcer.classify_offline([packet], 1.0, invalid)
+        return enforcer.packet(0)
+
+    # no flow being inspected (a server's packet, a flow decided long ago): passed, nothing else
+    passed = as_invalid(segment(b"mid-stream bytes", 5000, 12000, sport=42102, dport=80))
     assert (passed["mark_code"], passed["code"]) == (Code.CODE_PASS, Code.CODE_UNDECIDED)
     assert not [flow for flow in enforcer.decided_flows() if flow[4] == 42102]
-    # a decoy without ACK: it passes, and the flow's next segment is evasion (the block page)
+    # an allowed request conntrack found invalid (here: an ACK number the server never sent),
+    # then the real one: the shielded pupil's flow is evasion (the block page), and for staff
+    # the real request decides, not the invalid copy
     run(enforcer, [syn_segment(13000, sport=42103, dport=80)])
-    enforcer.classify_offline([segment(request("www.allowed.test"), 0, 13000, sport=42103, dport=80,
-                                       flags=dpkt.tcp.TH_PUSH)], 1.0, invalid)
-    assert (enforcer.packet(0)["mark_code"], enforcer.packet(0)["code"]) == (Code.CODE_PASS, Code.CODE_UNDECIDED)
+    decoy = as_invalid(segment(request("www.allowed.test"), 0, 13000, sport=42103, dport=80))
+    assert (decoy["mark_code"], decoy["code"]) == (Code.CODE_PASS, Code.CODE_UNDECIDED)
     real = run(enforcer, [segment(request("www.blocked.test"), 0, 13000, sport=42103, dport=80)])[0]
     assert (real["code"], real["reason"], real["slow"]) == (Code.CODE_REJECT, Reason.REASON_EVASION,
                                                             Slow.SLOW_HTTP_BLOCK)
+    run(enforcer, [ipv4(tcp(b"", 14000, dport=80, sport=42104, flags=dpkt.tcp.TH_SYN), 6, src=STAFF)])
+    as_invalid(ipv4(tcp(request("www.allowed.test"), 14001, dport=80, sport=42104), 6, src=STAFF))
+    real = run(enforcer, [ipv4(tcp(request("www.blocked.test"), 14001, dport=80, sport=42104), 6, src=STAFF)])[0]
+    assert (real["code"], real["name"], real["reason"]) == (Code.CODE_REJECT, "www.blocked.test", Reason.REASON_RULE)
+    assert enforcer.stats["evasion"] == 1 and extractor.stats["decoys_conntrack_invalid"] == 3  # none read

@@ -446,6 +446,7 @@ cdef class Enforcer:
         # An offloaded (partial) checksum, or a packet copied short, cannot be verified.
         self.extractor.checksum_ready = not (queued.skb_info & (SKB_CSUM_NOT_READY | SKB_GSO)) and \
             queued.cap_len <= queued.payload_len
+        self.extractor.conntrack_invalid = mark_code == CODE_INVALID
         kind = self.extractor.process(queued.payload, queued.payload_len, now)
         if self.extractor.decoded != DECODE_OK:
             if self.extractor.decoded == DECODE_FRAGMENT or self.extractor.decoded == DECODE_OTHER:
@@ -503,10 +504,10 @@ cdef class Enforcer:
 
         if self.stopped_as_evasion(i, mark_code, now):
             return
-        if mark_code == CODE_INVALID and kind != KIND_SNI and kind != KIND_HTTP_HOST:
+        if mark_code == CODE_INVALID:
             # Conntrack found it invalid (a bad checksum, no ACK, outside the window): the
-            # server drops it too. A decoy among such segments was flagged above; alone, such a
-            # segment decides no flow (conntrack keeps no mark for it), it only passes.
+            # server drops it too, so the extractor never reads it, and in a flow whose name is
+            # still looked for it is a decoy (flagged above). It decides no flow: it passes.
             return
         if packet.protocol == PROTO_UDP and (kind == KIND_QUIC_INITIAL or packet.dport == QUIC_PORT):
             kind = self.classify_quic(i, kind, mark_code, now)

@@ -1304,15 +1304,19 @@ cdef class FlowExtractor:
             offset = <int32_t>(self.packet.seq - slot.base_seq)
         if not self.dropped_by_server(slot.syn_hop_limit if slot != NULL else 0, offset):
             return False
-        self.flag(slot, EVASION_DECOY)
-        self.decoy = True
+        if slot != NULL or not self.conntrack_invalid:
+            # (one conntrack found invalid in a flow not being inspected, a server's for one,
+            # is only not read)
+            self.flag(slot, EVASION_DECOY)
+            self.decoy = True
         return True
 
     cdef bint dropped_by_server(self, uint8_t flow_hop_limit, long long offset) noexcept nogil:
         """Whether the server would drop the last packet, a data segment: a TTL/hop limit
         below the flow's (meant to expire between the gateway and the server), no ACK, a
         sequence number (offset from the stream start, 0 when unknown) far outside the
-        window, a TCP-MD5 signature, or a bad checksum. Counted by kind."""
+        window, a TCP-MD5 signature, a bad checksum, or anything else conntrack found invalid
+        (its TCP window tracking is laxer than a server's). Counted by kind."""
         cdef Packet* packet = &self.packet
         if packet.hop_limit < flow_hop_limit:
             self.counters.decoys_low_hop_limit += 1
@@ -1324,6 +1328,8 @@ cdef class FlowExtractor:
             self.counters.decoys_md5 += 1
         elif self.verify_checksums and self.checksum_ready and not tcp_checksum_valid(packet):
             self.counters.decoys_bad_checksum += 1
+        elif self.conntrack_invalid:
+            self.counters.decoys_conntrack_invalid += 1
         else:
             return False
         return True

@@ -4,8 +4,9 @@ back. Run inside a pupil's namespace, plan on stdin, result on stdout (both JSON
 
     plan:   {"src", "dst", "dport", "pieces": [{"offset", "data" (hex), "ttl"?, "flags"?,
              "urgent"?, "options"? (hex TCP options), "bad_checksum"?, "delay"?: seconds before
-             it}], "wait": seconds to listen after the last, "answer_bytes"?: how many to keep}
-    result: {"handshake": bool, "reset": bool, "answer": first bytes the server sent (hex)}
+             it, listening}], "wait": seconds to listen after the last, "answer_bytes"?: stop
+             listening once that many came (16)}
+    result: {"handshake": bool, "reset": bool, "answer": the server's bytes in order (hex)}
 
 The namespace's own kernel would answer the server's SYN-ACK with a reset (no socket of its
 own holds the port): the caller drops outgoing resets in that namespace

@@ -230,8 +230,8 @@ def render(settings: RuleSettings, backend: Backend) -> str:
             # No rule above matches a packet without a conntrack entry. A client's TCP segment
             # conntrack found invalid is what a decoy the server drops looks like (a bad checksum,
             # no ACK, a sequence number outside the window): the worker sees it, and passes it.
-            f"{incoming}meta l4proto tcp ct state invalid {mark(UNDECIDED)} "
-            f"meta mark set meta mark & {keep} | {_hex(layout.value(INVALID))} {to_queue}",
+            (f"{incoming}meta l4proto tcp ct state invalid {mark(UNDECIDED)} "
+             f"meta mark set meta mark & {keep} | {_hex(layout.value(INVALID))} {to_queue}"),
         ]
         return [f"\tchain {name} {{", *(f"\t\t{rule}" for rule in rules), "\t}"]
 

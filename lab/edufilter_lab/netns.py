@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import atexit
 import ipaddress
-import json
 import itertools
+import json
 import os
 import re
 import signal
@@ -346,6 +346,16 @@ class Lab:
         host.run(
             ["ethtool", "-K", ifname, "tso", state(tso), "gso", state(gso), "gro", state(gro)]
         )
+
+    def verify_checksums(self) -> None:
+        """Switch rx and tx checksum offload off on every link end, so every kernel on a path
+        computes and verifies TCP/UDP checksums itself. With offload on, a veth marks the
+        packets it passes on as checksum-verified (CHECKSUM_UNNECESSARY) and hands on
+        locally sent ones with the checksum still to be filled in: a segment with a wrong
+        checksum would be taken by the receiver's stack, which no real network card allows."""
+        for link in self.links:
+            for end in (link.a, link.b):
+                end.host.run(["ethtool", "-K", end.ifname, "rx", "off", "tx", "off"])
 
     def close(self) -> None:
         """Stop everything started in the lab and delete its namespaces; safe to call twice."""

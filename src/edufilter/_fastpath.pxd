@@ -155,6 +155,7 @@ cdef struct ExtractorStats:
     uint64_t decoys_outside_window
     uint64_t decoys_md5
     uint64_t decoys_no_ack
+    uint64_t decoys_conntrack_invalid
     uint64_t overlaps_differing
     uint64_t urgent_data
     uint64_t stream_holes_exceeded
@@ -185,7 +186,9 @@ cdef class FlowExtractor:
     cdef uint32_t http_rest_seq
 
     cdef bint checksum_ready     # the last packet's TCP checksum is complete (not offloaded)
+    cdef bint conntrack_invalid  # set by the owner: conntrack found the last packet invalid (the server drops it)
     cdef uint8_t evasion         # Evasion bits of the last packet's flow, while its name was pending
+    cdef bint decoy              # the last packet is a segment the server drops (EVASION_DECOY)
 
     cdef void release(self, FlowSlot* slot) noexcept nogil
     cdef FlowSlot* lookup(self, const FlowKey* key, uint64_t hash, double now) noexcept nogil
@@ -200,6 +203,7 @@ cdef class FlowExtractor:
                              bint copy) noexcept nogil
 
     cdef bint is_decoy(self, FlowSlot* slot) noexcept nogil
+    cdef bint dropped_by_server(self, uint8_t flow_hop_limit, long long offset) noexcept nogil
     cdef void flag(self, FlowSlot* slot, uint8_t evasion) noexcept nogil
     cdef Handshake handshake_state(self, double now) noexcept nogil
     cdef int count_name(self) noexcept nogil

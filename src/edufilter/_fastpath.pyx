@@ -1093,6 +1093,7 @@ cdef class FlowExtractor:
         self.http_rest_len = 0
         self.settled = False
         self.evasion = EVASION_NONE
+        self.decoy = False
         decoded = decode_ip(data, length, packet)
         self.decoded = decoded
         if packet.ip_version == 4:
@@ -1296,15 +1297,28 @@ cdef class FlowExtractor:
     # ---- what the server would not read
 
     cdef bint is_decoy(self, FlowSlot* slot) noexcept nogil:
-        """Whether the server would drop this data segment, so it must not be read: a TTL/hop
-        limit below the SYN's (meant to expire between the gateway and the server), no ACK, a
-        sequence number far outside the window, a TCP-MD5 signature, or a bad checksum.
-        Counted by kind and flagged EVASION_DECOY."""
-        cdef Packet* packet = &self.packet
+        """Whether the server would drop this data segment of a flow whose name is still
+        looked for, so it must not be read (dropped_by_server); flagged EVASION_DECOY."""
         cdef long long offset = 0
         if slot != NULL and slot.base_known:
-            offset = <int32_t>(packet.seq - slot.base_seq)
-        if slot != NULL and packet.hop_limit < slot.syn_hop_limit:
+            offset = <int32_t>(self.packet.seq - slot.base_seq)
+        if not self.dropped_by_server(slot.syn_hop_limit if slot != NULL else 0, offset):
+            return False
+        if slot != NULL or not self.conntrack_invalid:
+            # (one conntrack found invalid in a flow not being inspected, a server's for one,
+            # is only not read)
+            self.flag(slot, EVASION_DECOY)
+            self.decoy = True
+        return True
+
+    cdef bint dropped_by_server(self, uint8_t flow_hop_limit, long long offset) noexcept nogil:
+        """Whether the server would drop the last packet, a data segment: a TTL/hop limit
+        below the flow's (meant to expire between the gateway and the server), no ACK, a
+        sequence number (offset from the stream start, 0 when unknown) far outside the
+        window, a TCP-MD5 signature, a bad checksum, or anything else conntrack found invalid
+        (its TCP window tracking is laxer than a server's). Counted by kind."""
+        cdef Packet* packet = &self.packet
+        if packet.hop_limit < flow_hop_limit:
             self.counters.decoys_low_hop_limit += 1
         elif not packet.tcp_flags & TCP_ACK:
             self.counters.decoys_no_ack += 1
@@ -1314,9 +1328,10 @@ cdef class FlowExtractor:
             self.counters.decoys_md5 += 1
         elif self.verify_checksums and self.checksum_ready and not tcp_checksum_valid(packet):
             self.counters.decoys_bad_checksum += 1
+        elif self.conntrack_invalid:
+            self.counters.decoys_conntrack_invalid += 1
         else:
             return False
-        self.flag(slot, EVASION_DECOY)
         return True
 
     cdef void flag(self, FlowSlot* slot, uint8_t evasion) noexcept nogil:

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dpkt
 import pytest
+from evasion_packets import MD5_OPTION, segment, syn_segment
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from edufilter.enforce._enforce import Code, Enforcer, Reason, Slow
-from edufilter._fastpath import FlowExtractor
-from edufilter.capture._queue import DROP
 from packets import (
     SERVER4,
     client_hello_message,
@@ -26,6 +24,11 @@ from packets import (
     udp,
 )
 from test_enforce import MASK, compiled_view, set_policy
+
+from edufilter._fastpath import FlowExtractor
+from edufilter.capture._queue import DROP
+from edufilter.enforce._enforce import Code, Enforcer, Reason, Slow
+from edufilter.rules.marks import INVALID, MarkLayout
 
 POLICY = """
 [settings]
@@ -308,3 +311,75 @@ def test_any_segmentation_of_a_kept_alive_stream_finds_the_first_blocked_request
     else:
         assert not rejected
         assert all(view["mark_code"] == Code.CODE_HTTP_FOLLOW for view in verdicts)
+
+
+# ---- decoys inside a later request of a followed connection
+
+@pytest.fixture()
+def verifying(tmp_path: Path) -> Enforcer:
+    """As the worker runs it: TCP checksums of inspected segments verified."""
+    loop = Enforcer(None, FlowExtractor(verify_checksums=True), None, MASK, 16)
+    set_policy(loop, compiled_view(tmp_path, POLICY))
+    return loop
+
+
+LATER_DECOYS = {"low-ttl": {"ttl": 3}, "no-ack": {"flags": dpkt.tcp.TH_PUSH}, "tcp-md5": {"options": MD5_OPTION},
+                "bad-checksum": {"bad_checksum": True}}
+
+
+@pytest.mark.parametrize("kind", LATER_DECOYS)
+def test_a_decoy_inside_a_later_request_is_evasion_answered_with_the_block_page(verifying: Enforcer,
+                                                                                kind: str) -> None:
+    first = request("www.allowed.test")
+    assert run(verifying, stream(first, 10000, 42100, dport=80))[1]["code"] == Code.CODE_HTTP_FOLLOW
+    decoy = segment(request("www.allowed.test", "/decoy"), len(first), 9999, sport=42100, dport=80,
+                    **LATER_DECOYS[kind])
+    real = segment(request("www.allowed.test", "/real"), len(first), 9999, sport=42100, dport=80)
+    views = run(verifying, [decoy, real])
+    assert (views[0]["mark_code"], views[0]["code"]) == (Code.CODE_HTTP_FOLLOW, Code.CODE_UNDECIDED)
+    assert (views[1]["code"], views[1]["reason"], views[1]["slow"]) == (Code.CODE_REJECT, Reason.REASON_EVASION,
+                                                                        Slow.SLOW_HTTP_BLOCK)
+    assert verifying.stats["evasion"] == 1
+
+
+def test_an_unshielded_follower_reads_the_request_behind_a_decoy(enforcer: Enforcer) -> None:
+    first = request("www.allowed.test")
+    assert run(enforcer, stream(first, 11000, 42101, client=STAFF, dport=80))[1]["code"] == Code.CODE_HTTP_FOLLOW
+    later = 11001 + len(first)
+    decoy = ipv4(tcp(request("www.allowed.test", "/decoy"), later, dport=80, sport=42101), 6, src=STAFF, ttl=3)
+    views = run(enforcer, [decoy, http(request("www.blocked.test", "/real"), later, 42101, client=STAFF)])
+    assert (views[0]["mark_code"], views[0]["code"]) == (Code.CODE_HTTP_FOLLOW, Code.CODE_UNDECIDED)
+    assert (views[1]["code"], views[1]["name"], views[1]["path"]) == (Code.CODE_REJECT, "www.blocked.test", "/real")
+    assert enforcer.stats["evasion"] == 0
+
+
+def test_a_segment_conntrack_found_invalid_is_never_read(tmp_path: Path) -> None:
+    """The server drops what conntrack finds invalid (its window tracking is laxer): such a
+    segment passes unread, and in a flow whose name is still looked for it is a decoy."""
+    invalid = MarkLayout(MASK).value(INVALID)
+    extractor = FlowExtractor()
+    enforcer = Enforcer(None, extractor, None, MASK, 16)
+    set_policy(enforcer, compiled_view(tmp_path, POLICY))
+
+    def as_invalid(packet: bytes) -> dict:
+        enforcer.classify_offline([packet], 1.0, invalid)
+        return enforcer.packet(0)
+
+    # no flow being inspected (a server's packet, a flow decided long ago): passed, nothing else
+    passed = as_invalid(segment(b"mid-stream bytes", 5000, 12000, sport=42102, dport=80))
+    assert (passed["mark_code"], passed["code"]) == (Code.CODE_PASS, Code.CODE_UNDECIDED)
+    assert not [flow for flow in enforcer.decided_flows() if flow[4] == 42102]
+    # an allowed request conntrack found invalid (here: an ACK number the server never sent),
+    # then the real one: the shielded pupil's flow is evasion (the block page), and for staff
+    # the real request decides, not the invalid copy
+    run(enforcer, [syn_segment(13000, sport=42103, dport=80)])
+    decoy = as_invalid(segment(request("www.allowed.test"), 0, 13000, sport=42103, dport=80))
+    assert (decoy["mark_code"], decoy["code"]) == (Code.CODE_PASS, Code.CODE_UNDECIDED)
+    real = run(enforcer, [segment(request("www.blocked.test"), 0, 13000, sport=42103, dport=80)])[0]
+    assert (real["code"], real["reason"], real["slow"]) == (Code.CODE_REJECT, Reason.REASON_EVASION,
+                                                            Slow.SLOW_HTTP_BLOCK)
+    run(enforcer, [ipv4(tcp(b"", 14000, dport=80, sport=42104, flags=dpkt.tcp.TH_SYN), 6, src=STAFF)])
+    as_invalid(ipv4(tcp(request("www.allowed.test"), 14001, dport=80, sport=42104), 6, src=STAFF))
+    real = run(enforcer, [ipv4(tcp(request("www.blocked.test"), 14001, dport=80, sport=42104), 6, src=STAFF)])[0]
+    assert (real["code"], real["name"], real["reason"]) == (Code.CODE_REJECT, "www.blocked.test", Reason.REASON_RULE)
+    assert enforcer.stats["evasion"] == 1 and extractor.stats["decoys_conntrack_invalid"] == 3  # none read

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import dpkt
 import pytest
-
-from edufilter.enforce._enforce import Code, Enforcer, Slow
-from edufilter._fastpath import FlowExtractor
-from edufilter.rules.marks import BOUND, MarkLayout
 from evasion_packets import http_request, pieces, segment, syn_segment
 from packets import post_quantum_client_hello, tls_records
 from test_enforce import MASK, compiled_view, set_policy
+
+from edufilter._fastpath import FlowExtractor
+from edufilter.enforce._enforce import Code, Enforcer, Slow
+from edufilter.rules.marks import BOUND, MarkLayout
 
 POLICY = """
 [settings]
@@ -59,10 +59,21 @@ DECOY = segment(http_request("allowed.test"), 0, 100, sport=41000, dport=80, ttl
 REAL = segment(http_request("www.blocked.test"), 0, 100, sport=41000, dport=80)
 
 
-def test_a_low_ttl_decoy_resets_the_flow_of_a_shielded_group(shielded: Enforcer) -> None:
+def test_a_low_ttl_decoy_stops_the_flow_of_a_shielded_group_with_the_block_page(shielded: Enforcer) -> None:
+    """Plain HTTP: the block page (which says why) rather than a bare reset, in answer to the
+    segment after the decoy (the decoy passes: the server drops it)."""
     _, _, slow = shielded.classify_offline([syn_segment(100, sport=41000, dport=80), DECOY], 1.0)
+    assert decided(shielded, 41000) == [] and slow == []
+    _, _, slow = shielded.classify_offline([REAL], 1.0)
     assert decided(shielded, 41000) == [(Code.CODE_REJECT, None)]
-    assert slow == [(1, Slow.SLOW_EVENT, None)] and shielded.stats["evasion"] == 1
+    assert slow == [(0, Slow.SLOW_HTTP_BLOCK, None)] and shielded.stats["evasion"] == 1
+
+
+def test_an_evasion_on_https_stays_a_reset(shielded: Enforcer) -> None:
+    decoy = segment(hello("www.allowed.test"), 0, 110, sport=41010, ttl=3)
+    _, _, slow = shielded.classify_offline([syn_segment(110, sport=41010), decoy], 1.0)
+    assert decided(shielded, 41010) == [(Code.CODE_REJECT, None)]
+    assert slow == [(1, Slow.SLOW_EVENT, None)]
 
 
 def test_an_unshielded_group_reads_past_the_decoy(unshielded: Enforcer) -> None:

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edufilter.errors import NetfilterError
 from edufilter.rules.marks import (
     DEFAULT_MASK,
     HTTP_FOLLOW,
@@ -14,7 +15,6 @@ from edufilter.rules.marks import (
     UNDECIDED,
     MarkLayout,
 )
-from edufilter.errors import NetfilterError
 
 marks = st.integers(min_value=0, max_value=0xFFFFFFFF)
 codes = st.integers(min_value=UNDECIDED, max_value=HTTP_FOLLOW)
@@ -49,7 +49,7 @@ def test_any_contiguous_mask_of_four_bits_or_more(mask: int, shift: int) -> None
         (0x03000000, "at least 4 bits"),
         (0x80000000, "at least 4 bits"),
         # three bits held codes 0-7; HTTP_FOLLOW (8) needs a fourth
-        (0x07000000, "at least 4 bits for codes 0-8"),
+        (0x07000000, "at least 4 bits for codes 0-9"),
     ],
 )
 def test_bad_masks_are_refused(mask: int, reason: str) -> None:

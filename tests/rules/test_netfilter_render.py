@@ -11,9 +11,14 @@ import re
 
 import pytest
 
-from edufilter.rules.marks import MarkLayout
-from edufilter.rules.netfilter import DEFAULT_INSPECT_PACKETS, Backend, RuleSettings, render
 from edufilter.errors import NetfilterError
+from edufilter.rules.marks import MarkLayout
+from edufilter.rules.netfilter import (
+    DEFAULT_INSPECT_PACKETS,
+    Backend,
+    RuleSettings,
+    render,
+)
 
 TYPICAL = RuleSettings(queues=range(4), fail_open=True, lan_interfaces=("eth1",))
 
@@ -49,6 +54,7 @@ table inet edufilter {
 \t\tmeta mark & 0x0f000000 == 0x06000000 return
 \t\tct mark & 0x0f000000 == 0x06000000 ct direction reply udp sport 53 goto to_queue
 \t\tiifname { "eth1" } meta l4proto { tcp, udp } ct direction original jump inspect
+\t\tiifname { "eth1" } meta l4proto tcp ct state invalid meta mark & 0x0f000000 == 0x00000000 meta mark set meta mark & 0xf0ffffff | 0x09000000 goto to_queue
 \t}
 \tchain http_follow {
 \t\tct direction reply return
@@ -84,8 +90,9 @@ def test_every_queued_packet_passes_the_one_counted_queue_rule(backend: Backend)
     script = render(RuleSettings(filter_local=True), backend)
     assert script.count("queue num") == (1 if backend is Backend.NFT else 0)
     # forward and output: a new flow, a safe-search answer; inspect: DNS, within the bound, BOUND;
-    # http_follow: a followed plain-HTTP flow's client data
-    assert script.count("goto to_queue") == 8
+    # http_follow: a followed plain-HTTP flow's client data; forward and output: a TCP segment
+    # conntrack found invalid
+    assert script.count("goto to_queue") == 10
     assert "jump to_queue" not in script
 
 

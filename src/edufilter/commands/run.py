@@ -95,7 +95,7 @@ def show_status(args: argparse.Namespace) -> int:
         print(f"uninspected: {totals['fail_closed_dropped']} packets dropped with no worker to take them "
               "(fail-closed)")
     if totals.get("evasion"):
-        print(f"evasion: {totals['evasion']} flows reset as circumvention attempts (bypass shield)")
+        print(f"evasion: {totals['evasion']} flows stopped as circumvention attempts (bypass shield)")
     if status.get("last_reload"):
         reload = status["last_reload"]
         print(f"last reload {reload['at']}: {reload['result']} ({reload['duration_ms']} ms)")

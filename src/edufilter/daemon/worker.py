@@ -308,9 +308,13 @@ class SlowPath:
         status, headers, body = blockpage.render_block_page(
             info, accept_language(packet["payload"]), self.config.blockpage.default_language,
             blockpage.review_url(address, self.config.blockpage.port))
-        for segment in blockpage.block_response_segments(packet["payload"], body, BLOCK_PAGE_MSS, status, headers):
-            self.outbox.append(segment)
+        segments = blockpage.block_response_segments(packet["payload"], body, BLOCK_PAGE_MSS, status, headers)
+        self.outbox.extend(segments)
         self.reset_server(packet)
+        if not segments:
+            # No ACK to answer at (a decoy without one): the flow keeps its reject, a reset.
+            self.event(packet, now, reference)
+            return
         # The client got its answer and a clean close: drop the rest of the flow quietly (a
         # reset would answer its closing ACK and FIN).
         enforcer.decide_packet(index, packet["action"], Code.CODE_DROP, packet["list_id"], packet["tier"],

@@ -17,6 +17,8 @@ cdef struct HttpFlow:
     FlowKey key
     double last_seen
     uint32_t next_seq        # the client stream byte expected next
+    uint8_t hop_limit        # of the segment it was started with: less is a decoy's (the server never gets it)
+    uint8_t decoy_seen       # a decoy came (shielded group): the next segment with bytes is answered as evasion
     uint8_t state            # FollowState
     uint8_t hex_digits       # of the chunk-size line being read
     uint64_t remaining       # body or chunk bytes still to skip

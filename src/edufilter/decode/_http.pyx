@@ -160,6 +160,8 @@ cdef class HttpFollower:
         self.started += 1
         self.drop_head(flow)
         flow.next_seq = seq
+        flow.hop_limit = packet.hop_limit
+        flow.decoy_seen = 0
         flow.state = STATE_HEAD
         if head != NULL:
             self.after_head(flow, head)

@@ -15,6 +15,7 @@ class Code(IntEnum):
     CODE_SAFE_SEARCH = 6
     CODE_INJECTED = 7
     CODE_HTTP_FOLLOW = 8
+    CODE_INVALID = 9
 
 class Slow(IntEnum):
     SLOW_NONE = 0

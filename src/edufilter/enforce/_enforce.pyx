@@ -61,6 +61,7 @@ from edufilter.decode._http cimport (
     FOLLOW_UNKNOWN,
     FOLLOW_UNREADABLE,
     FollowStatus,
+    HttpFlow,
     HttpFollower,
 )
 from edufilter.decode._quic cimport QUIC_NAME, QUIC_PENDING, QuicFlows, QuicStatus
@@ -108,6 +109,7 @@ cpdef enum Code:
     CODE_SAFE_SEARCH = 6
     CODE_INJECTED = 7
     CODE_HTTP_FOLLOW = 8    # allowed plain HTTP: the client's data is still queued, each request judged
+    CODE_INVALID = 9        # packet mark: a TCP segment conntrack found invalid, queued so a decoy is seen
 
 # Why a packet needs the worker's Python handler.
 cpdef enum Slow:
@@ -138,6 +140,7 @@ cpdef enum Unnamed:
 
 cdef enum:
     TCP_SYN = 0x02
+    TCP_ACK = 0x10
     MAX_BATCH = 256
     DECIDED_PROBES = 8      # a bucket: eight slots, their tags in one cache line
     DECIDED_NAME = 256
@@ -420,7 +423,6 @@ cdef class Enforcer:
         cdef Packet* packet = &self.extractor.packet
         cdef int kind, how = CLIENT_BY_DEFAULT, group
         cdef uint8_t mark_code = (queued.mark & self.mark_mask) >> self.mark_shift
-        cdef DecidedFlow* known
         cdef int known_code
         cdef Decision decision
         verdict.packet_id = queued.packet_id
@@ -444,6 +446,7 @@ cdef class Enforcer:
         # An offloaded (partial) checksum, or a packet copied short, cannot be verified.
         self.extractor.checksum_ready = not (queued.skb_info & (SKB_CSUM_NOT_READY | SKB_GSO)) and \
             queued.cap_len <= queued.payload_len
+        self.extractor.conntrack_invalid = mark_code == CODE_INVALID
         kind = self.extractor.process(queued.payload, queued.payload_len, now)
         if self.extractor.decoded != DECODE_OK:
             if self.extractor.decoded == DECODE_FRAGMENT or self.extractor.decoded == DECODE_OTHER:
@@ -471,6 +474,15 @@ cdef class Enforcer:
             return
 
         if mark_code == CODE_HTTP_FOLLOW and packet.protocol == PROTO_TCP:
+            known_code = self.known_code(work, now)
+            if known_code == CODE_REJECT or known_code == CODE_DROP:
+                # A later request blocked a moment ago (in this batch, or before its mark was
+                # saved): the bytes behind it, an overlapping copy included, go nowhere. Not
+                # read as a retransmission (the server never got the blocked copy), and not
+                # repeated with the reject, whose reset would overtake the block page.
+                self.counters.repeated += 1
+                verdict.verdict = NF_DROP
+                return
             self.follow_http(i, now)
             return
         # A packet of a flow decided a moment ago (queued before the mark was saved) gets the
@@ -481,11 +493,7 @@ cdef class Enforcer:
         if packet.protocol == PROTO_TCP and packet.tcp_flags & TCP_SYN:
             self.forget_decided(&work.flow, work.flow_hash)
         else:
-            known_code = self.deferred_code(work)
-            if known_code < 0:
-                known = self.find_decided(&work.flow, work.flow_hash, now)
-                if known != NULL:
-                    known_code = known.code
+            known_code = self.known_code(work, now)
             if known_code == CODE_HTTP_FOLLOW:
                 self.follow_http(i, now)
                 return
@@ -495,6 +503,11 @@ cdef class Enforcer:
                 return
 
         if self.stopped_as_evasion(i, mark_code, now):
+            return
+        if mark_code == CODE_INVALID:
+            # Conntrack found it invalid (a bad checksum, no ACK, outside the window): the
+            # server drops it too, so the extractor never reads it, and in a flow whose name is
+            # still looked for it is a decoy (flagged above). It decides no flow: it passes.
             return
         if packet.protocol == PROTO_UDP and (kind == KIND_QUIC_INITIAL or packet.dport == QUIC_PORT):
             kind = self.classify_quic(i, kind, mark_code, now)
@@ -643,9 +656,24 @@ cdef class Enforcer:
         cdef const Packet* packet = &self.extractor.packet
         cdef bint follow = True
         cdef int rank
+        cdef HttpFlow* flow
         work.kind = KIND_HTTP_HOST
         if packet.payload_len == 0:
             self.mark(i, CODE_HTTP_FOLLOW)
+            return
+        flow = self.follower.find(packet, False, now)
+        if self.extractor.dropped_by_server(flow.hop_limit if flow != NULL else 0, 0):
+            # A decoy inside a later request: the server drops it, so it is never read. For
+            # groups with the bypass shield the connection is evasion, answered with the block
+            # page at its next segment (a decoy's own sequence numbers may be anything).
+            if flow != NULL and self.groups[work.group].bypass_shield:
+                flow.decoy_seen = 1
+            self.mark(i, CODE_HTTP_FOLLOW)
+            return
+        if flow != NULL and flow.decoy_seen:
+            self.follower.stop(packet, now)
+            self.override_reason(work, ACTION_BLOCK, REASON_EVASION)
+            self.finish_http(i, RANK_BLOCK, False, False, now)
             return
         rank = self.follow_heads(i, packet.payload, packet.payload_len, packet.seq, RANK_NONE, &follow, now)
         if rank == FOLLOW_GAP_RANK:
@@ -728,9 +756,11 @@ cdef class Enforcer:
     cdef bint stopped_as_evasion(self, int i, uint8_t mark_code, double now) noexcept nogil:
         """Handles a TCP packet whose flow shows a circumvention attempt (decoys, differing
         overlaps, urgent data, too many holes) or is past the kernel's packet bound with its
-        ClientHello or request head unfinished. Shielded groups: reset, reason evasion. Any
-        group: a handshake still under way within the bounds stays queued (undecided)."""
+        ClientHello or request head unfinished. Shielded groups: reset (plain HTTP: the block
+        page), reason evasion. Any group: a handshake still under way within the bounds stays
+        queued (undecided)."""
         cdef Work* work = &self.work[i]
+        cdef const Packet* packet = &self.extractor.packet
         cdef bint shielded = self.groups[work.group].bypass_shield
         cdef int kind = work.kind, handshake
         if self.extractor.packet.protocol != PROTO_TCP or self.extractor.packet.dport == DOT_PORT:
@@ -743,6 +773,15 @@ cdef class Enforcer:
                 return True
         if self.extractor.evasion == EVASION_NONE or not shielded:
             return False
+        if packet.dport == HTTP_PORT:
+            # Plain HTTP gets the block page, which says why (a reset would not). A decoy passes
+            # (the server drops it): the page answers the flow's next segment, whose sequence
+            # numbers are the connection's (a decoy's may be anything).
+            if self.extractor.decoy:
+                self.counters.undecided += 1
+                return True
+            if packet.payload_len and packet.tcp_flags & TCP_ACK:
+                work.slow = SLOW_HTTP_BLOCK
         self.override_reason(work, ACTION_BLOCK, REASON_EVASION)
         self.decide(i, now)
         return True
@@ -847,6 +886,16 @@ cdef class Enforcer:
         if i != NO_SLOT:
             self.decided_tags[i] = 0
             self.counters.decided_forgotten += 1
+
+    cdef int known_code(self, const Work* work, double now) noexcept nogil:
+        """The code this flow was decided with (earlier in the batch, or remembered), else -1."""
+        cdef int code = self.deferred_code(work)
+        cdef DecidedFlow* known
+        if code < 0:
+            known = self.find_decided(&work.flow, work.flow_hash, now)
+            if known != NULL:
+                code = known.code
+        return code
 
     cdef int deferred_code(self, const Work* work) noexcept nogil:
         """The code of this flow when a packet before it in the batch decided it, else -1."""

@@ -26,12 +26,17 @@ INJECTED = 7  # packet mark: sent by edufilter itself, never queued
 # queued, so every request on the kept-alive connection is judged; the server's bytes never
 # are. Packet mark: the rules queue such a packet with it, and a worker repeats it with it.
 HTTP_FOLLOW = 8
+# packet mark: a TCP segment from the LAN that conntrack found invalid (a bad checksum, no ACK,
+# outside the window: no entry, so no conntrack mark). Queued so a decoy among them counts as
+# evasion; a worker passes it, and such a segment alone never decides a flow.
+INVALID = 9
 
 # Codes a worker's NF_REPEAT verdict puts in the packet mark; the rules save them in conntrack.
 VERDICT_CODES = (ALLOW, REJECT, DROP, SAFE_SEARCH, HTTP_FOLLOW)
 DEFAULT_MASK = 0x0F000000
-# Room for the largest code, HTTP_FOLLOW = 8. It was 3 bits (codes 0-7) before HTTP_FOLLOW: a
-# configured marks.mask of 3 bits is now refused at start, with this message; widen it by one bit.
+# Room for the largest code, INVALID = 9 (HTTP_FOLLOW = 8 took the fourth bit). It was 3 bits
+# (codes 0-7) before HTTP_FOLLOW: a configured marks.mask of 3 bits is now refused at start,
+# with this message; widen it by one bit.
 MIN_FIELD_BITS = 4
 MARK_BITS = 0xFFFFFFFF
 
@@ -50,7 +55,7 @@ class MarkLayout:
             raise NetfilterError(f"marks.mask {self.mask:#010x}: the bits must be contiguous")
         if field.bit_length() < MIN_FIELD_BITS:
             raise NetfilterError(
-                f"marks.mask {self.mask:#010x}: needs at least {MIN_FIELD_BITS} bits for codes 0-{HTTP_FOLLOW}"
+                f"marks.mask {self.mask:#010x}: needs at least {MIN_FIELD_BITS} bits for codes 0-{INVALID}"
             )
 
     @property

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edufilter.errors import NetfilterError
 from edufilter.rules import nft_netlink
 from edufilter.rules.marks import (
     ALLOW,
@@ -35,6 +36,7 @@ from edufilter.rules.marks import (
     DROP,
     HTTP_FOLLOW,
     INJECTED,
+    INVALID,
     PASS,
     REJECT,
     SAFE_SEARCH,
@@ -42,7 +44,6 @@ from edufilter.rules.marks import (
     VERDICT_CODES,
     MarkLayout,
 )
-from edufilter.errors import NetfilterError
 
 # SYN, ACK and a ClientHello or HTTP request of up to three segments; two QUIC Initials fit
 # with room to spare. Measured in the lab (packet that completes the name, original
@@ -226,6 +227,11 @@ def render(settings: RuleSettings, backend: Backend) -> str:
             f"{mark(SAFE_SEARCH)} return",
             f"{connmark(SAFE_SEARCH)} ct direction reply udp sport {DNS_PORT} {to_queue}",
             to_inspect,
+            # No rule above matches a packet without a conntrack entry. A client's TCP segment
+            # conntrack found invalid is what a decoy the server drops looks like (a bad checksum,
+            # no ACK, a sequence number outside the window): the worker sees it, and passes it.
+            (f"{incoming}meta l4proto tcp ct state invalid {mark(UNDECIDED)} "
+             f"meta mark set meta mark & {keep} | {_hex(layout.value(INVALID))} {to_queue}"),
         ]
         return [f"\tchain {name} {{", *(f"\t\t{rule}" for rule in rules), "\t}"]
 

@@ -9,35 +9,39 @@ import asyncio
 import html
 import json
 import re
-import shutil
 import ssl
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from headless_chromium import (
+    browser,  # noqa: F401 (a fixture)
+    csp_violations,
+    needs_chromium,
+    serious_accessibility_violations,
+)
 
 pytest.importorskip("nats", reason="the hub extra (nats-py) is not installed")
 
 import nats
-from test_hub_api import Hub
-from test_hub_api import hub  # noqa: F401 (a fixture: the group's API and servers)
+from test_hub_api import (
+    Hub,
+    hub,  # noqa: F401 (a fixture: the group's API and servers)
+)
 
 from edufilter.hub.model import events_subject
 from edufilter.hub.stats import stats_subject
 
 SITE_FILE = "lists.toml"
 SITE_TEXT = '[lists.ghent-extra]\ndomain = ["extra.test"]\n'
-AXE = Path(__file__).parent.parent / "data" / "axe.min.js"
 
 
-class Browser:
+class Visitor:
     """A signed-in console session over plain HTTP requests, as a browser sends them."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.url = hub.url
+    def __init__(self, group: Hub) -> None:
+        self.url = group.url
         self.session = requests.Session()
 
     def get(self, path: str) -> requests.Response:
@@ -57,23 +61,23 @@ def csrf_of(page: str) -> str:
     return found.group(1)
 
 
-def signed_in(hub: Hub, who: str) -> Browser:
-    browser = Browser(hub)
-    answer = browser.sign_in(hub.secrets[who])
+def signed_in(group: Hub, who: str) -> Visitor:
+    visitor = Visitor(group)
+    answer = visitor.sign_in(group.secrets[who])
     assert answer.status_code == 303 and answer.headers["Location"] == "/console/overview", answer.text
-    return browser
+    return visitor
 
 
 @pytest.fixture(scope="module")
-def tokens(hub: Hub) -> Hub:
+def tokens(hub: Hub) -> Hub:  # noqa: F811 (the fixture imported above)
     for name, role, site in (("group-viewer", "viewer", None), ("ghent-editor", "editor", "ghent"),
                              ("ghent-viewer", "viewer", "ghent")):
         assert hub.make_token(name, role, **({} if site is None else {"site": site})).status_code == 201
     return hub
 
 
-def revision_of(hub: Hub, path: str) -> int:
-    return hub.call("GET", path, "group-admin").json()["revision"]
+def revision_of(group: Hub, path: str) -> int:
+    return group.call("GET", path, "group-admin").json()["revision"]
 
 
 def test_sign_in_per_scope_shows_the_sites_in_scope(tokens: Hub) -> None:
@@ -84,9 +88,9 @@ def test_sign_in_per_scope_shows_the_sites_in_scope(tokens: Hub) -> None:
     mine = signed_in(tokens, "ghent-viewer").get("/console/overview")
     assert "/console/parts/sites/ghent" in mine.text and "bruges" not in mine.text
     assert tokens.secrets["ghent-viewer"] not in mine.text  # the token is never in a page
-    refused = Browser(tokens).sign_in("eft_not-a-token")
+    refused = Visitor(tokens).sign_in("eft_not-a-token")
     assert refused.status_code == 401 and "edufilter_console" not in refused.cookies
-    assert Browser(tokens).get("/console/overview").status_code == 303  # no session: to the sign-in page
+    assert Visitor(tokens).get("/console/overview").status_code == 303  # no session: to the sign-in page
 
 
 def test_the_overview_counts_blocks_per_site_and_never_shows_a_pupil(tokens: Hub) -> None:
@@ -165,49 +169,20 @@ def test_a_viewer_sees_no_edit_form(tokens: Hub) -> None:
     assert "?file=" in editor_view.text  # the same page offers an editor the files to edit
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("the browser test needs Debian's chromium and chromium-driver")
-    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1100,900", "--lang=en-GB", "--no-first-run"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(30)
-    driver.set_script_timeout(60)
-    yield driver
-    driver.quit()
-
-
-def test_the_overview_and_parts_pages_are_accessible(tokens: Hub, chromium: Any) -> None:
+@needs_chromium
+def test_the_overview_and_parts_pages_are_accessible(tokens: Hub, browser: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.wait import WebDriverWait
 
-    chromium.get(tokens.url + "/console/sign-in")
-    field = chromium.find_element(By.ID, "token")
+    browser.get(tokens.url + "/console/sign-in")
+    field = browser.find_element(By.ID, "token")
     field.send_keys(tokens.secrets["group-admin"])
     field.send_keys(Keys.ENTER)  # keyboard only
-    WebDriverWait(chromium, 10).until(expected_conditions.url_contains("/console/overview"))
+    WebDriverWait(browser, 10).until(expected_conditions.url_contains("/console/overview"))
     for path in ("/console/overview", "/console/parts", "/console/parts/group",
                  "/console/parts/sites/ghent?file=" + SITE_FILE, "/console/audit"):
-        chromium.get(tokens.url + path)
-        chromium.execute_script(AXE.read_text(encoding="utf-8"))
-        violations = chromium.execute_async_script(
-            "const done = arguments[arguments.length - 1];"
-            "axe.run(document, {resultTypes: ['violations']}).then(result => done(result.violations),"
-            " error => done([{id: 'axe-error', impact: 'critical', help: String(error), nodes: []}]));")
-        serious = [f"{item['id']}: {item['help']} at {[node['target'] for node in item['nodes']]}"
-                   for item in violations if item["impact"] in ("serious", "critical")]
-        assert not serious, (path, serious)
-    assert not [entry["message"] for entry in chromium.get_log("browser")
-                if "Content Security Policy" in entry["message"]]
+        browser.get(tokens.url + path)
+        assert serious_accessibility_violations(browser) == [], path
+    assert csp_violations(browser) == []

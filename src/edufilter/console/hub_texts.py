@@ -46,19 +46,19 @@ HUB_TEXTS: Final[dict[str, tuple[str, str, str, str]]] = {
     "hub_saved": ("{file} is opgeslagen: revisie {revision}.", "{file} est enregistré : révision {revision}.",
                   "{file} is saved: revision {revision}.", "{file} ist gespeichert: Revision {revision}."),
     "hub_conflict": (
-        "Niet opgeslagen: dit deel is gewijzigd sinds u revisie {read} opende (nu revisie {current}). "
-        "Uw tekst staat hieronder; open het bestand opnieuw en breng uw wijziging opnieuw aan.",
-        "Non enregistré : cette partie a changé depuis que vous avez ouvert la révision {read} (maintenant "
-        "révision {current}). Votre texte est ci-dessous ; rouvrez le fichier et refaites votre modification.",
-        "Not saved: this part changed since you opened revision {read} (it is now revision {current}). "
-        "Your text is below; open the file again and redo your change.",
-        "Nicht gespeichert: Dieser Teil wurde geändert, seit Sie Revision {read} geöffnet haben (jetzt "
-        "Revision {current}). Ihr Text steht unten; öffnen Sie die Datei erneut und ändern Sie sie noch einmal.",
+        ("Niet opgeslagen: dit deel is gewijzigd sinds u revisie {read} opende (nu revisie {current}). "
+         "Uw tekst staat hieronder; open het bestand opnieuw en breng uw wijziging opnieuw aan."),
+        ("Non enregistré : cette partie a changé depuis que vous avez ouvert la révision {read} (maintenant "
+         "révision {current}). Votre texte est ci-dessous ; rouvrez le fichier et refaites votre modification."),
+        ("Not saved: this part changed since you opened revision {read} (it is now revision {current}). "
+         "Your text is below; open the file again and redo your change."),
+        ("Nicht gespeichert: Dieser Teil wurde geändert, seit Sie Revision {read} geöffnet haben (jetzt "
+         "Revision {current}). Ihr Text steht unten; öffnen Sie die Datei erneut und ändern Sie sie noch einmal."),
     ),
     "hub_teachers_elsewhere": (
         "De console van de groep is voor coördinatoren; leerkrachten zetten sites open in de console van hun school.",
-        "La console du groupe est destinée aux coordinateurs ; les enseignants ouvrent des sites dans la console "
-        "de leur école.",
+        ("La console du groupe est destinée aux coordinateurs ; les enseignants ouvrent des sites dans la "
+         "console de leur école."),
         "The group's console is for coordinators; teachers open sites in their school's console.",
         "Die Konsole der Gruppe ist für die Koordination; Lehrkräfte geben Websites in der Konsole ihrer Schule frei.",
     ),

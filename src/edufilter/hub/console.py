@@ -7,13 +7,13 @@ console.invoke as the signed-in token, with the API's scope rule on every page n
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from aiohttp import web
 
-from edufilter.api.operations import Operation
+from edufilter.api.operations import MAX_PAGE, Operation
 from edufilter.api.problems import Problem
 from edufilter.console import pages
 from edufilter.console.app import serve_pages, stylesheet, to_start
@@ -22,7 +22,7 @@ from edufilter.console.invoke import Outcome, invoke, may
 from edufilter.console.visit import PREFIX, NavItem, Visit, page
 from edufilter.hub.scope import refuse_other_site
 
-GROUP_OPERATIONS = web.AppKey("hub_console_operations", dict[str, Operation])
+GROUP_OPERATIONS = web.AppKey("hub_console_operations", Mapping[str, Operation])
 WINDOWS = ("1h", "24h", "7d")
 LATEST_EVENTS = 10
 LATEST_EVENTS_SINCE = timedelta(hours=1)
@@ -58,7 +58,8 @@ HubPage = Callable[[HubVisit], Awaitable[web.StreamResponse]]
 
 
 def _hub_page(handler: HubPage) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    return page(handler, HubVisit)  # type: ignore[arg-type]  # page() makes a HubVisit for it
+    """page() with a HubVisit, which is what the handler is given."""
+    return page(handler, HubVisit)  # type: ignore[arg-type]
 
 
 def setup_hub_console(app: web.Application, operations: list[Operation]) -> None:
@@ -129,7 +130,7 @@ async def _latest_events(visit: HubVisit) -> list[dict[str, Any]]:
     API reads oldest first, so this follows its pages (EVENT_PAGES at most) keeping the tail."""
     since = (datetime.now(timezone.utc) - LATEST_EVENTS_SINCE).isoformat(timespec="seconds")
     newest: deque[dict[str, Any]] = deque(maxlen=LATEST_EVENTS)
-    query: dict[str, Any] = {"since": since, "limit": 1000}
+    query: dict[str, Any] = {"since": since, "limit": MAX_PAGE}
     for _ in range(EVENT_PAGES):
         answer = (await visit.run("list_events", query=query)).body
         newest.extend(answer["items"])

@@ -85,6 +85,10 @@ def test_sign_in_per_scope_shows_the_sites_in_scope(tokens: Hub) -> None:
     assert overview.status_code == 200
     assert "/console/parts/sites/ghent" in overview.text and "/console/parts/sites/bruges" in overview.text
     assert "/console/parts/group" in overview.text  # the group's part and its revision
+    for language, title in (("nl", "Overzicht van de groep"), ("fr", "Vue d'ensemble du groupe"),
+                            ("de", "Übersicht der Gruppe")):
+        page = signed_in(tokens, "group-admin").get(f"/console/overview?lang={language}").text
+        assert f'<html lang="{language}">' in page and title in html.unescape(page)
     mine = signed_in(tokens, "ghent-viewer").get("/console/overview")
     assert "/console/parts/sites/ghent" in mine.text and "bruges" not in mine.text
     assert tokens.secrets["ghent-viewer"] not in mine.text  # the token is never in a page

@@ -17,7 +17,7 @@ from edufilter.api.operations import MAX_PAGE, Operation
 from edufilter.api.problems import Problem
 from edufilter.console import pages
 from edufilter.console.app import serve_pages, stylesheet, to_start
-from edufilter.console.charts import BarChart, bar_chart
+from edufilter.console.charts import bar_chart
 from edufilter.console.invoke import Outcome, invoke, may
 from edufilter.console.visit import PREFIX, NavItem, Visit, page
 from edufilter.hub.scope import refuse_other_site
@@ -101,7 +101,8 @@ async def overview(visit: HubVisit) -> web.StreamResponse:
         window = "24h"
     sites = (await visit.run("list_sites")).body["items"]
     blocks = {choice: await _counts(visit, choice, "site") for choice in WINDOWS}
-    charts = {"site": _chart(visit, blocks[window]), "category": _chart(visit, await _counts(visit, window, "category"))}
+    charts = {"site": bar_chart(blocks[window], visit.text("other")),
+              "category": bar_chart(await _counts(visit, window, "category"), visit.text("other"))}
     return visit.render("hub_overview.html", sites=sites, group_revision=await _group_revision(visit),
                         blocks=blocks, windows=WINDOWS, window=window, charts=charts,
                         events=await _latest_events(visit), when=utc_minute)
@@ -110,10 +111,6 @@ async def overview(visit: HubVisit) -> web.StreamResponse:
 async def _counts(visit: HubVisit, window: str, by: str) -> Counter[str]:
     rows = (await visit.run("event_counts", query={"window": window, "by": by})).body["rows"]
     return Counter({str(row["key"]) if row["key"] is not None else visit.text("other"): row["events"] for row in rows})
-
-
-def _chart(visit: HubVisit, counted: Counter[str]) -> BarChart:
-    return bar_chart(counted, visit.text("other"))
 
 
 async def _group_revision(visit: HubVisit) -> int | None:
@@ -206,8 +203,9 @@ async def save_file(visit: HubVisit) -> web.StreamResponse:
     try:
         saved = await visit.run(operation, params=params, body=body, if_match=f'"{read_revision}"')
     except Problem as problem:
-        if problem.status == 412:
-            error = visit.text("hub_conflict", read=read_revision, current=stored["revision"])
+        if problem.status == 412:  # the API's current revision: the part may have changed after the read above
+            current = problem.extra.get("current_revision", stored["revision"])
+            error = visit.text("hub_conflict", read=read_revision, current=current)
         elif problem.status in (403, 404):
             raise
         else:

@@ -8,7 +8,6 @@ EDUFILTER_CONSOLE_SCREENSHOTS=<dir> also saves a screenshot of each main page th
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ from typing import Any
 import pytest
 from console_client import LiveConsole, School
 from console_client import school  # noqa: F401 (a fixture)
+from headless_chromium import browser  # noqa: F401 (a fixture)
+from headless_chromium import csp_violations, needs_chromium, serious_accessibility_violations
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="the browser tests need selenium (pip install selenium)")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
@@ -24,14 +25,7 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.wait import WebDriverWait  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or CHROMEDRIVER is None,
-    reason="the browser tests need Debian's chromium and chromium-driver (apt-get install chromium-driver)",
-)
-AXE = Path(__file__).parent.parent / "data" / "axe.min.js"
-SERIOUS = ("serious", "critical")
+pytestmark = needs_chromium
 
 
 @pytest.fixture
@@ -41,21 +35,6 @@ def live(school: School) -> Iterator[LiveConsole]:
     served.stop()
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1100,900", "--lang=en-GB", "--no-first-run"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(30)
-    driver.set_script_timeout(60)
-    yield driver
-    driver.quit()
-
-
 def sign_in(browser: Any, live: LiveConsole, secret: str, lands_on: str) -> None:
     browser.delete_all_cookies()
     browser.get(live.base_url + "/console/sign-in")
@@ -63,21 +42,6 @@ def sign_in(browser: Any, live: LiveConsole, secret: str, lands_on: str) -> None
     field.send_keys(secret)
     field.send_keys(Keys.ENTER)
     WebDriverWait(browser, 10).until(expected_conditions.url_contains(lands_on))
-
-
-def csp_violations(browser: Any) -> list[str]:
-    return [entry["message"] for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]]
-
-
-def serious_accessibility_violations(browser: Any) -> list[str]:
-    browser.execute_script(AXE.read_text(encoding="utf-8"))
-    violations = browser.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "axe.run(document, {resultTypes: ['violations']}).then(result => done(result.violations),"
-        " error => done([{id: 'axe-error', impact: 'critical', help: String(error), nodes: []}]));"
-    )
-    return [f"{item['id']} ({item['impact']}): {item['help']} at {[node['target'] for node in item['nodes']]}"
-            for item in violations if item["impact"] in SERIOUS]
 
 
 def screenshot(browser: Any, name: str) -> None:

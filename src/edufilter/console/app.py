@@ -29,18 +29,10 @@ SECURITY_HEADERS = {
 
 
 def setup_console(app: web.Application) -> None:
-    """Add the console's routes, listed in COOKIE_ROUTES so the bearer check skips them."""
-    app[SESSIONS] = SessionStore()
-    app[TEMPLATES] = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(HERE / "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    """Add the console's routes."""
     routes = [
-        app.router.add_get(PREFIX, _to_start),
-        app.router.add_get(f"{PREFIX}/", _to_start),
+        app.router.add_get(PREFIX, to_start),
+        app.router.add_get(f"{PREFIX}/", to_start),
         app.router.add_get(f"{PREFIX}/sign-in", pages.sign_in_form),
         app.router.add_post(f"{PREFIX}/sign-in", pages.sign_in),
         app.router.add_post(f"{PREFIX}/sign-out", page(pages.sign_out)),
@@ -68,8 +60,22 @@ def setup_console(app: web.Application) -> None:
         app.router.add_get(f"{PREFIX}/tokens", page(pages.tokens)),
         app.router.add_post(f"{PREFIX}/tokens", page(pages.make_token)),
         app.router.add_post(f"{PREFIX}/tokens/{{name}}/revoke", page(pages.revoke_token)),
-        app.router.add_get(f"{PREFIX}/static/console.css", _stylesheet),
+        app.router.add_get(f"{PREFIX}/static/console.css", stylesheet),
     ]
+    serve_pages(app, routes)
+
+
+def serve_pages(app: web.Application, routes: list[web.AbstractRoute]) -> None:
+    """Sessions, templates and security headers for a console's routes (the school's or the
+    group's), listed in COOKIE_ROUTES so the bearer check skips them."""
+    app[SESSIONS] = SessionStore()
+    app[TEMPLATES] = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     app[COOKIE_ROUTES] = {route for resource in {route.resource for route in routes} for route in resource}
     app.on_response_prepare.append(_security_headers)
 
@@ -82,11 +88,11 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
             response.headers["Cache-Control"] = "no-store"
 
 
-async def _stylesheet(request: web.Request) -> web.StreamResponse:
+async def stylesheet(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(HERE / "static" / "console.css", headers={"Content-Type": "text/css; charset=utf-8"})
 
 
-async def _to_start(request: web.Request) -> web.StreamResponse:
+async def to_start(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"{PREFIX}/overview")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from edufilter.console.hub_texts import HUB_TEXTS
 from edufilter.enforce.blockpage import LANGUAGES, choose_language
 
 LANGUAGE_NAMES: Final = {"nl": "Nederlands", "fr": "Français", "en": "English", "de": "Deutsch"}
@@ -444,6 +445,8 @@ _POLICY_PAGE_TEXTS: Final[dict[str, tuple[str, str, str, str]]] = {
 }
 assert not set(_POLICY_PAGE_TEXTS) & set(_TEXTS), "a policy page text reuses a key"
 _TEXTS.update(_POLICY_PAGE_TEXTS)
+assert not set(HUB_TEXTS) & set(_TEXTS), "a group console text reuses a key"
+_TEXTS.update(HUB_TEXTS)
 
 _INDEX: Final = {language: index for index, language in enumerate(("nl", "fr", "en", "de"))}
 assert set(_INDEX) == set(LANGUAGES)

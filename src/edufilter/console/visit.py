@@ -66,8 +66,12 @@ class Visit:
     text: Translate
     form: MultiDict[str]  # the posted form's fields; empty on GET
 
+    def navigation(self) -> list[NavItem]:
+        """The menu: the pages whose API operation this token's role may run."""
+        return [item for item in NAVIGATION if may(self.token, item.operation_id)]
+
     def render(self, template: str, status: int = 200, **values: Any) -> web.Response:
-        navigation = [item for item in NAVIGATION if may(self.token, item.operation_id)]
+        navigation = self.navigation()
         notice, self.session.notice = self.session.notice, None
         return render(self.request, template, self.language, status=status, token=self.token,
                       navigation=navigation, csrf=self.session.csrf, notice=notice, **values)
@@ -103,9 +107,10 @@ def remember_language(request: web.Request, response: web.StreamResponse, langua
                             secure=request.secure, max_age=365 * 24 * 3600)
 
 
-def page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def page(handler: Page, visit_type: type[Visit] = Visit) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """A page for signed-in people: a live session and token, and on POST a same-origin form
-    carrying the session's CSRF token. Refusals of the API become the page's error."""
+    carrying the session's CSRF token. Refusals of the API become the page's error. The
+    group's console passes its own visit_type (its menu)."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         language = language_of(request)
@@ -123,7 +128,7 @@ def page(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]
             form = await read_form(request)
             if not same_origin(request) or not same_secret(form.get(CSRF_FIELD), session.csrf):
                 return error_page(request, language, 403, text("forged"))
-        visit = Visit(request, session, token, language, text, form)
+        visit = visit_type(request, session, token, language, text, form)
         try:
             response = await handler(visit)
         except Problem as problem:

@@ -50,6 +50,7 @@ from edufilter.api.tokens import EVERY_ROLE, MAX_OVERRIDE_MINUTES, Role, create_
 from edufilter.api.validation import array, checked_date_time, choice, date_time, integer, obj, slug, text
 from edufilter.config import HubConfig
 from edufilter.hub.agent import connect
+from edufilter.hub.console import setup_hub_console
 from edufilter.hub.model import (
     GROUP_BUCKET,
     SITE_OVERRIDES,
@@ -62,6 +63,7 @@ from edufilter.hub.model import (
 )
 from edufilter.hub.parts import PartConflict, check_part, latest, site_names, store_part
 from edufilter.hub.reading import COUNT_DIMENSIONS, count_events, event_page
+from edufilter.hub.scope import refuse_other_site
 from edufilter.policy.model import Action, Override
 from edufilter.policy.store import PolicyStore
 
@@ -92,10 +94,8 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Before anything else of an operation (its body included): a site's token naming another
     site, in the path or the query, is refused."""
     token = request.get(TOKEN)
-    if token is not None and token.site is not None:
-        named = request.match_info.get("site", request.query.get("site"))
-        if named is not None and named != token.site:
-            raise Problem(403, "forbidden", f"a token of site {token.site} may not act on site {named}")
+    if token is not None:
+        refuse_other_site(token, request.match_info.get("site", request.query.get("site")))
     return await handler(request)
 
 
@@ -435,7 +435,8 @@ HUB_OPERATIONS: list[Operation] = [
 
 
 def make_hub_app(state_dir: Path, hub: HubConfig, settings: ApiSettings = ApiSettings()) -> web.Application:
-    """The group's API over the hub's tokens and audit log in state_dir and the group's servers."""
+    """The group's API, and its console under /console/, over the hub's tokens and audit log in
+    state_dir and the group's servers."""
     app = web.Application(middlewares=[problem_middleware, auth_middleware, scope_middleware])
     app[SETTINGS] = settings
     app[STORE] = StoreWorker(policy_path(Path(state_dir)))
@@ -449,6 +450,7 @@ def make_hub_app(state_dir: Path, hub: HubConfig, settings: ApiSettings = ApiSet
     for operation in HUB_OPERATIONS:
         routes[app.router.add_route(operation.method, operation.path, handler_for(operation))] = operation
     app[OPERATIONS] = routes
+    setup_hub_console(app, HUB_OPERATIONS)
 
     async def store_context(app: web.Application) -> AsyncIterator[None]:
         await app[STORE].open()

@@ -46,7 +46,7 @@ def worker_loop(policy_scale: PolicyScale) -> Callable[[], Enforcer]:
     view = PolicyView.load(policy_scale.state_dir)
 
     def make() -> Enforcer:
-        loop = Enforcer(None, FlowExtractor(), None, MarkLayout().mask, 64)
+        loop = Enforcer(None, FlowExtractor(), None, MarkLayout(), 64)
         loop.set_policy(view.engine.classifier, view.groups, special_names(), view.url_hosts)
         return loop
 

@@ -11,7 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edufilter.enforce._enforce import Code, Enforcer, Reason, Slow
+from edufilter._wire import Code
+from edufilter.rules.marks import MarkLayout
+from edufilter.enforce._enforce import Enforcer, Reason, Slow
 from edufilter._fastpath import FlowExtractor
 from edufilter.capture._queue import DROP
 from packets import (
@@ -63,7 +65,7 @@ PUPIL, STAFF, EGRESS = "198.18.0.1", "198.18.40.1", "198.18.50.1"
 
 @pytest.fixture()
 def enforcer(tmp_path: Path) -> Enforcer:
-    loop = Enforcer(None, FlowExtractor(), None, MASK, 16)
+    loop = Enforcer(None, FlowExtractor(), None, MarkLayout(MASK), 16)
     set_policy(loop, compiled_view(tmp_path, POLICY))
     return loop
 
@@ -264,7 +266,7 @@ def test_a_blocked_host_with_url_rules_still_goes_to_the_slow_path(enforcer: Enf
 
 @pytest.fixture(scope="module")
 def shared_enforcer(tmp_path_factory: pytest.TempPathFactory) -> Enforcer:
-    loop = Enforcer(None, FlowExtractor(), None, MASK, 16)
+    loop = Enforcer(None, FlowExtractor(), None, MarkLayout(MASK), 16)
     set_policy(loop, compiled_view(tmp_path_factory.mktemp("state"), POLICY))
     return loop
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import dpkt
 import pytest
 
-from edufilter.enforce._enforce import Code, Enforcer, Slow
+from edufilter._wire import Code
+from edufilter.enforce._enforce import Enforcer, Slow
 from edufilter._fastpath import FlowExtractor
 from edufilter.rules.marks import BOUND, MarkLayout
 from evasion_packets import http_request, pieces, segment, syn_segment
@@ -32,7 +33,7 @@ BOUND_MARK = MarkLayout(MASK).value(BOUND)
 
 
 def enforcer_for(tmp_path: Path, shield: bool) -> Enforcer:
-    loop = Enforcer(None, FlowExtractor(handshake_timeout=5.0), None, MASK, 16)
+    loop = Enforcer(None, FlowExtractor(handshake_timeout=5.0), None, MarkLayout(MASK), 16)
     set_policy(loop, compiled_view(tmp_path, POLICY.format(shield="true" if shield else "false")))
     return loop
 

@@ -35,7 +35,7 @@ from edufilter.config import Config, split_listen
 from edufilter.daemon.control import claim_daemon
 from edufilter.enforce import blockpage, safe_search
 from edufilter.enforce.blockpage_server import ReviewForm, make_blockpage_app
-from edufilter.rules.marks import MarkLayout
+from edufilter.rules.marks import VERDICT_NAMES, MarkLayout
 from edufilter.rules.netfilter import NFT_TABLE, InstalledRules, RuleSettings, install, remove_stale
 from edufilter.errors import EdufilterError, StorageFullError
 from edufilter.output.events import EventStore, Pseudonymiser, new_reference
@@ -58,7 +58,6 @@ STORAGE_LOG_INTERVAL = 60.0  # a full disk is logged once a minute, not once per
 MAINTENANCE_INTERVAL = 3600.0
 RECOMPILE_INTERVAL = 6 * 3600.0  # the schedule window reaches days ahead; refresh it often
 STOP_GRACE = 3.0
-CODE_VERDICTS = {1: "allow", 2: "block", 3: "drop"}
 
 
 @dataclass(slots=True)
@@ -238,7 +237,7 @@ class Supervisor:
             delta = flows - worker.decisions.get(key, 0)
             worker.decisions[key] = flows
             if delta > 0:
-                deltas.append((minute, group, category, CODE_VERDICTS.get(code, str(code)), delta, delta))
+                deltas.append((minute, group, category, VERDICT_NAMES.get(code, str(code)), delta, delta))
         if deltas and self.events is not None:
             try:
                 self.events.stats.add(deltas)
@@ -479,16 +478,16 @@ class Supervisor:
                 "policy_version": stats.get("policy_version"),
                 "packets": enforcer.get("packets", 0),
                 "flows": enforcer.get("flows_decided", 0),
-                "verdicts": {str(code): enforcer.get(f"code_{code}", 0) for code in (1, 2, 3)},
+                "verdicts": {str(int(code)): enforcer.get(f"code_{int(code)}", 0) for code in VERDICT_NAMES},
                 "queue_total": kernel.get("queue_total", 0), "queue_dropped": kernel.get("queue_dropped", 0),
                 "user_dropped": kernel.get("user_dropped", 0), "decisions": decision_tree(worker.decisions),
                 "malformed_dropped": enforcer.get("malformed_dropped", 0),
+                "malformed_passed": enforcer.get("malformed_passed", 0),
                 "slow_packets": enforcer.get("slow_packets", 0),
                 "evasion": enforcer.get("evasion", 0),
                 "name_cache_hits": enforcer.get("name_cache_hits", 0),
                 "name_cache_misses": enforcer.get("name_cache_misses", 0),
                 "connections_reused": enforcer.get("decided_forgotten", 0),
-                "evasion": enforcer.get("evasion", 0),
             }
             queues.append(entry)
             for key in totals:
@@ -694,7 +693,7 @@ def decision_tree(decisions: dict[tuple[str, str | None, int], int]) -> dict:
     """{group: {category or "": {verdict: {"flows": n}}}} from a worker's decision counts."""
     tree: dict = {}
     for (group, category, code), flows in decisions.items():
-        verdict = CODE_VERDICTS.get(code, str(code))
+        verdict = VERDICT_NAMES.get(code, str(code))
         tree.setdefault(group, {}).setdefault(category or "", {})[verdict] = {"flows": flows}
     return tree
 

@@ -27,7 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edufilter.classify._classify import RuleAction
-from edufilter.enforce._enforce import Code, Enforcer, Reason, Slow, Unnamed
+from edufilter._wire import Code
+from edufilter.enforce._enforce import Enforcer, Reason, Slow, Unnamed, code_for
 from edufilter._fastpath import FlowExtractor, NameKind
 from edufilter.capture._queue import DROP, REPEAT, PacketQueue, queue_counters
 from edufilter.config import Config, load_config
@@ -60,14 +61,6 @@ REASON_CATEGORIES = {Reason.REASON_DOT: "bypass-shield-dot", Reason.REASON_QUIC:
 UNNAMED_CODES = {"allow": Unnamed.UNNAMED_ALLOW, "block-web": Unnamed.UNNAMED_BLOCK_WEB,
                  "block-all": Unnamed.UNNAMED_BLOCK_ALL}
 SERVICE_BINDING_TYPES = (64, 65)  # SVCB, HTTPS: where browsers learn ECH keys and encrypted DNS
-
-
-def verdict_code(action: int) -> int:
-    if action in (RuleAction.ACTION_BLOCK, RuleAction.ACTION_SINKHOLE):
-        return Code.CODE_REJECT
-    if action == RuleAction.ACTION_DROP:
-        return Code.CODE_DROP
-    return Code.CODE_ALLOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +260,7 @@ class SlowPath:
         reason = Reason.REASON_RULE
         if action == RuleAction.NO_RULE:
             action, list_id, tier = ACTION_CODES[self.view.meta["groups"][packet["group"]]["default_action"]], -1, -1
-        code = verdict_code(action)
+        code = code_for(action)
         enforcer.decide_packet(index, action, code, list_id, tier, reason)
         packet.update(action=action, code=code, list_id=list_id, tier=tier, reason=reason)
         if code != Code.CODE_ALLOW or action == RuleAction.ACTION_MONITOR:
@@ -375,8 +368,8 @@ class Worker:
         self.sender = RawSender()
         self.slow = SlowPath(config, self.sender, self.layout, worker,
                              SafeSearchAddresses(config.state_dir / safe_search.FILE_NAME, worker, config.worker_count))
-        self.enforcer = Enforcer(self.queue, FlowExtractor(verify_checksums=True), self.slow, config.marks.mask,
-                                 config.queue.batch)
+        self.enforcer = Enforcer(self.queue, FlowExtractor(verify_checksums=True), self.slow, self.layout,
+                                 config.queue.batch, fail_open=config.queue.fail_open)
         self.pending: PolicyView | Exception | None = None
         self.loading: threading.Thread | None = None
         self.decisions: dict[tuple[str, str | None, int], int] = {}
@@ -430,7 +423,7 @@ class Worker:
             new_group = self.regroup(old, new, group, src)
             decision = new.engine.classifier.decide(new_group, name.encode() if name else None, dst, now)
             action = decision[0] if decision[0] != RuleAction.NO_RULE else new.groups[new_group][0]
-            new_code = verdict_code(action)
+            new_code = code_for(action)
             if new_code == code or (code == Code.CODE_HTTP_FOLLOW and new_code == Code.CODE_ALLOW):
                 continue
             flow = FlowTuple(version, protocol, str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst)),

@@ -1,0 +1,12 @@
+from enum import IntEnum
+
+class Code(IntEnum):
+    CODE_UNDECIDED = 0
+    CODE_ALLOW = 1
+    CODE_REJECT = 2
+    CODE_DROP = 3
+    CODE_PASS = 4
+    CODE_BOUND = 5
+    CODE_SAFE_SEARCH = 6
+    CODE_INJECTED = 7
+    CODE_HTTP_FOLLOW = 8

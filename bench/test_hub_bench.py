@@ -196,7 +196,7 @@ def test_events_from_many_sites_accepted_without_loss(benchmark, cluster: Loopba
         after = (await js.stream_info(EVENTS_STREAM)).state.messages
         payload = json.dumps({**record, "name": "n0.test"}).encode()
         started = time.perf_counter()
-        for number in range(SITES * EVENTS_PER_SITE):  # baseline: plain publishing, no acknowledgement
+        for _ in range(SITES * EVENTS_PER_SITE):  # baseline: plain publishing, no acknowledgement
             await admin.publish("bench.baseline", payload)
         await admin.flush()
         plain_seconds = time.perf_counter() - started

@@ -17,7 +17,7 @@ from conftest import LiveApi, problem, seed
 from edufilter.api.observe import CHECKS, MAX_RUNNING_CHECKS, MAX_WAITING_CHECKS
 from edufilter.policy import store as store_module
 from edufilter.classify.engine import open_current
-from edufilter.policy.model import ClientIdentity, Group
+from edufilter.policy.model import ClientIdentity
 from edufilter.policy.store import Actor, PolicyStore
 
 

@@ -13,11 +13,12 @@ from typing import TypeVar
 
 from aiohttp import web
 
+from edufilter import logs
 from edufilter.api.problems import Problem
 from edufilter.api.settings import ApiSettings
 from edufilter.policy.store import POLICY_DB, PolicyStore
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(logs.API)
 
 T = TypeVar("T")
 

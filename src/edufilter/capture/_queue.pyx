@@ -338,14 +338,14 @@ cdef class PacketQueue:
         if self.fd < 0:
             code = errno
             raise QueueError(f"queue {self.queue_num}: no netfilter netlink socket: "
-                             f"{_errno_text(code)}; is nfnetlink in this kernel?")
+                             f"{_errno_text(code)}; is nfnetlink in this kernel?", code)
         memset(&address, 0, sizeof(address))
         address.nl_family = AF_NETLINK
         if bind(self.fd, <sockaddr*>&address, sizeof(address)) < 0 or \
                 getsockname(self.fd, <sockaddr*>&address, &length) < 0:
             code = errno
             self.close()
-            raise QueueError(f"queue {self.queue_num}: netlink bind failed: {_errno_text(code)}")
+            raise QueueError(f"queue {self.queue_num}: netlink bind failed: {_errno_text(code)}", code)
         self.portid = address.nl_pid
         if setsockopt(self.fd, SOL_SOCKET, SO_RCVBUFFORCE, &receive_buffer, sizeof(int)) < 0:
             setsockopt(self.fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(int))
@@ -360,7 +360,7 @@ cdef class PacketQueue:
         if setsockopt(self.fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, &enabled, sizeof(int)) < 0:
             code = errno
             self.close()
-            raise QueueError(f"queue {self.queue_num}: NETLINK_NO_ENOBUFS: {_errno_text(code)}")
+            raise QueueError(f"queue {self.queue_num}: NETLINK_NO_ENOBUFS: {_errno_text(code)}", code)
 
     def _bind(self, bint conntrack) -> None:
         """Bind the queue (acknowledged), then switch on packet copies (not acknowledged).
@@ -387,18 +387,21 @@ cdef class PacketQueue:
         message.nlmsg_flags |= NLM_F_ACK
         message.nlmsg_seq = seq
         if send_config(self.fd, message) < 0:
-            raise QueueError(self._bind_failure(errno))
+            code = errno
+            raise QueueError(self._bind_failure(code), code)
         waiting.fd = self.fd
         waiting.events = POLLIN
         if poll(&waiting, 1, BIND_ACK_TIMEOUT_MS) <= 0:
             raise QueueError(f"queue {self.queue_num}: the kernel did not answer the bind")
         received = recv(self.fd, buffer, sizeof(buffer), MSG_DONTWAIT)
         if received < 0 or mnl_cb_run(buffer, received, seq, self.portid, NULL, NULL) < 0:
-            raise QueueError(self._bind_failure(errno))
+            code = errno
+            raise QueueError(self._bind_failure(code), code)
         message = nfq_nlmsg_put(buffer, NFQNL_MSG_CONFIG, self.queue_num)
         nfq_nlmsg_cfg_put_params(message, NFQNL_COPY_PACKET, self.copy_range)
         if send_config(self.fd, message) < 0:
-            raise QueueError(self._bind_failure(errno))
+            code = errno
+            raise QueueError(self._bind_failure(code), code)
 
     def _bind_failure(self, int code) -> str:
         prefix = f"cannot bind queue {self.queue_num}: {_errno_text(code)}"
@@ -648,7 +651,7 @@ cdef class PacketQueue:
             PyErr_CheckSignals()
             return []
         if count < 0:
-            raise QueueError(f"queue {self.queue_num}: receive failed: {_errno_text(-count)}")
+            raise QueueError(f"queue {self.queue_num}: receive failed: {_errno_text(-count)}", -count)
         packets = [copy_packet(&self.python_slots[i]) for i in range(count)]
         self.pending_ids.update(packet.packet_id for packet in packets)
         return packets
@@ -689,7 +692,7 @@ cdef class PacketQueue:
             free(batch)
         self.pending_ids.difference_update(ids)
         if status < 0:
-            raise QueueError(f"queue {self.queue_num}: verdicts failed: {_errno_text(-status)}")
+            raise QueueError(f"queue {self.queue_num}: verdicts failed: {_errno_text(-status)}", -status)
 
     def serve(self, int verdict=NF_ACCEPT, mark: int | None = None,
               seconds: float | None = None) -> int:
@@ -716,7 +719,7 @@ cdef class PacketQueue:
                     status = self.serve_fixed(verdicts, verdict, set_mark, mark_value, until,
                                               &served)
                 if status < 0 and status != -EINTR:
-                    raise QueueError(f"queue {self.queue_num}: {_errno_text(-status)}")
+                    raise QueueError(f"queue {self.queue_num}: {_errno_text(-status)}", -status)
                 # Signal handlers run here: under load the nogil loop never sees EINTR.
                 PyErr_CheckSignals()
             return served
@@ -811,7 +814,7 @@ def queue_counters(queue_num: int) -> dict:
     try:
         counters = parse_queue_counters(_read_text(PROC_QUEUES), queue_num)
     except OSError as error:
-        raise QueueError(f"cannot read {PROC_QUEUES}: {error}") from error
+        raise QueueError(f"cannot read {PROC_QUEUES}: {error}", error.errno) from error
     if counters is None:
         raise QueueError(f"queue {queue_num} is not bound in this network namespace")
     try:

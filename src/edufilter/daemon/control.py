@@ -12,10 +12,11 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from edufilter import logs
 from edufilter.rules.netfilter import NFT_TABLE
 from edufilter.errors import EdufilterError
 
-log = logging.getLogger("edufilter")
+log = logging.getLogger(logs.DAEMON)
 
 RUN_DIR = "run"
 PID_FILE = "edufilter.pid"

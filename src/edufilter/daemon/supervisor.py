@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from edufilter import logs
 from edufilter import __version__
 from edufilter.capture._queue import queue_counters
 from edufilter.config import Config, split_listen
@@ -38,7 +39,7 @@ from edufilter.enforce.blockpage_server import ReviewForm, make_blockpage_app
 from edufilter.rules.marks import VERDICT_NAMES, MarkLayout
 from edufilter.rules.netfilter import NFT_TABLE, InstalledRules, RuleSettings, install, remove_stale
 from edufilter.errors import EdufilterError, StorageFullError
-from edufilter.output.events import EventStore, Pseudonymiser, new_reference
+from edufilter.output.events import EventStore, Pseudonymiser, new_reference, reported_event
 from edufilter.output.status import status_path, write_status
 from edufilter.policy.compile import CATEGORIES_IMAGE, POLICY_IMAGE, compile_categories, compile_policy, images_dir
 from edufilter.classify.engine import Engine
@@ -46,7 +47,7 @@ from edufilter.classify.image import remove_stale_temporaries
 from edufilter.policy.model import Action, ClientIdentity
 from edufilter.policy.store import POLICY_DB, PolicyStore
 
-log = logging.getLogger("edufilter")
+log = logging.getLogger(logs.DAEMON)
 
 QUICK_FAILURE_DELAY = 0.3  # a worker that died before it was ready; one that ran is restarted at once
 CRASH_LOOP_DELAY = 5.0
@@ -545,11 +546,10 @@ class Supervisor:
             return None
         reference = new_reference()
         group = next(g for g in self.policy_meta["groups"] if g["name"] == explanation.group)
-        self.record_events(self.workers[0], [{
-            "time": time.time(), "group": explanation.group, "category": explanation.list, "name": host,
-            "destination": None, "kind": "http_host", "action": explanation.action, "client_address": client,
-            "reference": reference,
-        }])
+        self.record_events(self.workers[0], [reported_event(
+            time=time.time(), group=explanation.group, category=explanation.list, name=host, destination=None,
+            kind="http_host", action=explanation.action, client_address=client, reference=reference,
+        )])
         return blockpage.BlockInfo(host, explanation.list or "", explanation.list_title or explanation.list or "",
                                    group["title"] or group["name"], explanation.action, reference,
                                    datetime.now(timezone.utc), group["name"])
@@ -601,7 +601,8 @@ class Supervisor:
         certificate, key = self.config.api.tls_certificate, self.config.api.tls_key
         settings = ApiSettings(host=host, port=port, tls_cert=Path(certificate) if certificate else None,
                                tls_key=Path(key) if key else None)
-        app = make_app(self.state_dir, self.apply, explain=lambda text, client, at: self.engine.explain(text, client, at),
+        app = make_app(self.state_dir, self.apply,
+                       explain=lambda text, client, at: self.engine.explain(text, client, at),
                        status_source=self.status_source, event_store=self.events, settings=settings)
         self.runners.append(await start_api(app))
         log.info("admin API on %s port %d%s", host, port, " (TLS)" if certificate else "")

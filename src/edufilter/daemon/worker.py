@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edufilter import logs
 from edufilter.classify._classify import RuleAction
 from edufilter._wire import Code
 from edufilter.enforce._enforce import Enforcer, Reason, Slow, Unnamed, code_for
@@ -36,11 +37,12 @@ from edufilter.enforce import blockpage, dns, safe_search
 from edufilter.enforce.inject import IPPROTO_TCP, RawSender, parse_ip
 from edufilter.rules.marks import INJECTED, MarkLayout
 from edufilter.enforce.safe_search import SafeSearchAddresses
+from edufilter.policy.model import Action
 from edufilter.errors import EdufilterError
-from edufilter.output.events import new_reference
-from edufilter.classify.engine import Engine
+from edufilter.output.events import new_reference, reported_event
+from edufilter.classify.engine import ACTION_NAMES, Engine
 
-log = logging.getLogger("edufilter.worker")
+log = logging.getLogger(logs.WORKER)
 
 STATS_INTERVAL = 1.0
 SERVE_SLICE = 0.1  # seconds of packets between looks at the control socket
@@ -48,11 +50,7 @@ SAFE_SEARCH_PENDING = 4096  # queries rewritten and not yet answered, per worker
 SAFE_SEARCH_TIMEOUT = 10.0
 BLOCK_PAGE_MSS = 1200
 
-ACTION_NAMES = {
-    RuleAction.ACTION_ALLOW: "allow", RuleAction.ACTION_BLOCK: "block", RuleAction.ACTION_DROP: "drop",
-    RuleAction.ACTION_SINKHOLE: "sinkhole", RuleAction.ACTION_MONITOR: "monitor",
-}
-ACTION_CODES = {name: code for code, name in ACTION_NAMES.items()}
+ACTION_CODES = {action.value: code for code, action in ACTION_NAMES.items()}
 KIND_NAMES = {NameKind.KIND_DNS: "dns", NameKind.KIND_SNI: "sni", NameKind.KIND_HTTP_HOST: "http_host",
               NameKind.KIND_QUIC_INITIAL: "quic_sni"}
 REASON_CATEGORIES = {Reason.REASON_DOT: "bypass-shield-dot", Reason.REASON_QUIC: "quic-blocked",
@@ -61,6 +59,11 @@ REASON_CATEGORIES = {Reason.REASON_DOT: "bypass-shield-dot", Reason.REASON_QUIC:
 UNNAMED_CODES = {"allow": Unnamed.UNNAMED_ALLOW, "block-web": Unnamed.UNNAMED_BLOCK_WEB,
                  "block-all": Unnamed.UNNAMED_BLOCK_ALL}
 SERVICE_BINDING_TYPES = (64, 65)  # SVCB, HTTPS: where browsers learn ECH keys and encrypted DNS
+
+
+def action_name(action: int) -> str:
+    """An event's action: a flow decided without a rule of its own (a slow-path block) is a block."""
+    return ACTION_NAMES.get(action, Action.BLOCK).value
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +319,7 @@ class SlowPath:
         titles = meta["categories"].get(category, {}).get("titles", {})
         title = titles.get(self.config.blockpage.default_language) or titles.get("en") or category
         return blockpage.BlockInfo(packet["name"] or "", category, title, group["title"] or group["name"],
-                                   ACTION_NAMES.get(packet["action"], "block"), reference,
+                                   action_name(packet["action"]), reference,
                                    datetime.fromtimestamp(now, timezone.utc), group["name"])
 
     # ---- events
@@ -328,18 +331,12 @@ class SlowPath:
         if not packet["name"]:
             address = ipaddress.ip_address(packet["dst"])
             destination = f"[{address}]:{packet['dport']}" if address.version == 6 else f"{address}:{packet['dport']}"
-        self.events.append({
-            "time": now,
-            "group": self.view.group_name(packet["group"]),
-            "category": list_name or REASON_CATEGORIES.get(packet["reason"]),
-            "name": packet["name"],
-            "destination": destination,
-            "kind": kind,
-            "action": ACTION_NAMES.get(packet["action"], "block"),
-            "client_address": str(ipaddress.ip_address(packet["src"])),
-            "reference": reference or new_reference(),
-            "list_id": packet["list_id"],
-        })
+        self.events.append(reported_event(
+            time=now, group=self.view.group_name(packet["group"]),
+            category=list_name or REASON_CATEGORIES.get(packet["reason"]), name=packet["name"],
+            destination=destination, kind=kind, action=action_name(packet["action"]),
+            client_address=str(ipaddress.ip_address(packet["src"])), reference=reference,
+        ))
 
 
 def accept_language(request_packet: bytes) -> str | None:

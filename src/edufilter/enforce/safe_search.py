@@ -20,7 +20,9 @@ import time
 import zlib
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from edufilter import logs
+
+log = logging.getLogger(logs.ENFORCE)
 
 FILE_NAME = "safe-search-addresses"
 MAX_WORKERS = 64
@@ -137,7 +139,8 @@ class SafeSearchAddresses:
                 continue
             entries: dict[tuple[int, bytes], float] = {}
             for slot in range(SLOTS):
-                expires, target_hash, version, address = _SLOT.unpack_from(self.map, base + _HEADER.size + slot * _SLOT.size)
+                offset = base + _HEADER.size + slot * _SLOT.size
+                expires, target_hash, version, address = _SLOT.unpack_from(self.map, offset)
                 if expires > 0 and version in (4, 6):
                     entries[(target_hash, address[:4] if version == 4 else address)] = expires
             if _HEADER.unpack_from(self.map, base)[0] == generation:

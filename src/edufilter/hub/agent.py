@@ -20,6 +20,7 @@ import nats
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
+from edufilter import logs
 from edufilter.api.context import Applier
 from edufilter.config import HubConfig
 from edufilter.errors import EdufilterError
@@ -37,7 +38,7 @@ from edufilter.hub.model import (
 from edufilter.hub.outbox import Outbox
 from edufilter.policy.model import Policy
 
-log = logging.getLogger("edufilter.hub")
+log = logging.getLogger(logs.HUB)
 
 HUB_DIR = "hub"
 APPLIED_FILE = "applied.json"

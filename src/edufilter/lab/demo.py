@@ -164,7 +164,7 @@ def play(lab: Lab, workdir: Path, rounds: int) -> int:
         print(f"  {name:<9} pupil at {pupil.address} / {pupil.address6}")
     print()
     header = f"{'PUPIL':<10} {'REQUEST':<38} {'WHAT THE PUPIL GOT':<46} WHY"
-    for round_number in range(rounds):
+    for _ in range(rounds):
         print(header)
         for request in SCENARIO:
             target = f"{request.kind}://{request.name}" + (" (IPv6)" if request.family == 6 else "")
@@ -176,7 +176,8 @@ def play(lab: Lab, workdir: Path, rounds: int) -> int:
     print("the last block events (client pseudonymised with a key that changes daily):")
     for event in events:
         print(f"  {event['time'][11:19]}  {event['group']:<9} {event['client']:<15} {event['action']:<8} "
-              f"{event['kind']:<9} {event['name'] or event['destination']}  [{event['category']}] ref {event['reference']}")
+              f"{event['kind']:<9} {event['name'] or event['destination']}  [{event['category']}] "
+              f"ref {event['reference']}")
     print()
     print(school.gateway.run([*EDUFILTER, "status", "--config", str(school.config_path)], check=False).stdout)
     code = school.stop_daemon()

@@ -162,7 +162,7 @@ def start_group_cluster(lab: Lab, folder: Path, sites: list[str], server_count: 
         passwords[user].write_text(password + "\n")
         passwords[user].chmod(0o600)
     servers = []
-    for index, (host, address) in enumerate(zip(hosts, addresses)):
+    for host, address in zip(hosts, addresses):
         settings = ServerSettings(
             name=host.name, listen=f"{address}:{CLIENT_PORT}", cluster_listen=f"{address}:{CLUSTER_PORT}",
             routes=[f"{other}:{CLUSTER_PORT}" for other in addresses if other != address],

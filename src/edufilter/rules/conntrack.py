@@ -30,11 +30,7 @@ _ADDRESS_ATTRS = {4: ("CTA_IP_V4_SRC", "CTA_IP_V4_DST"), 6: ("CTA_IP_V6_SRC", "C
 
 
 class ConntrackError(NetfilterError):
-    """A ctnetlink request failed; errno is the kernel's reason (None if it gave none)."""
-
-    def __init__(self, message: str, errno: int | None) -> None:
-        super().__init__(message)
-        self.errno = errno
+    """A ctnetlink request failed."""
 
 
 class FlowTuple(NamedTuple):

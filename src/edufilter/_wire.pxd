@@ -1,7 +1,7 @@
 # What the data path's Cython modules share about the wire: byte order, IP protocol numbers,
 # the ports and DNS types they judge by, and the verdict codes carried in packet and conntrack
-# marks. The codes are a cpdef enum, so Python reads the same values (edufilter._wire.Code;
-# rules/marks.py lays them into the mark).
+# marks. The codes and DNS types are cpdef enums, so Python reads the same values
+# (edufilter._wire.Code, DnsType; rules/marks.py lays the codes into the mark).
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t
 
@@ -33,6 +33,9 @@ cdef enum:
     HTTPS_PORT = 443
     QUIC_PORT = 443
     DOT_PORT = 853
+
+# Service-binding record types (RFC 9460): where browsers learn ECH keys and encrypted DNS.
+cpdef enum DnsType:
     DNS_TYPE_SVCB = 64
     DNS_TYPE_HTTPS = 65
 

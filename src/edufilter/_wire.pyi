@@ -1,5 +1,9 @@
 from enum import IntEnum
 
+class DnsType(IntEnum):
+    DNS_TYPE_SVCB = 64
+    DNS_TYPE_HTTPS = 65
+
 class Code(IntEnum):
     CODE_UNDECIDED = 0
     CODE_ALLOW = 1

@@ -1,2 +1,2 @@
 # cython: language_level=3
-"""The Python face of _wire.pxd: its cpdef enums (Code), defined once there for C and Python."""
+"""The Python face of _wire.pxd: its cpdef enums (Code, DnsType), defined once there for C and Python."""

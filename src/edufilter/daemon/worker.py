@@ -28,7 +28,7 @@ from pathlib import Path
 
 from edufilter import logs
 from edufilter.classify._classify import RuleAction
-from edufilter._wire import Code
+from edufilter._wire import Code, DnsType
 from edufilter.enforce._enforce import Enforcer, Reason, Slow, Unnamed, code_for
 from edufilter._fastpath import FlowExtractor, NameKind
 from edufilter.capture._queue import DROP, REPEAT, PacketQueue, queue_counters
@@ -58,7 +58,7 @@ REASON_CATEGORIES = {Reason.REASON_DOT: "bypass-shield-dot", Reason.REASON_QUIC:
                      Reason.REASON_SAFE_SEARCH: "safe-search-bypass"}
 UNNAMED_CODES = {"allow": Unnamed.UNNAMED_ALLOW, "block-web": Unnamed.UNNAMED_BLOCK_WEB,
                  "block-all": Unnamed.UNNAMED_BLOCK_ALL}
-SERVICE_BINDING_TYPES = (64, 65)  # SVCB, HTTPS: where browsers learn ECH keys and encrypted DNS
+SERVICE_BINDING_TYPES = (DnsType.DNS_TYPE_SVCB, DnsType.DNS_TYPE_HTTPS)
 
 
 def action_name(action: int) -> str:

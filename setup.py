@@ -14,6 +14,10 @@ if sanitize:
     compile_args = ["-O1", "-g", "-fno-omit-frame-pointer", f"-fsanitize={sanitize}"]
     link_args = [f"-fsanitize={sanitize}"]
 
+# EDUFILTER_ANNOTATE=1 writes Cython's HTML view beside each .pyx (which lines call into Python),
+# for profiling; `make clean` removes it.
+annotate = os.environ.get("EDUFILTER_ANNOTATE", "") not in ("", "0")
+
 # C libraries an extension links against, beyond libc.
 LIBRARIES = {
     "_queue": ["netfilter_queue", "mnl"],
@@ -42,6 +46,8 @@ setup(
     ext_modules=cythonize(
         extensions,
         language_level=3,
+        annotate=annotate,
+        force=annotate,  # unchanged sources are translated again, so every module gets its HTML
         compiler_directives={
             "boundscheck": False,
             "wraparound": False,

@@ -9,15 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from edufilter.enforce._enforce import Enforcer
-from edufilter._fastpath import FlowExtractor
-from edufilter.daemon.worker import PolicyView
-from edufilter.enforce.dns import special_names
-from edufilter.rules.marks import MarkLayout
 from listsource import ListSource
 from policyscale import PolicyScale, build_policy_scale, list_source, synthetic_names_generator
 from querymix import POPULAR, LookupMix, Rankings, lookup_mixes, realistic_rankings
+
+from edufilter._fastpath import FlowExtractor
+from edufilter.daemon.worker import PolicyView
+from edufilter.enforce._enforce import Enforcer
+from edufilter.enforce.dns import special_names
+from edufilter.rules.marks import MarkLayout
 
 BENCH = Path(__file__).resolve().parent
 LOAD_AT_START = pytest.StashKey[tuple[float, float, float]]()
@@ -46,7 +46,7 @@ def worker_loop(policy_scale: PolicyScale) -> Callable[[], Enforcer]:
     view = PolicyView.load(policy_scale.state_dir)
 
     def make() -> Enforcer:
-        loop = Enforcer(None, FlowExtractor(), None, MarkLayout().mask, 64)
+        loop = Enforcer(None, FlowExtractor(), None, MarkLayout(), 64)
         loop.set_policy(view.engine.classifier, view.groups, special_names(), view.url_hosts)
         return loop
 

@@ -21,6 +21,8 @@ import pytest
 
 pytest.importorskip("nats", reason="the hub extra (nats-py) is not installed")
 
+from edufilter_lab.hub import ADMIN, make_tls, nats_server_available
+
 from edufilter.config import HubConfig
 from edufilter.hub.agent import OutboxPublisher, PolicyFollower, connect
 from edufilter.hub.model import (
@@ -34,7 +36,6 @@ from edufilter.hub.model import (
 )
 from edufilter.hub.outbox import Outbox
 from edufilter.hub.topology import ServerSettings, ensure_group, server_config
-from edufilter_lab.hub import ADMIN, make_tls, nats_server_available
 from edufilter.policy.defaults import default_policy_dir
 
 pytestmark = pytest.mark.lab
@@ -197,7 +198,7 @@ def test_events_from_many_sites_accepted_without_loss(benchmark, cluster: Loopba
         after = (await js.stream_info(EVENTS_STREAM)).state.messages
         payload = json.dumps({**record, "name": "n0.test"}).encode()
         started = time.perf_counter()
-        for number in range(SITES * EVENTS_PER_SITE):  # baseline: plain publishing, no acknowledgement
+        for _ in range(SITES * EVENTS_PER_SITE):  # baseline: plain publishing, no acknowledgement
             await admin.publish("bench.baseline", payload)
         await admin.flush()
         plain_seconds = time.perf_counter() - started

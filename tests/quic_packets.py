@@ -8,7 +8,7 @@ from aioquic.quic.connection import QuicConnection
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from edufilter.decode.quic import QUIC_V1, QUIC_V2, derive_client_initial_keys
+from edufilter.decode.quic import QUIC_V1, derive_client_initial_keys
 
 RFC_DCID = bytes.fromhex("8394c8f03e515708")
 CLIENT = (bytes([198, 18, 0, 2]), 50000)

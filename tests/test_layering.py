@@ -22,7 +22,7 @@ BASE = 0
 SERVICE = 9
 # A unit is a top-level module or package of edufilter, or one module of policy/.
 RANKS = {
-    "edufilter": BASE, "errors": BASE, "state": BASE, "progress": BASE,
+    "edufilter": BASE, "errors": BASE, "state": BASE, "progress": BASE, "logs": BASE, "_wire": BASE,
     "capture": 1,
     "decode": 2,
     # the policy's vocabulary: value types the classifier explains decisions with

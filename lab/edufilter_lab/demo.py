@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from edufilter.policy.defaults import default_policy_dir
 from edufilter_lab.netns import Lab, LabError, cleanup_stale, namespaces_available
 from edufilter_lab.school import (
     EDUFILTER,
@@ -30,7 +31,6 @@ from edufilter_lab.school import (
     start_filtered_school,
 )
 from edufilter_lab.traffic import quic_client
-from edufilter.policy.defaults import default_policy_dir
 
 SHARED_UT1 = Path(__file__).resolve().parents[3].parent / "shared" / "blocklists" / "ut1"
 # Pupils on the bundled policy's networks (policies/*.toml): subnet index, IPv6 /64.
@@ -170,7 +170,7 @@ def play(lab: Lab, workdir: Path, rounds: int) -> int:
         print(f"  {name:<9} pupil at {pupil.address} / {pupil.address6}")
     print()
     header = f"{'PUPIL':<10} {'REQUEST':<38} {'WHAT THE PUPIL GOT':<46} WHY"
-    for round_number in range(rounds):
+    for _ in range(rounds):
         print(header)
         for request in SCENARIO:
             target = f"{request.kind}://{request.name}" + (" (IPv6)" if request.family == 6 else "")
@@ -182,7 +182,8 @@ def play(lab: Lab, workdir: Path, rounds: int) -> int:
     print("the last block events (client pseudonymised with a key that changes daily):")
     for event in events:
         print(f"  {event['time'][11:19]}  {event['group']:<9} {event['client']:<15} {event['action']:<8} "
-              f"{event['kind']:<9} {event['name'] or event['destination']}  [{event['category']}] ref {event['reference']}")
+              f"{event['kind']:<9} {event['name'] or event['destination']}  [{event['category']}] "
+              f"ref {event['reference']}")
     print()
     print(school.gateway.run([*EDUFILTER, "status", "--config", str(school.config_path)], check=False).stdout)
     code = school.stop_daemon()

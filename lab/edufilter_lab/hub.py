@@ -168,7 +168,7 @@ def start_group_cluster(lab: Lab, folder: Path, sites: list[str], server_count: 
         passwords[user].write_text(password + "\n")
         passwords[user].chmod(0o600)
     servers = []
-    for index, (host, address) in enumerate(zip(hosts, addresses)):
+    for host, address in zip(hosts, addresses):
         settings = ServerSettings(
             name=host.name, listen=f"{address}:{CLIENT_PORT}", cluster_listen=f"{address}:{CLUSTER_PORT}",
             routes=[f"{other}:{CLUSTER_PORT}" for other in addresses if other != address],
@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     """The multi-site lab demo: a three-server cluster, three sites' agents following it."""
     import argparse
 
-    from edufilter_lab.netns import namespaces_available
     from edufilter.policy.defaults import default_policy_dir
+    from edufilter_lab.netns import namespaces_available
 
     parser = argparse.ArgumentParser(prog="python -m edufilter_lab.hub", description=main.__doc__)
     parser.add_argument("--sites", nargs="+", default=["ghent", "bruges", "leuven"])

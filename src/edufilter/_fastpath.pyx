@@ -10,6 +10,8 @@ from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memmove, memset
 
+from edufilter._wire cimport DNS_PORT, PROTO_TCP, PROTO_UDP, be16, be24, be32
+
 cdef extern from *:
     """
     #define EF_LIKELY(x) __builtin_expect(!!(x), 1)
@@ -36,9 +38,6 @@ cdef enum:
     SEQUENCE_WINDOW = 1 << 16
 
 cdef enum:
-    PROTO_TCP = 6
-    PROTO_UDP = 17
-    DNS_PORT = 53
     TLS_CONTENT_HANDSHAKE = 22
     TLS_HANDSHAKE_CLIENT_HELLO = 1
     TLS_EXT_SERVER_NAME = 0x0000
@@ -66,15 +65,6 @@ cdef inline void store_ipv4_as_words(uint8_t* out, const uint8_t* address) noexc
     memcpy(out, word, 8)
     memset(word, 0, 4)
     memcpy(out + 8, word, 8)
-
-cdef inline uint16_t be16(const uint8_t* p) noexcept nogil:
-    return (<uint16_t>p[0] << 8) | p[1]
-
-cdef inline uint32_t be24(const uint8_t* p) noexcept nogil:
-    return (<uint32_t>p[0] << 16) | (<uint32_t>p[1] << 8) | p[2]
-
-cdef inline uint32_t be32(const uint8_t* p) noexcept nogil:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
 
 
 # ---------------------------------------------------------------- names

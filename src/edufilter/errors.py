@@ -13,11 +13,28 @@ class PolicyError(EdufilterError):
     """A policy object, list file or image that is invalid; the message names the field."""
 
 
-class NetfilterError(EdufilterError):
+class TableFormatError(PolicyError):
+    """A domain-table section of an image that is truncated or inconsistent."""
+
+
+class HashCollision(PolicyError):
+    """Two different names share a 64-bit hash under a domain table's seed; compile again with another."""
+
+
+class KernelError(EdufilterError):
+    """A request the kernel refused or could not answer; errno is its reason, None when it gave none
+    (a timeout, a check of our own before the request)."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+class NetfilterError(KernelError):
     """edufilter's netfilter rules or conntrack marks could not be read or changed."""
 
 
-class QueueError(EdufilterError):
+class QueueError(KernelError):
     """An NFQUEUE queue that cannot be bound or used; the message names the queue and errno."""
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from edufilter._fastpath import FlowExtractor, parse_client_hello
 from edufilter.capture.pcapfile import ip_packet, read_frames
-from edufilter.decode.quic import QuicInitialCollector
 from edufilter.classify.engine import Explanation
+from edufilter.decode.quic import QuicInitialCollector
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +101,8 @@ class InspectionSummary:
             f"skipped: {self.non_ip_frames} non-IP frames, "
             f"{self.decoder.get('malformed', 0)} malformed and "
             f"{self.decoder.get('truncated', 0)} truncated packets, "
-            f"{self.quic.get('malformed', 0) + self.quic.get('decrypt_failures', 0)} QUIC Initials not decryptable with client keys (server replies or damage)"
+            f"{self.quic.get('malformed', 0) + self.quic.get('decrypt_failures', 0)} QUIC Initials "
+            "not decryptable with client keys (server replies or damage)"
         )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import LiveApi
 
+from edufilter import logs
 from edufilter.api.connections import ResourceLog
 from edufilter.api.settings import ApiSettings
 
@@ -85,7 +86,7 @@ def test_resource_errors_are_logged_once_per_interval(caplog: pytest.LogCaptureF
     now = [0.0]
     log = ResourceLog(60.0, clock=lambda: now[0])
     error = OSError(24, "Too many open files")
-    with caplog.at_level(logging.ERROR, logger="edufilter.api.connections"):
+    with caplog.at_level(logging.ERROR, logger=logs.API):
         for second in range(120):
             now[0] = float(second)
             for _ in range(100):

@@ -7,14 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from edufilter.enforce._enforce import Code, Enforcer, Slow
-from edufilter._fastpath import FlowExtractor
-from edufilter.daemon.worker import PolicyView
-from edufilter.enforce.dns import special_names
-from edufilter.policy.compile import compile_policy
-from edufilter.policy.defaults import load_policy_dir
-from edufilter.policy.store import PolicyStore
 from packets import (
     SERVER4,
     dns_query,
@@ -27,6 +19,17 @@ from packets import (
     tls_records,
     udp,
 )
+
+from edufilter._fastpath import FlowExtractor
+from edufilter._wire import Code
+from edufilter.capture._queue import DROP, REPEAT
+from edufilter.daemon.worker import PolicyView
+from edufilter.enforce._enforce import Enforcer, Slow
+from edufilter.enforce.dns import special_names
+from edufilter.policy.compile import compile_policy
+from edufilter.policy.defaults import load_policy_dir
+from edufilter.policy.store import PolicyStore
+from edufilter.rules.marks import MarkLayout
 
 POLICY = """
 [settings]
@@ -65,7 +68,7 @@ def set_policy(loop: Enforcer, view: PolicyView) -> None:
 
 @pytest.fixture(scope="module")
 def enforcer(tmp_path_factory: pytest.TempPathFactory) -> Enforcer:
-    loop = Enforcer(None, FlowExtractor(), None, MASK, 16)
+    loop = Enforcer(None, FlowExtractor(), None, MarkLayout(MASK), 16)
     set_policy(loop, compiled_view(tmp_path_factory.mktemp("state"), POLICY))
     return loop
 
@@ -164,6 +167,19 @@ def test_bad_packets_are_counted_and_dropped_not_raised(enforcer: Enforcer) -> N
         enforcer.classify_offline(["not bytes"], 1.0)
 
 
+@pytest.mark.parametrize("fail_open", [False, True])
+def test_bad_packets_get_the_configured_fail_mode(tmp_path: Path, fail_open: bool) -> None:
+    """As for a packet no worker takes: fail-open passes it (its flow undecided), fail-closed drops it."""
+    loop = Enforcer(None, FlowExtractor(), None, MarkLayout(MASK), 16, fail_open=fail_open)
+    set_policy(loop, compiled_view(tmp_path / "state", POLICY))
+    junk = [b"\x45", b"\x45\x00\x00\x50" + bytes(16), b"\x60" + bytes(30)]
+    loop.classify_offline(junk, 1.0)
+    verdicts = [(loop.packet(i)["verdict"], loop.packet(i)["mark_code"]) for i in range(len(junk))]
+    assert verdicts == [(REPEAT, Code.CODE_PASS) if fail_open else (DROP, Code.CODE_PASS)] * 3  # a drop's mark is moot
+    stats = loop.stats
+    assert (stats["malformed_passed"], stats["malformed_dropped"]) == ((3, 0) if fail_open else (0, 3))
+
+
 NESTED_POLICY = """
 [settings]
 default_group = "pupils"
@@ -190,7 +206,7 @@ def test_a_name_asked_again_is_answered_from_the_name_cache(tmp_path: Path) -> N
     """The worker remembers the tables' answer per name; a name asked again gets the same
     decision without the lookup. A name with more than two listed suffixes (b.a.deep.test:
     three lists) or longer than 112 bytes is looked up every time, and decided the same."""
-    loop = Enforcer(None, FlowExtractor(), None, MASK, 16)
+    loop = Enforcer(None, FlowExtractor(), None, MarkLayout(MASK), 16)
     set_policy(loop, compiled_view(tmp_path, NESTED_POLICY))
     long_name = "x" * 40 + ".long.deep.test"  # 55 bytes: both entries of its set
     too_long = "x" * 60 + "." + "y" * 50 + ".long.deep.test"
@@ -208,7 +224,7 @@ def test_a_name_asked_again_is_answered_from_the_name_cache(tmp_path: Path) -> N
 def test_a_new_policy_empties_the_name_cache(tmp_path: Path) -> None:
     """A cached answer holds set ids of the old tables: after set_policy, a name is looked
     up in the new ones (here the old set id would block an allowed name)."""
-    loop = Enforcer(None, FlowExtractor(), None, MASK, 16)
+    loop = Enforcer(None, FlowExtractor(), None, MarkLayout(MASK), 16)
     set_policy(loop, compiled_view(tmp_path / "old", POLICY.replace("blocked.test", "first.test")))
     assert loop.classify_offline(dns_queries(["www.first.test"], 32000), 1.0)[:2] == (1, 1)
     set_policy(loop, compiled_view(tmp_path / "new", POLICY.replace("blocked.test", "second.test")))
@@ -230,7 +246,7 @@ def test_cached_answers_keep_the_override_and_the_list_apart(tmp_path: Path) -> 
                            now + timedelta(minutes=50))
     compile_policy(tmp_path)
     view = PolicyView.load(tmp_path)
-    loop = Enforcer(None, FlowExtractor(), None, MASK, 16)
+    loop = Enforcer(None, FlowExtractor(), None, MarkLayout(MASK), 16)
     set_policy(loop, view)
     names = ["www.open.blocked.test", "www.blocked.test"]
     first = loop.classify_offline(dns_queries(names, 34000), now.timestamp())

@@ -26,8 +26,9 @@ from packets import (
 from test_enforce import MASK, compiled_view, set_policy
 
 from edufilter._fastpath import FlowExtractor
+from edufilter._wire import Code
 from edufilter.capture._queue import DROP
-from edufilter.enforce._enforce import Code, Enforcer, Reason, Slow
+from edufilter.enforce._enforce import Enforcer, Reason, Slow
 from edufilter.rules.marks import INVALID, MarkLayout
 
 POLICY = """
@@ -66,7 +67,7 @@ PUPIL, STAFF, EGRESS = "198.18.0.1", "198.18.40.1", "198.18.50.1"
 
 @pytest.fixture()
 def enforcer(tmp_path: Path) -> Enforcer:
-    loop = Enforcer(None, FlowExtractor(), None, MASK, 16)
+    loop = Enforcer(None, FlowExtractor(), None, MarkLayout(MASK), 16)
     set_policy(loop, compiled_view(tmp_path, POLICY))
     return loop
 
@@ -267,7 +268,7 @@ def test_a_blocked_host_with_url_rules_still_goes_to_the_slow_path(enforcer: Enf
 
 @pytest.fixture(scope="module")
 def shared_enforcer(tmp_path_factory: pytest.TempPathFactory) -> Enforcer:
-    loop = Enforcer(None, FlowExtractor(), None, MASK, 16)
+    loop = Enforcer(None, FlowExtractor(), None, MarkLayout(MASK), 16)
     set_policy(loop, compiled_view(tmp_path_factory.mktemp("state"), POLICY))
     return loop
 

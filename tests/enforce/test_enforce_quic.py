@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 from aioquic.quic.packet import QuicProtocolVersion
-
-from edufilter.enforce._enforce import Code, Enforcer, Reason, Slow
-from edufilter._fastpath import FlowExtractor
 from packets import ipv4, ipv6, udp
 from quic_packets import RFC_V1_CLIENT_INITIAL, aioquic_datagrams, crypto_frame, initial_packet
 from test_enforce import MASK, POLICY, compiled_view, set_policy
+
+from edufilter._fastpath import FlowExtractor
+from edufilter._wire import Code
+from edufilter.enforce._enforce import Enforcer, Reason, Slow
+from edufilter.rules.marks import MarkLayout
 
 LONG_ALPN = [f"h3-experiment-{index:02d}-" + "x" * 80 for index in range(12)]
 UNSHIELDED_POLICY = POLICY.replace("bypass_shield = true", "bypass_shield = false")
@@ -21,7 +23,7 @@ QUIC_BLOCKED_POLICY = POLICY.replace("bypass_shield = true", 'bypass_shield = tr
 
 
 def make_enforcer(state: Path, policy: str) -> Enforcer:
-    loop = Enforcer(None, FlowExtractor(), None, MASK, 16)
+    loop = Enforcer(None, FlowExtractor(), None, MarkLayout(MASK), 16)
     set_policy(loop, compiled_view(state, policy))
     return loop
 

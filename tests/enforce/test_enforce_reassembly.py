@@ -14,7 +14,8 @@ from packets import post_quantum_client_hello, tls_records
 from test_enforce import MASK, compiled_view, set_policy
 
 from edufilter._fastpath import FlowExtractor
-from edufilter.enforce._enforce import Code, Enforcer, Slow
+from edufilter._wire import Code
+from edufilter.enforce._enforce import Enforcer, Slow
 from edufilter.rules.marks import BOUND, MarkLayout
 
 POLICY = """
@@ -32,7 +33,7 @@ BOUND_MARK = MarkLayout(MASK).value(BOUND)
 
 
 def enforcer_for(tmp_path: Path, shield: bool) -> Enforcer:
-    loop = Enforcer(None, FlowExtractor(handshake_timeout=5.0), None, MASK, 16)
+    loop = Enforcer(None, FlowExtractor(handshake_timeout=5.0), None, MarkLayout(MASK), 16)
     set_policy(loop, compiled_view(tmp_path, POLICY.format(shield="true" if shield else "false")))
     return loop
 

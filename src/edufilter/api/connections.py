@@ -14,14 +14,16 @@ import logging
 import resource
 import time
 from collections import Counter
-from http import HTTPStatus
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-log = logging.getLogger(__name__)
+from edufilter import logs
+
+log = logging.getLogger(logs.API)
 
 # errno values that mean the process or the system ran out of something, not a bad peer.
 RESOURCE_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))

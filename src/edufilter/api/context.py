@@ -13,12 +13,13 @@ from typing import TypeVar
 
 from aiohttp import web
 
+from edufilter import logs
 from edufilter.api.problems import Problem
 from edufilter.api.settings import ApiSettings
 from edufilter.policy.store import PolicyStore
 from edufilter.state import StateDir
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(logs.API)
 
 T = TypeVar("T")
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
+from edufilter import logs
 from edufilter.api.connections import CONNECTIONS, RESOURCE_LOG
 from edufilter.api.context import APPLIER, METRICS, STORE
 from edufilter.api.operations import Call, json_response
@@ -25,7 +26,7 @@ from edufilter.output.stats import StatsRow, prometheus_text
 from edufilter.output.status import read_status
 from edufilter.policy.model import ClientIdentity, check_mac
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(logs.API)
 
 T = TypeVar("T")
 

@@ -19,8 +19,8 @@ from edufilter.api.context import APPLIER, SETTINGS, STORE
 from edufilter.api.problems import Problem, invalid
 from edufilter.api.tokens import Role, Token
 from edufilter.api.validation import Invalid, Schema, integer, resolve, text, validate
-from edufilter.api.views import Row, policy_version
-from edufilter.policy.store import Actor, PolicyStore
+from edufilter.api.views import Row
+from edufilter.policy.store import Actor, PolicyStore, policy_version
 
 T = TypeVar("T")
 

@@ -10,11 +10,12 @@ from http import HTTPStatus
 
 from aiohttp import web
 
+from edufilter import logs
 from edufilter.api.connections import RESOURCE_LOG, resource_error
 from edufilter.api.validation import Invalid
 from edufilter.errors import EdufilterError, StorageFullError, StoreBusyError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(logs.API)
 
 PROBLEM_TYPE = "application/problem+json"
 _TYPE_PREFIX = "urn:edufilter:problem:"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from edufilter import logs
 from edufilter.api import views
 from edufilter.api.context import APPLIER, SETTINGS, STATE_DIR, policy_path
 from edufilter.api.operations import UPLOAD_TYPES, Call, json_response, limited_body, not_found, paginate, path_of
@@ -30,9 +31,9 @@ from edufilter.api.problems import Problem
 from edufilter.errors import EdufilterError, PolicyError
 from edufilter.policy.model import EntryKind, ListEntry, parse_entry
 from edufilter.policy.sources import BadLines, ListFormat, read_list, sniff_format
-from edufilter.policy.store import Actor, PolicyStore
+from edufilter.policy.store import Actor, PolicyStore, policy_version
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(logs.API)
 
 KEEP = 100
 REFUSED_KEPT = 20  # refused entries shown with their reason
@@ -267,7 +268,7 @@ def _ingest(db_path: Path, upload: Upload, path: Path, actor: Actor, max_bytes: 
                     "refused_count": upload.refused_count,
                 },
             }
-            return views.policy_version(audit.db)
+            return policy_version(audit.db)
 
 
 def _entries(path: Path, upload: Upload, max_bytes: int, max_ratio: float) -> Iterator[ListEntry]:

@@ -2,8 +2,8 @@
 
 PolicyStore.load() reads the whole policy (every list entry included); the API needs one
 object at a time inside the transaction that changes it (for If-Match and the audit log's
-before/after) and pages of long lists, so it reads the tables here. Keep these queries in
-step with store.MIGRATIONS.
+before/after) and pages of long lists, so it reads the tables here, with the queries the store
+defines beside the schema (store.GROUP_QUERY, ...).
 """
 
 from __future__ import annotations
@@ -15,6 +15,16 @@ from datetime import datetime, time
 from typing import Any
 
 from edufilter.policy.model import ClientMatch, Settings, TargetKind
+from edufilter.policy.store import (
+    CATEGORY_QUERY,
+    CLIENT_QUERY,
+    EXCEPTION_SLOT_QUERY,
+    GROUP_QUERY,
+    OVERRIDE_QUERY,
+    SCHEDULE_EXCEPTION_QUERY,
+    SCHEDULE_SLOT_QUERY,
+    stored_settings,
+)
 
 Row = dict[str, Any]  # a JSON object
 
@@ -36,11 +46,6 @@ def _one(rows: list[Row]) -> Row | None:
 
 # Groups
 
-_GROUP_QUERY = (
-    "SELECT name, title, default_action, safe_search, quic, bypass_shield, log_client_address, unnamed FROM groups"
-)
-
-
 def _group(row: tuple[object, ...]) -> Row:
     name, title, default_action, safe_search, quic, bypass_shield, log_client_address, unnamed = row
     return {
@@ -56,17 +61,14 @@ def _group(row: tuple[object, ...]) -> Row:
 
 
 def groups(db: sqlite3.Connection) -> list[Row]:
-    return [_group(row) for row in db.execute(f"{_GROUP_QUERY} ORDER BY rowid")]
+    return [_group(row) for row in db.execute(f"{GROUP_QUERY} ORDER BY rowid")]
 
 
 def group(db: sqlite3.Connection, name: str) -> Row | None:
-    return _one([_group(row) for row in db.execute(f"{_GROUP_QUERY} WHERE name = ?", (name,))])
+    return _one([_group(row) for row in db.execute(f"{GROUP_QUERY} WHERE name = ?", (name,))])
 
 
 # Client matches
-
-_CLIENT_QUERY = "SELECT id, group_name, cidr, interface, vlan, mac FROM clients"
-
 
 def _client(row: tuple[object, ...]) -> Row:
     client_id, group_name, cidr, interface, vlan, mac = row
@@ -74,26 +76,23 @@ def _client(row: tuple[object, ...]) -> Row:
 
 
 def clients(db: sqlite3.Connection) -> list[Row]:
-    return [_client(row) for row in db.execute(f"{_CLIENT_QUERY} ORDER BY id")]
+    return [_client(row) for row in db.execute(f"{CLIENT_QUERY} ORDER BY id")]
 
 
 def client(db: sqlite3.Connection, client_id: int) -> Row | None:
-    return _one([_client(row) for row in db.execute(f"{_CLIENT_QUERY} WHERE id = ?", (client_id,))])
+    return _one([_client(row) for row in db.execute(f"{CLIENT_QUERY} WHERE id = ?", (client_id,))])
 
 
 def client_by_match(db: sqlite3.Connection, match: ClientMatch) -> Row | None:
     """The client match with the same (normalised) cidr, interface and VLAN, or MAC."""
     rows = db.execute(
-        f"{_CLIENT_QUERY} WHERE cidr IS ? AND interface IS ? AND vlan IS ? AND mac IS ?",
+        f"{CLIENT_QUERY} WHERE cidr IS ? AND interface IS ? AND vlan IS ? AND mac IS ?",
         (match.cidr, match.interface, match.vlan, match.mac),
     )
     return _one([_client(row) for row in rows])
 
 
 # Categories
-
-_CATEGORY_QUERY = "SELECT name, source, titles, descriptions, alias_of FROM categories"
-
 
 def _category(row: tuple[object, ...]) -> Row:
     name, source, titles, descriptions, alias_of = row
@@ -107,11 +106,11 @@ def _category(row: tuple[object, ...]) -> Row:
 
 
 def categories(db: sqlite3.Connection) -> list[Row]:
-    return [_category(row) for row in db.execute(f"{_CATEGORY_QUERY} ORDER BY name")]
+    return [_category(row) for row in db.execute(f"{CATEGORY_QUERY} ORDER BY name")]
 
 
 def category(db: sqlite3.Connection, name: str) -> Row | None:
-    return _one([_category(row) for row in db.execute(f"{_CATEGORY_QUERY} WHERE name = ?", (name,))])
+    return _one([_category(row) for row in db.execute(f"{CATEGORY_QUERY} WHERE name = ?", (name,))])
 
 
 # Admin lists and their entries
@@ -214,15 +213,13 @@ def _schedules(db: sqlite3.Connection, name: str | None) -> list[Row]:
     where, arguments = ("WHERE name = ?", (name,)) if name is not None else ("", ())
     names = [row[0] for row in db.execute(f"SELECT name FROM schedules {where} ORDER BY rowid", arguments)]
     slots: dict[str, list[Row]] = {}
-    for schedule_name, weekday, starts, ends in db.execute(
-        "SELECT schedule, weekday, starts, ends FROM schedule_slots ORDER BY id"
-    ):
+    for schedule_name, weekday, starts, ends in db.execute(SCHEDULE_SLOT_QUERY):
         slots.setdefault(schedule_name, []).append({"weekday": weekday, "start": starts, "end": end_text(ends)})
     day_slots: dict[int, list[Row]] = {}
-    for exception_id, starts, ends in db.execute("SELECT exception, starts, ends FROM exception_slots ORDER BY id"):
+    for exception_id, starts, ends in db.execute(EXCEPTION_SLOT_QUERY):
         day_slots.setdefault(exception_id, []).append({"start": starts, "end": end_text(ends)})
     exceptions: dict[str, list[Row]] = {}
-    for exception_id, schedule_name, day in db.execute("SELECT id, schedule, day FROM schedule_exceptions ORDER BY id"):
+    for exception_id, schedule_name, day in db.execute(SCHEDULE_EXCEPTION_QUERY):
         exceptions.setdefault(schedule_name, []).append({"day": day, "slots": day_slots.get(exception_id, [])})
     return [
         {"name": schedule_name, "slots": slots.get(schedule_name, []), "exceptions": exceptions.get(schedule_name, [])}
@@ -239,9 +236,6 @@ def schedule(db: sqlite3.Connection, name: str) -> Row | None:
 
 
 # Overrides
-
-_OVERRIDE_QUERY = "SELECT id, group_name, name, action, starts_at, expires_at, created_by, reason FROM overrides"
-
 
 def _override(row: tuple[object, ...], now: datetime) -> Row:
     override_id, group_name, name, action, starts_at, expires_at, created_by, reason = row
@@ -260,7 +254,7 @@ def _override(row: tuple[object, ...], now: datetime) -> Row:
 
 
 def overrides(db: sqlite3.Connection, now: datetime) -> list[Row]:
-    return [_override(row, now) for row in db.execute(f"{_OVERRIDE_QUERY} ORDER BY id")]
+    return [_override(row, now) for row in db.execute(f"{OVERRIDE_QUERY} ORDER BY id")]
 
 
 def unexpired_overrides_by(db: sqlite3.Connection, token_name: str, now: datetime) -> int:
@@ -270,14 +264,14 @@ def unexpired_overrides_by(db: sqlite3.Connection, token_name: str, now: datetim
 
 
 def override(db: sqlite3.Connection, override_id: int, now: datetime) -> Row | None:
-    return _one([_override(row, now) for row in db.execute(f"{_OVERRIDE_QUERY} WHERE id = ?", (override_id,))])
+    return _one([_override(row, now) for row in db.execute(f"{OVERRIDE_QUERY} WHERE id = ?", (override_id,))])
 
 
 # General settings
 
 def settings(db: sqlite3.Connection) -> Row:
     """The stored settings, each unset one at its model default."""
-    stored = {key: json.loads(value) for key, value in db.execute("SELECT key, value FROM settings")}
+    stored = stored_settings(db)
     return {field.name: stored.get(field.name, field.default) for field in fields(Settings)}
 
 
@@ -318,11 +312,9 @@ def audit(db: sqlite3.Connection, filters: dict[str, str], limit: int, before_id
             "object_id": object_id,
             "before": None if before is None else json.loads(before),
             "after": None if after is None else json.loads(after),
-            "policy_version": policy_version,
+            "policy_version": version,
         }
-        for row_id, at, token, role, method, path, site, kind, object_id, before, after, policy_version in rows
+        for row_id, at, token, role, method, path, site, kind, object_id, before, after, version in rows
     ]
 
 
-def policy_version(db: sqlite3.Connection) -> int:
-    return int(db.execute("SELECT version FROM policy_version").fetchone()[0])

@@ -4,26 +4,7 @@
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from posix.uio cimport iovec
 
-cdef extern from "<sys/socket.h>" nogil:
-    cdef struct msghdr:
-        void* msg_name
-        unsigned int msg_namelen
-        iovec* msg_iov
-        size_t msg_iovlen
-        void* msg_control
-        size_t msg_controllen
-        int msg_flags
-
-    cdef struct mmsghdr:
-        msghdr msg_hdr
-        unsigned int msg_len
-
-cdef extern from "<linux/netlink.h>" nogil:
-    cdef struct sockaddr_nl:
-        unsigned short nl_family
-        unsigned short nl_pad
-        uint32_t nl_pid
-        uint32_t nl_groups
+from edufilter.capture._libnfq cimport mmsghdr, sockaddr_nl
 
 # Verdicts (linux/netfilter.h). NF_REPEAT sends the packet through its hook again, so a
 # rule can act on the mark the verdict set.

@@ -49,102 +49,10 @@ from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec, timeval
 from posix.unistd cimport close as close_fd
 
+from edufilter._wire cimport be16, be32, put_be32
+# every name of the socket, netlink, libmnl and libnetfilter_queue declarations
+from edufilter.capture._libnfq cimport *
 from edufilter.errors import QueueError
-
-cdef extern from "<sys/socket.h>" nogil:
-    enum:
-        AF_NETLINK
-        AF_UNSPEC
-        SOCK_RAW
-        SOCK_CLOEXEC
-        SOCK_NONBLOCK
-        SOL_SOCKET
-        SOL_NETLINK
-        SO_RCVBUF
-        SO_RCVBUFFORCE
-        SO_SNDBUF
-        SO_SNDBUFFORCE
-        MSG_DONTWAIT
-        MSG_TRUNC
-        MSG_WAITFORONE
-        SO_RCVTIMEO
-    ctypedef unsigned int socklen_t
-    cdef struct sockaddr:
-        pass
-    int socket(int domain, int type, int protocol)
-    int bind(int fd, const sockaddr* address, socklen_t length)
-    int getsockname(int fd, sockaddr* address, socklen_t* length)
-    int setsockopt(int fd, int level, int name, const void* value, socklen_t length)
-    int getsockopt(int fd, int level, int name, void* value, socklen_t* length)
-    ssize_t sendmsg(int fd, const msghdr* message, int flags)
-    ssize_t recv(int fd, void* buffer, size_t length, int flags)
-    int recvmmsg(int fd, mmsghdr* messages, unsigned int count, int flags, timespec* timeout)
-
-cdef extern from "<arpa/inet.h>" nogil:
-    uint32_t htonl(uint32_t value)
-
-cdef extern from "<poll.h>" nogil:
-    enum:
-        POLLIN
-    cdef struct pollfd:
-        int fd
-        short events
-        short revents
-    int poll(pollfd* fds, unsigned long count, int timeout_ms)
-
-cdef extern from "<linux/netlink.h>" nogil:
-    enum:
-        NETLINK_NETFILTER
-        NETLINK_NO_ENOBUFS
-        NLMSG_ERROR
-        NLM_F_REQUEST
-        NLM_F_ACK
-        NLA_TYPE_MASK
-    cdef struct nlmsghdr:
-        uint32_t nlmsg_len
-        uint16_t nlmsg_type
-        uint16_t nlmsg_flags
-        uint32_t nlmsg_seq
-        uint32_t nlmsg_pid
-
-cdef extern from "<linux/netfilter/nfnetlink.h>" nogil:
-    enum:
-        NFNL_SUBSYS_QUEUE
-        NFNETLINK_V0
-
-cdef extern from "<linux/netfilter/nfnetlink_queue.h>" nogil:
-    enum:
-        NFQNL_MSG_PACKET
-        NFQNL_MSG_VERDICT
-        NFQNL_MSG_CONFIG
-        NFQNL_MSG_VERDICT_BATCH
-        NFQNL_CFG_CMD_BIND
-        NFQNL_COPY_PACKET
-        NFQA_PACKET_HDR
-        NFQA_VERDICT_HDR
-        NFQA_MARK
-        NFQA_IFINDEX_INDEV
-        NFQA_IFINDEX_OUTDEV
-        NFQA_HWADDR
-        NFQA_PAYLOAD
-        NFQA_CAP_LEN
-        NFQA_SKB_INFO
-        NFQA_CFG_MASK
-        NFQA_CFG_FLAGS
-        NFQA_CFG_F_FAIL_OPEN
-        NFQA_CFG_F_CONNTRACK
-        NFQA_CFG_F_GSO
-
-cdef extern from "<libmnl/libmnl.h>" nogil:
-    void mnl_attr_put_u32(nlmsghdr* message, uint16_t attribute_type, uint32_t value)
-    int mnl_cb_run(const void* buffer, size_t length, unsigned int seq, unsigned int portid,
-                   void* callback, void* data)
-
-cdef extern from "<libnetfilter_queue/libnetfilter_queue.h>" nogil:
-    nlmsghdr* nfq_nlmsg_put(char* buffer, int message_type, uint32_t queue_num)
-    void nfq_nlmsg_cfg_put_cmd(nlmsghdr* message, uint16_t family, uint8_t command)
-    void nfq_nlmsg_cfg_put_params(nlmsghdr* message, uint8_t mode, int copy_range)
-    void nfq_nlmsg_cfg_put_qmaxlen(nlmsghdr* message, uint32_t max_length)
 
 cdef enum:
     NLMSG_HEADER_SIZE = 16
@@ -152,7 +60,7 @@ cdef enum:
     PACKET_MESSAGE_TYPE = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
     MAX_COPY_RANGE = 0xFFFF
     MAX_REPLACED_PAYLOAD = 0xFFFF - 4          # an attribute's length is 16 bits
-    MAX_BATCH = 1024                           # packets per receive (UIO_MAXIOV)
+    MAX_RECEIVE_BATCH = 1024                   # messages per recvmmsg (UIO_MAXIOV)
     # Room after the payload in a receive slot for the other attributes, conntrack ones included.
     SLOT_HEADROOM = 2048
     # A verdict message: nlmsghdr, nfgenmsg, verdict header, mark and payload attribute header.
@@ -176,18 +84,6 @@ _VERDICTS = {NF_ACCEPT, NF_DROP, NF_REPEAT}
 
 cdef uint8_t ZERO_PAD[4]
 
-
-cdef inline uint16_t be16(const uint8_t* p) noexcept nogil:
-    return (<uint16_t>p[0] << 8) | p[1]
-
-cdef inline uint32_t be32(const uint8_t* p) noexcept nogil:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
-
-cdef inline void put_be32(uint8_t* p, uint32_t value) noexcept nogil:
-    p[0] = value >> 24
-    p[1] = value >> 16
-    p[2] = value >> 8
-    p[3] = value
 
 # Netlink and attribute headers are in host order; attribute values in network order.
 cdef inline uint16_t host16(const uint8_t* p) noexcept nogil:
@@ -390,8 +286,8 @@ cdef class PacketQueue:
             raise QueueError(f"copy range {copy_range} is outside 1-{MAX_COPY_RANGE}")
         if not 1 <= max_length <= 0xFFFFFFFF:
             raise QueueError(f"queue max length {max_length} must be positive")
-        if not 1 <= batch_size <= MAX_BATCH:
-            raise QueueError(f"batch size {batch_size} is outside 1-{MAX_BATCH}")
+        if not 1 <= batch_size <= MAX_RECEIVE_BATCH:
+            raise QueueError(f"batch size {batch_size} is outside 1-{MAX_RECEIVE_BATCH}")
         if receive_buffer is None:
             receive_buffer = min(max_length * 2048, 1 << 30)
         if not 4096 <= receive_buffer <= 1 << 30:
@@ -442,14 +338,14 @@ cdef class PacketQueue:
         if self.fd < 0:
             code = errno
             raise QueueError(f"queue {self.queue_num}: no netfilter netlink socket: "
-                             f"{_errno_text(code)}; is nfnetlink in this kernel?")
+                             f"{_errno_text(code)}; is nfnetlink in this kernel?", code)
         memset(&address, 0, sizeof(address))
         address.nl_family = AF_NETLINK
         if bind(self.fd, <sockaddr*>&address, sizeof(address)) < 0 or \
                 getsockname(self.fd, <sockaddr*>&address, &length) < 0:
             code = errno
             self.close()
-            raise QueueError(f"queue {self.queue_num}: netlink bind failed: {_errno_text(code)}")
+            raise QueueError(f"queue {self.queue_num}: netlink bind failed: {_errno_text(code)}", code)
         self.portid = address.nl_pid
         if setsockopt(self.fd, SOL_SOCKET, SO_RCVBUFFORCE, &receive_buffer, sizeof(int)) < 0:
             setsockopt(self.fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(int))
@@ -464,7 +360,7 @@ cdef class PacketQueue:
         if setsockopt(self.fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, &enabled, sizeof(int)) < 0:
             code = errno
             self.close()
-            raise QueueError(f"queue {self.queue_num}: NETLINK_NO_ENOBUFS: {_errno_text(code)}")
+            raise QueueError(f"queue {self.queue_num}: NETLINK_NO_ENOBUFS: {_errno_text(code)}", code)
 
     def _bind(self, bint conntrack) -> None:
         """Bind the queue (acknowledged), then switch on packet copies (not acknowledged).
@@ -491,18 +387,21 @@ cdef class PacketQueue:
         message.nlmsg_flags |= NLM_F_ACK
         message.nlmsg_seq = seq
         if send_config(self.fd, message) < 0:
-            raise QueueError(self._bind_failure(errno))
+            code = errno
+            raise QueueError(self._bind_failure(code), code)
         waiting.fd = self.fd
         waiting.events = POLLIN
         if poll(&waiting, 1, BIND_ACK_TIMEOUT_MS) <= 0:
             raise QueueError(f"queue {self.queue_num}: the kernel did not answer the bind")
         received = recv(self.fd, buffer, sizeof(buffer), MSG_DONTWAIT)
         if received < 0 or mnl_cb_run(buffer, received, seq, self.portid, NULL, NULL) < 0:
-            raise QueueError(self._bind_failure(errno))
+            code = errno
+            raise QueueError(self._bind_failure(code), code)
         message = nfq_nlmsg_put(buffer, NFQNL_MSG_CONFIG, self.queue_num)
         nfq_nlmsg_cfg_put_params(message, NFQNL_COPY_PACKET, self.copy_range)
         if send_config(self.fd, message) < 0:
-            raise QueueError(self._bind_failure(errno))
+            code = errno
+            raise QueueError(self._bind_failure(code), code)
 
     def _bind_failure(self, int code) -> str:
         prefix = f"cannot bind queue {self.queue_num}: {_errno_text(code)}"
@@ -752,7 +651,7 @@ cdef class PacketQueue:
             PyErr_CheckSignals()
             return []
         if count < 0:
-            raise QueueError(f"queue {self.queue_num}: receive failed: {_errno_text(-count)}")
+            raise QueueError(f"queue {self.queue_num}: receive failed: {_errno_text(-count)}", -count)
         packets = [copy_packet(&self.python_slots[i]) for i in range(count)]
         self.pending_ids.update(packet.packet_id for packet in packets)
         return packets
@@ -793,7 +692,7 @@ cdef class PacketQueue:
             free(batch)
         self.pending_ids.difference_update(ids)
         if status < 0:
-            raise QueueError(f"queue {self.queue_num}: verdicts failed: {_errno_text(-status)}")
+            raise QueueError(f"queue {self.queue_num}: verdicts failed: {_errno_text(-status)}", -status)
 
     def serve(self, int verdict=NF_ACCEPT, mark: int | None = None,
               seconds: float | None = None) -> int:
@@ -820,7 +719,7 @@ cdef class PacketQueue:
                     status = self.serve_fixed(verdicts, verdict, set_mark, mark_value, until,
                                               &served)
                 if status < 0 and status != -EINTR:
-                    raise QueueError(f"queue {self.queue_num}: {_errno_text(-status)}")
+                    raise QueueError(f"queue {self.queue_num}: {_errno_text(-status)}", -status)
                 # Signal handlers run here: under load the nogil loop never sees EINTR.
                 PyErr_CheckSignals()
             return served
@@ -915,7 +814,7 @@ def queue_counters(queue_num: int) -> dict:
     try:
         counters = parse_queue_counters(_read_text(PROC_QUEUES), queue_num)
     except OSError as error:
-        raise QueueError(f"cannot read {PROC_QUEUES}: {error}") from error
+        raise QueueError(f"cannot read {PROC_QUEUES}: {error}", error.errno) from error
     if counters is None:
         raise QueueError(f"queue {queue_num} is not bound in this network namespace")
     try:

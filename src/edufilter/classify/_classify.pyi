@@ -7,8 +7,7 @@ ALWAYS_SCHEDULE: int
 RULE_ENTRY_SIZE: int
 NO_GROUP: int
 
-class HashCollision(Exception): ...
-class TableFormatError(ValueError): ...
+from edufilter.errors import HashCollision as HashCollision, TableFormatError as TableFormatError
 
 class RuleAction(IntEnum):
     NO_RULE = 0

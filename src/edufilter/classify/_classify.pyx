@@ -18,6 +18,7 @@ from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 from edufilter._fastpath cimport normalise_name_into
+from edufilter.errors import HashCollision, TableFormatError
 
 cdef extern from "_hash.h":
     uint64_t ef_hash_seeded(const void* data, size_t n, uint64_t seed) nogil
@@ -206,14 +207,6 @@ FILTER_SALTS[:] = [0x47B6137B, 0x44974D91, 0x8824AD5B, 0xA2B7289D, 0x705495C7, 0
 
 SECTION_MAGIC = 0x3142544D4F444645   # b"EFDOMTB1" little-endian
 cdef uint64_t MAGIC = SECTION_MAGIC
-
-
-class HashCollision(Exception):
-    """Two different names share a 64-bit hash under this seed; compile again with another."""
-
-
-class TableFormatError(ValueError):
-    """A domain-table section that is truncated or inconsistent."""
 
 
 cdef inline uint32_t bucket_of(uint64_t hash, uint32_t bucket_count) noexcept nogil:

@@ -97,7 +97,8 @@ class Explanation:
         if self.decided_by == "group default":
             lines.append("  no rule matches: the group's default action")
         else:
-            lines.append(f"  decided by {self.decided_by} {self.list}" + (f" ({self.list_title})" if self.list_title else ""))
+            title = f" ({self.list_title})" if self.list_title else ""
+            lines.append(f"  decided by {self.decided_by} {self.list}{title}")
             lines.append(f"  matched {self.match} {self.matched}")
         if self.rule:
             schedule = f", schedule {self.rule['schedule']}" if self.rule.get("schedule") else ""
@@ -106,8 +107,9 @@ class Explanation:
         if self.schedule_slot:
             lines.append(f"  active slot: {self.schedule_slot}")
         if self.override:
+            reason = f": {self.override['reason']}" if self.override["reason"] else ""
             lines.append(f"  override {self.override['id']} by {self.override['created_by'] or '?'} until "
-                         f"{self.override['expires_at']}" + (f": {self.override['reason']}" if self.override['reason'] else ""))
+                         f"{self.override['expires_at']}{reason}")
         lines.append(f"  at {self.at}, policy version {self.policy_version}")
         return "\n".join(lines)
 

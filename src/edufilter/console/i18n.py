@@ -223,7 +223,7 @@ _TEXTS: Final[dict[str, tuple[str, str, str, str]]] = {
     # Audit
     "audit_title": ("Auditlog", "Journal d'audit", "Audit log", "Änderungsprotokoll"),
     "who": ("Wie", "Qui", "Who", "Wer"),
-    "site": ("vestiging", "site", "site", "Standort"),
+    "school_site": ("vestiging", "site", "site", "Standort"),
     "what": ("Wat", "Quoi", "What", "Was"),
     "object": ("Object", "Objet", "Object", "Objekt"),
     "no_audit": ("Nog geen wijzigingen.", "Aucune modification.", "No changes yet.", "Noch keine Änderungen."),
@@ -419,7 +419,8 @@ _POLICY_PAGE_TEXTS: Final[dict[str, tuple[str, str, str, str]]] = {
                   "Keine Regel nutzt diesen Zeitplan: eine Änderung ändert jetzt keine Entscheidung."),
     "pp_day": ("Datum", "Date", "Date", "Datum"),
     "pp_hours": ("Uren", "Heures", "Hours", "Stunden"),
-    "pp_closed": ("gesloten (geen tijdsloten)", "fermé (aucune plage)", "closed (no slots)", "geschlossen (keine Zeitfenster)"),
+    "pp_closed": ("gesloten (geen tijdsloten)", "fermé (aucune plage)", "closed (no slots)",
+                  "geschlossen (keine Zeitfenster)"),
     "pp_remove": ("Verwijderen", "Supprimer", "Remove", "Entfernen"),
     "pp_add_exception": ("Uitzondering op datum toevoegen", "Ajouter une exception datée", "Add a dated exception",
                          "Datierte Ausnahme hinzufügen"),

@@ -76,7 +76,7 @@ async def _foresee(visit: Visit, clients: dict[str, dict[str, Any]], names: str,
     body: dict[str, Any] = {"targets": targets, "change": change}
     if at:
         body["at"] = _moment(at, await school_zone(visit.request.app))
-    foreseen = []
+    foreseen: list[dict[str, Any]] = []
     for group, client in clients.items():
         answer = await invoke(visit.request, visit.token, "preview", body={**body, "client": client})
         foreseen.extend({"group": group, **item} for item in answer.body["items"])
@@ -138,7 +138,8 @@ async def add_client(visit: Visit) -> web.StreamResponse:
             return visit.done(f"{PREFIX}/policy/clients?group={values['group']}",
                               visit.text("pp_client_added", match=values["value"], group=values["group"]))
         _require_preview_right(visit, "create_client")
-        foreseen = await _foresee(visit, {values["group"]: identity_of(body)}, values["names"], {"client": {"match": body}})
+        foreseen = await _foresee(visit, {values["group"]: identity_of(body)}, values["names"],
+                                  {"client": {"match": body}})
     except Problem as problem:
         return await _clients_page(visit, problem.status, problem, added=values)
     return await _clients_page(visit, preview=_preview(foreseen, f"{PREFIX}/policy/clients", values), added=values)
@@ -224,7 +225,8 @@ async def change_rule(visit: Visit) -> web.StreamResponse:
         items = [_rule_item(row) for row in rows]
         items[position] = {**items[position], **changed}
         items.insert(moved_to, items.pop(position))
-        clients = {group: client for name, client in (await _group_identities(visit)).items() if name == group}
+        identities = await _group_identities(visit)
+        clients = {group: identities[group]} if group in identities else {}
         foreseen = await _foresee(visit, clients, values["names"], {"rules": {"group": group, "rules": items}},
                                   values["at"])
     except Problem as problem:
@@ -375,7 +377,8 @@ async def categories(visit: Visit) -> web.StreamResponse:
         used.setdefault(rule["target"], []).append(rule["group"])
     rows = [
         {**category, "title": category["titles"].get(visit.language) or category["titles"].get("en")
-         or category["name"], "names": sizes.get(category["name"]), "used_by": sorted(set(used.get(category["name"], [])))}
+         or category["name"], "names": sizes.get(category["name"]),
+         "used_by": sorted(set(used.get(category["name"], [])))}
         for category in await _whole(visit, "list_categories")
     ]
     return visit.render("policy_categories.html", categories=rows)

@@ -11,12 +11,13 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from edufilter import logs
 from edufilter.errors import EdufilterError
 from edufilter.policy.publish import running_pid
 from edufilter.rules.netfilter import NFT_TABLE
 from edufilter.state import StateDir
 
-log = logging.getLogger("edufilter")
+log = logging.getLogger(logs.DAEMON)
 
 # An abstract socket address: it lives in the network namespace (where the rules are) and
 # goes away with the process that bound it, kill -9 included.

@@ -29,14 +29,14 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from edufilter import __version__
+from edufilter import __version__, logs
 from edufilter.capture._queue import queue_counters
 from edufilter.classify.engine import Engine
 from edufilter.classify.image import remove_stale_temporaries
 from edufilter.config import Config, split_listen
 from edufilter.daemon.control import claim_daemon
 from edufilter.enforce import blockpage, safe_search
-from edufilter.enforce.blockpage import new_reference
+from edufilter.enforce.blockpage import new_reference, reported_event
 from edufilter.enforce.blockpage_server import ReviewForm, make_blockpage_app
 from edufilter.errors import EdufilterError, StorageFullError
 from edufilter.output.events import EventStore, Pseudonymiser
@@ -44,7 +44,7 @@ from edufilter.output.status import write_status
 from edufilter.policy.compile import compile_categories, compile_policy
 from edufilter.policy.model import Action, ClientIdentity
 from edufilter.policy.store import PolicyStore
-from edufilter.rules.marks import MarkLayout
+from edufilter.rules.marks import VERDICT_NAMES, MarkLayout
 from edufilter.rules.netfilter import (
     NFT_TABLE,
     InstalledRules,
@@ -54,7 +54,7 @@ from edufilter.rules.netfilter import (
 )
 from edufilter.state import StateDir
 
-log = logging.getLogger("edufilter")
+log = logging.getLogger(logs.DAEMON)
 
 QUICK_FAILURE_DELAY = 0.3  # a worker that died before it was ready; one that ran is restarted at once
 CRASH_LOOP_DELAY = 5.0
@@ -66,7 +66,6 @@ STORAGE_LOG_INTERVAL = 60.0  # a full disk is logged once a minute, not once per
 MAINTENANCE_INTERVAL = 3600.0
 RECOMPILE_INTERVAL = 6 * 3600.0  # the schedule window reaches days ahead; refresh it often
 STOP_GRACE = 3.0
-CODE_VERDICTS = {1: "allow", 2: "block", 3: "drop"}
 
 
 @dataclass(slots=True)
@@ -246,7 +245,7 @@ class Supervisor:
             delta = flows - worker.decisions.get(key, 0)
             worker.decisions[key] = flows
             if delta > 0:
-                deltas.append((minute, group, category, CODE_VERDICTS.get(code, str(code)), delta, delta))
+                deltas.append((minute, group, category, VERDICT_NAMES.get(code, str(code)), delta, delta))
         if deltas and self.events is not None:
             try:
                 self.events.stats.add(deltas)
@@ -487,16 +486,16 @@ class Supervisor:
                 "policy_version": stats.get("policy_version"),
                 "packets": enforcer.get("packets", 0),
                 "flows": enforcer.get("flows_decided", 0),
-                "verdicts": {str(code): enforcer.get(f"code_{code}", 0) for code in (1, 2, 3)},
+                "verdicts": {str(int(code)): enforcer.get(f"code_{int(code)}", 0) for code in VERDICT_NAMES},
                 "queue_total": kernel.get("queue_total", 0), "queue_dropped": kernel.get("queue_dropped", 0),
                 "user_dropped": kernel.get("user_dropped", 0), "decisions": decision_tree(worker.decisions),
                 "malformed_dropped": enforcer.get("malformed_dropped", 0),
+                "malformed_passed": enforcer.get("malformed_passed", 0),
                 "slow_packets": enforcer.get("slow_packets", 0),
                 "evasion": enforcer.get("evasion", 0),
                 "name_cache_hits": enforcer.get("name_cache_hits", 0),
                 "name_cache_misses": enforcer.get("name_cache_misses", 0),
                 "connections_reused": enforcer.get("decided_forgotten", 0),
-                "evasion": enforcer.get("evasion", 0),
             }
             queues.append(entry)
             for key in totals:
@@ -554,11 +553,10 @@ class Supervisor:
             return None
         reference = new_reference()
         group = next(g for g in self.policy_meta["groups"] if g["name"] == explanation.group)
-        self.record_events(self.workers[0], [{
-            "time": time.time(), "group": explanation.group, "category": explanation.list, "name": host,
-            "destination": None, "kind": "http_host", "action": explanation.action, "client_address": client,
-            "reference": reference,
-        }])
+        self.record_events(self.workers[0], [reported_event(
+            time=time.time(), group=explanation.group, category=explanation.list, name=host, destination=None,
+            kind="http_host", action=explanation.action, client_address=client, reference=reference,
+        )])
         return blockpage.BlockInfo(host, explanation.list or "", explanation.list_title or explanation.list or "",
                                    group["title"] or group["name"], explanation.action, reference,
                                    datetime.now(timezone.utc), group["name"])
@@ -612,7 +610,8 @@ class Supervisor:
         certificate, key = self.config.api.tls_certificate, self.config.api.tls_key
         settings = ApiSettings(host=host, port=port, tls_cert=Path(certificate) if certificate else None,
                                tls_key=Path(key) if key else None)
-        app = make_app(self.state_dir, self.apply, explain=lambda text, client, at: self.engine.explain(text, client, at),
+        app = make_app(self.state_dir, self.apply,
+                       explain=lambda text, client, at: self.engine.explain(text, client, at),
                        status_source=self.status_source, event_store=self.events, settings=settings)
         self.runners.append(await start_api(app))
         log.info("admin API on %s port %d%s", host, port, " (TLS)" if certificate else "")
@@ -632,7 +631,8 @@ class Supervisor:
     async def run_claimed(self) -> int:
         loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.prepare_policy)
-        self.pseudonyms = Pseudonymiser(StateDir(self.state_dir).pseudonym_keys, ZoneInfo(self.policy_meta["settings"]["timezone"]))
+        self.pseudonyms = Pseudonymiser(StateDir(self.state_dir).pseudonym_keys,
+                                        ZoneInfo(self.policy_meta["settings"]["timezone"]))
         # Filtering does not need the event log: a full or broken disk costs the events only.
         try:
             self.pseudonyms.rotate(datetime.now(timezone.utc))
@@ -704,7 +704,7 @@ def decision_tree(decisions: dict[tuple[str, str | None, int], int]) -> dict:
     """{group: {category or "": {verdict: {"flows": n}}}} from a worker's decision counts."""
     tree: dict = {}
     for (group, category, code), flows in decisions.items():
-        verdict = CODE_VERDICTS.get(code, str(code))
+        verdict = VERDICT_NAMES.get(code, str(code))
         tree.setdefault(group, {}).setdefault(category or "", {})[verdict] = {"flows": flows}
     return tree
 

@@ -26,21 +26,24 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from edufilter import logs
 from edufilter._fastpath import FlowExtractor, NameKind
+from edufilter._wire import Code, DnsType
 from edufilter.capture._queue import DROP, REPEAT, PacketQueue, queue_counters
 from edufilter.classify._classify import RuleAction
-from edufilter.classify.engine import Engine
+from edufilter.classify.engine import ACTION_NAMES, Engine
 from edufilter.config import Config, load_config
 from edufilter.enforce import blockpage, dns
-from edufilter.enforce._enforce import Code, Enforcer, Reason, Slow, Unnamed
-from edufilter.enforce.blockpage import new_reference
+from edufilter.enforce._enforce import Enforcer, Reason, Slow, Unnamed, code_for
+from edufilter.enforce.blockpage import new_reference, reported_event
 from edufilter.enforce.inject import IPPROTO_TCP, RawSender, parse_ip
 from edufilter.enforce.safe_search import SafeSearchAddresses
 from edufilter.errors import EdufilterError
+from edufilter.policy.model import Action
 from edufilter.rules.marks import INJECTED, MarkLayout
 from edufilter.state import StateDir
 
-log = logging.getLogger("edufilter.worker")
+log = logging.getLogger(logs.WORKER)
 
 STATS_INTERVAL = 1.0
 SERVE_SLICE = 0.1  # seconds of packets between looks at the control socket
@@ -48,11 +51,7 @@ SAFE_SEARCH_PENDING = 4096  # queries rewritten and not yet answered, per worker
 SAFE_SEARCH_TIMEOUT = 10.0
 BLOCK_PAGE_MSS = 1200
 
-ACTION_NAMES = {
-    RuleAction.ACTION_ALLOW: "allow", RuleAction.ACTION_BLOCK: "block", RuleAction.ACTION_DROP: "drop",
-    RuleAction.ACTION_SINKHOLE: "sinkhole", RuleAction.ACTION_MONITOR: "monitor",
-}
-ACTION_CODES = {name: code for code, name in ACTION_NAMES.items()}
+ACTION_CODES = {action.value: code for code, action in ACTION_NAMES.items()}
 KIND_NAMES = {NameKind.KIND_DNS: "dns", NameKind.KIND_SNI: "sni", NameKind.KIND_HTTP_HOST: "http_host",
               NameKind.KIND_QUIC_INITIAL: "quic_sni"}
 REASON_CATEGORIES = {Reason.REASON_DOT: "bypass-shield-dot", Reason.REASON_QUIC: "quic-blocked",
@@ -60,15 +59,12 @@ REASON_CATEGORIES = {Reason.REASON_DOT: "bypass-shield-dot", Reason.REASON_QUIC:
                      Reason.REASON_SAFE_SEARCH: "safe-search-bypass"}
 UNNAMED_CODES = {"allow": Unnamed.UNNAMED_ALLOW, "block-web": Unnamed.UNNAMED_BLOCK_WEB,
                  "block-all": Unnamed.UNNAMED_BLOCK_ALL}
-SERVICE_BINDING_TYPES = (64, 65)  # SVCB, HTTPS: where browsers learn ECH keys and encrypted DNS
+SERVICE_BINDING_TYPES = (DnsType.DNS_TYPE_SVCB, DnsType.DNS_TYPE_HTTPS)
 
 
-def verdict_code(action: int) -> int:
-    if action in (RuleAction.ACTION_BLOCK, RuleAction.ACTION_SINKHOLE):
-        return Code.CODE_REJECT
-    if action == RuleAction.ACTION_DROP:
-        return Code.CODE_DROP
-    return Code.CODE_ALLOW
+def action_name(action: int) -> str:
+    """An event's action: a flow decided without a rule of its own (a slow-path block) is a block."""
+    return ACTION_NAMES.get(action, Action.BLOCK).value
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +264,7 @@ class SlowPath:
         reason = Reason.REASON_RULE
         if action == RuleAction.NO_RULE:
             action, list_id, tier = ACTION_CODES[self.view.meta["groups"][packet["group"]]["default_action"]], -1, -1
-        code = verdict_code(action)
+        code = code_for(action)
         enforcer.decide_packet(index, action, code, list_id, tier, reason)
         packet.update(action=action, code=code, list_id=list_id, tier=tier, reason=reason)
         if code != Code.CODE_ALLOW or action == RuleAction.ACTION_MONITOR:
@@ -328,7 +324,7 @@ class SlowPath:
         titles = meta["categories"].get(category, {}).get("titles", {})
         title = titles.get(self.config.blockpage.default_language) or titles.get("en") or category
         return blockpage.BlockInfo(packet["name"] or "", category, title, group["title"] or group["name"],
-                                   ACTION_NAMES.get(packet["action"], "block"), reference,
+                                   action_name(packet["action"]), reference,
                                    datetime.fromtimestamp(now, timezone.utc), group["name"])
 
     # ---- events
@@ -340,18 +336,12 @@ class SlowPath:
         if not packet["name"]:
             address = ipaddress.ip_address(packet["dst"])
             destination = f"[{address}]:{packet['dport']}" if address.version == 6 else f"{address}:{packet['dport']}"
-        self.events.append({
-            "time": now,
-            "group": self.view.group_name(packet["group"]),
-            "category": list_name or REASON_CATEGORIES.get(packet["reason"]),
-            "name": packet["name"],
-            "destination": destination,
-            "kind": kind,
-            "action": ACTION_NAMES.get(packet["action"], "block"),
-            "client_address": str(ipaddress.ip_address(packet["src"])),
-            "reference": reference or new_reference(),
-            "list_id": packet["list_id"],
-        })
+        self.events.append(reported_event(
+            time=now, group=self.view.group_name(packet["group"]),
+            category=list_name or REASON_CATEGORIES.get(packet["reason"]), name=packet["name"],
+            destination=destination, kind=kind, action=action_name(packet["action"]),
+            client_address=str(ipaddress.ip_address(packet["src"])), reference=reference,
+        ))
 
 
 def accept_language(request_packet: bytes) -> str | None:
@@ -378,10 +368,10 @@ class Worker:
         self.queue = PacketQueue(queue_num, max_length=config.queue.max_length, fail_open=config.queue.fail_open,
                                  batch_size=config.queue.batch)
         self.sender = RawSender()
-        self.slow = SlowPath(config, self.sender, self.layout, worker,
-                             SafeSearchAddresses(StateDir(config.state_dir).safe_search_addresses, worker, config.worker_count))
-        self.enforcer = Enforcer(self.queue, FlowExtractor(verify_checksums=True), self.slow, config.marks.mask,
-                                 config.queue.batch)
+        addresses = SafeSearchAddresses(StateDir(config.state_dir).safe_search_addresses, worker, config.worker_count)
+        self.slow = SlowPath(config, self.sender, self.layout, worker, addresses)
+        self.enforcer = Enforcer(self.queue, FlowExtractor(verify_checksums=True), self.slow, self.layout,
+                                 config.queue.batch, fail_open=config.queue.fail_open)
         self.pending: PolicyView | Exception | None = None
         self.loading: threading.Thread | None = None
         self.decisions: dict[tuple[str, str | None, int], int] = {}
@@ -438,7 +428,7 @@ class Worker:
             new_group = self.regroup(old, new, group, src)
             decision = new.engine.classifier.decide(new_group, name.encode() if name else None, dst, now)
             action = decision[0] if decision[0] != RuleAction.NO_RULE else new.groups[new_group][0]
-            new_code = verdict_code(action)
+            new_code = code_for(action)
             if new_code == code or (code == Code.CODE_HTTP_FOLLOW and new_code == Code.CODE_ALLOW):
                 continue
             flow = FlowTuple(version, protocol, str(ipaddress.ip_address(src)), str(ipaddress.ip_address(dst)),

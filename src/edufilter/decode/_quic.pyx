@@ -17,6 +17,7 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memset
 
+from edufilter._wire cimport be32
 from edufilter._fastpath cimport (
     DECODE_OK,
     KIND_NONE,
@@ -72,10 +73,6 @@ cdef enum:
 # RFC 9001 5.2 and RFC 9369 3.3.1: the Initial salts.
 cdef const char* V1_SALT = b"\x38\x76\x2c\xf7\xf5\x59\x34\xb3\x4d\x17\x9a\xe6\xa4\xc8\x0c\xad\xcc\xbb\x7f\x0a"
 cdef const char* V2_SALT = b"\x0d\xed\xe3\xde\xf7\x00\xa6\xdb\x81\x93\x81\xbe\x6e\x26\x9d\xcb\xf9\xbd\x2e\xd9"
-
-
-cdef inline uint32_t be32(const uint8_t* p) noexcept nogil:
-    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
 
 
 cdef inline bint read_varint(const uint8_t* data, Py_ssize_t end, Py_ssize_t* position,

@@ -4,18 +4,7 @@ from typing import Protocol
 from edufilter.classify._classify import Classifier, DecisionTuple
 from edufilter._fastpath import FlowExtractor
 from edufilter.capture._queue import PacketQueue
-
-class Code(IntEnum):
-    CODE_UNDECIDED = 0
-    CODE_ALLOW = 1
-    CODE_REJECT = 2
-    CODE_DROP = 3
-    CODE_PASS = 4
-    CODE_BOUND = 5
-    CODE_SAFE_SEARCH = 6
-    CODE_INJECTED = 7
-    CODE_HTTP_FOLLOW = 8
-    CODE_INVALID = 9
+from edufilter.rules.marks import MarkLayout
 
 class Slow(IntEnum):
     SLOW_NONE = 0
@@ -41,14 +30,16 @@ class Unnamed(IntEnum):
     UNNAMED_BLOCK_WEB = 1
     UNNAMED_BLOCK_ALL = 2
 
+def code_for(action: int) -> int: ...
+
 class Handler(Protocol):
     def handle(self, enforcer: Enforcer, count: int) -> None: ...
     def after_verdicts(self) -> None: ...
 
 class Enforcer:
     def __init__(
-        self, queue: PacketQueue | None, extractor: FlowExtractor, handler: Handler | None, mark_mask: int,
-        batch_size: int = 64, decided_flows: int = 65536, decided_lifetime: float = 86400.0,
+        self, queue: PacketQueue | None, extractor: FlowExtractor, handler: Handler | None, mark_layout: MarkLayout,
+        batch_size: int = 64, decided_flows: int = 65536, decided_lifetime: float = 86400.0, fail_open: bool = False,
     ) -> None: ...
     def set_policy(
         self, classifier: Classifier, groups: list[tuple[int, bool, bool, bool, int]], special_names: object,

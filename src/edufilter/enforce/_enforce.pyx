@@ -20,6 +20,26 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcmp, memcpy, memset
 
+from edufilter._wire cimport (
+    CODE_ALLOW,
+    CODE_BOUND,
+    CODE_DROP,
+    CODE_HTTP_FOLLOW,
+    CODE_INVALID,
+    CODE_PASS,
+    CODE_REJECT,
+    CODE_UNDECIDED,
+    DNS_PORT,
+    DNS_TYPE_HTTPS,
+    DNS_TYPE_SVCB,
+    DOT_PORT,
+    HTTP_PORT,
+    HTTPS_PORT,
+    NTP_PORT,
+    PROTO_TCP,
+    PROTO_UDP,
+    QUIC_PORT,
+)
 from edufilter.classify._classify cimport (
     ACTION_ALLOW,
     ACTION_BLOCK,
@@ -98,19 +118,6 @@ cdef extern from "<time.h>" nogil:
     enum:
         CLOCK_REALTIME
 
-# Verdict codes in the packet and conntrack marks (rules/marks.py).
-cpdef enum Code:
-    CODE_UNDECIDED = 0
-    CODE_ALLOW = 1
-    CODE_REJECT = 2
-    CODE_DROP = 3
-    CODE_PASS = 4
-    CODE_BOUND = 5
-    CODE_SAFE_SEARCH = 6
-    CODE_INJECTED = 7
-    CODE_HTTP_FOLLOW = 8    # allowed plain HTTP: the client's data is still queued, each request judged
-    CODE_INVALID = 9        # packet mark: a TCP segment conntrack found invalid, queued so a decoy is seen
-
 # Why a packet needs the worker's Python handler.
 cpdef enum Slow:
     SLOW_NONE = 0
@@ -141,21 +148,10 @@ cpdef enum Unnamed:
 cdef enum:
     TCP_SYN = 0x02
     TCP_ACK = 0x10
-    MAX_BATCH = 256
+    BATCH_CAPACITY = 256   # packets per classify pass: the per-batch arrays below; a receive may take 1024
     DECIDED_PROBES = 8      # a bucket: eight slots, their tags in one cache line
     DECIDED_NAME = 256
     NO_SLOT = 0x7FFFFFFF
-    PROTO_TCP = 6
-    PROTO_UDP = 17
-    DNS_PORT = 53
-    DNS_TYPE_SVCB = 64
-    DNS_TYPE_HTTPS = 65
-    DOT_PORT = 853
-    QUIC_PORT = 443
-    HTTP_PORT = 80
-    HTTPS_PORT = 443
-    NTP_PORT = 123
-    CODE_FIELD_MIN = 15     # the largest code the mark field must hold (CODE_HTTP_FOLLOW needs 4 bits)
     # How strict one judged request is, so the strictest of a packet's requests decides.
     RANK_NONE = -1
     RANK_ALLOW = 0
@@ -227,7 +223,8 @@ cdef struct Counters:
     uint64_t dns_queries
     uint64_t dns_blocked
     uint64_t slow_packets
-    uint64_t malformed_dropped
+    uint64_t malformed_dropped  # truncated or malformed, fail-closed
+    uint64_t malformed_passed   # the same, fail-open
     uint64_t fragments_accepted
     uint64_t receive_errors
     uint64_t send_errors
@@ -244,7 +241,8 @@ cdef inline double wall_clock() noexcept nogil:
     return now.tv_sec + now.tv_nsec * 1e-9
 
 
-cdef inline uint8_t code_for(uint8_t action) noexcept nogil:
+cpdef uint8_t code_for(uint8_t action) noexcept nogil:
+    """The verdict code (Code) a flow's final RuleAction puts in the marks."""
     if action == ACTION_BLOCK or action == ACTION_SINKHOLE:
         return CODE_REJECT
     if action == ACTION_DROP:
@@ -265,10 +263,11 @@ cdef class Enforcer:
     cdef int list_count
     cdef uint32_t mark_mask
     cdef uint32_t mark_shift
+    cdef bint fail_open                # queue.fail: what a packet the decoder cannot read gets
     cdef int batch_size
-    cdef QueuedPacket packets[MAX_BATCH]
-    cdef Verdict verdicts[MAX_BATCH]
-    cdef Work work[MAX_BATCH]
+    cdef QueuedPacket packets[BATCH_CAPACITY]
+    cdef Verdict verdicts[BATCH_CAPACITY]
+    cdef Work work[BATCH_CAPACITY]
     cdef list payloads                 # replacement payloads, alive until the batch is sent
     cdef DecidedFlow* decided
     cdef uint16_t* decided_tags        # per slot: 0 empty, else 16 bits of the flow's hash (| 1)
@@ -278,7 +277,7 @@ cdef class Enforcer:
     cdef double decided_lifetime
     # Decisions of the batch being classified, remembered once it is done: the table's slots
     # are scattered over megabytes, and writing them together overlaps their cache misses.
-    cdef int deferred[MAX_BATCH]
+    cdef int deferred[BATCH_CAPACITY]
     cdef int deferred_count
     cdef uint64_t deferred_bits      # bit (hash & 63) of each deferred flow: most packets skip the scan
     cdef bint deferring
@@ -292,19 +291,18 @@ cdef class Enforcer:
     cdef Counters counters
     cdef object handler
 
-    def __cinit__(self, PacketQueue queue, FlowExtractor extractor not None, object handler, uint32_t mark_mask,
-                  int batch_size=64, int decided_flows=65536, double decided_lifetime=86400.0):
+    def __cinit__(self, PacketQueue queue, FlowExtractor extractor not None, object handler, object mark_layout,
+                  int batch_size=64, int decided_flows=65536, double decided_lifetime=86400.0,
+                  bint fail_open=False):
         cdef uint32_t size = DECIDED_PROBES
-        if mark_mask == 0 or not 1 <= batch_size <= MAX_BATCH or decided_flows < 1:
-            raise ValueError("mark mask, batch size (1-256) and decided flows must be set")
+        if not 1 <= batch_size <= BATCH_CAPACITY or decided_flows < 1:
+            raise ValueError(f"batch size (1-{BATCH_CAPACITY}) and decided flows must be set")
         self.queue, self.extractor, self.handler = queue, extractor, handler
         self.quic = QuicFlows()
-        self.mark_mask = mark_mask
-        self.mark_shift = 0
-        while not (mark_mask >> self.mark_shift) & 1:
-            self.mark_shift += 1
-        if (mark_mask >> self.mark_shift) < CODE_FIELD_MIN:
-            raise ValueError("the mark mask needs at least 4 contiguous bits (codes 0-8)")
+        # rules/marks.py's MarkLayout has checked the mask (contiguous, room for every code)
+        self.mark_mask = mark_layout.mask
+        self.mark_shift = mark_layout.shift
+        self.fail_open = fail_open
         # Plain-HTTP connections are a few of the decided flows: a quarter of the table's
         # size keeps the follower's slots (about 90 bytes each) in fewer pages and cache lines.
         self.follower = HttpFollower(max(DECIDED_PROBES, decided_flows // 4))
@@ -451,8 +449,12 @@ cdef class Enforcer:
         if self.extractor.decoded != DECODE_OK:
             if self.extractor.decoded == DECODE_FRAGMENT or self.extractor.decoded == DECODE_OTHER:
                 self.counters.fragments_accepted += 1   # conntrack reassembles; not ours to judge
+            elif self.fail_open:
+                # Truncated or malformed: the configured fail mode decides, as for a packet no
+                # worker could take (Suricata does the same). Passed, the flow stays undecided.
+                self.counters.malformed_passed += 1
             else:
-                verdict.verdict = NF_DROP               # truncated or malformed: counted, dropped
+                verdict.verdict = NF_DROP
                 self.counters.malformed_dropped += 1
             return
         work.kind = kind

@@ -33,6 +33,15 @@ BLOCKED_STATUS: Final = HTTPStatus.FORBIDDEN
 NEUTRAL_STATUS: Final = HTTPStatus.NOT_FOUND
 
 
+def reported_event(*, time: float, group: str, category: str | None, name: str | None, destination: str | None,
+                   kind: str, action: str, client_address: str, reference: str | None = None) -> dict[str, object]:
+    """A block event as a worker (or the block-page server) reports it to the supervisor, which
+    pseudonymises it (Pseudonymiser.block_event). `reference` is the one a block page showed."""
+    return {"time": time, "group": group, "category": category, "name": name, "destination": destination,
+            "kind": kind, "action": action, "client_address": client_address,
+            "reference": reference or new_reference()}
+
+
 def new_reference() -> str:
     """8 random base32 characters (40 bits): a code for the block page that finds one event.
 

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
+from edufilter import logs
 from edufilter.enforce.blockpage import (
     FALLBACK_LANGUAGE,
     MAX_REASON_CHARS,
@@ -28,7 +29,7 @@ from edufilter.enforce.blockpage import (
 )
 from edufilter.errors import EdufilterError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(logs.BLOCK_PAGE)
 
 REVIEW_PATH: Final = "/review"
 MAX_REVIEW_FORM_BYTES: Final = 4096

@@ -15,6 +15,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from edufilter import logs
 from edufilter.errors import EdufilterError
 
 IPPROTO_TCP: Final = 6
@@ -29,7 +30,7 @@ _UDP_CHECKSUM_OFFSET: Final = 6
 _IPV4_HEADER: Final = struct.Struct("!BBHHHBBH4s4s")
 _IPV6_HEADER: Final = struct.Struct("!IHBB16s16s")
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(logs.ENFORCE)
 
 
 class InjectionError(EdufilterError):

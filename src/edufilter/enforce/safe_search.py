@@ -20,9 +20,10 @@ import time
 import zlib
 from pathlib import Path
 
+from edufilter import logs
 from edufilter.state import StateDir
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(logs.ENFORCE)
 
 MAX_WORKERS = 64
 SLOTS = 128  # per worker: a few providers' addresses, each refreshed in place
@@ -138,7 +139,8 @@ class SafeSearchAddresses:
                 continue
             entries: dict[tuple[int, bytes], float] = {}
             for slot in range(SLOTS):
-                expires, target_hash, version, address = _SLOT.unpack_from(self.map, base + _HEADER.size + slot * _SLOT.size)
+                offset = base + _HEADER.size + slot * _SLOT.size
+                expires, target_hash, version, address = _SLOT.unpack_from(self.map, offset)
                 if expires > 0 and version in (4, 6):
                     entries[(target_hash, address[:4] if version == 4 else address)] = expires
             if _HEADER.unpack_from(self.map, base)[0] == generation:

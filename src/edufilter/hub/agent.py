@@ -22,6 +22,7 @@ import nats
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
+from edufilter import logs
 from edufilter.api.context import Applier
 from edufilter.config import HubConfig
 from edufilter.errors import EdufilterError
@@ -40,7 +41,7 @@ from edufilter.hub.outbox import Outbox
 from edufilter.hub.stats import MinuteCounts, stats_subject
 from edufilter.policy.model import Policy
 
-log = logging.getLogger("edufilter.hub")
+log = logging.getLogger(logs.HUB)
 
 HUB_DIR = "hub"
 APPLIED_FILE = "applied.json"

@@ -57,8 +57,8 @@ async def latest(client: nats.NATS, bucket: str) -> tuple[int, dict[str, str]]:
     except NotFoundError:
         return 0, {}
     if (message.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
-        return message.seq, {}
-    return message.seq, decode_part(message.data or b"")
+        return message.seq or 0, {}
+    return message.seq or 0, decode_part(message.data or b"")
 
 
 async def site_names(client: nats.NATS) -> list[str]:

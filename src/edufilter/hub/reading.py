@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +32,7 @@ def events_of(site: str | None) -> str:
 
 async def stream_records(client: nats.NATS, subject: str, *, start: int = 1, since: datetime | None = None,
                          most: int, stream: str = EVENTS_STREAM,
-                         prefix: str = EVENTS_SUBJECT_PREFIX) -> AsyncIterator[tuple[int, dict]]:
+                         prefix: str = EVENTS_SUBJECT_PREFIX) -> AsyncGenerator[tuple[int, dict], None]:
     """Up to `most` records of `subject` in `stream` (the events, or the per-minute counts) from
     stream sequence `start` (or from time `since`), oldest first, each as (stream sequence,
     record with its site added: the subject after `prefix`)."""

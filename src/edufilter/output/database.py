@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
+from edufilter import logs
 from edufilter.errors import EdufilterError
 
 DEFAULT_RETENTION_DAYS = 14
@@ -74,7 +75,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 # SQLite result codes that mean the file itself is damaged, not that the call was wrong.
 _DAMAGE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(logs.EVENTS)
 T = TypeVar("T")
 
 

@@ -128,6 +128,8 @@ class BlockEvent:
         return cls(**{**data, "time": moment})  # type: ignore[arg-type]
 
 
+
+
 class Pseudonymiser:
     """Keyed pseudonyms for client addresses, with a key per school-local day.
 

@@ -27,6 +27,7 @@ Schema 1 (times ISO 8601 with offset, counts since the daemon started; write_sta
                  "name_cache_hits": int, "name_cache_misses": int,   # names answered without a lookup, and not
                  "connections_reused": int,   # SYNs on a 5-tuple whose earlier connection was decided
                  "evasion": int,              # flows blocked as a circumvention attempt
+                 "malformed_dropped": int, "malformed_passed": int,  # unreadable packets, by queue.fail
                  "decisions": {group: {category or "": {verdict: {"flows": int}}}}}],
      "totals": {"packets": int, "flows": int, "queue_dropped": int, "user_dropped": int, "evasion": int,
                 "connections_reused": int,

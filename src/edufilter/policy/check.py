@@ -45,7 +45,8 @@ def _compiled(state_dir: Path, at: datetime | None, assume: Callable[[Policy], P
     """An engine on a policy image compiled for the question into a temporary file."""
     state = StateDir(state_dir)
     images = state.images
-    descriptor, temporary = tempfile.mkstemp(prefix=CHECK_PREFIX, suffix=".img", dir=images if images.exists() else None)
+    descriptor, temporary = tempfile.mkstemp(prefix=CHECK_PREFIX, suffix=".img",
+                                             dir=images if images.exists() else None)
     os.close(descriptor)
     lists = state.lists_image
     try:

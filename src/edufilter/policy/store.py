@@ -203,6 +203,18 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+# How the policy tables are read, here beside their schema: the whole-policy read below and the
+# API's one-object views (api/views.py) share them.
+GROUP_QUERY = (
+    "SELECT name, title, default_action, safe_search, quic, bypass_shield, log_client_address, unnamed FROM groups"
+)
+CATEGORY_QUERY = "SELECT name, source, titles, descriptions, alias_of FROM categories"
+CLIENT_QUERY = "SELECT id, group_name, cidr, interface, vlan, mac FROM clients"
+OVERRIDE_QUERY = "SELECT id, group_name, name, action, starts_at, expires_at, created_by, reason FROM overrides"
+SCHEDULE_SLOT_QUERY = "SELECT schedule, weekday, starts, ends FROM schedule_slots ORDER BY id"
+EXCEPTION_SLOT_QUERY = "SELECT exception, starts, ends FROM exception_slots ORDER BY id"
+SCHEDULE_EXCEPTION_QUERY = "SELECT id, schedule, day FROM schedule_exceptions ORDER BY id"
+
 BUSY_TIMEOUT_MS = 5000
 SQLITE_FULL = 13  # "database or disk is full"
 MAX_PENDING_REVIEWS = 1000  # block-page requests waiting at once; more are refused, not stored
@@ -388,10 +400,10 @@ class PolicyStore:
         """
         with self._transaction() as db:
             change = AuditedChange(db, kind, object_id)
-            changes_before, version_before = db.total_changes, _policy_version(db)
+            changes_before, version_before = db.total_changes, policy_version(db)
             yield change
             # Rows rewritten with the values they had (a PATCH that changes nothing) are no change.
-            changed = change.before != change.after or _policy_version(db) != version_before
+            changed = change.before != change.after or policy_version(db) != version_before
             if db.total_changes != changes_before and changed:
                 _insert_audit(db, actor, change)
 
@@ -422,7 +434,7 @@ class PolicyStore:
     @property
     def version(self) -> int:
         with self._errors():
-            return _policy_version(self._db)
+            return policy_version(self._db)
 
     def load(self) -> Policy:
         return self.load_with_version()[1]
@@ -430,13 +442,13 @@ class PolicyStore:
     def load_with_version(self) -> tuple[int, Policy]:
         """The policy and its policy_version, read from one snapshot."""
         with self.snapshot() as db:
-            return _policy_version(db), _read_policy(db)
+            return policy_version(db), _read_policy(db)
 
     @contextmanager
     def compile_view(self) -> Iterator[CompileView]:
         """What a compile reads, from one snapshot held until the block ends."""
         with self.snapshot() as db:
-            yield CompileView(db, _policy_version(db), _lists_revision(db), _read_policy(db, with_entries=False))
+            yield CompileView(db, policy_version(db), _lists_revision(db), _read_policy(db, with_entries=False))
 
     # Whole policy
 
@@ -526,7 +538,8 @@ class PolicyStore:
         """Change a list's description; its entries stay as they are."""
         with self._change() as db:
             self._require("lists", name, "list")
-            db.execute("UPDATE lists SET description = ? WHERE name = ?", (_text(description, "list.description"), name))
+            db.execute("UPDATE lists SET description = ? WHERE name = ?",
+                       (_text(description, "list.description"), name))
 
     def update_list(self, admin_list: AdminList) -> None:
         """Replace the description and all entries of an existing list."""
@@ -861,7 +874,7 @@ def _require_known(known: Known, kind: str, name: object, what: str) -> str:
 
 def checked_settings(settings: Settings, known: Known) -> Settings:
     _text(settings.timezone, "settings.timezone")
-    settings.zone  # the property raises PolicyError for an unknown time zone
+    settings.zone  # noqa: B018 -- the property raises PolicyError for an unknown time zone
     _require_known(known, "groups", settings.default_group, "settings.default_group: group")
     addresses = []
     for what, value, version in (
@@ -934,7 +947,8 @@ def checked_client(match: ClientMatch, known: Known) -> ClientMatch:
         raise PolicyError("client.vlan is only used with client.interface")
     if match.cidr is not None:
         try:
-            return ClientMatch(match.group, cidr=str(ipaddress.ip_network(_text(match.cidr, "client.cidr"), strict=False)))
+            network = ipaddress.ip_network(_text(match.cidr, "client.cidr"), strict=False)
+            return ClientMatch(match.group, cidr=str(network))
         except ValueError as error:
             raise PolicyError(f"client.cidr: {error}") from None
     if match.mac is not None:
@@ -1110,8 +1124,13 @@ def _write_settings(db: sqlite3.Connection, settings: Settings) -> None:
     )
 
 
+def stored_settings(db: sqlite3.Connection) -> dict[str, object]:
+    """The settings stored, by name; one never set is absent."""
+    return {key: json.loads(value) for key, value in db.execute("SELECT key, value FROM settings")}
+
+
 def _read_settings(db: sqlite3.Connection) -> Settings:
-    stored = {key: json.loads(value) for key, value in db.execute("SELECT key, value FROM settings")}
+    stored = stored_settings(db)
     return Settings(**{field.name: stored[field.name] for field in fields(Settings) if field.name in stored})
 
 
@@ -1139,7 +1158,8 @@ def _insert_list(db: sqlite3.Connection, admin_list: AdminList) -> None:
 
 
 def _insert_entry(db: sqlite3.Connection, list_name: str, entry: ListEntry) -> None:
-    db.execute("INSERT INTO list_entries (list, kind, value) VALUES (?, ?, ?)", (list_name, entry.kind.value, entry.value))
+    db.execute("INSERT INTO list_entries (list, kind, value) VALUES (?, ?, ?)",
+               (list_name, entry.kind.value, entry.value))
 
 
 def _has_entry(db: sqlite3.Connection, list_name: str, entry: ListEntry) -> bool:
@@ -1249,7 +1269,7 @@ def _insert_override(db: sqlite3.Connection, override: Override, keep_id: bool) 
     return cursor.lastrowid
 
 
-def _policy_version(db: sqlite3.Connection) -> int:
+def policy_version(db: sqlite3.Connection) -> int:
     return int(db.execute("SELECT version FROM policy_version").fetchone()[0])
 
 
@@ -1278,15 +1298,13 @@ def _read_policy(db: sqlite3.Connection, with_entries: bool = True) -> Policy:
     compiling: the entries are compared by the lists revision, compiled into the lists image)."""
     entries = _entries_by_list(db) if with_entries else {}
     slots: dict[str, list[TimeSlot]] = {}
-    for schedule, weekday, starts, ends in db.execute(
-        "SELECT schedule, weekday, starts, ends FROM schedule_slots ORDER BY id"
-    ):
+    for schedule, weekday, starts, ends in db.execute(SCHEDULE_SLOT_QUERY):
         slots.setdefault(schedule, []).append(TimeSlot(weekday, time.fromisoformat(starts), time.fromisoformat(ends)))
     exception_slots: dict[int, list[tuple[time, time]]] = {}
-    for exception_id, starts, ends in db.execute("SELECT exception, starts, ends FROM exception_slots ORDER BY id"):
+    for exception_id, starts, ends in db.execute(EXCEPTION_SLOT_QUERY):
         exception_slots.setdefault(exception_id, []).append((time.fromisoformat(starts), time.fromisoformat(ends)))
     exceptions: dict[str, list[DatedException]] = {}
-    for exception_id, schedule, day in db.execute("SELECT id, schedule, day FROM schedule_exceptions ORDER BY id"):
+    for exception_id, schedule, day in db.execute(SCHEDULE_EXCEPTION_QUERY):
         exceptions.setdefault(schedule, []).append(
             DatedException(date.fromisoformat(day), tuple(exception_slots.get(exception_id, ())))
         )
@@ -1294,9 +1312,7 @@ def _read_policy(db: sqlite3.Connection, with_entries: bool = True) -> Policy:
         settings=_read_settings(db),
         categories=tuple(
             Category(name, source, json.loads(titles), json.loads(descriptions), alias_of)
-            for name, source, titles, descriptions, alias_of in db.execute(
-                "SELECT name, source, titles, descriptions, alias_of FROM categories ORDER BY rowid"
-            )
+            for name, source, titles, descriptions, alias_of in db.execute(f"{CATEGORY_QUERY} ORDER BY rowid")
         ),
         lists=tuple(
             AdminList(name, description, tuple(entries.get(name, ())))
@@ -1306,15 +1322,12 @@ def _read_policy(db: sqlite3.Connection, with_entries: bool = True) -> Policy:
             Group(name, title, Action(action), bool(safe_search), QuicMode(quic), bool(shield), bool(log_address),
                   UnnamedFlows(unnamed))
             for name, title, action, safe_search, quic, shield, log_address, unnamed in db.execute(
-                "SELECT name, title, default_action, safe_search, quic, bypass_shield, log_client_address, unnamed"
-                " FROM groups ORDER BY rowid"
+                f"{GROUP_QUERY} ORDER BY rowid"
             )
         ),
         clients=tuple(
             ClientMatch(group, cidr, interface, vlan, mac)
-            for group, cidr, interface, vlan, mac in db.execute(
-                "SELECT group_name, cidr, interface, vlan, mac FROM clients ORDER BY id"
-            )
+            for _, group, cidr, interface, vlan, mac in db.execute(f"{CLIENT_QUERY} ORDER BY id")
         ),
         rules=tuple(
             Rule(
@@ -1346,8 +1359,7 @@ def _read_policy(db: sqlite3.Connection, with_entries: bool = True) -> Policy:
                 reason,
             )
             for override_id, group, name, action, starts_at, expires_at, created_by, reason in db.execute(
-                "SELECT id, group_name, name, action, starts_at, expires_at, created_by, reason"
-                " FROM overrides ORDER BY id"
+                f"{OVERRIDE_QUERY} ORDER BY id"
             )
         ),
     )

@@ -21,8 +21,8 @@ from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET, NFCTAttrTuple, nfct_msg
 
-from edufilter.rules.marks import UNDECIDED, MarkLayout
 from edufilter.errors import NetfilterError
+from edufilter.rules.marks import UNDECIDED, MarkLayout
 
 _ADDRESS_FAMILY = {4: socket.AF_INET, 6: socket.AF_INET6}
 _VERSION = {socket.AF_INET: 4, socket.AF_INET6: 6}
@@ -30,11 +30,7 @@ _ADDRESS_ATTRS = {4: ("CTA_IP_V4_SRC", "CTA_IP_V4_DST"), 6: ("CTA_IP_V6_SRC", "C
 
 
 class ConntrackError(NetfilterError):
-    """A ctnetlink request failed; errno is the kernel's reason (None if it gave none)."""
-
-    def __init__(self, message: str, errno: int | None) -> None:
-        super().__init__(message)
-        self.errno = errno
+    """A ctnetlink request failed."""
 
 
 class FlowTuple(NamedTuple):

@@ -8,31 +8,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edufilter._wire import Code
 from edufilter.errors import NetfilterError
 
-# Conntrack mark codes (a flow's decision) and packet mark codes (one packet's state).
-UNDECIDED = 0
-ALLOW = 1
-REJECT = 2  # TCP reset, ICMP administratively prohibited otherwise
-DROP = 3
-# packet mark: let through once, the flow still undecided (a SYN, a DNS query, a fragment).
-# Workers repeat such packets (NF_REPEAT) as they do decided ones, and the rules return at
-# once; either way the school's own chains follow ours.
-PASS = 4
-BOUND = 5  # packet mark: an undecided flow past the inspection bound; the worker decides now
-SAFE_SEARCH = 6  # conntrack mark: queue this DNS flow's answers so they can be rewritten
-INJECTED = 7  # packet mark: sent by edufilter itself, never queued
-# conntrack mark: an allowed plain-HTTP flow whose client data (packets carrying bytes) is still
-# queued, so every request on the kept-alive connection is judged; the server's bytes never
-# are. Packet mark: the rules queue such a packet with it, and a worker repeats it with it.
-HTTP_FOLLOW = 8
-# packet mark: a TCP segment from the LAN that conntrack found invalid (a bad checksum, no ACK,
-# outside the window: no entry, so no conntrack mark). Queued so a decoy among them counts as
-# evasion; a worker passes it, and such a segment alone never decides a flow.
-INVALID = 9
+# The codes' values and meanings are defined once, in _wire.pxd (Code); the rules know them by these names.
+UNDECIDED = Code.CODE_UNDECIDED
+ALLOW = Code.CODE_ALLOW
+REJECT = Code.CODE_REJECT
+DROP = Code.CODE_DROP
+PASS = Code.CODE_PASS
+BOUND = Code.CODE_BOUND
+SAFE_SEARCH = Code.CODE_SAFE_SEARCH
+INJECTED = Code.CODE_INJECTED
+HTTP_FOLLOW = Code.CODE_HTTP_FOLLOW
+INVALID = Code.CODE_INVALID
 
 # Codes a worker's NF_REPEAT verdict puts in the packet mark; the rules save them in conntrack.
 VERDICT_CODES = (ALLOW, REJECT, DROP, SAFE_SEARCH, HTTP_FOLLOW)
+# How a flow's decision code reads in counters and the status: a reject is a block.
+VERDICT_NAMES = {ALLOW: "allow", REJECT: "block", DROP: "drop"}
 DEFAULT_MASK = 0x0F000000
 # Room for the largest code, INVALID = 9 (HTTP_FOLLOW = 8 took the fourth bit). It was 3 bits
 # (codes 0-7) before HTTP_FOLLOW: a configured marks.mask of 3 bits is now refused at start,

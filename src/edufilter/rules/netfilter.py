@@ -141,7 +141,7 @@ def _run(
             stdin=None if input is not None else subprocess.DEVNULL,
         )
     except (OSError, subprocess.TimeoutExpired) as error:
-        raise NetfilterError(f"{' '.join(argv)}: {error}") from error
+        raise NetfilterError(f"{' '.join(argv)}: {error}", getattr(error, "errno", None)) from error
     if check and completed.returncode != 0:
         raise NetfilterError(
             f"{' '.join(argv)} exited {completed.returncode}: {completed.stderr.strip()}"

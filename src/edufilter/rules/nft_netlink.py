@@ -120,7 +120,7 @@ def _failure(what: str, code: int) -> NetfilterError:
     hint = ""
     if code == errno.ENOENT:
         hint = " (is the table there, and are nft_compat and xt_NFQUEUE in the kernel?)"
-    return NetfilterError(f"{what}: {os.strerror(code)}{hint}")
+    return NetfilterError(f"{what}: {os.strerror(code)}{hint}", code)
 
 
 def _expression(name: str, *data: bytes) -> bytes:
@@ -167,7 +167,7 @@ def add_xt_queue_rule(table: str, chain: str, first: int, count: int, bypass: bo
                             raise _failure(f"xt NFQUEUE rule (message {seq})", -code)
                         acknowledged += 1
     except OSError as error:
-        raise NetfilterError(f"xt NFQUEUE rule: {error}") from error
+        raise NetfilterError(f"xt NFQUEUE rule: {error}", error.errno) from error
 
 
 def _counted_packets(rule: bytes, table: str, chain: str) -> int | None:
@@ -216,7 +216,7 @@ def queued_packets(table: str, chain: str) -> int | None:
                         if counted is not None:
                             total = (total or 0) + counted
     except OSError as error:
-        raise NetfilterError(f"reading the counters of {table} {chain}: {error}") from error
+        raise NetfilterError(f"reading the counters of {table} {chain}: {error}", error.errno) from error
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -143,7 +143,11 @@ class Engine:
 
     @classmethod
     def open(cls, state_dir: Path) -> Engine:
-        images = images_dir(state_dir)
+        return cls.in_images(images_dir(state_dir))
+
+    @classmethod
+    def in_images(cls, images: Path) -> Engine:
+        """The three images of an images folder (a daemon computes its folder once)."""
         return cls(images / CATEGORIES_IMAGE, images / LISTS_IMAGE, images / POLICY_IMAGE)
 
     @property

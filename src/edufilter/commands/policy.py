@@ -81,6 +81,7 @@ def store_policy(state_dir: Path, policy: Policy) -> int:
 
 
 def run_compile(args: argparse.Namespace) -> int:
+    from edufilter.daemon.control import request_reload
     from edufilter.policy.compile import compile_categories, compile_policy
 
     if args.categories:
@@ -91,6 +92,8 @@ def run_compile(args: argparse.Namespace) -> int:
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"policy: {report.path} ({report.image_bytes} bytes)")
+    if request_reload(args.state_dir):  # it maps what was compiled here; it does not compile again
+        print("the running daemon is mapping the new images")
     return 0
 
 

@@ -12,6 +12,29 @@ from edufilter.policy.compile import compile_policy, images_dir
 from edufilter.policy.defaults import load_policy_dir
 from edufilter.policy.store import PolicyStore
 
+# A school's pupils under safe search and the bypass shield, with a blocked, a sinkholed and
+# a blocked-network list.
+POLICY = """
+[settings]
+default_group = "pupils"
+[lists.blocked]
+domain = ["blocked.test"]
+[lists.sink]
+domain = ["sink.test"]
+[lists.network]
+cidr = ["198.51.100.0/24"]
+[groups.pupils]
+safe_search = true
+bypass_shield = true
+[[groups.pupils.rules]]
+action = "block"
+lists = ["blocked", "network"]
+[[groups.pupils.rules]]
+action = "sinkhole"
+lists = ["sink"]
+"""
+MASK = 0x0F000000
+
 
 def compiled_view(state: Path, policy: str) -> PolicyView:
     (state / "policy").mkdir(parents=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dpkt
 import pytest
-from compiled_policy import compiled_view, set_policy
+from compiled_policy import MASK, POLICY, compiled_view, set_policy
 from packets import (
     CLIENT4,
     SERVER4,
@@ -30,19 +30,6 @@ from edufilter.enforce._enforce import Code, Enforcer, Reason, Slow
 from edufilter.enforce.safe_search import SafeSearchAddresses
 from edufilter.rules.marks import MarkLayout
 
-POLICY = """
-[settings]
-default_group = "pupils"
-[lists.blocked]
-domain = ["blocked.test"]
-[groups.pupils]
-safe_search = true
-bypass_shield = true
-[[groups.pupils.rules]]
-action = "block"
-lists = ["blocked"]
-"""
-MASK = 0x0F000000
 SAFE_ADDRESS = "198.18.5.5"
 
 
@@ -101,6 +88,18 @@ def dns_over_tcp(name: str, qtype: int = dpkt.dns.DNS_A) -> list[bytes]:
 
 
 # ---- DNS: one flag per cause, each answered its own way
+
+
+@pytest.mark.parametrize("name, rcode, answers", [("www.blocked.test", dpkt.dns.DNS_RCODE_NXDOMAIN, 0),
+                                                  ("sink.test", dpkt.dns.DNS_RCODE_NOERR, 1)])
+def test_a_blocked_query_is_answered_as_its_rule_says_and_logged(view: PolicyView, slow: SlowPath, name: str,
+                                                                 rcode: int, answers: int) -> None:
+    enforcer, flagged = run(view, slow, [query(name)])
+    assert [reason for _, reason, _ in flagged] == [Slow.SLOW_DNS_ANSWER]
+    assert enforcer.verdicts == {0: (DROP, None, None)}
+    message = dns_message(slow.outbox[0])
+    assert (message.rcode, len(message.an)) == (rcode, answers), "NXDOMAIN, or the block page's address"
+    assert [(event["name"], event["kind"]) for event in slow.events] == [(name, "dns")]
 
 
 def test_a_bypass_signal_gets_nxdomain_and_the_query_is_dropped(view: PolicyView, slow: SlowPath) -> None:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from compiled_policy import compiled_view
+from compiled_policy import POLICY, compiled_view
 from test_supervisor import FakeWorkerSupervisor, supervised, wait_for
 
 from edufilter.config import (
@@ -28,16 +28,6 @@ from edufilter.policy.compile import compile_policy
 from edufilter.policy.model import EntryKind, ListEntry
 from edufilter.policy.store import PolicyStore
 
-POLICY = """
-[settings]
-default_group = "pupils"
-[lists.blocked]
-domain = ["blocked.test"]
-[groups.pupils]
-[[groups.pupils.rules]]
-action = "block"
-lists = ["blocked"]
-"""
 
 
 def received(end: socket.socket) -> list[dict]:

@@ -13,7 +13,7 @@ from edufilter._fastpath import FlowExtractor
 from edufilter.daemon.worker import PolicyView
 from edufilter.policy.compile import compile_policy, images_dir
 from edufilter.policy.store import PolicyStore
-from compiled_policy import compiled_view, set_policy
+from compiled_policy import MASK, POLICY, compiled_view, set_policy
 from packets import (
     SERVER4,
     dns_query,
@@ -27,26 +27,6 @@ from packets import (
     udp,
 )
 
-POLICY = """
-[settings]
-default_group = "pupils"
-[lists.blocked]
-domain = ["blocked.test"]
-[lists.sink]
-domain = ["sink.test"]
-[lists.network]
-cidr = ["198.51.100.0/24"]
-[groups.pupils]
-safe_search = true
-bypass_shield = true
-[[groups.pupils.rules]]
-action = "block"
-lists = ["blocked", "network"]
-[[groups.pupils.rules]]
-action = "sinkhole"
-lists = ["sink"]
-"""
-MASK = 0x0F000000
 
 
 @pytest.fixture(scope="module")

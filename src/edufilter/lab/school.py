@@ -162,9 +162,10 @@ class FilteredSchool:
         return code
 
     def reload(self) -> None:
-        """SIGHUP, then wait until every worker mapped the new policy version."""
+        """Compile the stored policy as an administrator does (`edufilter policy compile`, which
+        tells the daemon to map it), then wait until every worker maps the new version."""
         version = self.stored_version()
-        self.daemon.send_signal(signal.SIGHUP)
+        self.run_edufilter("policy", "compile")
         self.wait_for_version(version)
 
     def wait_for_version(self, version: int, timeout: float = 10.0) -> None:

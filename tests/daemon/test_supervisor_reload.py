@@ -154,3 +154,21 @@ def test_a_worker_refuses_a_first_message_that_is_no_start_message() -> None:
     with supervisor_end, worker_end:
         supervisor_end.send(start_message(Config(), Path("/var/lib/edufilter/images")))
         assert receive_start(worker_end) == (Config(), Path("/var/lib/edufilter/images"))
+
+
+def test_a_full_disk_problem_clears_once_the_stored_policy_was_compiled_elsewhere_and_mapped(daemon) -> None:
+    supervisor, ends, compiles = daemon
+    supervisor.image_problem = "image policy.img: the disk is full"
+    change_and_compile(supervisor.state_dir, "later.test")
+    with PolicyStore(supervisor.state_dir / "policy.sqlite") as store:  # stored after that compile
+        store.add_list_entry("blocked", ListEntry(EntryKind.DOMAIN, "newer.test"))
+
+    async def sighup() -> None:
+        supervisor.reload_lock = asyncio.Lock()
+        await supervisor.remap()
+
+    asyncio.run(sighup())
+    assert supervisor.status()["policy"]["problem"], "the live images are still older than the store"
+    change_and_compile(supervisor.state_dir, "last.test")
+    asyncio.run(sighup())
+    assert supervisor.status()["policy"]["problem"] is None and compiles == []

@@ -377,7 +377,13 @@ class Supervisor:
                 log.error("images not mapped: %s (version %s stays live)", error,
                           self.engine.version if self.engine else None)
                 return
+            if self.image_problem is not None and self.engine.version >= await asyncio.to_thread(self.stored_version):
+                self.image_problem = None  # compiled elsewhere once space was freed
             self.send_reload(started, "mapped")
+
+    def stored_version(self) -> int:
+        with PolicyStore.for_reading(self.state_dir / POLICY_DB) as store:
+            return store.version
 
     async def compile_and_send(self) -> int | EdufilterError:
         started = time.monotonic()

@@ -16,8 +16,9 @@ from querymix import POPULAR, LookupMix, Rankings, lookup_mixes, realistic_ranki
 from edufilter._fastpath import FlowExtractor
 from edufilter.daemon.worker import PolicyView
 from edufilter.enforce._enforce import Enforcer
-from edufilter.enforce.dns import special_names
+from edufilter.enforce.dns import bypass_names, safe_search_names
 from edufilter.rules.marks import MarkLayout
+from edufilter.state import StateDir
 
 BENCH = Path(__file__).resolve().parent
 LOAD_AT_START = pytest.StashKey[tuple[float, float, float]]()
@@ -43,11 +44,11 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
 def worker_loop(policy_scale: PolicyScale) -> Callable[[], Enforcer]:
     """Makes a fresh worker loop (empty flow table and decided flows) over the policy at scale,
     without a queue: Enforcer.classify_offline runs the worker's own classify pass."""
-    view = PolicyView.load(policy_scale.state_dir)
+    view = PolicyView.load(StateDir(policy_scale.state_dir).images)
 
     def make() -> Enforcer:
         loop = Enforcer(None, FlowExtractor(), None, MarkLayout(), 64)
-        loop.set_policy(view.engine.classifier, view.groups, special_names(), view.url_hosts)
+        loop.set_policy(view.engine.classifier, view.groups, safe_search_names(), bypass_names(), view.url_hosts)
         return loop
 
     return make

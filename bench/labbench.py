@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dpkt
-
-from edufilter.capture._queue import parse_queue_counters
 from edufilter_lab.netns import Host, Lab, LabError
 from edufilter_lab.reference_loop import build_accept_all
 from edufilter_lab.school import UPSTREAM_V4, FilteredSchool, start_filtered_school
 from edufilter_lab.traffic import capture, wait_for_listener
+
+from edufilter.capture._queue import parse_queue_counters
 
 BENCH = Path(__file__).resolve().parent
 FLOOD_SOURCE = BENCH / "udp_flood.c"

@@ -13,15 +13,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from edufilter.classify._classify import DomainTable
-from edufilter.enforce._enforce import Slow
-from edufilter.classify.engine import Engine
-from edufilter.classify.image import Image
 from mixes import FLOWS, MIX_DESCRIPTION, TINY, first_packets_mix
 from policyscale import PolicyScale
 from querymix import LookupMix, count_listed_python
 from reference_extractor import ReferenceExtractor
+
+from edufilter.classify._classify import DomainTable
+from edufilter.classify.engine import Engine
+from edufilter.classify.image import Image
+from edufilter.enforce._enforce import Slow
 
 MIXES = ("realistic", "uniform", "hits", "misses")
 FAST_ROUNDS = 3 if TINY else 20

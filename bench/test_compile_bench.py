@@ -10,12 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edufilter.classify._classify import DomainTable
-from edufilter.policy.compile import write_categories_image
-from edufilter.classify.image import Image
-from edufilter.policy.liststore import ListStore
 from mixes import TINY
 from policyscale import PolicyScale
+
+from edufilter.classify._classify import DomainTable
+from edufilter.classify.image import Image
+from edufilter.policy.compile import write_categories_image
+from edufilter.policy.liststore import ListStore
 
 COMPILE_ROUNDS = 1 if TINY else 3
 RELOAD_ROUNDS = 2 if TINY else 10

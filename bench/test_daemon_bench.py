@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from edufilter_lab.netns import Lab, cleanup_stale, namespaces_available
 from edufilter_lab.school import start_filtered_school
 from labbench import median

@@ -5,9 +5,9 @@ verify_checksums=True)) against without, on the same packets in the same run."""
 from __future__ import annotations
 
 import pytest
+from mixes import FIRST_PACKETS, MIX_DESCRIPTION, TINY
 
 from edufilter._fastpath import FlowExtractor
-from mixes import FIRST_PACKETS, MIX_DESCRIPTION, TINY
 
 FAST_ROUNDS = 3 if TINY else 30
 NOW = 1.0

@@ -7,11 +7,11 @@ from __future__ import annotations
 from functools import cache
 
 import dpkt
+from mixes import FIRST_PACKETS, MIX_DESCRIPTION, QUIC_MIX_DESCRIPTION, QUIC_PACKETS, QUIC_PORT, TINY
+from reference_extractor import ReferenceExtractor, client_hello_names, parse_ip
 
 from edufilter._fastpath import FlowExtractor
 from edufilter.decode.quic import QuicInitialCollector, looks_like_client_initial
-from mixes import FIRST_PACKETS, MIX_DESCRIPTION, QUIC_MIX_DESCRIPTION, QUIC_PACKETS, QUIC_PORT, TINY
-from reference_extractor import ReferenceExtractor, client_hello_names, parse_ip
 
 FAST_ROUNDS = 3 if TINY else 30
 REFERENCE_ROUNDS = 1 if TINY else 3

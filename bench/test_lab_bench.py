@@ -13,7 +13,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
-
 from edufilter_lab.netns import Lab, cleanup_stale, namespaces_available
 from labbench import BenchLab, median, percentile
 from querymix import HIT_SHARE, Rankings, realistic_queries

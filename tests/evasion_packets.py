@@ -8,7 +8,6 @@ import socket
 import struct
 
 import dpkt
-
 from packets import ACK_PSH, CLIENT4, CLIENT6, SERVER4, SERVER6, ipv6
 
 SYN_TTL = 64

@@ -6,12 +6,22 @@ import struct
 
 import dpkt
 import pytest
+from packets import (
+    client_hello_message,
+    dns_query,
+    ipv4,
+    ipv6,
+    openssl_client_hello,
+    post_quantum_client_hello,
+    segments,
+    sni_extension,
+    syn,
+    tcp,
+    tls_records,
+    udp,
+)
 
 from edufilter._fastpath import FlowExtractor, normalise_name, parse_client_hello
-from packets import (
-    client_hello_message, dns_query, ipv4, ipv6, openssl_client_hello,
-    post_quantum_client_hello, segments, sni_extension, syn, tcp, tls_records, udp,
-)
 
 
 def names(extractor: FlowExtractor, packets: list[bytes], now: float = 1.0) -> list[tuple[int, str, str, bool]]:

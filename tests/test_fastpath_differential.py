@@ -7,10 +7,10 @@ import struct
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from edufilter._fastpath import FlowExtractor
 from packets import dns_query, ipv4, ipv6, post_quantum_client_hello, segments, syn, tls_records, udp
 from reference_extractor import ReferenceExtractor
+
+from edufilter._fastpath import FlowExtractor
 
 label = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_", min_size=1, max_size=20)
 host_names = st.builds(lambda labels, tld: ".".join([*labels, tld]), st.lists(label, min_size=1, max_size=4),

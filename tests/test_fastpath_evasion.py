@@ -9,10 +9,10 @@ import random
 
 import dpkt
 import pytest
-
-from edufilter._fastpath import Evasion, FlowExtractor, Handshake
 from evasion_packets import MD5_OPTION, http_request, pieces, segment, syn_segment
 from packets import openssl_client_hello, post_quantum_client_hello, tls_records
+
+from edufilter._fastpath import Evasion, FlowExtractor, Handshake
 
 ISN = 5000
 NAME = "blocked.school.test"

@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import struct
 
+from guarded import GuardedArena
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from packets import (
+    dns_query,
+    ipv4,
+    ipv6,
+    openssl_client_hello,
+    post_quantum_client_hello,
+    segments,
+    syn,
+    tcp,
+    tls_records,
+    udp,
+)
 
 from edufilter._fastpath import FlowExtractor, parse_client_hello
-from guarded import GuardedArena
-from packets import (
-    dns_query, ipv4, ipv6, openssl_client_hello, post_quantum_client_hello, segments, syn,
-    tcp, tls_records, udp,
-)
 
 ARENA = GuardedArena()
 PQ_RECORD = tls_records(post_quantum_client_hello(b"fuzz.school.test", ech=True))

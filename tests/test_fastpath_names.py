@@ -7,9 +7,9 @@ from __future__ import annotations
 import struct
 
 import pytest
+from packets import client_hello_message, extension, sni_extension
 
 from edufilter._fastpath import parse_client_hello_names, parse_request_head
-from packets import client_hello_message, extension, sni_extension
 
 
 def head(*lines: str | bytes, target: bytes = b"/") -> bytes:

@@ -13,15 +13,15 @@ from functools import cache
 from pathlib import Path
 
 import dpkt
+from evasion_packets import segment, syn_segment
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from packets import openssl_client_hello, post_quantum_client_hello, tls_records
+from reference_extractor import Malformed, NeedMoreBytes, client_hello_verdict
 
 import edufilter
 from edufilter._fastpath import Evasion, FlowExtractor
 from edufilter.capture.pcapfile import ip_packet, read_frames
-from evasion_packets import segment, syn_segment
-from packets import openssl_client_hello, post_quantum_client_hello, tls_records
-from reference_extractor import Malformed, NeedMoreBytes, client_hello_verdict
 
 SAMPLE = Path(edufilter.__file__).parent / "data" / "sample-school.pcapng"
 ISN = 0xFFFFFF00  # the sequence numbers wrap inside the ClientHello

@@ -20,7 +20,6 @@ import dpkt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from reference_extractor import (
     STREAM_CAP,
     ReferenceExtractor,

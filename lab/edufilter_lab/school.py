@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edufilter.state import StateDir
 from edufilter_lab.netns import Host, Lab, LabError, Link
 from edufilter_lab.traffic import (
     Certificate,
@@ -35,7 +36,6 @@ from edufilter_lab.traffic import (
     start_tls_server,
     wait_for_listener,
 )
-from edufilter.state import StateDir
 
 UPSTREAM_SUBNET = 1
 ROUTER_SUBNET = 2  # gateway --- router, when there is one
@@ -161,9 +161,10 @@ class FilteredSchool:
         return code
 
     def reload(self) -> None:
-        """SIGHUP, then wait until every worker mapped the new policy version."""
+        """Compile the stored policy as an administrator does (`edufilter policy compile`, which
+        tells the daemon to map it), then wait until every worker maps the new version."""
         version = self.stored_version()
-        self.daemon.send_signal(signal.SIGHUP)
+        self.run_edufilter("policy", "compile")
         self.wait_for_version(version)
 
     def wait_for_version(self, version: int, timeout: float = 10.0) -> None:

@@ -133,6 +133,29 @@ def load_config(path: Path | None = None, state_dir: Path | None = None) -> Conf
     return config
 
 
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """The configuration as its file would say it (paths as strings, lists for tuples): how
+    the supervisor hands it to its workers, which never read the file themselves."""
+
+    def plain(value: Any) -> Any:
+        if is_dataclass(value):
+            return {item.name: plain(getattr(value, item.name)) for item in fields(value)}
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, tuple):
+            return [plain(item) for item in value]
+        return value
+
+    return plain(config)
+
+
+def config_from_dict(data: dict[str, Any], where: str) -> Config:
+    """config_to_dict's inverse, checked as a file is; ConfigError names what is wrong."""
+    config = _build(Config, data, where, "")
+    _check(config, where)
+    return config
+
+
 def _build(kind: type, data: dict[str, Any], where: str, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: [{prefix.rstrip('.')}] must be a table")
@@ -203,8 +226,8 @@ def _check(config: Config, where: str) -> None:
         problems.append(f"api.listen: {error}")
     if bool(config.api.tls_certificate) != bool(config.api.tls_key):
         problems.append("api.tls_certificate and api.tls_key go together")
-    from edufilter.rules.marks import MarkLayout
     from edufilter.errors import NetfilterError
+    from edufilter.rules.marks import MarkLayout
 
     try:
         MarkLayout(config.marks.mask)

@@ -1,7 +1,8 @@
 """Offline inspection: the names in a capture file, as the gateway would see them.
 
 The pipeline is the data path's first half — capture (a pcap file) → decode (the fast
-path, then QUIC Initials in Python) — with each name reported on the frame that completes it.
+path, then QUIC Initials with the worker's own reader, decode/_quic.pyx) — with each name
+reported on the frame that completes it.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edufilter._fastpath import FlowExtractor, parse_client_hello
+from edufilter._fastpath import FlowExtractor
 from edufilter.capture.pcapfile import ip_packet, read_frames
 from edufilter.classify.engine import Explanation
-from edufilter.decode.quic import QuicInitialCollector
+from edufilter.decode._quic import QuicFlows, QuicStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,7 @@ def inspect_capture(path: str | Path, summary: InspectionSummary | None = None) 
     (after yielding what came before the damage)."""
     summary = summary if summary is not None else InspectionSummary()
     extractor = FlowExtractor()
-    quic = QuicInitialCollector()
+    quic = QuicFlows()
     try:
         for frame in read_frames(path):
             summary.frames += 1
@@ -129,11 +130,12 @@ def inspect_capture(path: str | Path, summary: InspectionSummary | None = None) 
                 continue
             kind, value, ech = found.kind, found.value, found.ech
             if kind == "quic_initial":
-                client_hello = quic.feed(found.payload, (found.src, found.sport), frame.timestamp)
-                parsed = parse_client_hello(client_hello) if client_hello is not None else None
-                if parsed is None or parsed[0] is None:
+                status, value, ech = quic.read(bytes(packet), frame.timestamp)
+                if status != QuicStatus.QUIC_NAME:
                     continue
-                kind, (value, ech) = "quic_sni", parsed
+                kind = "quic_sni"
+            if value is None:
+                continue  # a record without a name: nothing to report
             summary.names[kind] = summary.names.get(kind, 0) + 1
             yield NameRecord(
                 frame=frame.number,

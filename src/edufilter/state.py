@@ -9,6 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# The compiled images' names in an images folder (a daemon hands its folder to its workers).
+CATEGORIES_IMAGE = "categories.img"
+LISTS_IMAGE = "lists.img"
+POLICY_IMAGE = "policy.img"
+
 
 @dataclass(frozen=True, slots=True)
 class StateDir:
@@ -30,15 +35,15 @@ class StateDir:
 
     @property
     def categories_image(self) -> Path:
-        return self.images / "categories.img"
+        return self.images / CATEGORIES_IMAGE
 
     @property
     def lists_image(self) -> Path:
-        return self.images / "lists.img"
+        return self.images / LISTS_IMAGE
 
     @property
     def policy_image(self) -> Path:
-        return self.images / "policy.img"
+        return self.images / POLICY_IMAGE
 
     @property
     def lists(self) -> Path:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 import requests
 from conftest import LiveApi, problem, seed
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from conftest import LiveApi, conforms, problem, seed
+
 from edufilter.api.reviews import queue_review_request
 from edufilter.policy.store import PolicyStore
-
-from conftest import LiveApi, conforms, problem, seed
 
 
 def _queue(api: LiveApi, name: str, group: str, reference: str, reason: str = "") -> int:

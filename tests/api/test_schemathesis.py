@@ -24,9 +24,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from edufilter.api.settings import ApiSettings
 from edufilter.api.openapi import openapi_document
 from edufilter.api.routes import OPERATIONS_TABLE
+from edufilter.api.settings import ApiSettings
 
 CHECKS = [
     not_a_server_error,

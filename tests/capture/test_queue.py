@@ -9,6 +9,9 @@ import struct
 
 import dpkt
 import pytest
+from edufilter_lab.baseline_worker import name_of
+from edufilter_lab.queue_probe import Mode, parse_mode, rewrite_udp
+from packets import dns_query, ipv4, ipv6, openssl_client_hello, tcp, udp
 
 from edufilter.capture._queue import (
     ACCEPT,
@@ -19,9 +22,6 @@ from edufilter.capture._queue import (
     parse_queue_counters,
 )
 from edufilter.errors import EdufilterError, QueueError
-from edufilter_lab.baseline_worker import name_of
-from edufilter_lab.queue_probe import Mode, parse_mode, rewrite_udp
-from packets import dns_query, ipv4, ipv6, openssl_client_hello, tcp, udp
 
 # /proc/net/netfilter/nfnetlink_queue: queue_num peer_portid queue_total copy_mode copy_range
 # queue_dropped user_dropped id_sequence 1

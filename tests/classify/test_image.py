@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from edufilter.errors import PolicyError, StorageFullError
 from edufilter.classify.image import ALIGNMENT, Image, SectionSpec, hold_lock, remove_stale_temporaries, write_image
+from edufilter.errors import PolicyError, StorageFullError
 
 
 def test_sections_round_trip_including_empty_ones_at_a_page_edge(tmp_path: Path) -> None:

@@ -11,8 +11,9 @@ import pytest
 
 pytest.importorskip("nats", reason="nats-py (the hub extra) is not installed")
 
-from edufilter.cli import main  # noqa: E402
 from edufilter_lab.hub import make_tls  # noqa: E402
+
+from edufilter.cli import main  # noqa: E402
 
 
 def test_a_server_configuration_nats_server_accepts_with_a_user_per_site(tmp_path: Path) -> None:

@@ -41,3 +41,12 @@ def test_inspect_without_policy_keeps_the_exact_record_format(capsys: pytest.Cap
     assert main(["inspect", str(SAMPLE), "--json", "-q"]) == 0
     first = json.loads(capsys.readouterr().out.splitlines()[0])
     assert set(first) == {"frame", "kind", "value", "src", "dst"}
+
+
+def test_inspect_reads_quic_initials_as_the_gateway_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """The sample's two HTTP/3 connections (one with ECH), read by the worker's own QUIC reader."""
+    assert main(["inspect", str(SAMPLE), "--json", "-q"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    quic = [(record["frame"], record["value"], record.get("ech", False)) for record in records
+            if record["kind"] == "quic_sni"]
+    assert quic == [(161, "video.school.test", True), (175, "video.school.test", False)]

@@ -13,10 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from console_client import LiveConsole, School
-from console_client import school  # noqa: F401 (a fixture)
-from headless_chromium import browser  # noqa: F401 (a fixture)
-from headless_chromium import csp_violations, needs_chromium, serious_accessibility_violations
+from console_client import (
+    LiveConsole,
+    School,
+    school,  # noqa: F401 (a fixture)
+)
+from headless_chromium import (
+    browser,  # noqa: F401 (a fixture)
+    csp_violations,
+    needs_chromium,
+    serious_accessibility_violations,
+)
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="the browser tests need selenium (pip install selenium)")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402

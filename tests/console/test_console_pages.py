@@ -7,8 +7,7 @@ import re
 import sqlite3
 
 import pytest
-from console_client import ConsoleClient, School
-from console_client import console, school  # noqa: F401 (fixtures)
+from console_client import ConsoleClient, School, console, school  # noqa: F401 (fixtures)
 
 from edufilter.api.tokens import Role
 from edufilter.console.i18n import _TEXTS

@@ -7,8 +7,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from console_client import NOW, LiveConsole, School
-from console_client import school  # noqa: F401 (a fixture)
+from console_client import (
+    NOW,
+    LiveConsole,
+    School,
+    school,  # noqa: F401 (a fixture)
+)
 from test_console_browser import (  # noqa: F401 (fixtures)
     By,
     WebDriverWait,
@@ -16,11 +20,11 @@ from test_console_browser import (  # noqa: F401 (fixtures)
     csp_violations,
     expected_conditions,
     live,
+    pytestmark,  # noqa: F401 (skipped without chromium)
     screenshot,
     serious_accessibility_violations,
     sign_in,
 )
-from test_console_browser import pytestmark  # noqa: F401 (skipped without chromium)
 from test_console_overview_more import import_category
 
 from edufilter.policy.model import Action

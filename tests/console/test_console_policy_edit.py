@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import re
 
-from console_client import ConsoleClient, School
-from console_client import console, school  # noqa: F401 (fixtures)
+from console_client import ConsoleClient, School, console, school  # noqa: F401 (fixtures)
 
 from edufilter.policy.store import PolicyStore
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import re
 
-from console_client import ConsoleClient, Page, School
-from console_client import console, school  # noqa: F401 (fixtures)
+from console_client import ConsoleClient, Page, School, console, school  # noqa: F401 (fixtures)
 
 from edufilter.console.policy_pages import day_slots, slots_of_cells, week_grid
 from edufilter.policy.model import Action, Rule, TargetKind

@@ -7,8 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import requests
-from console_client import LiveConsole, School
-from console_client import school  # noqa: F401 (a fixture)
+from console_client import (
+    LiveConsole,
+    School,
+    school,  # noqa: F401 (a fixture)
+)
 from test_console_browser import (  # noqa: F401 (fixtures)
     By,
     WebDriverWait,
@@ -16,11 +19,11 @@ from test_console_browser import (  # noqa: F401 (fixtures)
     csp_violations,
     expected_conditions,
     live,
+    pytestmark,  # noqa: F401 (skipped without chromium)
     screenshot,
     serious_accessibility_violations,
     sign_in,
 )
-from test_console_browser import pytestmark  # noqa: F401 (skipped without chromium)
 
 from edufilter.policy.model import Action, Rule, TargetKind
 from edufilter.policy.store import PolicyStore

@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from console_client import LiveConsole, School
-from console_client import school  # noqa: F401 (a fixture)
+from console_client import (
+    LiveConsole,
+    School,
+    school,  # noqa: F401 (a fixture)
+)
 from test_console_browser import (  # noqa: F401 (fixtures)
     By,
     WebDriverWait,
@@ -21,11 +24,11 @@ from test_console_browser import (  # noqa: F401 (fixtures)
     csp_violations,
     expected_conditions,
     live,
+    pytestmark,  # noqa: F401 (skipped without chromium)
     screenshot,
     serious_accessibility_violations,
     sign_in,
 )
-from test_console_browser import pytestmark  # noqa: F401 (skipped without chromium)
 
 from edufilter.api.reviews import queue_review_request
 from edufilter.enforce.blockpage import BlockInfo

@@ -7,8 +7,7 @@ import re
 import sqlite3
 from datetime import datetime, timezone
 
-from console_client import ConsoleClient, School
-from console_client import console, school  # noqa: F401 (fixtures)
+from console_client import ConsoleClient, School, console, school  # noqa: F401 (fixtures)
 
 from edufilter.api.reviews import queue_review_request
 from edufilter.policy.store import PolicyStore

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from console_client import ConsoleClient, LiveConsole, School
-from console_client import console, school  # noqa: F401 (fixtures)
+from console_client import ConsoleClient, LiveConsole, School, console, school  # noqa: F401 (fixtures)
 
 from edufilter.api.settings import ApiSettings
 from edufilter.console.app import CONTENT_SECURITY_POLICY

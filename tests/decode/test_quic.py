@@ -10,8 +10,6 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicProtocolVersion, encode_quic_retry
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from edufilter.decode._quic import QuicFlows, QuicStatus
 from packets import ipv4, ipv6, udp
 from quic_packets import (
     QUIC_V1,
@@ -26,6 +24,8 @@ from quic_packets import (
     long_header_packet,
     varint,
 )
+
+from edufilter.decode._quic import QuicFlows, QuicStatus
 
 NAME, PENDING, NO_NAME, UNREADABLE = (QuicStatus.QUIC_NAME, QuicStatus.QUIC_PENDING, QuicStatus.QUIC_NO_NAME,
                                      QuicStatus.QUIC_UNREADABLE)

@@ -7,15 +7,6 @@ import pytest
 from aioquic.quic.packet import QuicProtocolVersion
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from edufilter.decode.quic import (
-    MAX_CRYPTO_BYTES,
-    QUIC_V1,
-    QUIC_V2,
-    QuicInitialCollector,
-    derive_client_initial_keys,
-    looks_like_client_initial,
-)
 from quic_packets import (
     CLIENT,
     OTHER_CLIENT,
@@ -37,6 +28,14 @@ from quic_packets import (
     varint,
 )
 
+from edufilter.decode.quic import (
+    MAX_CRYPTO_BYTES,
+    QUIC_V1,
+    QUIC_V2,
+    QuicInitialCollector,
+    derive_client_initial_keys,
+    looks_like_client_initial,
+)
 
 # --- RFC test vectors ---------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from packets import ipv4, ipv6
 
-from edufilter.enforce.blockpage_server import make_blockpage_app
 from edufilter.enforce.blockpage import (
     EVASION_CATEGORY,
     BlockInfo,
@@ -24,8 +24,8 @@ from edufilter.enforce.blockpage import (
     render_neutral_page,
     reset_to_server,
 )
+from edufilter.enforce.blockpage_server import make_blockpage_app
 from edufilter.errors import EdufilterError
-from packets import ipv4, ipv6
 
 INFO = BlockInfo(
     name="games.example.test",

@@ -9,10 +9,10 @@ import dpkt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from packets import ipv4, ipv6, udp
 
 from edufilter.enforce import dns
 from edufilter.enforce.inject import parse_ip
-from packets import ipv4, ipv6, udp
 
 CLIENT4, RESOLVER4 = "198.18.0.1", "198.18.1.2"
 CLIENT6, RESOLVER6 = "2001:2::1", "2001:2:0:1::2"

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from compiled_policy import MASK, POLICY, compiled_view, set_policy
 from packets import (
     SERVER4,
     dns_query,
@@ -25,45 +26,10 @@ from edufilter._wire import Code
 from edufilter.capture._queue import DROP, REPEAT
 from edufilter.daemon.worker import PolicyView
 from edufilter.enforce._enforce import Enforcer, Slow
-from edufilter.enforce.dns import special_names
 from edufilter.policy.compile import compile_policy
-from edufilter.policy.defaults import load_policy_dir
 from edufilter.policy.store import PolicyStore
 from edufilter.rules.marks import MarkLayout
-
-POLICY = """
-[settings]
-default_group = "pupils"
-[lists.blocked]
-domain = ["blocked.test"]
-[lists.sink]
-domain = ["sink.test"]
-[lists.network]
-cidr = ["198.51.100.0/24"]
-[groups.pupils]
-safe_search = true
-bypass_shield = true
-[[groups.pupils.rules]]
-action = "block"
-lists = ["blocked", "network"]
-[[groups.pupils.rules]]
-action = "sinkhole"
-lists = ["sink"]
-"""
-MASK = 0x0F000000
-
-
-def compiled_view(state: Path, policy: str) -> PolicyView:
-    (state / "policy").mkdir(parents=True)
-    (state / "policy" / "school.toml").write_text(policy)
-    with PolicyStore(state / "policy.sqlite") as store:
-        store.replace_all(load_policy_dir(state / "policy"))
-    compile_policy(state)
-    return PolicyView.load(state)
-
-
-def set_policy(loop: Enforcer, view: PolicyView) -> None:
-    loop.set_policy(view.engine.classifier, view.groups, special_names(), view.url_hosts)
+from edufilter.state import StateDir
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +63,11 @@ def test_dns_blocks_safe_search_and_bypass_signals_go_to_the_slow_path(enforcer:
     names, blocked, slow = enforcer.classify_offline(dns_queries(queries, 30000), 1.0)
     assert (names, blocked) == (5, 2)
     assert slow == [(1, Slow.SLOW_DNS_ANSWER, "www.blocked.test"), (2, Slow.SLOW_DNS_ANSWER, "sink.test"),
-                    (3, Slow.SLOW_DNS_SPECIAL, "www.google.com"), (4, Slow.SLOW_DNS_SPECIAL, "use-application-dns.net")]
+                    (3, Slow.SLOW_DNS_SAFE_SEARCH, "www.google.com"),
+                    (4, Slow.SLOW_DNS_BYPASS, "use-application-dns.net")]
     https_record = ipv4(udp(dns_query("www.allowed.test", qtype=65), 53, sport=31000), 17)
-    assert enforcer.classify_offline([https_record], 1.0)[2] == [(0, Slow.SLOW_DNS_SPECIAL, "www.allowed.test")]
+    assert enforcer.classify_offline([https_record], 1.0)[2] == [(0, Slow.SLOW_DNS_SERVICE_BINDING,
+                                                                  "www.allowed.test")]
 
 
 def test_tls_to_a_name_safe_search_rewrites_goes_to_the_handler(enforcer: Enforcer) -> None:
@@ -245,7 +213,7 @@ def test_cached_answers_keep_the_override_and_the_list_apart(tmp_path: Path) -> 
         store.add_override("pupils", "open.blocked.test", Action.ALLOW, now - timedelta(minutes=1),
                            now + timedelta(minutes=50))
     compile_policy(tmp_path)
-    view = PolicyView.load(tmp_path)
+    view = PolicyView.load(StateDir(tmp_path).images)
     loop = Enforcer(None, FlowExtractor(), None, MarkLayout(MASK), 16)
     set_policy(loop, view)
     names = ["www.open.blocked.test", "www.blocked.test"]

@@ -319,7 +319,7 @@ def test_any_segmentation_of_a_kept_alive_stream_finds_the_first_blocked_request
 @pytest.fixture()
 def verifying(tmp_path: Path) -> Enforcer:
     """As the worker runs it: TCP checksums of inspected segments verified."""
-    loop = Enforcer(None, FlowExtractor(verify_checksums=True), None, MASK, 16)
+    loop = Enforcer(None, FlowExtractor(verify_checksums=True), None, MarkLayout(MASK), 16)
     set_policy(loop, compiled_view(tmp_path, POLICY))
     return loop
 
@@ -359,7 +359,7 @@ def test_a_segment_conntrack_found_invalid_is_never_read(tmp_path: Path) -> None
     segment passes unread, and in a flow whose name is still looked for it is a decoy."""
     invalid = MarkLayout(MASK).value(INVALID)
     extractor = FlowExtractor()
-    enforcer = Enforcer(None, extractor, None, MASK, 16)
+    enforcer = Enforcer(None, extractor, None, MarkLayout(MASK), 16)
     set_policy(enforcer, compiled_view(tmp_path, POLICY))
 
     def as_invalid(packet: bytes) -> dict:

@@ -22,11 +22,11 @@ import requests
 pytest.importorskip("nats", reason="the hub extra (nats-py) is not installed")
 
 import nats
+from edufilter_lab.hub import make_tls, nats_server_available
 
 from edufilter.hub.api import HUB_OPERATIONS
 from edufilter.hub.model import SITE_CHANGES, SITES_MAY_LOOSEN, events_subject, read_part
 from edufilter.hub.stats import stats_subject
-from edufilter_lab.hub import make_tls, nats_server_available
 from edufilter.policy.defaults import default_policy_dir
 
 SITES = ("ghent", "bruges")

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from edufilter.classify.engine import Explanation
-from edufilter.policy.defaults import store_policy
 from edufilter.errors import PolicyError
 from edufilter.hub.model import (
     SITE_CHANGES,
@@ -25,7 +24,7 @@ from edufilter.hub.model import (
     write_overrides,
 )
 from edufilter.policy.check import open_current
-from edufilter.policy.defaults import default_policy_dir
+from edufilter.policy.defaults import default_policy_dir, store_policy
 from edufilter.policy.model import Action, ClientIdentity, Override, Policy, QuicMode
 
 

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from edufilter_lab.netns import Lab, cleanup_stale, namespaces_available
 from edufilter_lab.traffic import (
     SCENARIOS,

@@ -12,10 +12,14 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
 from edufilter_lab.school import UPSTREAM_V4, FilteredSchool
-from test_daemon import CURL_RESET_EXITS, api, curl, pupil
-from test_daemon import school  # noqa: F401 (the module's own school, built as test_daemon builds it)
+from test_daemon import (
+    CURL_RESET_EXITS,
+    api,
+    curl,
+    pupil,
+    school,  # noqa: F401 (the module's own school, built as test_daemon builds it)
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]
 

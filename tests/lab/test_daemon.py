@@ -21,7 +21,6 @@ from datetime import time as dtime
 from pathlib import Path
 
 import pytest
-
 from edufilter_lab.netns import Host, Lab, LabError
 from edufilter_lab.school import (
     ECH_NAME,

@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_daemon import CURL_RESET_EXITS, curl, write_policy
-
 from edufilter_lab.netns import Lab
 from edufilter_lab.school import EDUFILTER, UPSTREAM_V4, FilteredSchool, start_filtered_school
 from edufilter_lab.traffic import script_environment
+from test_daemon import CURL_RESET_EXITS, curl, write_policy
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]
 
@@ -138,15 +137,17 @@ def test_a_stopped_worker_is_noticed_reported_and_replaced(school: FilteredSchoo
     assert pupil_curl(school, *BLOCKED).returncode in CURL_RESET_EXITS
 
 
-def test_a_sighup_storm_is_coalesced(school: FilteredSchool) -> None:
-    before = school.log().count("compiled and sent to the workers")
+def test_a_sighup_storm_maps_and_compiles_nothing(school: FilteredSchool) -> None:
+    compiled, mapped = (school.log().count(f"{how} and sent to the workers") for how in ("compiled", "mapped"))
     version = store_change(school, add_blocked("storm.test"))
+    school.run_edufilter("policy", "compile")  # compiled where the change is made; it signals once
     for _ in range(100):
         school.daemon.send_signal(signal.SIGHUP)
     school.wait_for_version(version)
-    time.sleep(2)  # any compile still queued would show by now
-    compiles = school.log().count("compiled and sent to the workers") - before
-    assert 1 <= compiles <= 3, f"100 SIGHUPs compiled {compiles} times"
+    time.sleep(2)  # any mapping still queued would show by now
+    assert school.log().count("compiled and sent to the workers") == compiled, "a SIGHUP compiles nothing"
+    mappings = school.log().count("mapped and sent to the workers") - mapped
+    assert 1 <= mappings <= 3, f"101 SIGHUPs mapped the images {mappings} times"
     assert pupil_curl(school, "https://storm.test/", "storm.test", str(UPSTREAM_V4)).returncode in CURL_RESET_EXITS
 
 
@@ -200,11 +201,15 @@ def fill_state_disk(school: FilteredSchool) -> Path:
 
 
 def test_a_full_state_disk_keeps_filtering_with_the_last_good_images(school: FilteredSchool) -> None:
+    from test_daemon import api
+
+    admin = school.run_edufilter("token", "create", "--role", "admin").stdout.strip()
     live = school.status()["policy"]["version"]
     stored = store_change(school, add_blocked("full.test"))
     filler = fill_state_disk(school)
     try:
-        school.daemon.send_signal(signal.SIGHUP)
+        status, problem, _ = api(school, admin, "POST", "/api/v1/apply")  # the daemon compiles
+        assert status == 500 and "disk is full" in problem["detail"], problem
         wait_until(lambda: "disk is full" in school.log(), 10, "the failed compile is logged", school)
         time.sleep(1.5)
         assert school.daemon.poll() is None, "the supervisor survives the failed compile"
@@ -231,7 +236,7 @@ def test_a_full_state_disk_keeps_filtering_with_the_last_good_images(school: Fil
         assert pupil_curl(school, *ALLOWED).stdout == "200"
     finally:
         filler.unlink()
-    school.daemon.send_signal(signal.SIGHUP)
+    assert api(school, admin, "POST", "/api/v1/apply")[1] == {"live_version": stored}
     school.wait_for_version(stored)
     assert school.status()["policy"]["problem"] is None
     assert pupil_curl(school, "https://full.test/", "full.test", str(UPSTREAM_V4)).returncode in CURL_RESET_EXITS

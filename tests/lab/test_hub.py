@@ -15,6 +15,9 @@ import pytest
 
 pytest.importorskip("nats", reason="the hub extra (nats-py) is not installed")
 
+from edufilter_lab.hub import ADMIN, GroupCluster, nats_server_available, start_group_cluster
+from edufilter_lab.netns import Lab
+
 from edufilter.hub.agent import APPLIED_FILE, OUTBOX_FILE, STATS_OUTBOX_FILE, hub_dir
 from edufilter.hub.model import (
     EVENTS_STREAM,
@@ -26,8 +29,6 @@ from edufilter.hub.model import (
 )
 from edufilter.hub.outbox import Outbox
 from edufilter.hub.stats import STATS_STREAM
-from edufilter_lab.hub import ADMIN, GroupCluster, nats_server_available, start_group_cluster
-from edufilter_lab.netns import Lab
 from edufilter.policy.defaults import default_policy_dir
 from edufilter.policy.store import PolicyStore
 from edufilter.state import StateDir

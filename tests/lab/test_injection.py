@@ -23,14 +23,16 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from edufilter_lab.netns import Host, IPAddress, Lab, client_gateway_server
+from edufilter_lab.traffic import start_dnsmasq, start_nginx, wait_for_listener
 
-from edufilter.enforce.blockpage_server import make_blockpage_app
 from edufilter.enforce.blockpage import (
     BlockInfo,
     block_response_segments,
     render_block_page,
     reset_to_server,
 )
+from edufilter.enforce.blockpage_server import make_blockpage_app
 from edufilter.enforce.dns import (
     blocked_answer,
     bypass_answer,
@@ -41,8 +43,6 @@ from edufilter.enforce.dns import (
 )
 from edufilter.enforce.inject import IPPROTO_TCP, IPPROTO_UDP, RawSender, parse_ip
 from edufilter.rules.marks import INJECTED, MarkLayout
-from edufilter_lab.netns import Host, IPAddress, Lab, client_gateway_server
-from edufilter_lab.traffic import start_dnsmasq, start_nginx, wait_for_listener
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]
 

@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from edufilter_lab.netns import Host, Lab
+from edufilter_lab.traffic import (
+    SchoolNetwork,
+    quic_client,
+    start_school_network,
+    wait_for_listener,
+)
 
+from edufilter.errors import NetfilterError
 from edufilter.rules import conntrack, netfilter
 from edufilter.rules.marks import (
     ALLOW,
@@ -39,14 +47,6 @@ from edufilter.rules.marks import (
     MarkLayout,
 )
 from edufilter.rules.netfilter import Backend, InstalledRules, RuleSettings
-from edufilter.errors import NetfilterError
-from edufilter_lab.netns import Host, Lab
-from edufilter_lab.traffic import (
-    SchoolNetwork,
-    quic_client,
-    start_school_network,
-    wait_for_listener,
-)
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]
 

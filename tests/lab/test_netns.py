@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from edufilter_lab.netns import (
     Host,
     Lab,

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from edufilter_lab.netns import Host, IPAddress, Lab, ThreeHostTopology, client_gateway_server
 from edufilter_lab.reference_loop import build_accept_all
 from edufilter_lab.traffic import wait_for_listener

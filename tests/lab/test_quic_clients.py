@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from edufilter_lab.netns import Host, Lab, LabError
 from edufilter_lab.school import UPSTREAM_V4, FilteredSchool
 from edufilter_lab.traffic import chromium, chromium_available, quic_client, start_quic_server

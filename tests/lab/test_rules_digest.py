@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from edufilter_lab.netns import Host, Lab
 
 from edufilter.rules.netfilter import InstalledRules, RuleSettings, install, remove_stale, table_digest
-from edufilter_lab.netns import Host, Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from edufilter_lab.traffic import SCENARIOS, Recording
 from edufilter_lab.tshark import Observation, ech_frames, name_set, observe
 

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from edufilter_lab.netns import Host, Lab
 from edufilter_lab.school import UPSTREAM_V4, FilteredSchool, start_filtered_school
 from edufilter_lab.traffic import script_environment, wait_for_listener

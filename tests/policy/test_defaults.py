@@ -8,6 +8,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from reference_decision import CategoryData, reference_decide
 
 from edufilter.errors import PolicyError
 from edufilter.policy.defaults import default_policy_dir, load_policy_dir
@@ -31,7 +32,6 @@ from edufilter.policy.model import (
 )
 from edufilter.policy.sources import find_ut1_root, scan_ut1
 from edufilter.policy.store import PolicyStore, check_policy
-from reference_decision import CategoryData, reference_decide
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 UT1_SNAPSHOT = REPOSITORY.parent / "shared" / "blocklists" / "ut1"

@@ -6,6 +6,7 @@ from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from reference_decision import CategoryData, ReferenceDecision, client_group, reference_decide
 
 from edufilter.policy.model import (
     Action,
@@ -25,7 +26,6 @@ from edufilter.policy.model import (
     parse_entry,
 )
 from edufilter.policy.store import check_policy
-from reference_decision import CategoryData, ReferenceDecision, client_group, reference_decide
 
 UTC = timezone.utc
 BRUSSELS = ZoneInfo("Europe/Brussels")

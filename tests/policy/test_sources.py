@@ -19,9 +19,9 @@ from edufilter.policy.sources import (
     find_ut1_root,
     read_line_blocks,
     read_list,
+    read_urls,
     read_ut1_catalogue,
     read_ut1_category,
-    read_urls,
     scan_ut1,
     sniff_format,
 )

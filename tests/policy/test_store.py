@@ -7,9 +7,9 @@ import sqlite3
 from dataclasses import replace
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
-from zoneinfo import ZoneInfo
 
 from edufilter.errors import PolicyError
 from edufilter.policy.model import (

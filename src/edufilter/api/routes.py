@@ -18,8 +18,8 @@ from edufilter.api.resources import GROUPS, LISTS, SCHEDULES, Named
 from edufilter.api.security import OPERATIONS
 from edufilter.api.tokens import EVERY_ROLE, Role
 from edufilter.api.validation import Schema, boolean, choice, date_time, integer, slug, text
-from edufilter.policy.model import Action, EntryKind, QuicMode, TargetKind
 from edufilter.output.stats import DIMENSIONS, WINDOWS
+from edufilter.policy.model import Action, EntryKind, QuicMode, TargetKind
 from edufilter.policy.sources import ListFormat
 
 READERS = frozenset((Role.ADMIN, Role.EDITOR, Role.VIEWER))

@@ -19,6 +19,8 @@ from edufilter.api.validation import (
     slug,
     text,
 )
+from edufilter.output.events import EventKind
+from edufilter.output.stats import DIMENSIONS, WINDOWS
 from edufilter.policy.model import (
     Action,
     AdminList,
@@ -31,8 +33,6 @@ from edufilter.policy.model import (
     TargetKind,
     UnnamedFlows,
 )
-from edufilter.output.events import EventKind
-from edufilter.output.stats import DIMENSIONS, WINDOWS
 from edufilter.policy.sources import ListFormat
 
 GROUP = resource(

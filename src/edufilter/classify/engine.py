@@ -27,7 +27,7 @@ from edufilter.policy.model import (
     check_mac,
 )
 from edufilter.policy.schedule import MIDNIGHT, slots_on
-from edufilter.state import StateDir
+from edufilter.state import CATEGORIES_IMAGE, LISTS_IMAGE, POLICY_IMAGE, StateDir
 
 ACTION_NAMES = {
     RuleAction.ACTION_ALLOW: Action.ALLOW,
@@ -142,8 +142,12 @@ class Engine:
 
     @classmethod
     def open(cls, state_dir: Path) -> Engine:
-        state = StateDir(state_dir)
-        return cls(state.categories_image, state.lists_image, state.policy_image)
+        return cls.in_images(StateDir(state_dir).images)
+
+    @classmethod
+    def in_images(cls, images: Path) -> Engine:
+        """The three images of an images folder (a daemon computes its folder once)."""
+        return cls(images / CATEGORIES_IMAGE, images / LISTS_IMAGE, images / POLICY_IMAGE)
 
     @property
     def version(self) -> int:

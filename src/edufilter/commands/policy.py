@@ -58,6 +58,7 @@ def run_install_defaults(args: argparse.Namespace) -> int:
 
 def run_compile(args: argparse.Namespace) -> int:
     from edufilter.policy.compile import compile_categories, compile_policy
+    from edufilter.policy.publish import request_reload
 
     if args.categories:
         report = compile_categories(args.state_dir)
@@ -67,6 +68,8 @@ def run_compile(args: argparse.Namespace) -> int:
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"policy: {report.path} ({report.image_bytes} bytes)")
+    if request_reload(args.state_dir):  # it maps what was compiled here; it does not compile again
+        print("the running daemon is mapping the new images")
     return 0
 
 

@@ -18,7 +18,8 @@ def register(commands: Subparsers) -> None:
     run = commands.add_parser(
         "run", help="filter: install the netfilter rules and run one worker per queue (needs root)",
         description="The gateway daemon. Reads the configuration (default /etc/edufilter/edufilter.toml), "
-        "installs a stored or the bundled default policy, filters until SIGTERM; SIGHUP reloads the policy.",
+        "installs a stored or the bundled default policy, filters until SIGTERM; SIGHUP maps the images "
+        "compiled since (`edufilter policy compile` sends it).",
     )
     run.add_argument("--config", type=Path, help="TOML configuration file")
     run.add_argument("--state-dir", type=Path, help="state folder (overrides the configuration)")
@@ -38,7 +39,7 @@ def run_daemon(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     config = load_config(args.config, args.state_dir)
-    return asyncio.run(Supervisor(config, args.config, serve_api=not args.no_api).run())
+    return asyncio.run(Supervisor(config, serve_api=not args.no_api).run())
 
 
 def show_status(args: argparse.Namespace) -> int:

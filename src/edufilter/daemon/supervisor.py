@@ -3,9 +3,12 @@
 At start it claims the state folder and the network namespace (one daemon each), makes sure
 a policy is stored (the bundled default when there is none), compiles the images (on a full
 disk it keeps the last good ones), installs the daemon's own netfilter rules and starts one
-worker per queue. Then, on one asyncio loop: it restarts each worker on its own as soon as it
-dies and replaces one that stops answering, recompiles and swaps the policy on SIGHUP or an API
-change (requests that arrive during a compile are served by one compile after it), checks the
+worker per queue, handing each the configuration and the images folder. Then, on one asyncio
+loop: it restarts each worker on its own as soon as it dies and replaces one that stops
+answering, compiles and swaps the policy on an API change, an expired override or the hub's
+(requests that arrive during a compile are served by one compile after it), maps the images
+another process compiled on SIGHUP (`edufilter policy compile`, `edufilter lists update`,
+`edufilter api`: each compiles where the change is made, then signals), checks the
 whole rule table and reinstalls it when another tool changed it, writes block events
 (pseudonymised) and counters, keeps the status file, serves the block page and the admin API.
 SIGTERM stops the workers and removes the rules.
@@ -22,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -35,6 +38,7 @@ from edufilter.classify.engine import Engine
 from edufilter.classify.image import remove_stale_temporaries
 from edufilter.config import Config, split_listen
 from edufilter.daemon.control import claim_daemon
+from edufilter.daemon.handover import start_message
 from edufilter.enforce import blockpage, safe_search
 from edufilter.enforce.blockpage import new_reference, reported_event
 from edufilter.enforce.blockpage_server import ReviewForm, make_blockpage_app
@@ -84,11 +88,11 @@ class WorkerState:
 
 
 class Supervisor:
-    def __init__(self, config: Config, config_path: Path | None = None, serve_api: bool = True) -> None:
+    def __init__(self, config: Config, serve_api: bool = True) -> None:
         self.config = config
-        self.config_path = config_path
         self.serve_api = serve_api
         self.state_dir = config.state_dir
+        self.images = StateDir(config.state_dir).images  # here once; the workers are handed it
         self.layout = MarkLayout(config.marks.mask)
         self.workers = [
             WorkerState(index, config.queue.first_queue + index) for index in range(config.worker_count)
@@ -114,6 +118,8 @@ class Supervisor:
         self.apply_requested = 0  # apply() calls so far
         self.apply_served = 0  # of those, the ones the last compile started after
         self.apply_outcome: int | EdufilterError = 0
+        self.remap_requested = 0  # SIGHUPs so far
+        self.remap_served = 0  # of those, the ones the last mapping (or compile) started after
         self.image_problem: str | None = None  # why the live images are older than the store
         self.lost_events = 0  # block events that could not be stored (a full disk)
         self.storage_logged_at: dict[str, float] = {}
@@ -132,7 +138,7 @@ class Supervisor:
             log.info("no policy stored in %s: installing the bundled default policy", self.state_dir)
             install_policy(self.state_dir, default_policy_dir())
         state = StateDir(self.state_dir)
-        images = state.images
+        images = self.images
         images.mkdir(exist_ok=True)
         for removed in remove_stale_temporaries(images):
             log.warning("removed %s, left by a compile that did not finish", removed)
@@ -154,7 +160,7 @@ class Supervisor:
         self.load_engine()
 
     def load_engine(self) -> None:
-        self.engine = Engine.open(self.state_dir)
+        self.engine = Engine.in_images(self.images)
         self.policy_meta = self.engine.meta
         if self.pseudonyms is not None:
             self.pseudonyms.zone = ZoneInfo(self.policy_meta["settings"]["timezone"])
@@ -179,6 +185,9 @@ class Supervisor:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         worker.process = subprocess.Popen(self.worker_command(worker, child.fileno()), pass_fds=(child.fileno(),))
         child.close()
+        # Held in the socket until the worker reads it: its first message.
+        parent.send(start_message(replace(self.config, queue=replace(self.config.queue, workers=len(self.workers))),
+                                  self.images))
         parent.setblocking(False)
         if worker.control is not None:
             asyncio.get_running_loop().remove_reader(worker.control.fileno())
@@ -189,11 +198,8 @@ class Supervisor:
         asyncio.get_running_loop().add_reader(parent.fileno(), self.read_worker, worker)
 
     def worker_command(self, worker: WorkerState, control_fd: int) -> list[str]:
-        command = [sys.executable, "-m", "edufilter.daemon.worker", "--queue", str(worker.queue),
-                   "--worker", str(worker.index), "--control-fd", str(control_fd), "--state-dir", str(self.state_dir)]
-        if self.config_path is not None:
-            command += ["--config", str(self.config_path)]
-        return command
+        return [sys.executable, "-m", "edufilter.daemon.worker", "--queue", str(worker.queue),
+                "--worker", str(worker.index), "--control-fd", str(control_fd)]
 
     # ---- workers
 
@@ -343,19 +349,48 @@ class Supervisor:
     # ---- policy changes
 
     async def apply(self) -> int:
-        """Compile the stored policy and make every worker use it; the version now live.
+        """Compile the stored policy and make every worker use it; the version now live. For
+        the changes made in this process: the API, the hub, expired overrides, the schedule.
 
         Calls made while a compile runs wait for it and are then served together by one
-        compile (which reads the store after all of them): a SIGHUP storm compiles twice."""
+        compile (which reads the store after all of them): a storm of changes compiles twice."""
         self.apply_requested += 1
         request = self.apply_requested
         async with self.reload_lock:
             if self.apply_served < request:
                 self.apply_served = self.apply_requested
+                self.remap_served = self.remap_requested  # the compile maps the images too
                 self.apply_outcome = await self.compile_and_send()
             if isinstance(self.apply_outcome, EdufilterError):
                 raise self.apply_outcome
             return self.apply_outcome
+
+    async def remap(self) -> None:
+        """SIGHUP: another process compiled new images; map them and have the workers map
+        them. Nothing is compiled. Signals that arrive while a mapping or compile runs are
+        served by one mapping after it."""
+        self.remap_requested += 1
+        request = self.remap_requested
+        async with self.reload_lock:
+            if self.remap_served >= request:
+                return
+            self.remap_served = self.remap_requested
+            started = time.monotonic()
+            try:
+                await asyncio.to_thread(self.load_engine)
+            except EdufilterError as error:
+                self.last_reload = {"at": datetime.now(timezone.utc), "duration_ms": _ms(started),
+                                    "result": f"failed: {error}"}
+                log.error("images not mapped: %s (version %s stays live)", error,
+                          self.engine.version if self.engine else None)
+                return
+            if self.image_problem is not None and self.engine.version >= await asyncio.to_thread(self.stored_version):
+                self.image_problem = None  # compiled elsewhere once space was freed
+            self.send_reload(started, "mapped")
+
+    def stored_version(self) -> int:
+        with PolicyStore.for_reading(StateDir(self.state_dir).policy_db) as store:
+            return store.version
 
     async def compile_and_send(self) -> int | EdufilterError:
         started = time.monotonic()
@@ -371,11 +406,15 @@ class Supervisor:
             log.error("policy not changed: %s (version %s stays live)", error, live)
             return error
         self.image_problem = None
+        self.send_reload(started, "compiled")
+        return self.engine.version
+
+    def send_reload(self, started: float, how: str) -> None:
+        """Every worker maps the images the supervisor just mapped."""
         for worker in self.workers:
             self.send(worker, {"type": "reload"})
         self.last_reload = {"at": datetime.now(timezone.utc), "duration_ms": _ms(started), "result": "ok"}
-        log.info("policy version %d compiled and sent to the workers", self.engine.version)
-        return self.engine.version
+        log.info("policy version %d %s and sent to the workers", self.engine.version, how)
 
     def send(self, worker: WorkerState, message: dict) -> None:
         if worker.control is None:
@@ -386,13 +425,7 @@ class Supervisor:
             pass  # a dying worker; its replacement maps the current images when it starts
 
     def on_sighup(self) -> None:
-        async def reload() -> None:
-            try:
-                await self.apply()
-            except EdufilterError:
-                pass  # logged; the old policy stays live
-
-        asyncio.get_running_loop().create_task(reload())
+        asyncio.get_running_loop().create_task(self.remap())
 
     async def maintenance(self) -> None:
         """Pseudonym keys, event retention, expired overrides and the schedule window."""

@@ -6,7 +6,9 @@ flowing), answers the packets the loop flags (DNS answers, safe search, the
 block page), re-decides remembered flows after a policy change, and reports events and
 counters to the supervisor over its socketpair.
 
-Run by the supervisor as `python -m edufilter.daemon.worker --queue N --control-fd FD ...`.
+Run by the supervisor as `python -m edufilter.daemon.worker --queue N --worker I --control-fd FD`;
+its first message on that socket hands over the configuration and the images folder (a worker
+never reads the configuration file: it filters with the settings its supervisor runs with).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import json
 import logging
 import os
 import socket
-import struct
 import sys
 import threading
 import time
@@ -32,11 +33,12 @@ from edufilter._wire import Code, DnsType
 from edufilter.capture._queue import DROP, REPEAT, PacketQueue, queue_counters
 from edufilter.classify._classify import RuleAction
 from edufilter.classify.engine import ACTION_NAMES, Engine
-from edufilter.config import Config, load_config
+from edufilter.config import Config
+from edufilter.daemon.handover import receive_start
 from edufilter.enforce import blockpage, dns
 from edufilter.enforce._enforce import Enforcer, Reason, Slow, Unnamed, code_for
 from edufilter.enforce.blockpage import new_reference, reported_event
-from edufilter.enforce.inject import IPPROTO_TCP, RawSender, parse_ip
+from edufilter.enforce.inject import IPPROTO_TCP, RawSender
 from edufilter.enforce.safe_search import SafeSearchAddresses
 from edufilter.errors import EdufilterError
 from edufilter.policy.model import Action
@@ -76,8 +78,8 @@ class PolicyView:
     url_hosts: list[str]
 
     @classmethod
-    def load(cls, state_dir: Path) -> PolicyView:
-        engine = Engine.open(state_dir)
+    def load(cls, images: Path) -> PolicyView:
+        engine = Engine.in_images(images)
         engine.classifier.set_interface_groups(interface_groups(engine))
         groups = [
             (ACTION_CODES[group["default_action"]], group["safe_search"], group["quic"] == "block",
@@ -163,8 +165,12 @@ class SlowPath:
                 self.reset_server(packet)
         elif reason == Slow.SLOW_DNS_ANSWER:
             self.answer_blocked_query(enforcer, index, packet, now)
-        elif reason == Slow.SLOW_DNS_SPECIAL:
-            self.special_query(enforcer, index, packet, now)
+        elif reason == Slow.SLOW_DNS_BYPASS:
+            self.shield_query(enforcer, index, packet, now, "nxdomain")
+        elif reason == Slow.SLOW_DNS_SERVICE_BINDING:
+            self.shield_query(enforcer, index, packet, now, "sinkhole")  # NODATA for these types
+        elif reason == Slow.SLOW_DNS_SAFE_SEARCH:
+            self.safe_search_query(enforcer, index, packet, now)
         elif reason == Slow.SLOW_DNS_REPLY:
             self.restore_reply(enforcer, index, packet, now)
         elif reason == Slow.SLOW_HTTP_URL:
@@ -185,33 +191,30 @@ class SlowPath:
         enforcer.set_verdict(index, DROP)
         self.event(packet, now)
 
-    def special_query(self, enforcer: Enforcer, index: int, packet: dict, now: float) -> None:
-        group = self.view.meta["groups"][packet["group"]]
-        name = packet["name"]
-        shield = None
-        if group["bypass_shield"] and dns.bypass_answer(name):
-            shield = "nxdomain"
-        elif group["bypass_shield"] and packet["dns_qtype"] in SERVICE_BINDING_TYPES:
-            shield = "sinkhole"  # NODATA for these types: no ECH keys, no resolver hints
-        target = dns.safe_search_target(name, self.config.dns.youtube) if group["safe_search"] else None
+    def shield_query(self, enforcer: Enforcer, index: int, packet: dict, now: float, mode: str) -> None:
+        """The bypass shield's answer: NXDOMAIN for a bypass signal (the browser keeps the
+        school's resolver), NODATA for an HTTPS/SVCB query (no ECH keys, no resolver hints)."""
         if packet["protocol"] == IPPROTO_TCP:
-            if shield is not None or target is not None:
-                self.refuse_over_tcp(enforcer, index, packet, now)
+            self.refuse_over_tcp(enforcer, index, packet, now)
             return
-        if shield is not None:
-            settings = self.view.meta["settings"]
-            answer = dns.blocked_answer(packet["payload"], shield, settings["block_page_ipv4"],
-                                        settings["block_page_ipv6"])
-            if answer is not None:
-                self.outbox.append(answer)
-                enforcer.set_verdict(index, DROP)
+        settings = self.view.meta["settings"]
+        answer = dns.blocked_answer(packet["payload"], mode, settings["block_page_ipv4"], settings["block_page_ipv6"])
+        if answer is not None:
+            self.outbox.append(answer)
+            enforcer.set_verdict(index, DROP)
+
+    def safe_search_query(self, enforcer: Enforcer, index: int, packet: dict, now: float) -> None:
+        target = dns.safe_search_target(packet["name"], self.config.dns.youtube)
+        if target is None:
+            return  # a name only the other YouTube mode rewrites
+        if packet["protocol"] == IPPROTO_TCP:
+            self.refuse_over_tcp(enforcer, index, packet, now)
             return
-        rewritten = dns.rewrite_query(packet["payload"], target) if target else None
+        rewritten = dns.rewrite_query(packet["payload"], target)
         if rewritten is None:
             return
-        original = dns.query_name(packet["payload"]) or name
-        (query_id,) = struct.unpack_from("!H", parse_ip(packet["payload"]).transport, 8)
-        self.remember_rewrite((packet["src"], packet["sport"], query_id), original, now)
+        original = dns.query_name(packet["payload"]) or packet["name"]
+        self.remember_rewrite((packet["src"], packet["sport"], dns_id(packet)), original, now)
         # Through the rules again with the safe-search code, so the reply is queued to us.
         enforcer.set_verdict(index, REPEAT, payload=rewritten, code=Code.CODE_SAFE_SEARCH)
 
@@ -221,9 +224,7 @@ class SlowPath:
         breaking its sequence numbers. The connection is reset instead, so TCP is no way around
         either (their answers are small: a resolver never sends them truncated, which is when
         a stub falls back to TCP)."""
-        packet.update(action=RuleAction.ACTION_BLOCK, code=Code.CODE_REJECT, list_id=-1, tier=-1,
-                      reason=Reason.REASON_DNS_TCP)
-        enforcer.decide_packet(index, RuleAction.ACTION_BLOCK, Code.CODE_REJECT, -1, -1, Reason.REASON_DNS_TCP)
+        self.decide(enforcer, index, packet, RuleAction.ACTION_BLOCK, Code.CODE_REJECT, Reason.REASON_DNS_TCP)
         self.reset_server(packet)
         self.event(packet, now)
 
@@ -235,11 +236,9 @@ class SlowPath:
             self.rewritten.popitem(last=False)
 
     def restore_reply(self, enforcer: Enforcer, index: int, packet: dict, now: float) -> None:
-        parsed = parse_ip(packet["payload"])
-        if parsed is None or len(parsed.transport) < 10:
+        if len(packet["payload"]) < packet["payload_offset"] + 2:
             return
-        (query_id,) = struct.unpack_from("!H", parsed.transport, 8)
-        pending = self.rewritten.pop((packet["dst"], packet["dport"], query_id), None)
+        pending = self.rewritten.pop((packet["dst"], packet["dport"], dns_id(packet)), None)
         if pending is None:
             return  # a reply on a safe-search flow to a query we did not rewrite
         target = dns.safe_search_target(pending[0], self.config.dns.youtube)
@@ -261,12 +260,10 @@ class SlowPath:
                      url_matches: list[tuple[int, int]] = ()) -> int:
         action, tier, _, list_id, _, order, _ = enforcer.classify_name(
             packet["group"], packet["name"], packet["dst"], now, url_matches)
-        reason = Reason.REASON_RULE
         if action == RuleAction.NO_RULE:
             action, list_id, tier = ACTION_CODES[self.view.meta["groups"][packet["group"]]["default_action"]], -1, -1
         code = code_for(action)
-        enforcer.decide_packet(index, action, code, list_id, tier, reason)
-        packet.update(action=action, code=code, list_id=list_id, tier=tier, reason=reason)
+        self.decide(enforcer, index, packet, action, code, Reason.REASON_RULE, list_id, tier)
         if code != Code.CODE_ALLOW or action == RuleAction.ACTION_MONITOR:
             self.event(packet, now)
         return code
@@ -280,13 +277,19 @@ class SlowPath:
         target = dns.safe_search_target(packet["name"], self.config.dns.youtube)
         if target is None or self.safe_addresses.knows(target, packet["dst"], now):
             return Code.CODE_ALLOW
-        packet.update(action=RuleAction.ACTION_BLOCK, code=Code.CODE_REJECT, list_id=-1, tier=-1,
-                      reason=Reason.REASON_SAFE_SEARCH)
-        enforcer.decide_packet(index, RuleAction.ACTION_BLOCK, Code.CODE_REJECT, -1, -1, Reason.REASON_SAFE_SEARCH)
+        self.decide(enforcer, index, packet, RuleAction.ACTION_BLOCK, Code.CODE_REJECT, Reason.REASON_SAFE_SEARCH)
         if packet["protocol"] == IPPROTO_TCP:
             self.reset_server(packet)
         self.event(packet, now)
         return Code.CODE_REJECT
+
+    @staticmethod
+    def decide(enforcer: Enforcer, index: int, packet: dict, action: int, code: int, reason: int,
+               list_id: int = -1, tier: int = -1) -> None:
+        """The one place the slow path decides a flow: the enforcer marks and remembers it, and
+        the packet's copy, which the event and the block page read, says the same."""
+        enforcer.decide_packet(index, action, code, list_id, tier, reason)
+        packet.update(action=action, code=code, list_id=list_id, tier=tier, reason=reason)
 
     def reset_server(self, packet: dict) -> None:
         """The kernel resets the client; the server is told too, so it does not wait for a
@@ -302,7 +305,7 @@ class SlowPath:
         # The review form posts to the block-page server, at the address of the client's own family.
         address = settings["block_page_ipv6"] if packet["payload"][0] >> 4 == 6 else settings["block_page_ipv4"]
         status, headers, body = blockpage.render_block_page(
-            info, accept_language(packet["payload"]), self.config.blockpage.default_language,
+            info, accept_language(packet["payload"][packet["payload_offset"]:]), self.config.blockpage.default_language,
             blockpage.review_url(address, self.config.blockpage.port))
         segments = blockpage.block_response_segments(packet["payload"], body, BLOCK_PAGE_MSS, status, headers)
         self.outbox.extend(segments)
@@ -313,8 +316,8 @@ class SlowPath:
             return
         # The client got its answer and a clean close: drop the rest of the flow quietly (a
         # reset would answer its closing ACK and FIN).
-        enforcer.decide_packet(index, packet["action"], Code.CODE_DROP, packet["list_id"], packet["tier"],
-                               packet["reason"])
+        self.decide(enforcer, index, packet, packet["action"], Code.CODE_DROP, packet["reason"], packet["list_id"],
+                    packet["tier"])
         self.event(packet, now, reference)
 
     def block_info(self, packet: dict, reference: str, now: float) -> blockpage.BlockInfo:
@@ -344,12 +347,13 @@ class SlowPath:
         ))
 
 
-def accept_language(request_packet: bytes) -> str | None:
-    """The Accept-Language header of a request head in this packet, if it carries one."""
-    parsed = parse_ip(request_packet)
-    if parsed is None or len(parsed.transport) < 20:
-        return None
-    head = parsed.transport[(parsed.transport[12] >> 4) * 4:]
+def dns_id(packet: dict) -> int:
+    """The DNS message ID of a UDP query or reply, where the fast path found its payload."""
+    return int.from_bytes(packet["payload"][packet["payload_offset"]:packet["payload_offset"] + 2], "big")
+
+
+def accept_language(head: bytes) -> str | None:
+    """The Accept-Language header of a request head, if it carries one."""
     for line in head.split(b"\r\n"):
         if line[:16].lower() == b"accept-language:":
             return line[16:].strip().decode("latin-1")
@@ -359,8 +363,9 @@ def accept_language(request_packet: bytes) -> str | None:
 class Worker:
     """The process: queue, enforcer, slow path, policy reloads and the supervisor link."""
 
-    def __init__(self, config: Config, queue_num: int, worker: int, control: socket.socket) -> None:
+    def __init__(self, config: Config, images: Path, queue_num: int, worker: int, control: socket.socket) -> None:
         self.config = config
+        self.images = images
         self.queue_num = queue_num
         self.worker = worker
         self.control = control
@@ -379,7 +384,8 @@ class Worker:
 
     def install(self, view: PolicyView) -> None:
         previous_view = self.slow.view
-        counts = self.enforcer.set_policy(view.engine.classifier, view.groups, dns.special_names(), view.url_hosts)
+        counts = self.enforcer.set_policy(view.engine.classifier, view.groups, dns.safe_search_names(),
+                                          dns.bypass_names(), view.url_hosts)
         if previous_view is not None:
             self.fold_counts(previous_view, counts)
         self.slow.view = view
@@ -396,7 +402,7 @@ class Worker:
 
         def load() -> None:
             try:
-                self.pending = PolicyView.load(self.config.state_dir)
+                self.pending = PolicyView.load(self.images)
             except Exception as error:  # reported to the supervisor; the old policy stays
                 self.pending = error
 
@@ -499,7 +505,7 @@ class Worker:
         })
 
     def run(self) -> None:
-        self.install(PolicyView.load(self.config.state_dir))
+        self.install(PolicyView.load(self.images))
         self.send({"type": "ready", "worker": self.worker, "pid": os.getpid(),
                    "version": self.slow.view.engine.version})
         next_report = time.monotonic() + STATS_INTERVAL
@@ -521,15 +527,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue", type=int, required=True)
     parser.add_argument("--worker", type=int, required=True)
     parser.add_argument("--control-fd", type=int, required=True)
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--state-dir", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     control = socket.socket(fileno=args.control_fd)
-    control.setblocking(False)
     try:
-        config = load_config(args.config, args.state_dir)
-        Worker(config, args.queue, args.worker, control).run()
+        config, images = receive_start(control)
+        Worker(config, images, args.queue, args.worker, control).run()
     except EdufilterError as error:
         log.error("worker %d (queue %d): %s", args.worker, args.queue, error)
         try:

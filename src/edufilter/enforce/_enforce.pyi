@@ -10,11 +10,13 @@ class Slow(IntEnum):
     SLOW_NONE = 0
     SLOW_EVENT = 1
     SLOW_DNS_ANSWER = 2
-    SLOW_DNS_SPECIAL = 3
+    SLOW_DNS_SAFE_SEARCH = 3
     SLOW_DNS_REPLY = 4
+    SLOW_DNS_BYPASS = 5
     SLOW_HTTP_BLOCK = 6
     SLOW_HTTP_URL = 7
     SLOW_SAFE_SEARCH = 8
+    SLOW_DNS_SERVICE_BINDING = 9
 
 class Reason(IntEnum):
     REASON_RULE = 0
@@ -42,15 +44,14 @@ class Enforcer:
         batch_size: int = 64, decided_flows: int = 65536, decided_lifetime: float = 86400.0, fail_open: bool = False,
     ) -> None: ...
     def set_policy(
-        self, classifier: Classifier, groups: list[tuple[int, bool, bool, bool, int]], special_names: object,
-        url_hosts: object,
+        self, classifier: Classifier, groups: list[tuple[int, bool, bool, bool, int]], safe_search_names: object,
+        bypass_names: object, url_hosts: object,
     ) -> dict[tuple[int, int, int], int]: ...
     def serve(self, seconds: float, timeout_ms: int = 50) -> int: ...
     def slow_packets(self, count: int) -> list[tuple[int, int]]: ...
     def packet(self, i: int) -> dict[str, object]: ...
     def decide_packet(self, i: int, action: int, code: int, list_id: int = -1, tier: int = -1,
                       reason: int = 0) -> None: ...
-    def set_name(self, i: int, name: str) -> None: ...
     def set_verdict(self, i: int, verdict: int, payload: bytes | None = None, code: int | None = None) -> None: ...
     def classify_name(self, group: int, name: str, address: bytes, now: float,
                       url_matches: list[tuple[int, int]] | tuple[()] = ()) -> DecisionTuple: ...

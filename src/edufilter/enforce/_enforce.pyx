@@ -123,11 +123,13 @@ cpdef enum Slow:
     SLOW_NONE = 0
     SLOW_EVENT = 1          # a block or monitor decision: log it
     SLOW_DNS_ANSWER = 2     # a blocked DNS query: answer it (NXDOMAIN or the block page) and drop it
-    SLOW_DNS_SPECIAL = 3    # safe search, a bypass signal or an HTTPS record: rewrite or answer
+    SLOW_DNS_SAFE_SEARCH = 3  # a query for a name safe search rewrites, in a safe-search group: rewrite it
     SLOW_DNS_REPLY = 4      # the resolver's answer to a safe-search query: restore the question
+    SLOW_DNS_BYPASS = 5     # a bypass-signal name (Firefox DoH, iCloud Private Relay) under the shield: NXDOMAIN
     SLOW_HTTP_BLOCK = 6     # a blocked plain-HTTP request: inject the block page
     SLOW_HTTP_URL = 7       # a plain-HTTP host with URL-prefix rules: the path decides
     SLOW_SAFE_SEARCH = 8    # TLS to a name safe search rewrites: only the provider's safe address
+    SLOW_DNS_SERVICE_BINDING = 9  # an HTTPS/SVCB query under the shield: NODATA (no ECH keys, no resolver hints)
 
 # Why a flow was decided as it was, beyond the classifier's rule.
 cpdef enum Reason:
@@ -207,6 +209,8 @@ cdef struct Work:
     int32_t tier
     uint32_t order
     uint16_t dns_qtype
+    uint16_t transport_offset  # where the TCP/UDP header and its payload start in the packet,
+    uint16_t payload_offset    # for the handler (no second decode of the IP header)
     FlowId flow
     uint64_t flow_hash       # of flow: the decided-flow table's key, hashed once per packet
     int name_len
@@ -285,7 +289,8 @@ cdef class Enforcer:
     cdef NameResult followed_head      # a request head the follower found
     cdef Work candidate                # one request's decision, before the strictest is kept
     cdef NameCache names_seen          # what the classifier's tables said about recent names
-    cdef NameSet special_names         # names the handler rewrites or answers (DNS)
+    cdef NameSet safe_search_names     # names safe search rewrites (DNS queries, TLS destinations)
+    cdef NameSet bypass_names          # names the bypass shield answers NXDOMAIN (DNS)
     cdef NameSet url_hosts             # plain-HTTP hosts with URL-prefix rules
     cdef uint64_t* decisions           # group x (list + 1) x 4 codes: flows decided
     cdef Counters counters
@@ -324,17 +329,19 @@ cdef class Enforcer:
         free(self.decided_tags)
         free(self.decided_names)
         name_cache_free(&self.names_seen)
-        free(self.special_names.slots)
+        free(self.safe_search_names.slots)
+        free(self.bypass_names.slots)
         free(self.url_hosts.slots)
         free(self.groups)
         free(self.decisions)
 
     # ---- policy
 
-    def set_policy(self, Classifier classifier, list groups, special_names, url_hosts):
+    def set_policy(self, Classifier classifier, list groups, safe_search_names, bypass_names, url_hosts):
         """groups: (default action code, safe_search, quic_block, bypass_shield, Unnamed) per group id;
-        special_names: DNS names the handler rewrites or answers; url_hosts: hosts with
-        URL-prefix rules. The old decision counters are returned (then start again)."""
+        safe_search_names: names safe search rewrites; bypass_names: names the bypass shield
+        answers; url_hosts: hosts with URL-prefix rules. The old decision counters are returned
+        (then start again)."""
         cdef GroupSettings* settings = <GroupSettings*>calloc(max(1, len(groups)), sizeof(GroupSettings))
         cdef uint64_t* decisions
         cdef int index
@@ -355,7 +362,8 @@ cdef class Enforcer:
             raise MemoryError()
         previous = self.decision_counts()
         try:
-            replace_name_set(&self.special_names, special_names)
+            replace_name_set(&self.safe_search_names, safe_search_names)
+            replace_name_set(&self.bypass_names, bypass_names)
             replace_name_set(&self.url_hosts, url_hosts)
         except MemoryError:
             free(settings)
@@ -458,6 +466,8 @@ cdef class Enforcer:
                 self.counters.malformed_dropped += 1
             return
         work.kind = kind
+        work.transport_offset = <uint16_t>(packet.transport - queued.payload)
+        work.payload_offset = <uint16_t>(packet.payload - queued.payload)
         if kind == KIND_DNS or kind == KIND_SNI or kind == KIND_HTTP_HOST:
             # its decision comes after the group and the decided flows are looked up
             name_cache_prefetch(&self.names_seen, <const uint8_t*>self.extractor.result.name,
@@ -521,7 +531,7 @@ cdef class Enforcer:
             work.kind = kind
             self.decide(i, now)
             if work.code == CODE_ALLOW and self.groups[group].safe_search and work.slow == SLOW_NONE and \
-                    name_in_set(&self.special_names, work.name, work.name_len):
+                    name_in_set(&self.safe_search_names, work.name, work.name_len):
                 work.slow = SLOW_SAFE_SEARCH
             return
         if kind == KIND_HTTP_HOST or self.extractor.result.head_len:
@@ -792,6 +802,7 @@ cdef class Enforcer:
         cdef Decision decision
         cdef const Packet* packet = &self.extractor.packet
         cdef Work* work = &self.work[i]
+        cdef bint shielded = self.groups[work.group].bypass_shield
         self.counters.dns_queries += 1
         work.name_len = self.extractor.result.name_len
         memcpy(work.name, self.extractor.result.name, work.name_len + 1)
@@ -801,14 +812,17 @@ cdef class Enforcer:
         self.take(work, &decision)
         work.counted = 1
         if work.code == CODE_ALLOW:
-            if (self.groups[work.group].safe_search or self.groups[work.group].bypass_shield) and \
-                    name_in_set(&self.special_names, work.name, work.name_len):
-                work.slow = SLOW_DNS_SPECIAL
-            elif self.groups[work.group].bypass_shield and (work.dns_qtype == DNS_TYPE_SVCB or
-                                                            work.dns_qtype == DNS_TYPE_HTTPS):
+            # One cause each, in the order the handler answers them: the shield's answers
+            # come before a safe-search rewrite.
+            if shielded and name_in_set(&self.bypass_names, work.name, work.name_len):
+                work.slow = SLOW_DNS_BYPASS
+            elif shielded and (work.dns_qtype == DNS_TYPE_SVCB or work.dns_qtype == DNS_TYPE_HTTPS):
                 # Without HTTPS/SVCB records a browser learns no ECH keys (nor encrypted DNS
                 # servers), so its ClientHello keeps the real server name in the clear.
-                work.slow = SLOW_DNS_SPECIAL
+                work.slow = SLOW_DNS_SERVICE_BINDING
+            elif self.groups[work.group].safe_search and \
+                    name_in_set(&self.safe_search_names, work.name, work.name_len):
+                work.slow = SLOW_DNS_SAFE_SEARCH
             elif work.action == ACTION_MONITOR:
                 work.slow = SLOW_EVENT
             return
@@ -1004,6 +1018,8 @@ cdef class Enforcer:
             "order": work.order,
             "ech": bool(work.ech),
             "dns_qtype": work.dns_qtype,
+            "transport_offset": work.transport_offset,
+            "payload_offset": work.payload_offset,
             "name": work.name[:work.name_len].decode("ascii") if work.name_len else None,
             "path": work.path[:work.path_len].decode("latin-1") if work.path_len else None,
             "ip_version": work.flow.ip_version,
@@ -1015,8 +1031,8 @@ cdef class Enforcer:
         }
 
     def decide_packet(self, int i, int action, int code, int list_id=-1, int tier=-1, int reason=REASON_RULE):
-        """The handler decided packet i's flow (QUIC, URL prefix): mark and remember it. An
-        allowed plain-HTTP flow stays followed (its later requests are judged too)."""
+        """The handler decided packet i's flow (URL prefix, DNS over TCP, safe search): mark and
+        remember it. An allowed plain-HTTP flow stays followed (its later requests are judged too)."""
         cdef Work* work = &self.work[i]
         if work.kind == KIND_HTTP_HOST and code == CODE_ALLOW:
             code = CODE_HTTP_FOLLOW
@@ -1026,14 +1042,6 @@ cdef class Enforcer:
         work.tier = tier
         work.reason = reason
         self.decide(i, wall_clock())
-
-    def set_name(self, int i, str name):
-        """The name the handler found (a QUIC Initial's SNI), for the decided-flow table."""
-        cdef bytes raw = name.encode("ascii")
-        cdef Work* work = &self.work[i]
-        work.name_len = min(len(raw), 254)
-        memcpy(work.name, PyBytes_AS_STRING(raw), work.name_len)
-        work.name[work.name_len] = 0
 
     def set_verdict(self, int i, int verdict, bytes payload=None, code=None):
         """The handler's verdict for packet i (accept, drop or repeat), optionally with a

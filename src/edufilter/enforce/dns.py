@@ -662,7 +662,12 @@ def answered_addresses(response_packet: bytes) -> list[tuple[bytes, int]]:
             if (record.rtype, len(record.rdata[0])) in ((TYPE_A, 4), (TYPE_AAAA, 16))]
 
 
-def special_names() -> frozenset[str]:
-    """Every name safe search or the bypass shield answers differently: the data path sends
-    only queries for these to Python."""
-    return frozenset(_SAFE_SEARCH_TARGETS) | _YOUTUBE_NAMES | _BYPASS_NXDOMAIN
+def safe_search_names() -> frozenset[str]:
+    """Every name safe search rewrites (YouTube's in either mode): the data path sends only
+    queries for these, and TLS to them, to Python."""
+    return frozenset(_SAFE_SEARCH_TARGETS) | _YOUTUBE_NAMES
+
+
+def bypass_names() -> frozenset[str]:
+    """The names the bypass shield answers NXDOMAIN (bypass_answer)."""
+    return _BYPASS_NXDOMAIN

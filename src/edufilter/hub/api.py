@@ -42,8 +42,8 @@ from edufilter.api.operations import (
     with_defaults,
 )
 from edufilter.api.problems import Handler, Problem, problem_middleware
-from edufilter.api.routes import ADMINS, EDITORS, OVERRIDERS, READERS
 from edufilter.api.resources import refuse_over_quota, refuse_teacher_over_rate
+from edufilter.api.routes import ADMINS, EDITORS, OVERRIDERS, READERS
 from edufilter.api.security import OPERATIONS, OVERRIDE_RATE, THROTTLE, WindowCounter, auth_middleware
 from edufilter.api.settings import ApiSettings
 from edufilter.api.tokens import EVERY_ROLE, MAX_OVERRIDE_MINUTES, Role, create_token, find_token, list_tokens

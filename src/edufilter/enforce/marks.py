@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from edufilter.errors import NetfilterError
 
 # Conntrack mark codes (a flow's decision) and packet mark codes (one packet's state).
+# ALLOW, REJECT and DROP are also the packet mark of a client QUIC Initial on a decided UDP
+# flow, which the rules queue with its flow's code: it may start a new connection.
 UNDECIDED = 0
 ALLOW = 1
 REJECT = 2  # TCP reset, ICMP administratively prohibited otherwise

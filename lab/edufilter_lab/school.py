@@ -50,6 +50,10 @@ SAFE_SEARCH_ADDRESSES = {
     "strict.bing.com": ("198.18.1.23", "2001:2:0:1::23"),
     "safe.duckduckgo.com": ("198.18.1.24", "2001:2:0:1::24"),
 }
+# Every address of the upstream: its QUIC server listens on each, so it answers from the one a
+# client wrote to (a TCP connection does that by itself).
+UPSTREAM_ADDRESSES = (UPSTREAM_V4, UPSTREAM_V6,
+                      *(ipaddress.ip_address(address) for pair in SAFE_SEARCH_ADDRESSES.values() for address in pair))
 ECH_NAME = "ech.test"
 ECH_HTTPS_RECORD = "00010000050004deadbeef"  # priority 1, target ".", ech=0xdeadbeef
 TLS_PORTS = (443, 853)  # 853: DNS over TLS, which the bypass shield blocks
@@ -243,7 +247,7 @@ def start_filtered_school(lab: Lab, workdir: Path, router: bool = False) -> Filt
     nginx_dir = workdir / "nginx"
     nginx_dir.mkdir(exist_ok=True)
     start_nginx(upstream, HTTP_PORTS, nginx_dir)
-    start_quic_server(upstream, QUIC_PORTS, certificate, workdir)
+    start_quic_server(upstream, QUIC_PORTS, certificate, workdir, addresses=UPSTREAM_ADDRESSES)
     return FilteredSchool(lab, gateway, upstream, workdir, certificate)
 
 

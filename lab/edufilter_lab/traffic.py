@@ -17,6 +17,7 @@ import base64
 import contextlib
 import ipaddress
 import os
+import pickle
 import select
 import shutil
 import signal
@@ -238,13 +239,17 @@ def script_environment() -> dict[str, str]:
 
 
 def start_quic_server(
-    host: Host, ports: Sequence[int], certificate: Certificate, workdir: Path, retry: bool = False
+    host: Host, ports: Sequence[int], certificate: Certificate, workdir: Path, retry: bool = False,
+    addresses: Sequence[IPAddress | str] = ("::",),
 ) -> subprocess.Popen[Any]:
-    """An aioquic HTTP/3 server (QUIC v1 and v2) on [::] for each port; with retry, every new
-    connection is first sent a Retry (RFC 9000 8.1.2)."""
+    """An aioquic HTTP/3 server (QUIC v1 and v2) on each address and port; with retry, every
+    new connection is first sent a Retry (RFC 9000 8.1.2). A host with several addresses of a
+    family needs them listed: a socket on [::] answers from the address the kernel picks for
+    the route back (on Linux the newest IPv6 one), and a client drops datagrams from any other."""
     argv = [sys.executable, "-m", "edufilter_lab.traffic", "quic-server"]
     argv += ["--cert", str(certificate.cert), "--key", str(certificate.key)]
     argv += [f"--port={port}" for port in ports]
+    argv += [f"--address={address}" for address in addresses]
     argv += ["--retry"] if retry else []
     with open(workdir / f"quic-server{'-retry' if retry else ''}.log", "w") as log:
         process = host.popen(
@@ -318,17 +323,22 @@ def curl_http(
 
 def quic_client(
     host: Host, address: IPAddress, port: int, server_name: str, version: int = 1,
-    large_hello: bool = False, lose_second_initial: bool = False,
+    large_hello: bool = False, lose_second_initial: bool = False, local_port: int = 0,
+    ticket: Path | None = None,
 ) -> str:
     """An aioquic handshake plus one HTTP/3 GET; returns the response status. large_hello: a
     ClientHello over two Initial datagrams; lose_second_initial: the second is not sent, so
     the client sends its rest again once the server answered, to the server's connection ID
-    (the client fails unless it did)."""
+    (the client fails unless it did); local_port: the client's UDP port (0: any); ticket: a
+    session ticket file, written from this connection when missing, else used to resume with
+    the GET as 0-RTT data coalesced with the Initial in the first datagram (the client fails
+    unless it was)."""
     argv = [sys.executable, "-m", "edufilter_lab.traffic", "quic-client"]
     argv += [f"--address={address}", f"--port={port}", f"--server-name={server_name}"]
-    argv += [f"--version={version}"]
+    argv += [f"--version={version}", f"--local-port={local_port}"]
     argv += ["--large-hello"] if large_hello or lose_second_initial else []
     argv += ["--lose-second-initial"] if lose_second_initial else []
+    argv += [f"--ticket={ticket}"] if ticket is not None else []
     completed = subprocess.run(
         host.command(argv),
         env=script_environment(),
@@ -653,7 +663,7 @@ def record_scenarios(
 # --- the QUIC server and client, run as `python -m edufilter_lab.traffic` ------------------
 
 
-def _run_quic_server(cert: str, key: str, ports: Sequence[int], retry: bool) -> None:
+def _run_quic_server(cert: str, key: str, addresses: Sequence[str], ports: Sequence[int], retry: bool) -> None:
     from aioquic.asyncio.protocol import QuicConnectionProtocol
     from aioquic.asyncio.server import serve
     from aioquic.h3.connection import H3_ALPN, H3Connection
@@ -661,6 +671,7 @@ def _run_quic_server(cert: str, key: str, ports: Sequence[int], retry: bool) -> 
     from aioquic.quic.configuration import QuicConfiguration
     from aioquic.quic.events import ProtocolNegotiated, QuicEvent
     from aioquic.quic.packet import QuicProtocolVersion
+    from aioquic.tls import SessionTicket
 
     class Http3Server(QuicConnectionProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -693,8 +704,15 @@ def _run_quic_server(cert: str, key: str, ports: Sequence[int], retry: bool) -> 
             supported_versions=[QuicProtocolVersion.VERSION_1, QuicProtocolVersion.VERSION_2],
         )
         configuration.load_cert_chain(cert, key)
-        for port in ports:
-            await serve("::", port, configuration=configuration, create_protocol=Http3Server, retry=retry)
+        tickets: dict[bytes, SessionTicket] = {}  # issued, for resumption and 0-RTT
+
+        def keep(ticket: SessionTicket) -> None:
+            tickets[ticket.ticket] = ticket
+
+        for address in addresses:
+            for port in ports:
+                await serve(address, port, configuration=configuration, create_protocol=Http3Server, retry=retry,
+                            session_ticket_handler=keep, session_ticket_fetcher=lambda label: tickets.pop(label, None))
         await asyncio.Event().wait()
 
     asyncio.run(main())
@@ -705,8 +723,32 @@ def _run_quic_server(cert: str, key: str, ports: Sequence[int], retry: bool) -> 
 LARGE_HELLO_ALPN = [f"h3-experiment-{index:02d}-" + "x" * 80 for index in range(12)]
 
 
+def _coalesced_packets(datagram: bytes) -> list[str]:
+    """The kinds ("initial", "0-rtt", "handshake") of the QUIC v1/v2 long-header packets a
+    datagram holds, walked by their Length fields (RFC 9000 12.2, 17.2)."""
+
+    def varint(position: int) -> tuple[int, int]:
+        length = 1 << (datagram[position] >> 6)
+        return int.from_bytes(datagram[position:position + length], "big") & ((1 << (8 * length - 2)) - 1), \
+            position + length
+
+    kinds, position = [], 0
+    while position + 7 < len(datagram) and datagram[position] & 0xC0 == 0xC0:
+        v2 = datagram[position + 1:position + 5] == b"\x6b\x33\x43\xcf"
+        kind = ("initial", "0-rtt", "handshake", "retry")[((datagram[position] >> 4) - (1 if v2 else 0)) & 0x03]
+        position += 6 + datagram[position + 5]
+        position += 1 + datagram[position]
+        if kind == "initial":
+            token_length, position = varint(position)
+            position += token_length
+        length, position = varint(position)
+        kinds.append(kind)
+        position += length
+    return kinds
+
+
 def _run_quic_client(address: str, port: int, server_name: str, version: int, large_hello: bool,
-                     lose_second_initial: bool) -> None:
+                     lose_second_initial: bool, local_port: int, ticket: str | None) -> None:
     from aioquic.asyncio.client import connect
     from aioquic.asyncio.protocol import QuicConnectionProtocol
     from aioquic.h3.connection import H3_ALPN, H3Connection
@@ -723,6 +765,7 @@ def _run_quic_client(address: str, port: int, server_name: str, version: int, la
             self.done = asyncio.Event()
             self.initial_dcids: list[bytes] = []
             self.first_flight = True
+            self.first_datagram: list[str] = []
 
         def transmit(self) -> None:
             """Records the connection IDs Initials are sent to; with lose_second_initial the
@@ -732,6 +775,8 @@ def _run_quic_client(address: str, port: int, server_name: str, version: int, la
             for index, (data, address) in enumerate(self._quic.datagrams_to_send(now=now)):
                 if data[0] & 0xC0 == 0xC0 and (data[0] >> 4) & 0x03 == (0 if version == 1 else 1):
                     self.initial_dcids.append(data[6:6 + data[5]])
+                if self.first_flight and index == 0:
+                    self.first_datagram = _coalesced_packets(data)
                 if not (lose_second_initial and self.first_flight and index == 1):
                     self._transport.sendto(data, address)
             self.first_flight = False
@@ -760,10 +805,19 @@ def _run_quic_client(address: str, port: int, server_name: str, version: int, la
         supported_versions=[versions[version]],
         idle_timeout=4.0,  # a blocked handshake fails in seconds, inside the caller's timeout
     )
+    ticket_file = Path(ticket) if ticket else None
+    early_data = ticket_file is not None and ticket_file.exists()
+    if early_data:
+        configuration.session_ticket = pickle.loads(ticket_file.read_bytes())
+
+    def save_ticket(session_ticket: Any) -> None:
+        if ticket_file is not None and not early_data:
+            ticket_file.write_bytes(pickle.dumps(session_ticket))
 
     async def main() -> None:
         async with connect(
-            address, port, configuration=configuration, create_protocol=Http3Client
+            address, port, configuration=configuration, create_protocol=Http3Client, local_port=local_port,
+            session_ticket_handler=save_ticket, wait_connected=not early_data,
         ) as client:
             assert isinstance(client, Http3Client)
             stream_id = client._quic.get_next_available_stream_id()
@@ -781,6 +835,8 @@ def _run_quic_client(address: str, port: int, server_name: str, version: int, la
             await asyncio.wait_for(client.done.wait(), timeout=5)
             if lose_second_initial and len(set(client.initial_dcids)) < 2:
                 raise SystemExit("the client never sent an Initial to the server's connection ID")
+            if early_data and client.first_datagram[:2] != ["initial", "0-rtt"]:
+                raise SystemExit(f"the first datagram held {client.first_datagram}, not an Initial and 0-RTT data")
             print(client.status)
 
     asyncio.run(main())
@@ -789,9 +845,10 @@ def _run_quic_client(address: str, port: int, server_name: str, version: int, la
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m edufilter_lab.traffic")
     commands = parser.add_subparsers(dest="command", required=True)
-    server = commands.add_parser("quic-server", help="aioquic HTTP/3 server on [::]")
+    server = commands.add_parser("quic-server", help="aioquic HTTP/3 server on each --address and --port")
     server.add_argument("--cert", required=True)
     server.add_argument("--key", required=True)
+    server.add_argument("--address", action="append", required=True)
     server.add_argument("--port", type=int, action="append", required=True)
     server.add_argument("--retry", action="store_true", help="send a Retry to every new connection")
     client = commands.add_parser("quic-client", help="one HTTP/3 GET with aioquic")
@@ -802,12 +859,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     client.add_argument("--large-hello", action="store_true", help="a ClientHello over two Initials")
     client.add_argument("--lose-second-initial", action="store_true",
                         help="leave out the first flight's second datagram")
+    client.add_argument("--local-port", type=int, default=0, help="the client's UDP port (0: any)")
+    client.add_argument("--ticket", help="session ticket file: written when missing, else resumed with 0-RTT")
     arguments = parser.parse_args(argv)
     if arguments.command == "quic-server":
-        _run_quic_server(arguments.cert, arguments.key, arguments.port, arguments.retry)
+        _run_quic_server(arguments.cert, arguments.key, arguments.address, arguments.port, arguments.retry)
     else:
         _run_quic_client(str(arguments.address), arguments.port, arguments.server_name, arguments.version,
-                         arguments.large_hello, arguments.lose_second_initial)
+                         arguments.large_hello, arguments.lose_second_initial, arguments.local_port,
+                         arguments.ticket)
 
 
 if __name__ == "__main__":

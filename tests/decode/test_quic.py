@@ -12,8 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from packets import ipv4, ipv6, udp
 from quic_packets import (
-    QUIC_V1,
-    QUIC_V2,
     RFC_DCID,
     RFC_V1_CLIENT_INITIAL,
     RFC_V2_CLIENT_INITIAL,
@@ -26,6 +24,7 @@ from quic_packets import (
 )
 
 from edufilter.decode._quic import QuicFlows, QuicStatus
+from edufilter.decode.quic import QUIC_V1, QUIC_V2
 
 NAME, PENDING, NO_NAME, UNREADABLE = (QuicStatus.QUIC_NAME, QuicStatus.QUIC_PENDING, QuicStatus.QUIC_NO_NAME,
                                      QuicStatus.QUIC_UNREADABLE)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aioquic.quic.packet import QuicProtocolVersion
 from packets import ipv4, ipv6, udp
-from quic_packets import RFC_V1_CLIENT_INITIAL, aioquic_datagrams, crypto_frame, initial_packet
+from quic_packets import RFC_V1_CLIENT_INITIAL, aioquic_datagrams, client_hello, crypto_frame, initial_packet
 from test_enforce import MASK, POLICY, compiled_view, set_policy
 
 from edufilter._fastpath import FlowExtractor
@@ -147,3 +147,85 @@ def test_quic_to_a_name_safe_search_rewrites_goes_to_the_handler(shielded: Enfor
     names, blocks, slow = shielded.classify_offline(datagrams, 1.0)
     assert (names, blocks) == (1, 0)
     assert [(reason, name) for _, reason, name in slow] == [(Slow.SLOW_SAFE_SEARCH, "www.google.com")]
+
+
+# --- a new connection on the 5-tuple of a decided one ------------------------------------------
+
+def decided_mark(code: int) -> int:
+    """The packet mark the rules queue a client Initial of a decided UDP flow with: its code."""
+    return MASK & (code << 24)
+
+
+def classify_marked(loop: Enforcer, packet: bytes, mark: int) -> tuple[list[tuple[int, int, str | None]], int]:
+    """The slow-path list of one packet queued with mark, and the code its verdict carries."""
+    batch = [packet]
+    slow = loop.classify_offline(batch, 2.0, mark)[2]
+    return slow, loop.packet(0)["mark_code"]
+
+
+def first_datagram(version: int, server_name: str, sport: int) -> bytes:
+    (only,) = aioquic_datagrams(version, server_name, ["h3"])
+    return quic(only, sport)
+
+
+@pytest.mark.parametrize("version", [QuicProtocolVersion.VERSION_1, QuicProtocolVersion.VERSION_2])
+@pytest.mark.parametrize(("first", "second", "code"), [
+    ("www.allowed.test", "www.blocked.test", Code.CODE_REJECT),
+    ("www.blocked.test", "www.allowed.test", Code.CODE_ALLOW),
+])
+def test_a_new_connection_on_a_decided_5_tuple_is_read_again(
+        shielded: Enforcer, version: int, first: str, second: str, code: Code) -> None:
+    """A client that keeps its UDP port for a new connection (new connection ID, another name):
+    the rules queue its Initial with the flow's code, and the new name decides."""
+    shielded.classify_offline([first_datagram(version, first, 50010)], 1.0)
+    earlier = decided(shielded, 50010)
+    assert earlier is not None and earlier[1] == first
+    shielded.classify_offline([first_datagram(version, second, 50010)], 2.0, decided_mark(earlier[0]))
+    assert decided(shielded, 50010) == (code, second)
+    assert shielded.stats["decided_forgotten"] == 1  # status: connections_reused
+
+
+def test_the_decided_connections_own_initials_keep_its_code(shielded: Enforcer) -> None:
+    """Its later Initials go to the server's connection ID (they do not open with that ID's own
+    keys), and a lost first Initial is sent again: neither is a new connection, nor a new event."""
+    client_cid, server_cid = bytes(range(8)), bytes(range(100, 108))
+    hello = client_hello("www.blocked.test")
+    first = quic(initial_packet(crypto_frame(0, hello), dcid=client_cid, pad_to=1200), 50011)
+    assert shielded.classify_offline([first], 1.0)[1] == 1
+    ack_only = initial_packet(b"\x02\x00\x00\x00\x00", dcid=server_cid, keys_dcid=client_cid, packet_number=1,
+                              pad_to=1200)
+    rejected = decided_mark(Code.CODE_REJECT)
+    for again in (quic(ack_only, 50011), first):
+        assert classify_marked(shielded, again, rejected) == ([], Code.CODE_REJECT)
+    assert shielded.stats["repeated"] == 2
+    assert shielded.stats["decided_forgotten"] == 0
+
+
+def test_a_flow_decided_by_another_worker_keeps_the_code_in_its_mark(shielded: Enforcer) -> None:
+    """This worker does not remember the flow: the packet mark the rules queued it with says
+    how it was decided, for the old connection's Initials; a new connection is read."""
+    client_cid = bytes(range(8))
+    later = initial_packet(b"\x02\x00\x00\x00\x00", dcid=bytes(range(100, 108)), keys_dcid=client_cid,
+                           packet_number=1, pad_to=1200)
+    assert classify_marked(shielded, quic(later, 50012), decided_mark(Code.CODE_ALLOW)) == ([], Code.CODE_ALLOW)
+    assert decided(shielded, 50012) is None
+    shielded.classify_offline([first_datagram(QuicProtocolVersion.VERSION_1, "www.blocked.test", 50012)], 1.0,
+                              decided_mark(Code.CODE_ALLOW))
+    assert decided(shielded, 50012) == (Code.CODE_REJECT, "www.blocked.test")
+
+
+def test_a_new_connection_whose_client_hello_spans_two_initials(shielded: Enforcer) -> None:
+    shielded.classify_offline([first_datagram(QuicProtocolVersion.VERSION_1, "www.allowed.test", 50013)], 1.0)
+    first, second = (quic(data, 50013) for data in
+                     aioquic_datagrams(QuicProtocolVersion.VERSION_1, "two.blocked.test", LONG_ALPN))
+    allowed = decided_mark(Code.CODE_ALLOW)
+    assert classify_marked(shielded, first, allowed) == ([], Code.CODE_PASS)  # the new connection is being read
+    assert shielded.classify_offline([second], 2.0, allowed)[:2] == (1, 1)
+    assert decided(shielded, 50013) == (Code.CODE_REJECT, "two.blocked.test")
+
+
+def test_an_initial_sent_again_in_a_quic_blocked_group_is_no_new_event(tmp_path: Path) -> None:
+    loop = make_enforcer(tmp_path, QUIC_BLOCKED_POLICY)
+    datagram = first_datagram(QuicProtocolVersion.VERSION_1, "www.allowed.test", 50014)
+    assert classify_one(loop, datagram) == ([(0, Slow.SLOW_EVENT, None)], Reason.REASON_QUIC)
+    assert classify_marked(loop, datagram, decided_mark(Code.CODE_REJECT)) == ([], Code.CODE_REJECT)

@@ -1,6 +1,7 @@
-"""QUIC through `edufilter run`, judged by real aioquic clients against a real HTTP/3 server:
-ClientHellos over two Initials, a client that sends the rest of its ClientHello to the
-server's connection ID, a server that sends a Retry, v1 and v2; and UDP/443 that is no QUIC
+"""QUIC through `edufilter run`, judged by real aioquic clients against a real HTTP/3 server,
+over IPv4 and IPv6: ClientHellos over two Initials, a client that sends the rest of its
+ClientHello to the server's connection ID, a server that sends a Retry, 0-RTT data coalesced
+with the Initial, a new connection on the UDP port of a decided one, v1 and v2; and UDP/443 that is no QUIC
 v1/v2 Initial, dropped for the shielded pupils (an aioquic server answers it with a Version
 Negotiation packet, which only the guests get). Also runs as a script in a namespace (`probe`).
 """
@@ -15,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from edufilter_lab.netns import Host, Lab, LabError
-from edufilter_lab.school import UPSTREAM_V4, FilteredSchool
+from edufilter_lab.netns import Host, IPAddress, Lab, LabError
+from edufilter_lab.school import UPSTREAM_ADDRESSES, UPSTREAM_V4, UPSTREAM_V6, FilteredSchool
 from edufilter_lab.traffic import chromium, chromium_available, quic_client, start_quic_server
 from test_daemon import build_school, pupil
 
@@ -32,7 +33,8 @@ def quic_school(require_lab: None, tmp_path_factory: pytest.TempPathFactory) -> 
     workdir = tmp_path_factory.mktemp("quic-lab")
     with Lab() as lab:
         school = build_school(lab, workdir)
-        start_quic_server(school.upstream, [RETRY_PORT], school.certificate, workdir, retry=True)
+        start_quic_server(school.upstream, [RETRY_PORT], school.certificate, workdir, retry=True,
+                          addresses=UPSTREAM_ADDRESSES)
         try:
             yield school
         finally:
@@ -50,31 +52,68 @@ def block_event_kinds(school: FilteredSchool, name: str) -> set[str]:
     return {event["kind"] for event in events_for(school, name)}
 
 
-@pytest.mark.parametrize("version", [1, 2])
-def test_a_client_hello_over_two_initials(quic_school: FilteredSchool, version: int) -> None:
+@pytest.mark.parametrize(("version", "server"), [(1, UPSTREAM_V4), (2, UPSTREAM_V6)], ids=["v1-ipv4", "v2-ipv6"])
+def test_a_client_hello_over_two_initials(quic_school: FilteredSchool, version: int, server: IPAddress) -> None:
     host = pupil(quic_school)
-    assert quic_client(host, UPSTREAM_V4, 443, "big.allowed.test", version, large_hello=True) == "200"
+    assert quic_client(host, server, 443, "big.allowed.test", version, large_hello=True) == "200"
     with pytest.raises(LabError):
-        quic_client(host, UPSTREAM_V4, 443, f"big{version}.blocked.test", version, large_hello=True)
+        quic_client(host, server, 443, f"big{version}.blocked.test", version, large_hello=True)
     assert block_event_kinds(quic_school, f"big{version}.blocked.test") == {"quic_sni"}  # read in the loop
 
 
-@pytest.mark.parametrize("version", [1, 2])
-def test_a_client_that_sends_the_rest_to_the_servers_connection_id(quic_school: FilteredSchool,
-                                                                   version: int) -> None:
+@pytest.mark.parametrize(("version", "server"), [(1, UPSTREAM_V6), (2, UPSTREAM_V4)], ids=["v1-ipv6", "v2-ipv4"])
+def test_a_client_that_sends_the_rest_to_the_servers_connection_id(quic_school: FilteredSchool, version: int,
+                                                                   server: IPAddress) -> None:
     host = pupil(quic_school)
-    assert quic_client(host, UPSTREAM_V4, 443, "moved.allowed.test", version, lose_second_initial=True) == "200"
+    assert quic_client(host, server, 443, "moved.allowed.test", version, lose_second_initial=True) == "200"
     with pytest.raises(LabError):
-        quic_client(host, UPSTREAM_V4, 443, f"moved{version}.blocked.test", version, lose_second_initial=True)
+        quic_client(host, server, 443, f"moved{version}.blocked.test", version, lose_second_initial=True)
     assert block_event_kinds(quic_school, f"moved{version}.blocked.test") == {"quic_sni"}
 
 
-def test_a_server_that_sends_a_retry(quic_school: FilteredSchool) -> None:
+@pytest.mark.parametrize(("version", "server"), [(1, UPSTREAM_V4), (2, UPSTREAM_V6)], ids=["v1-ipv4", "v2-ipv6"])
+def test_a_server_that_sends_a_retry(quic_school: FilteredSchool, version: int, server: IPAddress) -> None:
     host = pupil(quic_school)
-    assert quic_client(host, UPSTREAM_V4, RETRY_PORT, "retried.allowed.test", large_hello=True) == "200"
+    assert quic_client(host, server, RETRY_PORT, "retried.allowed.test", version, large_hello=True) == "200"
     with pytest.raises(LabError):
-        quic_client(host, UPSTREAM_V4, RETRY_PORT, "retried.blocked.test", large_hello=True)
-    assert block_event_kinds(quic_school, "retried.blocked.test") == {"quic_sni"}
+        quic_client(host, server, RETRY_PORT, f"retried{version}.blocked.test", version, large_hello=True)
+    assert block_event_kinds(quic_school, f"retried{version}.blocked.test") == {"quic_sni"}
+
+
+@pytest.mark.parametrize(("version", "server", "local_ports"), [(1, UPSTREAM_V4, (47010, 47011)),
+                                                                (2, UPSTREAM_V6, (47020, 47021))],
+                         ids=["v1-ipv4", "v2-ipv6"])
+def test_a_new_connection_on_a_reused_port_is_read_again(quic_school: FilteredSchool, version: int,
+                                                         server: IPAddress, local_ports: tuple[int, int]) -> None:
+    """A client bound to one UDP port opens a new connection (new connection ID) on the 5-tuple of
+    a decided one: conntrack still holds the first verdict, and the second name decides."""
+    host = pupil(quic_school)
+    allowed_first, blocked_first = local_ports
+    assert quic_client(host, server, 443, "first.allowed.test", version, local_port=allowed_first) == "200"
+    with pytest.raises(LabError):
+        quic_client(host, server, 443, f"second{version}.blocked.test", version, local_port=allowed_first)
+    assert block_event_kinds(quic_school, f"second{version}.blocked.test") == {"quic_sni"}
+    with pytest.raises(LabError):
+        quic_client(host, server, 443, f"first{version}.blocked.test", version, local_port=blocked_first)
+    assert quic_client(host, server, 443, "second.allowed.test", version, local_port=blocked_first) == "200"
+
+
+@pytest.mark.parametrize(("version", "server"), [(1, UPSTREAM_V6), (2, UPSTREAM_V4)], ids=["v1-ipv6", "v2-ipv4"])
+def test_0rtt_data_coalesced_with_the_initial(quic_school: FilteredSchool, tmp_path: Path, version: int,
+                                              server: IPAddress) -> None:
+    """A resumed connection sends its request as 0-RTT data in the datagram of its Initial (the
+    client checks that it did): the Initial decides, and a blocked name's request never reaches
+    the server. The session tickets come from a guest's connections (as from another network)."""
+    tickets = {name: tmp_path / f"{name}.ticket" for name in ("early.allowed.test", f"early{version}.blocked.test")}
+    for name, ticket in tickets.items():
+        assert quic_client(pupil(quic_school, "guest"), server, 443, name, version, ticket=ticket) == "200"
+        assert ticket.exists()
+    host = pupil(quic_school)
+    assert quic_client(host, server, 443, "early.allowed.test", version, ticket=tickets["early.allowed.test"]) == "200"
+    with pytest.raises(LabError):
+        quic_client(host, server, 443, f"early{version}.blocked.test", version,
+                    ticket=tickets[f"early{version}.blocked.test"])
+    assert block_event_kinds(quic_school, f"early{version}.blocked.test") == {"quic_sni"}
 
 
 @pytest.mark.skipif(not chromium_available(), reason="Chromium is not installed")

@@ -38,6 +38,7 @@ table inet edufilter {
 \t\tmeta mark & 0x0f000000 == 0x01000000 ct mark set ct mark & 0xf0ffffff | 0x01000000 return
 \t\tmeta mark & 0x0f000000 == 0x04000000 return
 \t\tmeta mark & 0x0f000000 == 0x00000000 ct mark & 0x0f000000 == 0x00000000 iifname { "eth1" } meta l4proto { tcp, udp } ct direction original ct original packets 0-5 goto to_queue
+\t\tudp length >= 1208 @th,64,8 & 0xe0 == 0xc0 @th,72,32 { 0x00000001, 0x6b3343cf } meta mark & 0x0f000000 == 0x00000000 ct mark & 0x0f000000 != 0x00000000 iifname { "eth1" } ct direction original jump quic_initial
 \t\tmeta mark & 0x0f000000 == 0x00000000 ct mark & 0x0f000000 == 0x01000000 return
 \t\tmeta mark & 0x0f000000 == 0x08000000 ct mark set ct mark & 0xf0ffffff | 0x08000000 return
 \t\tmeta mark & 0x0f000000 == 0x00000000 ct mark & 0x0f000000 == 0x08000000 goto http_follow
@@ -61,6 +62,11 @@ table inet edufilter {
 \t\tip hdrlength 5 ip length . @th,96,8 { 40 . 0x50, 44 . 0x60, 48 . 0x70, 52 . 0x80, 56 . 0x90, 60 . 0xa0, 64 . 0xb0, 68 . 0xc0, 72 . 0xd0, 76 . 0xe0, 80 . 0xf0 } return
 \t\tip6 nexthdr tcp ip6 length . @th,96,8 { 20 . 0x50, 24 . 0x60, 28 . 0x70, 32 . 0x80, 36 . 0x90, 40 . 0xa0, 44 . 0xb0, 48 . 0xc0, 52 . 0xd0, 56 . 0xe0, 60 . 0xf0 } return
 \t\tmeta mark set meta mark & 0xf0ffffff | 0x08000000 goto to_queue
+\t}
+\tchain quic_initial {
+\t\tct mark & 0x0f000000 == 0x01000000 meta mark set meta mark & 0xf0ffffff | 0x01000000 goto to_queue
+\t\tct mark & 0x0f000000 == 0x02000000 meta mark set meta mark & 0xf0ffffff | 0x02000000 goto to_queue
+\t\tct mark & 0x0f000000 == 0x03000000 meta mark set meta mark & 0xf0ffffff | 0x03000000 goto to_queue
 \t}
 \tchain inspect {
 \t\tudp dport 53 goto to_queue
@@ -91,8 +97,8 @@ def test_every_queued_packet_passes_the_one_counted_queue_rule(backend: Backend)
     assert script.count("queue num") == (1 if backend is Backend.NFT else 0)
     # forward and output: a new flow, a safe-search answer; inspect: DNS, within the bound, BOUND;
     # http_follow: a followed plain-HTTP flow's client data; forward and output: a TCP segment
-    # conntrack found invalid
-    assert script.count("goto to_queue") == 10
+    # conntrack found invalid; quic_initial: a decided UDP flow's client Initial, one per code (3)
+    assert script.count("goto to_queue") == 13
     assert "jump to_queue" not in script
 
 

@@ -84,7 +84,7 @@ from edufilter.decode._http cimport (
     HttpFlow,
     HttpFollower,
 )
-from edufilter.decode._quic cimport QUIC_NAME, QUIC_PENDING, QuicFlows, QuicStatus
+from edufilter.decode._quic cimport QUIC_NAME, QUIC_PENDING, QUIC_UNREADABLE, QuicFlows, QuicStatus
 from edufilter.capture._queue cimport (
     NF_DROP,
     NF_REPEAT,
@@ -233,7 +233,7 @@ cdef struct Counters:
     uint64_t receive_errors
     uint64_t send_errors
     uint64_t decided_evicted
-    uint64_t decided_forgotten  # a SYN reused a remembered flow's 5-tuple: a new connection
+    uint64_t decided_forgotten  # a SYN or a new QUIC connection reused a remembered flow's 5-tuple
     uint64_t evasion            # flows stopped as circumvention attempts (REASON_EVASION)
     uint64_t held_past_bound    # packets past the kernel's bound queued on: a name still under way
     uint64_t by_code[16]
@@ -429,7 +429,7 @@ cdef class Enforcer:
         cdef Packet* packet = &self.extractor.packet
         cdef int kind, how = CLIENT_BY_DEFAULT, group
         cdef uint8_t mark_code = (queued.mark & self.mark_mask) >> self.mark_shift
-        cdef int known_code
+        cdef int known_code, reused_code = -1
         cdef Decision decision
         verdict.packet_id = queued.packet_id
         verdict.payload = NULL
@@ -501,17 +501,21 @@ cdef class Enforcer:
         # same verdict. A SYN starts a new connection, which is always judged afresh: the
         # decision remembered for its 5-tuple belonged to an earlier connection (a client that
         # reuses its port, or a CDN address shared by many sites) and must not decide this one.
+        # A QUIC client Initial may start a new connection too: it is read (classify_quic).
         # (Evasion checks come after: a decided flow's later packets are not looked at again.)
         if packet.protocol == PROTO_TCP and packet.tcp_flags & TCP_SYN:
             self.forget_decided(&work.flow, work.flow_hash)
         else:
             known_code = self.known_code(work, now)
+            if known_code < 0 and packet.protocol == PROTO_UDP and CODE_ALLOW <= mark_code <= CODE_DROP:
+                known_code = mark_code   # the rules queued an Initial of a flow decided before with it
             if known_code == CODE_HTTP_FOLLOW:
                 self.follow_http(i, now)
                 return
-            if known_code >= 0:
-                self.counters.repeated += 1
-                self.mark(i, <uint8_t>known_code)
+            if known_code >= 0 and kind == KIND_QUIC_INITIAL:
+                reused_code = known_code
+            elif known_code >= 0:
+                self.repeat(i, <uint8_t>known_code)
                 return
 
         if self.stopped_as_evasion(i, mark_code, now):
@@ -522,7 +526,7 @@ cdef class Enforcer:
             # still looked for it is a decoy (flagged above). It decides no flow: it passes.
             return
         if packet.protocol == PROTO_UDP and (kind == KIND_QUIC_INITIAL or packet.dport == QUIC_PORT):
-            kind = self.classify_quic(i, kind, mark_code, now)
+            kind = self.classify_quic(i, kind, mark_code, reused_code, now)
             if kind == KIND_NONE:
                 return
         if kind == KIND_SNI or kind == KIND_QUIC_INITIAL:
@@ -552,19 +556,33 @@ cdef class Enforcer:
             return
         self.counters.undecided += 1
 
-    cdef int classify_quic(self, int i, int kind, uint8_t mark_code, double now) noexcept nogil:
-        """A UDP datagram to 443, or a QUIC Initial to any port. KIND_QUIC_INITIAL: the
-        ClientHello's name is in the extractor's result, to be judged like an SNI; KIND_NONE:
-        packet i is handled (passed while the ClientHello is incomplete, or decided); -1: no
-        name, for the destination address and the group's default to decide."""
+    cdef int classify_quic(self, int i, int kind, uint8_t mark_code, int reused_code, double now) noexcept nogil:
+        """A UDP datagram to 443, or a QUIC Initial to any port; reused_code: the code of the
+        flow's decided connection when it has one. KIND_QUIC_INITIAL: the ClientHello's name is
+        in the extractor's result, to be judged like an SNI; KIND_NONE: packet i is handled
+        (passed while the ClientHello is incomplete, or decided); -1: no name, for the
+        destination address and the group's default to decide."""
         cdef const Packet* packet = &self.extractor.packet
         cdef Work* work = &self.work[i]
         cdef QuicStatus status
         if kind == KIND_QUIC_INITIAL and self.groups[work.group].quic_block:
-            self.override_reason(work, ACTION_BLOCK, REASON_QUIC)
-            self.decide(i, now)
+            if reused_code == CODE_REJECT:
+                self.repeat(i, CODE_REJECT)
+            else:
+                self.override_reason(work, ACTION_BLOCK, REASON_QUIC)
+                self.decide(i, now)
             return KIND_NONE
         status = self.quic.feed(packet, now, &self.extractor.result)
+        if reused_code >= 0:
+            # The decided connection's own Initials keep its code: a later one (sent to the
+            # server's connection ID, it does not open with the keys of that ID) or its first
+            # one sent again (the same name). Anything else is a new connection on the 5-tuple.
+            if status == QUIC_UNREADABLE or \
+                    (status == QUIC_NAME and self.decided_name_is(work, &self.extractor.result, now)):
+                self.repeat(i, <uint8_t>reused_code)
+                return KIND_NONE
+            if status != QUIC_PENDING:
+                self.forget_decided(&work.flow, work.flow_hash)
         if status == QUIC_NAME:
             work.kind = KIND_QUIC_INITIAL
             return KIND_QUIC_INITIAL
@@ -851,6 +869,11 @@ cdef class Enforcer:
         work.list_id = -1
         work.tier = -1
 
+    cdef inline void repeat(self, int i, uint8_t code) noexcept nogil:
+        """Packet i belongs to a flow already decided with code."""
+        self.counters.repeated += 1
+        self.mark(i, code)
+
     cdef inline void mark(self, int i, uint8_t code) noexcept nogil:
         """Packet i goes through the rules again with the flow's verdict code in its mark."""
         self.verdicts[i].verdict = NF_REPEAT
@@ -913,13 +936,21 @@ cdef class Enforcer:
                 code = known.code
         return code
 
+    cdef bint decided_name_is(self, const Work* work, const NameResult* result, double now) noexcept nogil:
+        """Whether the remembered decision of work's flow was taken for result's name."""
+        cdef DecidedFlow* known = self.find_decided(&work.flow, work.flow_hash, now)
+        return known != NULL and known.name_len == result.name_len and \
+            memcmp(self.decided_names + <size_t>(known - self.decided) * DECIDED_NAME, result.name,
+                   result.name_len) == 0
+
     cdef int deferred_code(self, const Work* work) noexcept nogil:
-        """The code of this flow when a packet before it in the batch decided it, else -1."""
+        """The code of this flow when a packet before it in the batch decided it (the latest
+        such decision), else -1."""
         cdef int k
         cdef const Work* earlier
         if not (self.deferred_bits >> (work.flow_hash & 63)) & 1:
             return -1
-        for k in range(self.deferred_count):
+        for k in range(self.deferred_count - 1, -1, -1):
             earlier = &self.work[self.deferred[k]]
             if earlier.flow_hash == work.flow_hash and memcmp(&earlier.flow, &work.flow, sizeof(FlowId)) == 0:
                 return earlier.code

@@ -182,7 +182,8 @@ _WORKER_METRICS: tuple[_Metric, ...] = (
     ("name_cache_misses", "edufilter_name_cache_misses_total", "counter",
      "Names a worker looked up in the policy's tables."),
     ("connections_reused", "edufilter_connections_reused_total", "counter",
-     "New connections (SYNs) on a 5-tuple whose earlier connection was decided: judged afresh."),
+     "New connections (TCP SYNs, QUIC Initials of a new connection) on a 5-tuple whose earlier connection "
+     "was decided: judged afresh."),
     ("evasion", "edufilter_evasion_total", "counter",
      "Flows stopped as circumvention attempts: no readable name on a web port, two names, unreadable framing, "
      "decoys, differing overlaps, urgent data, a ClientHello or request head unfinished at the bound."),

@@ -25,7 +25,7 @@ Schema 1 (times ISO 8601 with offset, counts since the daemon started; write_sta
                  "queue_total": int,                     # waiting in the kernel queue now
                  "queue_dropped": int, "user_dropped": int,
                  "name_cache_hits": int, "name_cache_misses": int,   # names answered without a lookup, and not
-                 "connections_reused": int,   # SYNs on a 5-tuple whose earlier connection was decided
+                 "connections_reused": int,   # new connections (SYN, QUIC) on a decided connection's 5-tuple
                  "evasion": int,              # flows blocked as a circumvention attempt
                  "malformed_dropped": int, "malformed_passed": int,  # unreadable packets, by queue.fail
                  "decisions": {group: {category or "": {verdict: {"flows": int}}}}}],

@@ -12,6 +12,8 @@ from edufilter._wire import Code
 from edufilter.errors import NetfilterError
 
 # The codes' values and meanings are defined once, in _wire.pxd (Code); the rules know them by these names.
+# ALLOW, REJECT and DROP are also the packet mark of a client QUIC Initial on a decided UDP
+# flow, which the rules queue with its flow's code: it may start a new connection.
 UNDECIDED = Code.CODE_UNDECIDED
 ALLOW = Code.CODE_ALLOW
 REJECT = Code.CODE_REJECT

@@ -66,6 +66,12 @@ NFT_TABLE = "edufilter"
 NFT_PROBE_TABLE = "edufilter-probe"
 QUEUE_CHAIN = "to_queue"
 HTTP_FOLLOW_CHAIN = "http_follow"
+QUIC_INITIAL_CHAIN = "quic_initial"
+# A client datagram that starts with a QUIC v1 or v2 Initial (long header, fixed bit, the
+# Initial type: 0xc0-0xcf in v1, 0xd0-0xdf in v2; RFC 9000 17.2, RFC 9369 3.2) and is at least
+# 1,200 bytes, as every datagram carrying a client Initial is (RFC 9000 14.1). The v1 0-RTT type
+# shares v2's Initial bits; the worker tells them apart.
+QUIC_CLIENT_INITIAL = "udp length >= 1208 @th,64,8 & 0xe0 == 0xc0 @th,72,32 { 0x00000001, 0x6b3343cf }"
 # Before the school's own filter chains (iptables-nft's and nft's usual ones sit at priority 0).
 NFT_PRIORITY = "filter - 10"
 
@@ -213,6 +219,8 @@ def render(settings: RuleSettings, backend: Backend) -> str:
             f"{mark(ALLOW)} ct mark set ct mark & {keep} | {_hex(layout.value(ALLOW))} return",
             f"{mark(PASS)} return",
             f"{unmarked} {new_flow} ct original packets 0-{settings.inspect_packets} {to_queue}",
+            f"{QUIC_CLIENT_INITIAL} {mark(UNDECIDED)} ct mark & {mask} != {_hex(layout.value(UNDECIDED))} "
+            f"{incoming}ct direction original jump {QUIC_INITIAL_CHAIN}",
             f"{mark(UNDECIDED)} {connmark(ALLOW)} return",
             f"{mark(HTTP_FOLLOW)} ct mark set ct mark & {keep} | {_hex(layout.value(HTTP_FOLLOW))} return",
             f"{mark(UNDECIDED)} {connmark(HTTP_FOLLOW)} goto {HTTP_FOLLOW_CHAIN}",
@@ -259,6 +267,7 @@ def render(settings: RuleSettings, backend: Backend) -> str:
     if settings.filter_local:
         lines += entry_chain("output", "output", ())
     lines += _http_follow_chain(settings)
+    lines += _quic_initial_chain(settings)
     lines += [
         "\tchain inspect {",
         f"\t\tudp dport {DNS_PORT} {to_queue}",
@@ -296,6 +305,22 @@ def _http_follow_chain(settings: RuleSettings) -> list[str]:
         f"\t\tmeta mark set meta mark & {keep} | {_hex(layout.value(HTTP_FOLLOW))} goto {QUEUE_CHAIN}",
         "\t}",
     ]
+
+
+def _quic_initial_chain(settings: RuleSettings) -> list[str]:
+    """A client's QUIC Initial on a decided UDP flow: conntrack keeps one mark per 5-tuple, and a
+    client may start a new connection (a new connection ID, another server name) on the
+    5-tuple of a decided one. Queued with the flow's code in its packet mark, so the worker can
+    tell the decided connection's own later Initials (which keep that code) from a new
+    connection's, whose ClientHello it reads again."""
+    layout = settings.layout
+    mask, keep = _hex(layout.mask), _hex(~layout.mask & 0xFFFFFFFF)
+    rules = [
+        f"ct mark & {mask} == {_hex(layout.value(code))} "
+        f"meta mark set meta mark & {keep} | {_hex(layout.value(code))} goto {QUEUE_CHAIN}"
+        for code in (ALLOW, REJECT, DROP)
+    ]
+    return [f"\tchain {QUIC_INITIAL_CHAIN} {{", *(f"\t\t{rule}" for rule in rules), "\t}"]
 
 
 # --- install and remove ---------------------------------------------------------------

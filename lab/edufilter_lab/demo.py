@@ -32,7 +32,7 @@ from edufilter_lab.school import (
 )
 from edufilter_lab.traffic import quic_client
 
-SHARED_UT1 = Path(__file__).resolve().parents[3].parent / "shared" / "blocklists" / "ut1"
+SHARED_UT1 = Path(__file__).resolve().parents[2].parent / "shared" / "blocklists" / "ut1"
 # Pupils on the bundled policy's networks (policies/*.toml): subnet index, IPv6 /64.
 PUPILS = {
     "primary": (16, "2001:2:0:16::/64"),

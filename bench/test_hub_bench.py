@@ -20,6 +20,8 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
 
 import pytest
@@ -78,6 +80,7 @@ class LoopbackCluster:
     urls: list[str]
     ca: Path
     passwords: dict[str, Path]
+    server_pids: list[int]
 
     def config(self, user: str, site: str = "") -> HubConfig:
         return HubConfig(servers=tuple(self.urls), site=site, user=user, password_file=str(self.passwords[user]),
@@ -108,7 +111,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackCluste
         config.write_text(server_config(settings, ADMIN, {site: users[site] for site in sites}))
         log = open(folder / f"bench{index}.log", "ab")
         processes.append(subprocess.Popen(["nats-server", "-c", str(config)], stdout=log, stderr=log))
-    group = LoopbackCluster([f"tls://127.0.0.1:{client}" for client, _ in ports], ca, passwords)
+    group = LoopbackCluster([f"tls://127.0.0.1:{client}" for client, _ in ports], ca, passwords,
+                            [process.pid for process in processes])
 
     async def prepare() -> None:
         client = await connect(group.config(ADMIN[0]), "bench-admin")
@@ -196,19 +200,20 @@ def test_policy_change_propagation_to_many_agents(benchmark, cluster: LoopbackCl
     assert figures["propagation_p99_s"] > 0
 
 
-def offer_events(cluster: LoopbackCluster, sites: list[str], folder: Path, start: object, results: object) -> None:
+def offer_events(cluster: LoopbackCluster, sites: list[str], folder: Path, start: Barrier, results: Queue) -> None:
     """One publishing process (its sites' gateways): puts its figures on results."""
-    results.put(asyncio.run(_offer_events(cluster, sites, folder, start)))  # type: ignore[attr-defined]
+    results.put(asyncio.run(_offer_events(cluster, sites, folder, start)))
 
 
-async def _offer_events(cluster: LoopbackCluster, sites: list[str], folder: Path, start: object) -> dict:
+async def _offer_events(cluster: LoopbackCluster, sites: list[str], folder: Path, start: Barrier) -> dict:
     """Each site offers SITE_RATE events a second for OFFER_SECONDS, through its own outbox and
     publisher as a gateway's agent does; the lag is the age of the oldest event a site still
     waits to have acknowledged, looked at every tick."""
     publishers = [OutboxPublisher(Outbox(folder / site / "outbox.sqlite", 10_000_000), events_subject(site))
                   for site in sites]
     clients = [await connect(cluster.config(site, site), site) for site in sites]
-    await asyncio.to_thread(start.wait)  # type: ignore[attr-defined]  # every process connected
+    await asyncio.to_thread(start.wait)  # every process connected
+    cpu_started = time.process_time()
     stopping = asyncio.Event()
     runs = [asyncio.create_task(p.run(c, stopping)) for p, c in zip(publishers, clients)]
     per_site = SITE_RATE * OFFER_SECONDS
@@ -237,6 +242,7 @@ async def _offer_events(cluster: LoopbackCluster, sites: list[str], folder: Path
         assert now < started + OFFER_SECONDS + DRAIN_LIMIT, "the events were not all acknowledged in time"
         await asyncio.sleep(PACE_TICK)
     finished = time.monotonic() - started
+    cpu_seconds = time.process_time() - cpu_started
     stopping.set()
     for publisher in publishers:
         publisher.waiting.set()
@@ -248,7 +254,19 @@ async def _offer_events(cluster: LoopbackCluster, sites: list[str], folder: Path
     return {"offered": per_site * len(sites), "sent": sum(p.published for p in publishers),
             "lost": sum(p.lost for p in publishers), "offer_seconds": offered_at[-1] - started,
             "acknowledged_at_offer_end": acknowledged_at_offer_end, "all_acknowledged_seconds": finished,
-            "worst_lag_s": worst_lag}
+            "worst_lag_s": worst_lag, "cpu_s": cpu_seconds}
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def machine_busy_seconds() -> tuple[float, float]:
+    """CPU seconds busy and in all, summed over the cores, since boot."""
+    ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK"), sum(ticks) / os.sysconf("SC_CLK_TCK")
 
 
 def stored_per_site(cluster: LoopbackCluster) -> dict[str, int]:
@@ -264,17 +282,23 @@ def stored_per_site(cluster: LoopbackCluster) -> dict[str, int]:
 def test_events_from_many_sites_accepted_without_loss(benchmark, cluster: LoopbackCluster, tmp_path: Path) -> None:
     sites = [f"site{index}" for index in range(SITES)]
 
+    def servers_cpu() -> float:
+        return sum(process_cpu_seconds(pid) for pid in cluster.server_pids)
+
     def measure() -> dict:
         before = stored_per_site(cluster)
         context = multiprocessing.get_context("spawn")
-        start, results = context.Barrier(PUBLISHER_PROCESSES, timeout=120), context.Queue()
+        start, results = context.Barrier(PUBLISHER_PROCESSES + 1, timeout=120), context.Queue()
         processes = [context.Process(target=offer_events,
                                      args=(cluster, sites[index::PUBLISHER_PROCESSES], tmp_path, start, results))
                      for index in range(PUBLISHER_PROCESSES)]
         for process in processes:
             process.start()
         try:
+            start.wait()  # the cores' use is read over the offer and its acknowledgements, from here
+            servers_before, (busy_before, all_before) = servers_cpu(), machine_busy_seconds()
             outcomes = [results.get(timeout=OFFER_SECONDS + DRAIN_LIMIT + 60) for _ in processes]
+            servers_seconds, (busy_after, all_after) = servers_cpu() - servers_before, machine_busy_seconds()
         finally:
             for process in processes:
                 process.join(30)
@@ -282,6 +306,7 @@ def test_events_from_many_sites_accepted_without_loss(benchmark, cluster: Loopba
         offered = sum(o["offered"] for o in outcomes)
         offer_seconds = max(o["offer_seconds"] for o in outcomes)
         acknowledged_rate = sum(o["acknowledged_at_offer_end"] for o in outcomes) / offer_seconds
+        window = (all_after - all_before) / (os.cpu_count() or 1)  # wall seconds, from the kernel's ticks
         stored = {site: after.get(events_subject(site), 0) - before.get(events_subject(site), 0) for site in sites}
         return {"sites": SITES, "processes": PUBLISHER_PROCESSES, "site_rate": SITE_RATE,
                 "offered": offered, "sent": sum(o["sent"] for o in outcomes), "lost": sum(o["lost"] for o in outcomes),
@@ -289,8 +314,13 @@ def test_events_from_many_sites_accepted_without_loss(benchmark, cluster: Loopba
                     count == SITE_RATE * OFFER_SECONDS for count in stored.values()),
                 "offered_per_s": offered / offer_seconds, "acknowledged_per_s_during_offer": acknowledged_rate,
                 "acknowledged_over_offered": acknowledged_rate * offer_seconds / offered,
+                "backlog_at_offer_end_s": (offered - acknowledged_rate * offer_seconds) / (offered / offer_seconds),
                 "all_acknowledged_s": max(o["all_acknowledged_seconds"] for o in outcomes),
                 "worst_lag_s": max(o["worst_lag_s"] for o in outcomes),
+                # what the CPU went to, in cores, from the start to the last acknowledgement
+                "publishers_cores": sum(o["cpu_s"] for o in outcomes) / window,
+                "servers_cores": servers_seconds / window,
+                "machine_busy_cores": (busy_after - busy_before) / window, "machine_cores": os.cpu_count(),
                 "offered_over_target_10k_per_s": offered / offer_seconds / 10_000}
 
     figures = benchmark.pedantic(measure, rounds=1, iterations=1)
@@ -300,12 +330,12 @@ def test_events_from_many_sites_accepted_without_loss(benchmark, cluster: Loopba
     assert figures["sites_stored_exactly_once"] == SITES  # ...and none twice
 
 
-def sync_gateway(cluster: LoopbackCluster, folder: Path, ready: object, stop: object, results: object) -> None:
+def sync_gateway(cluster: LoopbackCluster, folder: Path, ready: Event, stop: Event, results: Queue) -> None:
     """A gateway's agent syncing, in a process of its own as in the daemon: puts its figures on results."""
-    results.put(asyncio.run(_sync_gateway(cluster, folder, ready, stop)))  # type: ignore[attr-defined]
+    results.put(asyncio.run(_sync_gateway(cluster, folder, ready, stop)))
 
 
-async def _sync_gateway(cluster: LoopbackCluster, folder: Path, ready: object, stop: object) -> dict:
+async def _sync_gateway(cluster: LoopbackCluster, folder: Path, ready: Event, stop: Event) -> dict:
     """GatewayAgent with the compiling applier, as `edufilter hub agent` runs it, handed SITE_RATE
     block events a second and following a group change every SYNC_CHANGE_TICKS (published by
     the group's admin from here). Paced in ticks of running time: a stopped process offers
@@ -318,11 +348,11 @@ async def _sync_gateway(cluster: LoopbackCluster, folder: Path, ready: object, s
     stopping = asyncio.Event()
     running = asyncio.create_task(agent.run(stopping))
     latest = (await js.publish(bucket_subject(GROUP_BUCKET), part)).seq  # the revisions before it, caught up
-    while agent.follower.revisions()[GROUP_BUCKET] < latest and not stop.is_set():  # type: ignore[attr-defined]
+    while agent.follower.revisions()[GROUP_BUCKET] < latest and not stop.is_set():
         await asyncio.sleep(PACE_TICK)
-    ready.set()  # type: ignore[attr-defined]
+    ready.set()
     applied_before, changes, offered, ticks = agent.follower.applied, 0, 0, 0
-    while not stop.is_set():  # type: ignore[attr-defined]
+    while not stop.is_set():
         agent.add_events([{**EVENT, "name": f"n{number}.test"} for number in range(int(SITE_RATE * PACE_TICK))])
         offered += int(SITE_RATE * PACE_TICK)
         if ticks % SYNC_CHANGE_TICKS == 0:
@@ -361,16 +391,18 @@ def test_worker_pass_while_gateway_agent_syncs(benchmark, cluster: LoopbackClust
         ready, stop, results = context.Event(), context.Event(), context.Queue()
         agent = context.Process(target=sync_gateway, args=(cluster, tmp_path, ready, stop, results))
         agent.start()
+        pid = agent.pid
+        assert pid is not None
         alone, syncing = [], []
         try:
             assert ready.wait(120), "the gateway agent did not catch up with the group's policy"
             for _ in range(PHASES):
-                os.kill(agent.pid, signal.SIGSTOP)
+                os.kill(pid, signal.SIGSTOP)
                 alone.append(phase())
-                os.kill(agent.pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGCONT)
                 syncing.append(phase())
         finally:
-            os.kill(agent.pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGCONT)
             stop.set()
             synced = results.get(timeout=60)
             agent.join(30)

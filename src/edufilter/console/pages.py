@@ -18,6 +18,7 @@ from edufilter.api.problems import Problem
 from edufilter.api.tokens import MAX_OVERRIDE_MINUTES, Role
 from edufilter.console.charts import bar_chart, totals
 from edufilter.console.i18n import translator
+from edufilter.console.idle_rules import idle_rule_warnings, policy_facts
 from edufilter.console.invoke import invoke, may
 from edufilter.console.sessions import same_secret
 from edufilter.console.visit import (
@@ -126,6 +127,9 @@ async def overview(visit: Visit) -> web.StreamResponse:
     evasion = await invoke(visit.request, visit.token, "stats",
                            query={"window": window, "by": "verdict", "category": EVASION_CATEGORY})
     warnings = await overview_warnings(visit, report.get("daemon"), freshness, _local_time(zone))
+    facts = await policy_facts(visit, freshness)
+    if facts is not None:
+        warnings += idle_rule_warnings(facts, datetime.now(zone).date(), visit.text)
     return visit.render("overview.html", report=report, daemon=report.get("daemon"), charts=charts,
                         window=window, windows=WINDOWS, events=events["items"], local=_local_time(zone),
                         freshness=freshness, evasion=sum(row["flows"] for row in evasion.body["rows"]),
@@ -135,7 +139,8 @@ async def overview(visit: Visit) -> web.StreamResponse:
 async def overview_warnings(visit: Visit, daemon: dict[str, Any] | None, freshness: dict[str, Any],
                             local: Callable[[object], str]) -> list[str]:
     """What needs a look: workers not running or restarted, overrides that ended by expiring
-    in the last day, category lists older than STALE_LIST_DAYS, a failed `lists update`."""
+    in the last day, category lists older than STALE_LIST_DAYS, a failed `lists update`
+    (and, from idle_rules, the rules that match nothing)."""
     warnings = []
     for queue in (daemon or {}).get("queues") or []:
         if queue.get("state") != "running" or queue.get("restarts"):

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from edufilter.api.security import COOKIE_ROUTES
 from edufilter.console import bulk_upload, pages, policy_edit, reviews
+from edufilter.console.overview_cache import OVERVIEWS, OverviewCache
 from edufilter.console.sessions import SessionStore
 from edufilter.console.visit import HERE, PREFIX, SESSIONS, TEMPLATES, page
 
@@ -31,6 +32,7 @@ SECURITY_HEADERS = {
 def setup_console(app: web.Application) -> None:
     """Add the console's routes, listed in COOKIE_ROUTES so the bearer check skips them."""
     app[SESSIONS] = SessionStore()
+    app[OVERVIEWS] = OverviewCache()
     app[TEMPLATES] = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=True,

@@ -9,20 +9,21 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: setup demo demo-hub test bench release-check fuzz-asan clean
 
-$(STAMP): pyproject.toml setup.py src/edufilter/*.pyx src/edufilter/*.pxd src/edufilter/_hash.h packaging/apt-packages.txt
+$(STAMP): pyproject.toml lab/pyproject.toml setup.py $(wildcard src/edufilter/*.pyx src/edufilter/*/*.pyx src/edufilter/*.pxd src/edufilter/*/*.pxd src/edufilter/*.h) packaging/apt-packages.txt
 	scripts/install-system-deps.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip "setuptools>=69" wheel "Cython>=3.0.10,<4"
 	$(BIN)/python -m pip install -q --no-build-isolation -e ".[test,fuzz,hub]"
+	$(BIN)/python -m pip install -q --no-build-isolation -e lab
 	touch $@
 
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/python -m edufilter.lab.demo
+	$(BIN)/python -m edufilter_lab.demo
 
 demo-hub: setup
-	$(BIN)/python -m edufilter.lab.hub
+	$(BIN)/python -m edufilter_lab.hub
 
 test: setup
 	$(BIN)/pytest
@@ -48,5 +49,8 @@ release-check: bench
 fuzz-asan: setup
 	scripts/fuzz-asan.sh
 
+# every generated file: the C that Cython writes beside each .pyx, the built extensions, annotations
 clean:
-	rm -rf build $(VENV) src/edufilter/_fastpath.c src/edufilter/*.so
+	rm -rf build $(VENV)
+	find src -name '*.so' -delete
+	for pyx in $$(find src -name '*.pyx'); do rm -f $${pyx%.pyx}.c $${pyx%.pyx}.html; done

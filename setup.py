@@ -1,4 +1,4 @@
-"""Builds the Cython extensions (every src/edufilter/_*.pyx); metadata lives in pyproject.toml."""
+"""Builds the Cython extensions (every src/edufilter/**/_*.pyx); metadata lives in pyproject.toml."""
 
 import os
 from pathlib import Path
@@ -20,16 +20,22 @@ LIBRARIES = {
     "_quic": ["crypto"],  # OpenSSL's libcrypto: AES-GCM, AES-ECB, SHA-256 for QUIC Initials
 }
 
+# Each stage's Cython module lives in its stage's folder (capture/_queue.pyx, ...); the shared
+# C headers stay beside _fastpath.pyx, so every extension gets that folder on its include path.
+PACKAGE_ROOT = Path("src/edufilter")
+HEADERS = [str(header) for header in sorted(PACKAGE_ROOT.glob("*.h"))]
+
 extensions = [
     Extension(
-        f"edufilter.{path.stem}",
+        ".".join(path.relative_to("src").with_suffix("").parts),
         [str(path)],
+        include_dirs=[str(PACKAGE_ROOT)],
         libraries=LIBRARIES.get(path.stem, []),
-        depends=[str(header) for header in sorted(Path("src/edufilter").glob("*.h"))],  # rebuilt when one changes
+        depends=HEADERS,  # rebuilt when one changes
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     )
-    for path in sorted(Path("src/edufilter").glob("_*.pyx"))
+    for path in sorted(PACKAGE_ROOT.rglob("_*.pyx"))
 ]
 
 setup(

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from edufilter._enforce import Enforcer
+from edufilter.enforce._enforce import Enforcer
 from edufilter._fastpath import FlowExtractor
 from edufilter.daemon.worker import PolicyView
 from edufilter.enforce.dns import special_names
-from edufilter.enforce.marks import MarkLayout
+from edufilter.rules.marks import MarkLayout
 from listsource import ListSource
 from policyscale import PolicyScale, build_policy_scale, list_source, synthetic_names_generator
 from querymix import POPULAR, LookupMix, Rankings, lookup_mixes, realistic_rankings

@@ -35,11 +35,11 @@ from pathlib import Path
 
 import dpkt
 
-from edufilter._queue import parse_queue_counters
-from edufilter.lab.netns import Host, Lab, LabError
-from edufilter.lab.reference_loop import build_accept_all
-from edufilter.lab.school import UPSTREAM_V4, FilteredSchool, start_filtered_school
-from edufilter.lab.traffic import capture, wait_for_listener
+from edufilter.capture._queue import parse_queue_counters
+from edufilter_lab.netns import Host, Lab, LabError
+from edufilter_lab.reference_loop import build_accept_all
+from edufilter_lab.school import UPSTREAM_V4, FilteredSchool, start_filtered_school
+from edufilter_lab.traffic import capture, wait_for_listener
 
 BENCH = Path(__file__).resolve().parent
 FLOOD_SOURCE = BENCH / "udp_flood.c"
@@ -188,7 +188,7 @@ def on_endpoint_core(argv: Sequence[str]) -> list[str]:
 
 
 class BenchLab:
-    """The school of edufilter.lab.school, with the benchmark's servers, tools and counters."""
+    """The school of edufilter_lab.school, with the benchmark's servers, tools and counters."""
 
     def __init__(self, lab: Lab, workdir: Path, blocked_names: Sequence[str]) -> None:
         self.lab = lab
@@ -278,7 +278,7 @@ class BenchLab:
         try:
             for queue in range(QUEUE, QUEUE + queues):
                 if kind == "dpkt":
-                    argv = [sys.executable, "-m", "edufilter.lab.baseline_worker", "--queue", str(queue)]
+                    argv = [sys.executable, "-m", "edufilter_lab.baseline_worker", "--queue", str(queue)]
                 else:
                     argv = [str(self.accept_all_binary), "--queue", str(queue)]
                 process = self.gateway.popen(["taskset", "-c", GATEWAY_CPU, *argv], stdout=subprocess.PIPE,

@@ -1,11 +1,11 @@
 /*
  * The limit reference of the queue benchmarks: the least a program can do per queued packet.
  *
- * Binds one NFQUEUE queue with the socket settings of edufilter._queue.PacketQueue (copy mode
+ * Binds one NFQUEUE queue with the socket settings of edufilter.capture._queue.PacketQueue (copy mode
  * packet, queue max length, NFQA_CFG_F_GSO, optional fail-open, a forced receive buffer,
  * NETLINK_NO_ENOBUFS), reads bursts with recvmmsg and accepts each burst with one
  * NFQNL_MSG_VERDICT_BATCH for its highest packet id. Built by the benchmark at run time
- * (edufilter.lab.reference_loop.build_accept_all); never committed as a binary.
+ * (edufilter_lab.reference_loop.build_accept_all); never committed as a binary.
  *
  * usage: nfq_accept_all --queue N [--max-length 8192] [--copy-range 65535] [--batch 64]
  *                       [--receive-buffer BYTES] [--fail-open] [--seconds S]

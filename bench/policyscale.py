@@ -24,14 +24,25 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from edufilter.policy.compile import CATEGORIES_IMAGE, compile_categories, images_dir
-from edufilter.policy.engine import Engine
-from edufilter.policy.liststore import ListStore, register_categories
-from edufilter.policy.model import Action, Category, ClientMatch, Group, Policy, Rule, Settings, TargetKind
-from edufilter.policy.store import POLICY_DB, PolicyStore
 from listgen import generate_names
 from listsource import SHARED, UPDATED, ListSource, choose_list_source
 from mixes import TINY
+
+from edufilter.classify.engine import Engine
+from edufilter.policy.compile import compile_categories
+from edufilter.policy.liststore import ListStore, register_categories
+from edufilter.policy.model import (
+    Action,
+    Category,
+    ClientMatch,
+    Group,
+    Policy,
+    Rule,
+    Settings,
+    TargetKind,
+)
+from edufilter.policy.store import PolicyStore
+from edufilter.state import StateDir
 
 BENCH = Path(__file__).resolve().parent
 BLOCKLISTS = BENCH.parent.parent / "shared" / "blocklists"
@@ -101,7 +112,7 @@ class PolicyScale:
 
     @property
     def categories_image(self) -> Path:
-        return images_dir(self.state_dir) / CATEGORIES_IMAGE
+        return StateDir(self.state_dir).categories_image
 
     def store(self) -> ListStore:
         return ListStore.in_state_dir(self.state_dir)
@@ -163,7 +174,7 @@ def build_policy_scale(state_dir: Path, lists: ListSource, popular: Collection[b
                 written += 1
     categories += store.import_file(synthetic, SYNTHETIC_CATEGORY, "plain").categories
     synthetic.unlink()
-    with PolicyStore(state_dir / POLICY_DB) as policy_store:
+    with PolicyStore(StateDir(state_dir).policy_db) as policy_store:
         register_categories(policy_store, categories)
         stored = policy_store.load().categories
         policy_store.replace_all(bench_policy(stored))

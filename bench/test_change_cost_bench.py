@@ -23,17 +23,28 @@ from pathlib import Path
 
 import pytest
 import requests
+from listnames import synthetic_names
+from mixes import TINY
 
 from edufilter.api.app import make_app, start_api
 from edufilter.api.settings import ApiSettings
 from edufilter.api.standalone import compiling_applier, image_explain
 from edufilter.api.tokens import create_token
+from edufilter.classify.engine import Engine
 from edufilter.policy.compile import compile_policy
-from edufilter.policy.engine import Engine
-from edufilter.policy.model import Action, AdminList, EntryKind, Group, ListEntry, Policy, Rule, Settings, TargetKind
-from edufilter.policy.store import POLICY_DB, Actor, PolicyStore
-from listnames import synthetic_names
-from mixes import TINY
+from edufilter.policy.model import (
+    Action,
+    AdminList,
+    EntryKind,
+    Group,
+    ListEntry,
+    Policy,
+    Rule,
+    Settings,
+    TargetKind,
+)
+from edufilter.policy.store import Actor, PolicyStore
+from edufilter.state import StateDir
 
 SIZES = {"100k": 100_000, "1m": 1_000_000, "5m": 5_000_000} if not TINY else {"1k": 1_000, "5k": 5_000}
 ROUNDS = int(os.environ.get("EDUFILTER_BENCH_CHANGE_ROUNDS", 5))
@@ -57,7 +68,7 @@ class ServedApi:
         assert ready.wait(30), "the API did not start"
 
     def _token(self, role: str, groups: tuple[str, ...] = ()) -> str:
-        with PolicyStore(self.state_dir / POLICY_DB) as store:
+        with PolicyStore(StateDir(self.state_dir).policy_db) as store:
             with store.audited(Actor("bench", "admin", "CLI", "token create"), "token", role) as change:
                 return create_token(change.db, f"bench-{role}", role, groups)[1]
 
@@ -82,7 +93,7 @@ class ServedApi:
 
 def school(state_dir: Path, names: int) -> None:
     """A school whose admin list `blocked` holds `names` names, compiled."""
-    with PolicyStore(state_dir / POLICY_DB) as store:
+    with PolicyStore(StateDir(state_dir).policy_db) as store:
         store.replace_all(Policy(
             settings=Settings(default_group="pupils"),
             groups=(Group("pupils"),),

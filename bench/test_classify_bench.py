@@ -1,4 +1,4 @@
-"""Classify (edufilter/_classify.pyx) at 5 M names, each against its pure-Python baseline on
+"""Classify (edufilter/classify/_classify.pyx) at 5 M names, each against its pure-Python baseline on
 the same input in the same run:
 
 - DomainTable.count_listed, the batch lookup, against a set of every listed name and the
@@ -14,10 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from edufilter._classify import DomainTable
-from edufilter._enforce import Slow
-from edufilter.policy.engine import Engine
-from edufilter.policy.image import Image
+from edufilter.classify._classify import DomainTable
+from edufilter.enforce._enforce import Slow
+from edufilter.classify.engine import Engine
+from edufilter.classify.image import Image
 from mixes import FLOWS, MIX_DESCRIPTION, TINY, first_packets_mix
 from policyscale import PolicyScale
 from querymix import LookupMix, count_listed_python

@@ -1,4 +1,4 @@
-"""Compile and reload (policy/compile.py, policy/engine.py) at 5 M names: the categories image
+"""Compile and reload (policy/compile.py, classify/engine.py) at 5 M names: the categories image
 built from the ListStore (time, bytes per name), mapped again (Engine.open), and the peak
 memory of a compile running next to a live, mapped image."""
 
@@ -10,9 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edufilter._classify import DomainTable
+from edufilter.classify._classify import DomainTable
 from edufilter.policy.compile import write_categories_image
-from edufilter.policy.image import Image
+from edufilter.classify.image import Image
 from edufilter.policy.liststore import ListStore
 from mixes import TINY
 from policyscale import PolicyScale

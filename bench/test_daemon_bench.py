@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from edufilter.lab.netns import Lab, cleanup_stale, namespaces_available
-from edufilter.lab.school import start_filtered_school
+from edufilter_lab.netns import Lab, cleanup_stale, namespaces_available
+from edufilter_lab.school import start_filtered_school
 from labbench import median
 
 pytestmark = pytest.mark.lab

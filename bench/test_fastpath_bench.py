@@ -1,6 +1,6 @@
 """Decode + extract (edufilter/_fastpath.pyx): the Cython fast path against the dpkt reference
 on the same packets in the same run, without and with QUIC Initials (decrypted by the worker's
-loop itself, _quic.pyx over libcrypto; by decode/quic.py over `cryptography` in the reference)."""
+loop itself, decode/_quic.pyx over libcrypto; by decode/quic.py over `cryptography` in the reference)."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from edufilter.hub.model import (
 )
 from edufilter.hub.outbox import Outbox
 from edufilter.hub.topology import ServerSettings, ensure_group, server_config
-from edufilter.lab.hub import ADMIN, make_tls, nats_server_available
+from edufilter_lab.hub import ADMIN, make_tls, nats_server_available
 from edufilter.policy.defaults import default_policy_dir
 
 pytestmark = pytest.mark.lab

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edufilter.lab.netns import Lab, cleanup_stale, namespaces_available
+from edufilter_lab.netns import Lab, cleanup_stale, namespaces_available
 from labbench import BenchLab, median, percentile
 from querymix import HIT_SHARE, Rankings, realistic_queries
 

@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from edufilter.lab.netns import Lab, namespaces_available  # noqa: E402
-from edufilter.lab.traffic import (  # noqa: E402
+from edufilter_lab.netns import Lab, namespaces_available  # noqa: E402
+from edufilter_lab.traffic import (  # noqa: E402
     SchoolNetwork,
     chromium,
     curl_http,
@@ -30,7 +30,7 @@ from edufilter.lab.traffic import (  # noqa: E402
     quic_client,
     start_school_network,
 )
-from edufilter.lab.tshark import observe  # noqa: E402
+from edufilter_lab.tshark import observe  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "src" / "edufilter" / "data" / "sample-school.pcapng"
 SIZE_LIMIT = 300 * 1024

@@ -179,7 +179,7 @@ cdef class FlowExtractor:
     cdef bint settled            # the last packet's flow is done looking for a name (none found)
     # An HTTP request head just found: the client stream bytes after it that this packet (or
     # the reassembled prefix) already holds, and the sequence number of the first of them, so
-    # the HTTP follower (_http.pyx) starts exactly where the head ends.
+    # the HTTP follower (decode/_http.pyx) starts exactly where the head ends.
     cdef const uint8_t* http_rest
     cdef Py_ssize_t http_rest_len
     cdef uint32_t http_rest_seq

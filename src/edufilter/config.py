@@ -203,7 +203,7 @@ def _check(config: Config, where: str) -> None:
         problems.append(f"api.listen: {error}")
     if bool(config.api.tls_certificate) != bool(config.api.tls_key):
         problems.append("api.tls_certificate and api.tls_key go together")
-    from edufilter.enforce.marks import MarkLayout
+    from edufilter.rules.marks import MarkLayout
     from edufilter.errors import NetfilterError
 
     try:

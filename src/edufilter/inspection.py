@@ -15,7 +15,7 @@ from pathlib import Path
 from edufilter._fastpath import FlowExtractor, parse_client_hello
 from edufilter.capture.pcapfile import ip_packet, read_frames
 from edufilter.decode.quic import QuicInitialCollector
-from edufilter.policy.engine import Explanation
+from edufilter.classify.engine import Explanation
 
 
 @dataclass(frozen=True, slots=True)

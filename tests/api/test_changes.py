@@ -7,10 +7,10 @@ import pytest
 import requests
 from conftest import LiveApi, problem, seed
 
-from edufilter.policy.compile import CATEGORIES_IMAGE, POLICY_IMAGE, images_dir
-from edufilter.policy.engine import Engine
-from edufilter.policy.image import Image
+from edufilter.classify.engine import Engine
+from edufilter.classify.image import Image
 from edufilter.policy.store import PolicyStore
+from edufilter.state import StateDir
 
 
 def test_two_admins_cannot_overwrite_each_other(api: LiveApi) -> None:
@@ -78,7 +78,7 @@ def test_every_change_is_applied_once(api: LiveApi) -> None:
 def test_a_failed_apply_leaves_the_old_policy_live(api: LiveApi) -> None:
     api.post("/api/v1/groups", {"name": "staff"})
     live = api.get("/api/v1/status").json()["live_version"]
-    categories = images_dir(api.state_dir) / CATEGORIES_IMAGE
+    categories = StateDir(api.state_dir).categories_image
     good = categories.read_bytes()
     categories.write_bytes(b"\0" * 4096)  # damaged: the policy cannot be compiled against it
     failed = problem(api.post("/api/v1/groups", {"name": "teachers"}), 500)
@@ -87,7 +87,7 @@ def test_a_failed_apply_leaves_the_old_policy_live(api: LiveApi) -> None:
     status = api.get("/api/v1/status").json()
     assert status["live_version"] == live and status["policy_version"] == live + 1
     assert status["apply_failures"] == 1 and "not an edufilter image" in status["last_apply_error"]
-    assert Image(images_dir(api.state_dir) / POLICY_IMAGE).meta["version"] == live  # still mapped
+    assert Image(StateDir(api.state_dir).policy_image).meta["version"] == live  # still mapped
 
     categories.write_bytes(good)
     assert api.post("/api/v1/apply").json() == {"live_version": live + 1}

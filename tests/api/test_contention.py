@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import LiveApi, problem, seed
+
 from edufilter.api.observe import CHECKS, MAX_RUNNING_CHECKS, MAX_WAITING_CHECKS
 from edufilter.policy import store as store_module
-from edufilter.policy.engine import open_current
-from edufilter.policy.model import ClientIdentity, Group
+from edufilter.policy.check import open_current
+from edufilter.policy.model import ClientIdentity
 from edufilter.policy.store import Actor, PolicyStore
 
 

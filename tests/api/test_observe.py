@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from conftest import LiveApi, conforms, problem, seed
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from edufilter.output.events import EventStore, Pseudonymiser
 from edufilter.output.status import write_status
+from edufilter.state import StateDir
 
 NOW = datetime.now(timezone.utc).replace(second=0, microsecond=0)
 
@@ -20,7 +20,7 @@ NOW = datetime.now(timezone.utc).replace(second=0, microsecond=0)
 @pytest.fixture
 def daemon_api(tmp_path: Path) -> Iterator[tuple[LiveApi, EventStore]]:
     """The API fed by a real event store and status file, as the daemon writes them."""
-    store = EventStore(tmp_path / "events.sqlite", None)
+    store = EventStore(StateDir(tmp_path).events_db, None)
     pseudonyms = Pseudonymiser(tmp_path / "keys")
     store.record([
         pseudonyms.block_event(time=NOW - timedelta(minutes=minutes), group=group, category="adult",

@@ -119,7 +119,7 @@ def test_rules_are_ordered_and_move(api: LiveApi) -> None:
     first = api.post(rules, {"target_kind": "category", "target": "adult", "action": "block"})
     assert first.status_code == 201 and first.headers["Location"] == f"{rules}/0"
     assert conforms(api, first, "Rule") == {"group": "class-5a", "position": 0, "target_kind": "category",
-                                            "target": "adult", "action": "block", "schedule": None}
+                                            "target": "adult", "action": "block", "schedule": None, "enabled": True}
     second = api.post(rules, {"target_kind": "list", "target": "games", "action": "block", "schedule": "lessons"})
     assert second.json()["position"] == 1
     on_top = api.post(rules, {"target_kind": "list", "target": "games", "action": "allow", "position": 0})

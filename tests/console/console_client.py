@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from aiohttp import CookieJar, web
 from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDictProxy
@@ -42,6 +41,7 @@ from edufilter.policy.model import (
     TimeSlot,
 )
 from edufilter.policy.store import Actor, PolicyStore
+from edufilter.state import StateDir
 
 NOW = datetime.now(timezone.utc).replace(second=0, microsecond=0)
 CLIENT_ADDRESS = "198.18.5.7"
@@ -73,7 +73,7 @@ class School:
         self.token("editor", name="editor")
         self.token("viewer", name="viewer")
         self.token("teacher", name="ms-peeters", groups=("class-5a",), max_minutes=45)
-        self.events = EventStore(self.state_dir / "events.sqlite", None)
+        self.events = EventStore(StateDir(self.state_dir).events_db, None)
         pseudonyms = Pseudonymiser(self.state_dir / "keys")
         self.events.record([
             pseudonyms.block_event(time=NOW - timedelta(minutes=minutes), group=group, category=category,

@@ -63,6 +63,9 @@ def test_each_cause_of_a_rule_matching_nothing_is_named() -> None:
     exam_day = [{"name": "lessons", "slots": [], "exceptions": [
         {"day": "2026-12-07", "slots": [{"start": "09:00", "end": "10:00"}]}]}]
     assert idle_rule_warnings(facts(schedules=exam_day), TODAY, text) == []  # today still has an hour
+    switched_off = [{**rule("pupils", 0, "list", "blocked"), "enabled": False}, rule("staff", 0, "list", "blocked")]
+    assert idle_rule_warnings(facts(rules=switched_off[:1], list_sizes={}), TODAY, text) == []
+    assert idle_rule_warnings(facts(rules=[{**switched_off[1], "enabled": False}]), TODAY, text) == []
     everyone_else = facts(clients=[], default_group="pupils", rules=[rule("pupils", 0, "list", "blocked")])
     assert idle_rule_warnings(everyone_else, TODAY, text) == []  # the default group takes every other device
 

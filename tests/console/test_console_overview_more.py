@@ -10,13 +10,13 @@ import re
 import time
 from datetime import datetime, timedelta
 
-from console_client import NOW, ConsoleClient, School
-from console_client import console, school  # noqa: F401 (fixtures)
+from console_client import NOW, ConsoleClient, School, console, school  # noqa: F401 (fixtures)
 
 from edufilter.policy.liststore import ListStore
 from edufilter.policy.model import Action
 from edufilter.policy.store import PolicyStore
-from edufilter.policy.update import LAST_UPDATE_FILE, record_update_run
+from edufilter.policy.update import record_update_run
+from edufilter.state import StateDir
 
 
 def import_category(school: School, name: str, names: list[str], age_days: int) -> None:
@@ -67,14 +67,14 @@ def test_the_freshness_operation_reads_the_list_store_and_the_last_update(consol
                                                                           school: School) -> None:
     import_category(school, "games", ["a.example"], age_days=1)
     record_update_run(school.state_dir, {})
-    assert (school.state_dir / LAST_UPDATE_FILE).exists()
-    (school.state_dir / LAST_UPDATE_FILE).write_text("not json")  # a damaged record reads as never
+    assert (StateDir(school.state_dir).last_update).exists()
+    (StateDir(school.state_dir).last_update).write_text("not json")  # a damaged record reads as never
     answer = console.get("/api/v1/freshness", headers={"Authorization": f"Bearer {school.secrets['viewer']}"})
     body = json.loads(answer.text)
     assert answer.status == 200 and body["last_update"] is None
     [games] = body["categories"]
     assert (games["name"], games["names"]) == ("games", 1) and 86400 <= games["age_seconds"] < 2 * 86400 + 60
-    os.remove(school.state_dir / LAST_UPDATE_FILE)
+    os.remove(StateDir(school.state_dir).last_update)
     record_update_run(school.state_dir, {})
     body = json.loads(console.get("/api/v1/freshness",
                                   headers={"Authorization": f"Bearer {school.secrets['viewer']}"}).text)

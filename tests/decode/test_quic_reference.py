@@ -1,4 +1,4 @@
-"""QUIC Initial decoder (decode/quic.py, the reference for the fast path's _quic.pyx): RFC test
+"""QUIC Initial decoder (decode/quic.py, the reference for the fast path's decode/_quic.pyx): RFC test
 vectors, real aioquic clients, crafted and random input."""
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import pytest
 
 from edufilter.enforce import safe_search
 from edufilter.enforce.safe_search import MIN_LIFETIME, SLOTS, SafeSearchAddresses
+from edufilter.state import StateDir
 
 GOOGLE = "forcesafesearch.google.com"
 SAFE4 = bytes([198, 18, 1, 20])
@@ -17,7 +18,7 @@ SAFE6 = bytes.fromhex("20010002000000010000000000000020")
 @pytest.fixture
 def shared(tmp_path: Path) -> Path:
     safe_search.prepare(tmp_path)
-    return tmp_path / safe_search.FILE_NAME
+    return StateDir(tmp_path).safe_search_addresses
 
 
 def test_what_one_worker_learns_every_worker_knows(shared: Path) -> None:
@@ -74,4 +75,4 @@ def test_a_full_disk_leaves_no_half_made_file(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setattr(safe_search.os, "posix_fallocate", no_space)
     safe_search.prepare(tmp_path)
-    assert not (tmp_path / safe_search.FILE_NAME).exists()
+    assert not StateDir(tmp_path).safe_search_addresses.exists()

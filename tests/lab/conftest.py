@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edufilter.lab.netns import Lab, cleanup_stale, namespaces_available
-from edufilter.lab.traffic import (
+from edufilter_lab.netns import Lab, cleanup_stale, namespaces_available
+from edufilter_lab.traffic import (
     SCENARIOS,
     Recording,
     chromium_available,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edufilter.lab.school import UPSTREAM_V4, FilteredSchool
+from edufilter_lab.school import UPSTREAM_V4, FilteredSchool
 from test_daemon import CURL_RESET_EXITS, api, curl, pupil
 from test_daemon import school  # noqa: F401 (the module's own school, built as test_daemon builds it)
 

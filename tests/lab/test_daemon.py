@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from edufilter.lab.netns import Host, Lab, LabError
-from edufilter.lab.school import (
+from edufilter_lab.netns import Host, Lab, LabError
+from edufilter_lab.school import (
     ECH_NAME,
     SAFE_SEARCH_ADDRESSES,
     UPSTREAM_V4,
@@ -31,7 +31,7 @@ from edufilter.lab.school import (
     FilteredSchool,
     start_filtered_school,
 )
-from edufilter.lab.traffic import (
+from edufilter_lab.traffic import (
     chromium,
     chromium_available,
     curl_https,

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from test_daemon import CURL_RESET_EXITS, curl, write_policy
 
-from edufilter.lab.netns import Lab
-from edufilter.lab.school import EDUFILTER, UPSTREAM_V4, FilteredSchool, start_filtered_school
-from edufilter.lab.traffic import script_environment
+from edufilter_lab.netns import Lab
+from edufilter_lab.school import EDUFILTER, UPSTREAM_V4, FilteredSchool, start_filtered_school
+from edufilter_lab.traffic import script_environment
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]
 

@@ -11,7 +11,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]
 
 
 def test_demo_filters_the_lab_school_with_the_bundled_policy() -> None:
-    completed = subprocess.run([sys.executable, "-m", "edufilter.lab.demo"], capture_output=True, text=True,
+    completed = subprocess.run([sys.executable, "-m", "edufilter_lab.demo"], capture_output=True, text=True,
                                timeout=240, check=False)
     out = completed.stdout
     assert completed.returncode == 0, out[-3000:] + completed.stderr[-3000:]

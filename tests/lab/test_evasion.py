@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edufilter.lab.netns import Host, Lab
-from edufilter.lab.school import UPSTREAM_V4, FilteredSchool, start_filtered_school
+from edufilter_lab.netns import Host, Lab
+from edufilter_lab.school import UPSTREAM_V4, FilteredSchool, start_filtered_school
 from packets import openssl_client_hello
 from rawclient import drop_kernel_resets_script
 

@@ -16,12 +16,18 @@ import pytest
 pytest.importorskip("nats", reason="the hub extra (nats-py) is not installed")
 
 from edufilter.hub.agent import APPLIED_FILE, OUTBOX_FILE, hub_dir
-from edufilter.hub.model import GROUP_BUCKET, site_bucket
+from edufilter.hub.model import (
+    GROUP_BUCKET,
+    SITE_CHANGES,
+    SITES_MAY_LOOSEN,
+    site_bucket,
+)
 from edufilter.hub.outbox import Outbox
-from edufilter.lab.hub import GroupCluster, nats_server_available, start_group_cluster
-from edufilter.lab.netns import Lab
+from edufilter_lab.hub import GroupCluster, nats_server_available, start_group_cluster
+from edufilter_lab.netns import Lab
 from edufilter.policy.defaults import default_policy_dir
-from edufilter.policy.store import POLICY_DB, PolicyStore
+from edufilter.policy.store import PolicyStore
+from edufilter.state import StateDir
 
 pytestmark = pytest.mark.lab
 
@@ -80,9 +86,9 @@ def applied(state: Path) -> dict[str, int]:
 
 
 def stored_lists(state: Path) -> set[str]:
-    if not (state / POLICY_DB).exists():
+    if not (StateDir(state).policy_db).exists():
         return set()
-    with PolicyStore(state / POLICY_DB) as store:
+    with PolicyStore(StateDir(state).policy_db) as store:
         return {admin_list.name for admin_list in store.load().lists}
 
 
@@ -132,7 +138,7 @@ def test_each_gateway_gets_the_group_policy_and_only_its_own_part(gateways: dict
         lists = stored_lists(state)
         assert "school-block" in lists  # the group's
         assert {f"{other}-block" for other in SITES if other != site}.isdisjoint(lists)
-        with PolicyStore(state / POLICY_DB) as store:
+        with PolicyStore(StateDir(state).policy_db) as store:
             cidrs = {client.cidr for client in store.load().clients if client.group == "primary"}
         assert f"198.18.{100 + SITES.index(site)}.0/24" in cidrs
         assert (state / "images" / "policy.img").exists()  # compiled, as a local change is
@@ -163,6 +169,29 @@ def test_a_site_part_that_redefines_a_group_item_is_refused(cluster: GroupCluste
     assert refused.returncode == 2
     assert "school-block" in refused.stderr
     assert revision(cluster, "--site=ghent") == before
+
+
+def test_a_sites_loosening_is_refused_until_the_group_gives_leave_then_reaches_its_gateway(
+    cluster: GroupCluster, gateways: dict[str, Path], tmp_path: Path
+) -> None:
+    plain = site_folder(tmp_path / "plain", "ghent", "198.18.100.0/24")
+    loose = site_folder(tmp_path / "loose", "ghent", "198.18.100.0/24")
+    (loose / "allow.toml").write_text('[lists.ghent-allow]\ndomain = ["games.test"]\n')
+    (loose / SITE_CHANGES).write_text('[[groups.primary.rules]]\naction = "allow"\nlists = ["ghent-allow"]\n')
+    before = revision(cluster, "--site=ghent")
+    refused = cluster.hub("put", "--site=ghent", f"--if-match={before}", str(loose), check=False)
+    assert refused.returncode == 2 and "loosens group 'primary'" in refused.stderr
+
+    leave = group_folder(tmp_path / "group")
+    (leave / SITES_MAY_LOOSEN).write_text("[loosen.primary]\nallow_lists = true\n")
+    put(cluster, leave, "--group", if_match=revision(cluster, "--group"))
+    loosened = put(cluster, loose, "--site=ghent", if_match=before)
+    wait_for(lambda: applied(gateways["ghent"]).get(site_bucket("ghent")) == loosened)
+    assert "ghent-allow" in stored_lists(gateways["ghent"])
+    # The site's part goes back to plain, so that the later tests' group parts need no leave.
+    restored = put(cluster, plain, "--site=ghent", if_match=loosened)
+    wait_for(lambda: applied(gateways["ghent"]).get(site_bucket("ghent")) == restored)
+    assert "ghent-allow" not in stored_lists(gateways["ghent"])
 
 
 PROBE = """
@@ -218,7 +247,7 @@ def test_one_sites_credentials_are_refused_for_another_sites_subjects(
     try:
         time.sleep(4)
         assert applied(state).get(site_bucket("bruges"), 0) == 0
-        assert not (state / POLICY_DB).exists() or "bruges-block" not in stored_lists(state)
+        assert not (StateDir(state).policy_db).exists() or "bruges-block" not in stored_lists(state)
     finally:
         agent.terminate()
         agent.wait(10)

@@ -16,9 +16,9 @@ pytest.importorskip("nats", reason="the hub extra (nats-py) is not installed")
 from edufilter.hub.agent import APPLIED_FILE, OUTBOX_FILE, hub_dir
 from edufilter.hub.model import GROUP_BUCKET
 from edufilter.hub.outbox import Outbox
-from edufilter.lab.hub import GroupCluster, nats_server_available, start_group_cluster
-from edufilter.lab.netns import Lab
-from edufilter.lab.school import UPSTREAM_V4, FilteredSchool, start_filtered_school
+from edufilter_lab.hub import GroupCluster, nats_server_available, start_group_cluster
+from edufilter_lab.netns import Lab
+from edufilter_lab.school import UPSTREAM_V4, FilteredSchool, start_filtered_school
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]
 

@@ -40,9 +40,9 @@ from edufilter.enforce.dns import (
     safe_search_target,
 )
 from edufilter.enforce.inject import IPPROTO_TCP, IPPROTO_UDP, RawSender, parse_ip
-from edufilter.enforce.marks import INJECTED, MarkLayout
-from edufilter.lab.netns import Host, IPAddress, Lab, client_gateway_server
-from edufilter.lab.traffic import start_dnsmasq, start_nginx, wait_for_listener
+from edufilter.rules.marks import INJECTED, MarkLayout
+from edufilter_lab.netns import Host, IPAddress, Lab, client_gateway_server
+from edufilter_lab.traffic import start_dnsmasq, start_nginx, wait_for_listener
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from edufilter.enforce import conntrack, netfilter
-from edufilter.enforce.marks import (
+from edufilter.rules import conntrack, netfilter
+from edufilter.rules.marks import (
     ALLOW,
     BOUND,
     DROP,
@@ -38,10 +38,10 @@ from edufilter.enforce.marks import (
     UNDECIDED,
     MarkLayout,
 )
-from edufilter.enforce.netfilter import Backend, InstalledRules, RuleSettings
+from edufilter.rules.netfilter import Backend, InstalledRules, RuleSettings
 from edufilter.errors import NetfilterError
-from edufilter.lab.netns import Host, Lab
-from edufilter.lab.traffic import (
+from edufilter_lab.netns import Host, Lab
+from edufilter_lab.traffic import (
     SchoolNetwork,
     quic_client,
     start_school_network,
@@ -315,7 +315,7 @@ def test_a_failing_queue_rule_takes_the_dormant_table_back_out(
 
 def test_the_kernel_refusing_the_queue_rule_is_a_clear_error(network: SchoolNetwork) -> None:
     failed = network.topology.gateway.run(
-        [sys.executable, "-m", "edufilter.enforce.nft_netlink", "add-xt-queue", "--table", "missing", "--chain",
+        [sys.executable, "-m", "edufilter.rules.nft_netlink", "add-xt-queue", "--table", "missing", "--chain",
          "to_queue", "--first", "0", "--count", "1"], check=False)
     assert failed.returncode == 1
     assert "No such file or directory (is the table there" in failed.stderr

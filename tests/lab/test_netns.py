@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from edufilter.lab.netns import (
+from edufilter_lab.netns import (
     Host,
     Lab,
     LabError,

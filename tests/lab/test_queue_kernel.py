@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from edufilter.lab.netns import Host, IPAddress, Lab, ThreeHostTopology, client_gateway_server
-from edufilter.lab.reference_loop import build_accept_all
-from edufilter.lab.traffic import wait_for_listener
+from edufilter_lab.netns import Host, IPAddress, Lab, ThreeHostTopology, client_gateway_server
+from edufilter_lab.reference_loop import build_accept_all
+from edufilter_lab.traffic import wait_for_listener
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]
 
@@ -172,7 +172,7 @@ def running(host: Host, argv: list[str], timeout: float = 10.0) -> Iterator[Work
 
 
 def probe(*arguments: str) -> list[str]:
-    return [sys.executable, "-m", "edufilter.lab.queue_probe", "--queue", str(QUEUE), *arguments]
+    return [sys.executable, "-m", "edufilter_lab.queue_probe", "--queue", str(QUEUE), *arguments]
 
 
 # --- verdicts -------------------------------------------------------------------------------
@@ -332,7 +332,7 @@ def test_python_surface(network: ThreeHostTopology) -> None:
 
 def surface() -> None:
     """Receive one packet through the Python surface, check it, then accept the rest."""
-    from edufilter._queue import ACCEPT, PacketQueue
+    from edufilter.capture._queue import ACCEPT, PacketQueue
     from edufilter.errors import QueueError
 
     def stop(signal_number: int, frame: object) -> None:
@@ -383,7 +383,7 @@ def test_reference_and_baseline_forward(
     if kind == "c-reference":
         argv = [str(build_accept_all(tmp_path)), "--queue", str(QUEUE)]
     else:
-        argv = [sys.executable, "-m", "edufilter.lab.baseline_worker", "--queue", str(QUEUE)]
+        argv = [sys.executable, "-m", "edufilter_lab.baseline_worker", "--queue", str(QUEUE)]
     queue_everything(network)
     with running(network.gateway, argv) as worker:
         assert ping(network, 4)

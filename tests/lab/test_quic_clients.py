@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from edufilter.lab.netns import Host, Lab, LabError
-from edufilter.lab.school import UPSTREAM_V4, FilteredSchool
-from edufilter.lab.traffic import chromium, chromium_available, quic_client, start_quic_server
+from edufilter_lab.netns import Host, Lab, LabError
+from edufilter_lab.school import UPSTREAM_V4, FilteredSchool
+from edufilter_lab.traffic import chromium, chromium_available, quic_client, start_quic_server
 from test_daemon import build_school, pupil
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]

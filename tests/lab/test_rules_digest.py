@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from edufilter.enforce.netfilter import InstalledRules, RuleSettings, install, remove_stale, table_digest
-from edufilter.lab.netns import Host, Lab
+from edufilter.rules.netfilter import InstalledRules, RuleSettings, install, remove_stale, table_digest
+from edufilter_lab.netns import Host, Lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]
 

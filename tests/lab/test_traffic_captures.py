@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from edufilter.lab.traffic import SCENARIOS, Recording
-from edufilter.lab.tshark import Observation, ech_frames, name_set, observe
+from edufilter_lab.traffic import SCENARIOS, Recording
+from edufilter_lab.tshark import Observation, ech_frames, name_set, observe
 
 pytestmark = pytest.mark.lab
 

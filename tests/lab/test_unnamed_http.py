@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from edufilter.lab.netns import Host, Lab
-from edufilter.lab.school import UPSTREAM_V4, FilteredSchool, start_filtered_school
-from edufilter.lab.traffic import script_environment, wait_for_listener
+from edufilter_lab.netns import Host, Lab
+from edufilter_lab.school import UPSTREAM_V4, FilteredSchool, start_filtered_school
+from edufilter_lab.traffic import script_environment, wait_for_listener
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("require_lab")]
 

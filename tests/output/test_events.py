@@ -17,9 +17,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from edufilter.enforce.blockpage import new_reference
 from edufilter.errors import EdufilterError
 from edufilter.output.database import MAX_RETENTION_DAYS
-from edufilter.output.events import BlockEvent, EventStore, Pseudonymiser, new_reference
+from edufilter.output.events import BlockEvent, EventStore, Pseudonymiser
+from edufilter.state import StateDir
 
 UTC = timezone.utc
 NOON = datetime(2024, 3, 14, 12, 0, tzinfo=UTC)
@@ -58,7 +60,7 @@ def pseudonymiser(tmp_path: Path) -> Pseudonymiser:
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[EventStore]:
-    with EventStore(tmp_path / "events.sqlite", tmp_path / "events") as store:
+    with EventStore(StateDir(tmp_path).events_db, tmp_path / "events") as store:
         yield store
 
 
@@ -298,7 +300,7 @@ def test_json_lines_one_file_per_utc_day(tmp_path: Path, store: EventStore, pseu
 
 
 def test_without_a_json_lines_dir_only_sqlite_is_written(tmp_path: Path, pseudonymiser: Pseudonymiser) -> None:
-    with EventStore(tmp_path / "events.sqlite", None) as store:
+    with EventStore(StateDir(tmp_path).events_db, None) as store:
         store.record([make_event(pseudonymiser, NOON)])
         store.purge(NOON + timedelta(days=30))
     assert sorted(path.name for path in tmp_path.iterdir()) == ["events.sqlite", "keys"]
@@ -306,7 +308,7 @@ def test_without_a_json_lines_dir_only_sqlite_is_written(tmp_path: Path, pseudon
 
 def test_unwritable_json_lines_are_a_clear_error(tmp_path: Path, pseudonymiser: Pseudonymiser) -> None:
     (tmp_path / "events").write_text("a file where the directory should be")
-    with EventStore(tmp_path / "events.sqlite", tmp_path / "events") as store:
+    with EventStore(StateDir(tmp_path).events_db, tmp_path / "events") as store:
         with pytest.raises(EdufilterError, match="cannot write event lines"):
             store.record([make_event(pseudonymiser, NOON)])
         assert len(store.query()[0]) == 1  # the database has it
@@ -314,14 +316,14 @@ def test_unwritable_json_lines_are_a_clear_error(tmp_path: Path, pseudonymiser: 
 
 def test_database_is_private(tmp_path: Path, store: EventStore, pseudonymiser: Pseudonymiser) -> None:
     store.record([make_event(pseudonymiser, NOON)])
-    assert mode(tmp_path / "events.sqlite") == 0o600
+    assert mode(StateDir(tmp_path).events_db) == 0o600
     assert mode(tmp_path / "events.sqlite-wal") == 0o600
 
 
 def test_purge_enforces_the_retention(tmp_path: Path, pseudonymiser: Pseudonymiser) -> None:
     now = datetime(2024, 3, 30, 10, 0, tzinfo=UTC)
     events = [make_event(pseudonymiser, now - timedelta(days=days, hours=1), days) for days in range(20)]
-    with EventStore(tmp_path / "events.sqlite", tmp_path / "events", retention_days=7) as store:
+    with EventStore(StateDir(tmp_path).events_db, tmp_path / "events", retention_days=7) as store:
         store.record(events)
         (tmp_path / "events" / "notes.txt").write_text("not ours")
         assert store.purge(now) == 13  # 7 days and 1 hour old and older
@@ -337,7 +339,7 @@ def test_purge_enforces_the_retention(tmp_path: Path, pseudonymiser: Pseudonymis
 def test_purged_events_leave_no_trace_in_the_files(tmp_path: Path, pseudonymiser: Pseudonymiser) -> None:
     old = make_event(pseudonymiser, NOON - timedelta(days=30), name="secret-search-of-a-pupil.example",
                      client_address=PUPIL, log_client_address=True)
-    with EventStore(tmp_path / "events.sqlite", None) as store:
+    with EventStore(StateDir(tmp_path).events_db, None) as store:
         store.record([old] + [make_event(pseudonymiser, NOON, n) for n in range(200)])
         assert store.purge(NOON) == 1
         # While the daemon runs: the database, its write-ahead log and shared memory.
@@ -349,11 +351,11 @@ def test_purged_events_leave_no_trace_in_the_files(tmp_path: Path, pseudonymiser
 @pytest.mark.parametrize("days", [0, -1, MAX_RETENTION_DAYS + 1, 10**6, True, "14", None])
 def test_retention_is_never_unbounded(tmp_path: Path, days: object) -> None:
     with pytest.raises(EdufilterError, match="retention"):
-        EventStore(tmp_path / "events.sqlite", None, retention_days=days)  # type: ignore[arg-type]
+        EventStore(StateDir(tmp_path).events_db, None, retention_days=days)  # type: ignore[arg-type]
 
 
 def test_maximum_retention_is_accepted(tmp_path: Path) -> None:
-    with EventStore(tmp_path / "events.sqlite", None, retention_days=MAX_RETENTION_DAYS) as store:
+    with EventStore(StateDir(tmp_path).events_db, None, retention_days=MAX_RETENTION_DAYS) as store:
         assert store.retention_days == MAX_RETENTION_DAYS
 
 
@@ -376,7 +378,7 @@ def damage_pages(path: Path) -> None:
 
 @pytest.mark.parametrize("damage", ["header", "pages"])
 def test_damaged_database_is_a_clear_error(tmp_path: Path, pseudonymiser: Pseudonymiser, damage: str) -> None:
-    path = tmp_path / "events.sqlite"
+    path = StateDir(tmp_path).events_db
     filled_database(path, pseudonymiser)
     if damage == "header":
         path.write_bytes(b"this is not SQLite at all" * 100)
@@ -390,7 +392,7 @@ def test_damaged_database_is_a_clear_error(tmp_path: Path, pseudonymiser: Pseudo
 def test_damaged_database_is_moved_aside_and_a_new_one_started(
     tmp_path: Path, pseudonymiser: Pseudonymiser, caplog: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "events.sqlite"
+    path = StateDir(tmp_path).events_db
     filled_database(path, pseudonymiser)
     damage_pages(path)
     damaged_bytes = path.read_bytes()
@@ -404,7 +406,7 @@ def test_damaged_database_is_moved_aside_and_a_new_one_started(
 
 
 def test_damage_found_while_running_starts_over(tmp_path: Path, pseudonymiser: Pseudonymiser) -> None:
-    path = tmp_path / "events.sqlite"
+    path = StateDir(tmp_path).events_db
     filled_database(path, pseudonymiser)
     with EventStore(path, None, start_over_if_damaged=True) as store:
         damage_pages(path)
@@ -429,7 +431,7 @@ def test_a_foreign_database_is_never_moved_aside(tmp_path: Path) -> None:
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "events.sqlite"
+    path = StateDir(tmp_path).events_db
     EventStore(path, None).close()
     with sqlite3.connect(path) as database:
         database.execute("PRAGMA user_version = 99")
@@ -449,7 +451,7 @@ def test_record_throughput(benchmark: BenchmarkFixture, tmp_path: Path, pseudony
         store.record(batch)
         batches += 1
 
-    with EventStore(tmp_path / "events.sqlite", tmp_path / "events") as store:
+    with EventStore(StateDir(tmp_path).events_db, tmp_path / "events") as store:
         benchmark.pedantic(record, rounds=5, iterations=1)  # once under --benchmark-disable
         with store.database.reading() as db:
             assert db.execute("SELECT count(*) FROM events").fetchone()[0] == batches * 1000 > 0

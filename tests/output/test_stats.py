@@ -11,7 +11,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edufilter.errors import EdufilterError
 from edufilter.output.events import EventStore
-from edufilter.output.stats import WINDOWS, CounterDelta, StatsRow, StatsStore, prometheus_text
+from edufilter.output.stats import (
+    WINDOWS,
+    CounterDelta,
+    StatsRow,
+    StatsStore,
+    prometheus_text,
+)
+from edufilter.state import StateDir
 
 UTC = timezone.utc
 NOW = datetime(2024, 3, 14, 10, 20, 30, tzinfo=UTC)
@@ -19,7 +26,7 @@ NOW = datetime(2024, 3, 14, 10, 20, 30, tzinfo=UTC)
 
 @pytest.fixture
 def stats(tmp_path: Path) -> Iterator[StatsStore]:
-    with EventStore(tmp_path / "events.sqlite", None, retention_days=7) as store:
+    with EventStore(StateDir(tmp_path).events_db, None, retention_days=7) as store:
         yield store.stats
 
 

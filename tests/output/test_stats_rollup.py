@@ -15,6 +15,7 @@ import pytest
 from edufilter.output.database import MIGRATIONS
 from edufilter.output.events import EventStore
 from edufilter.output.stats import WINDOWS, StatsRow
+from edufilter.state import StateDir
 
 UTC = timezone.utc
 NOW = datetime(2024, 3, 14, 10, 20, 30, tzinfo=UTC)
@@ -53,7 +54,7 @@ def expected(deltas: list[tuple[datetime, str, str | None, str, int, int]], wind
 @pytest.mark.parametrize("by", ["group", "category", "verdict"])
 def test_every_window_answers_what_the_minutes_say(tmp_path: Path, window: str, by: str) -> None:
     deltas = random_deltas(16, 3000, 35)
-    with EventStore(tmp_path / "events.sqlite", None, retention_days=60) as store:
+    with EventStore(StateDir(tmp_path).events_db, None, retention_days=60) as store:
         for first in range(0, len(deltas), 500):
             store.stats.add(deltas[first:first + 500])
         assert store.stats.query(window, by, now=NOW) == expected(deltas, window, by)
@@ -61,7 +62,7 @@ def test_every_window_answers_what_the_minutes_say(tmp_path: Path, window: str, 
 
 
 def test_hourly_windows_read_the_roll_up(tmp_path: Path) -> None:
-    with EventStore(tmp_path / "events.sqlite", None, retention_days=60) as store:
+    with EventStore(StateDir(tmp_path).events_db, None, retention_days=60) as store:
         store.stats.add([(NOW - timedelta(minutes=minute), "pupils", "games", "block", 1, 1) for minute in range(180)])
         with store.database.reading() as db:
             hours = db.execute("SELECT hour, flows FROM stats_hours ORDER BY hour").fetchall()
@@ -72,7 +73,7 @@ def test_hourly_windows_read_the_roll_up(tmp_path: Path) -> None:
 
 
 def test_an_older_database_gets_the_roll_up_from_its_minutes(tmp_path: Path) -> None:
-    path = tmp_path / "events.sqlite"
+    path = StateDir(tmp_path).events_db
     deltas = random_deltas(7, 500, 6)
     with sqlite3.connect(path) as db:  # schema version 1: minutes only
         for statement in MIGRATIONS[0]:
@@ -88,7 +89,7 @@ def test_an_older_database_gets_the_roll_up_from_its_minutes(tmp_path: Path) -> 
 
 def test_purging_keeps_the_roll_up_in_step(tmp_path: Path) -> None:
     deltas = random_deltas(3, 2000, 12)
-    with EventStore(tmp_path / "events.sqlite", None, retention_days=7) as store:
+    with EventStore(StateDir(tmp_path).events_db, None, retention_days=7) as store:
         store.stats.add(deltas)
         store.stats.purge(NOW)
         cutoff = NOW.replace(second=0) - timedelta(days=7)

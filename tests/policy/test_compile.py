@@ -11,20 +11,17 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reference_decision import CategoryData, reference_decide
 
-from edufilter._classify import DomainTable, DomainTableBuilder
+from edufilter.classify._classify import DomainTable, DomainTableBuilder
+from edufilter.classify.engine import Engine, Target
+from edufilter.classify.image import Image, write_image
 from edufilter.errors import PolicyError
 from edufilter.policy.compile import (
-    CATEGORIES_IMAGE,
-    LISTS_IMAGE,
-    POLICY_IMAGE,
-    images_dir,
     policy_sections,
     write_categories_image,
     write_lists_image,
 )
-from edufilter.policy.engine import Engine, Target
-from edufilter.policy.image import Image, write_image
 from edufilter.policy.liststore import ListCounts, StoredCategory
 from edufilter.policy.model import (
     Action,
@@ -45,7 +42,7 @@ from edufilter.policy.model import (
     TimeSlot,
 )
 from edufilter.policy.store import check_policy
-from reference_decision import CategoryData, reference_decide
+from edufilter.state import StateDir
 
 BASE = datetime(2026, 3, 27, 7, 0, tzinfo=timezone.utc)  # a Friday, two days before the DST change
 MONDAY_LESSON = BASE + timedelta(days=3, hours=1, minutes=55)  # Monday 30 March 10:55 CEST (after DST)
@@ -67,13 +64,13 @@ def compile_engine(tmp: Path, policy: Policy, data: dict[str, CategoryData], now
     aliases = {category.name: category.alias_of for category in policy.categories if category.alias_of}
     categories = [stored_category(tmp / "lists" / name, name, value) for name, value in data.items()]
     categories += [stored_category(tmp / "lists" / name, name, CategoryData(), target) for name, target in aliases.items()]
-    images = images_dir(tmp)
-    write_categories_image(categories, images / CATEGORIES_IMAGE)
+    state = StateDir(tmp)
+    write_categories_image(categories, state.categories_image)
     write_lists_image([admin_list.name for admin_list in policy.lists], policy_list_values(policy), 1,
-                      images / LISTS_IMAGE)
-    sections, meta, _ = policy_sections(policy, Image(images / CATEGORIES_IMAGE).meta,
-                                        Image(images / LISTS_IMAGE).meta, now, 1)
-    write_image(images / POLICY_IMAGE, sections, meta)
+                      state.lists_image)
+    sections, meta, _ = policy_sections(policy, Image(state.categories_image).meta,
+                                        Image(state.lists_image).meta, now, 1)
+    write_image(state.policy_image, sections, meta)
     return Engine.open(tmp)
 
 
@@ -355,7 +352,7 @@ def test_fingerprint_collisions_never_match_the_wrong_name() -> None:
 def test_damaged_images_are_refused(tmp_path: Path) -> None:
     policy, data = school()
     compile_engine(tmp_path, policy, data)
-    image = images_dir(tmp_path) / POLICY_IMAGE
+    image = StateDir(tmp_path).policy_image
     whole = image.read_bytes()
     image.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(PolicyError, match="checksum|truncated|outside"):
@@ -369,7 +366,7 @@ def test_damaged_images_are_refused(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="not an edufilter image"):
         Engine.open(tmp_path)
     image.write_bytes(whole)
-    os.replace(images_dir(tmp_path) / CATEGORIES_IMAGE, tmp_path / "moved")
+    os.replace(StateDir(tmp_path).categories_image, tmp_path / "moved")
     with pytest.raises(PolicyError, match="cannot open"):
         Engine.open(tmp_path)
 
@@ -378,6 +375,6 @@ def test_policy_compiled_against_other_lists_is_refused(tmp_path: Path) -> None:
     policy, data = school()
     compile_engine(tmp_path, policy, data)
     write_categories_image([stored_category(tmp_path / "other", "adult", CategoryData(frozenset({"x.example"})))],
-                           images_dir(tmp_path) / CATEGORIES_IMAGE)
+                           StateDir(tmp_path).categories_image)
     with pytest.raises(PolicyError, match="other category lists"):
         Engine.open(tmp_path)

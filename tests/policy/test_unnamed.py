@@ -12,7 +12,7 @@ import pytest
 from edufilter.errors import PolicyError
 from edufilter.policy.compile import compile_policy
 from edufilter.policy.defaults import default_policy_dir, load_policy_dir
-from edufilter.policy.engine import Engine
+from edufilter.classify.engine import Engine
 from edufilter.policy.model import Group, UnnamedFlows, effective_unnamed
 from edufilter.policy.store import MIGRATIONS, PolicyStore, _statements
 

@@ -50,19 +50,23 @@ async def create_token_handler(call: Call) -> web.StreamResponse:
 
 
 async def revoke_token_handler(call: Call) -> web.StreamResponse:
-    name = call.params["name"]
+    await call.change(revoke_change(call.params["name"]), apply=False)
+    return no_content()
+
+
+def revoke_change(name: str) -> Change:
+    """Revoke the token by that name, unless it is revoked already or the last live admin."""
 
     def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
         assert before is not None
         if before["revoked_at"] is not None:
             raise Problem(409, "revoked", f"token {name} was already revoked at {before['revoked_at']}")
-        if before["role"] == Role.ADMIN and live_admin_count(db) == 1:
+        if before["role"] == Role.ADMIN and before["site"] is None and live_admin_count(db) == 1:
             raise Problem(409, "last-admin", f"token {name} is the last live admin token: revoking it would leave "
                           "no one able to manage tokens; make another admin token first")
         revoke_token(db, name)
 
-    await call.change(Change("token", name, lambda db: _token_row(db, name), write), apply=False)
-    return no_content()
+    return Change("token", name, lambda db: _token_row(db, name), write)
 
 
 async def whoami(call: Call) -> web.StreamResponse:
@@ -79,6 +83,10 @@ async def read_audit(call: Call) -> web.StreamResponse:
         filters["since"] = since.astimezone(timezone.utc).isoformat(timespec="microseconds")
     cursor = call.query.get("cursor")
     assert call.token is not None
+    # Multi-site mode: a site's token reads its site's changes only (the group's API may ask for one).
+    site = call.token.site or call.query.get("site")
+    if site is not None:
+        filters["site"] = site
     # The audit shows no more than the role may read: tokens are an admin's alone.
     hidden = () if call.token.role is Role.ADMIN else ("token",)
     rows = await call.read(lambda db: views.audit(db, filters, limit + 1, int(cursor) if cursor else None, hidden))

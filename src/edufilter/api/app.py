@@ -43,13 +43,18 @@ from edufilter.api.observe import (
 from edufilter.api.openapi import OPENAPI, openapi_document
 from edufilter.api.problems import Handler, problem_middleware
 from edufilter.api.routes import OPERATIONS_TABLE, setup_routes
-from edufilter.api.security import OVERRIDE_RATE, THROTTLE, WindowCounter, auth_middleware
+from edufilter.api.security import (
+    OVERRIDE_RATE,
+    THROTTLE,
+    WindowCounter,
+    auth_middleware,
+)
 from edufilter.api.settings import ApiSettings
 from edufilter.api.uploads import UPLOADS, Uploads
 from edufilter.console.app import setup_console
 from edufilter.errors import EdufilterError
 from edufilter.output.events import EventStore
-from edufilter.output.status import status_path
+from edufilter.state import StateDir
 
 
 def make_app(
@@ -75,10 +80,10 @@ def make_app(
     app[METRICS] = Metrics()
     app[THROTTLE] = WindowCounter(settings.auth_failures, settings.auth_window)
     app[OVERRIDE_RATE] = WindowCounter(settings.teacher_overrides_per_hour, 3600.0)
-    app[UPLOADS] = Uploads(state_dir / "uploads", settings.max_concurrent_uploads)
+    app[UPLOADS] = Uploads(StateDir(state_dir).uploads, settings.max_concurrent_uploads)
     app[EXPLAIN] = explain
     app[CHECKS] = CheckSlots()
-    app[STATUS_SOURCE] = status_source or status_file_source(status_path(state_dir))
+    app[STATUS_SOURCE] = status_source or status_file_source(StateDir(state_dir).status)
     app[EVENTS] = event_store
     app[OPENAPI] = openapi_document(OPERATIONS_TABLE)
     app[RESOURCE_LOG] = ResourceLog(settings.resource_log_interval)

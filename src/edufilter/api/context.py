@@ -15,7 +15,8 @@ from aiohttp import web
 
 from edufilter.api.problems import Problem
 from edufilter.api.settings import ApiSettings
-from edufilter.policy.store import POLICY_DB, PolicyStore
+from edufilter.policy.store import PolicyStore
+from edufilter.state import StateDir
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ Applier = Callable[[], Awaitable[int]]
 
 
 def policy_path(state_dir: Path) -> Path:
-    return state_dir / POLICY_DB
+    return StateDir(state_dir).policy_db
 
 
 class StoreThread:

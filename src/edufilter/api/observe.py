@@ -142,10 +142,27 @@ async def events(call: Call) -> web.StreamResponse:
 
 
 async def check(call: Call) -> web.StreamResponse:
-    explain = call.app[EXPLAIN]
+    explain = engine_explain(call.app)
+    identity, at = client_identity(call.body["client"]), check_moment(call.body)
+    explanation = await call.app[CHECKS].run(lambda: explain(call.body["target"], identity, at))
+    return json_response(explanation.to_dict())
+
+
+def engine_explain(app: web.Application) -> Explain:
+    """The decision engine's explain, or 503 where none runs."""
+    explain = app[EXPLAIN]
     if explain is None:
         raise Problem(503, "engine-unavailable", "no decision engine is running here (no compiled policy)")
-    client = call.body["client"]
+    return explain
+
+
+def check_moment(body: dict[str, Any]) -> datetime:
+    """A check body's `at`, default now."""
+    return checked_date_time(body["at"]) if "at" in body else datetime.now(timezone.utc)
+
+
+def client_identity(client: dict[str, Any]) -> ClientIdentity:
+    """The client of a check body, or 422 naming what is wrong with it."""
     problems = []
     try:
         address = str(ipaddress.ip_address(client["address"]))
@@ -159,10 +176,7 @@ async def check(call: Call) -> web.StreamResponse:
             problems.append(Invalid("client.mac", str(error)))
     if problems:
         raise Problem(422, "validation-error", "the client is not valid", invalid_params=problems)
-    at = checked_date_time(call.body["at"]) if "at" in call.body else datetime.now(timezone.utc)
-    identity = ClientIdentity(address, mac, client.get("interface"), client.get("vlan"))
-    explanation = await call.app[CHECKS].run(lambda: explain(call.body["target"], identity, at))
-    return json_response(explanation.to_dict())
+    return ClientIdentity(address, mac, client.get("interface"), client.get("vlan"))
 
 
 # Prometheus text exposition format 0.0.4

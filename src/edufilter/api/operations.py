@@ -9,7 +9,7 @@ import json
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -86,7 +86,12 @@ class Call:
     @property
     def actor(self) -> Actor:
         assert self.token is not None
-        return Actor(self.token.name, self.token.role.value, self.request.method, self.request.path_qs)
+        return Actor(self.token.name, self.token.role.value, self.request.method, self.request.path_qs,
+                     self.token.site)
+
+    def actor_for(self, site: str | None) -> Actor:
+        """The actor of this call, recording `site` (default: the token's) as the site its change concerns."""
+        return replace(self.actor, site=site or self.actor.site)
 
     def raw_body_type(self) -> str | None:
         """The media type of an upload operation's raw body; None when the request names none."""
@@ -112,10 +117,12 @@ class Call:
             raise not_found(kind, object_id)
         return row
 
-    async def change(self, change: Change, apply: bool = True) -> Row | None:
-        """Make the change with its audit row in one transaction, then apply it live."""
+    async def change(self, change: Change, apply: bool = True, site: str | None = None) -> Row | None:
+        """Make the change with its audit row in one transaction, then apply it live; `site`:
+        the site it concerns in multi-site mode (default: the token's)."""
+        actor = self.actor_for(site)
         after, version, changed = await self.app[STORE].run(
-            lambda store: _run_change(store, change, self.actor, self.if_match)
+            lambda store: _run_change(store, change, actor, self.if_match)
         )
         if apply and changed:  # a change that changes nothing (PATCH {}) compiles nothing
             await self.app[APPLIER].apply(version)

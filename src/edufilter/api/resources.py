@@ -208,7 +208,7 @@ def _client_key(match: ClientMatch) -> str:
                     if getattr(match, name) is not None)
 
 
-def _match_of(row: Row) -> ClientMatch:
+def match_of(row: Row) -> ClientMatch:
     return ClientMatch(row["group"], row["cidr"], row["interface"], row["vlan"], row["mac"])
 
 
@@ -224,7 +224,7 @@ async def get_client(call: Call) -> web.StreamResponse:
 _IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
-def _refuse_misleading_network(cidr: str | None) -> None:
+def refuse_misleading_network(cidr: str | None) -> None:
     """422 for a client network that would not do what it seems to: a zone ID, every
     address, or IPv4-mapped IPv6 addresses (the gateway sees those clients as IPv4)."""
     if cidr is None:
@@ -252,8 +252,8 @@ def _refuse_misleading_network(cidr: str | None) -> None:
 
 
 async def create_client(call: Call) -> web.StreamResponse:
-    _refuse_misleading_network(call.body.get("cidr"))
-    match = _match_of(with_defaults(call.body, schemas.CLIENT.create))
+    refuse_misleading_network(call.body.get("cidr"))
+    match = match_of(with_defaults(call.body, schemas.CLIENT.create))
     # Normalised (cidr as a network, MAC lowercase) to find a duplicate; the store checks the group.
     normal = replace(checked_client(match, lambda kind, name: True), group=match.group)
 
@@ -274,7 +274,7 @@ def update_client(patch: bool) -> Handler:
         def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
             assert before is not None
             group = call.body.get("group", before["group"]) if patch else call.body["group"]
-            store.update_client(replace(_match_of(before), group=group))
+            store.update_client(replace(match_of(before), group=group))
 
         change = Change("client", str(client_id), lambda db: views.client(db, client_id), write)
         return json_response(await call.change(change))
@@ -287,7 +287,7 @@ async def delete_client(call: Call) -> web.StreamResponse:
 
     def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> None:
         assert before is not None
-        store.remove_client(_match_of(before))
+        store.remove_client(match_of(before))
 
     await call.change(Change("client", str(client_id), lambda db: views.client(db, client_id), write))
     return no_content()
@@ -364,8 +364,9 @@ async def delete_entry(call: Call) -> web.StreamResponse:
 # Rules, by group and position
 
 
-def _rule_model(group: str, given: dict[str, Any]) -> Rule:
-    return Rule(group, given["target_kind"], given["target"], given["action"], given.get("schedule"))
+def rule_model(group: str, given: dict[str, Any]) -> Rule:
+    return Rule(group, given["target_kind"], given["target"], given["action"], given.get("schedule"),
+                given.get("enabled", True))
 
 
 def _rule_id(row: Row) -> str:
@@ -390,7 +391,7 @@ async def get_rule(call: Call) -> web.StreamResponse:
 
 async def create_rule(call: Call) -> web.StreamResponse:
     group = call.params["group"]
-    rule = _rule_model(group, with_defaults(call.body, schemas.RULE.create))
+    rule = rule_model(group, with_defaults(call.body, schemas.RULE.create))
 
     def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> int:
         if views.group(db, group) is None:
@@ -413,7 +414,7 @@ def update_rule(patch: bool) -> Handler:
         def write(store: PolicyStore, db: sqlite3.Connection, before: Row | None) -> int:
             assert before is not None
             given = before | call.body if patch else with_defaults(call.body, schemas.RULE.replace)
-            rule = _rule_model(group, given)
+            rule = rule_model(group, given)
             moved_to = call.body.get("position", position)
             if moved_to == position:
                 store.update_rule(rule, position)
@@ -479,8 +480,13 @@ def refuse_teacher_over_quota(call: Call, db: sqlite3.Connection, at: datetime) 
     """409 when the teacher's token holds its number of unexpired overrides; called inside the
     change's transaction, so that two requests at once cannot both pass."""
     assert call.token is not None
+    refuse_over_quota(call, views.unexpired_overrides_by(db, call.token.name, at))
+
+
+def refuse_over_quota(call: Call, held: int) -> None:
+    """409 when a teacher's token holds `held` unexpired overrides, its quota or more."""
     quota = call.app[SETTINGS].teacher_active_overrides
-    if views.unexpired_overrides_by(db, call.token.name, at) >= quota:
+    if held >= quota:
         raise Problem(409, "override-quota", f"this token already holds {quota} overrides that have not "
                       "expired; end one (DELETE) or wait until one expires")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from edufilter.api import admin, freshness, observe, openapi, resources, reviews, schemas, uploads
+from edufilter.api import admin, freshness, observe, openapi, preview, resources, reviews, schemas, uploads
 from edufilter.api.operations import (
     PAGE_QUERY,
     PATCH_TYPES,
@@ -105,6 +105,15 @@ OPERATIONS_TABLE: list[Operation] = [
                Response(503, "No decision engine runs here, or too many checks are in progress (Retry-After)",
                         schemas.PROBLEM, "application/problem+json")),
               "service", body=schemas.CHECK_REQUEST),
+    Operation("POST", "/api/v1/preview", "preview",
+              "What a few names get now and would get after a change to a group's rules, a schedule or a "
+              "client match, saving nothing", preview.preview, EDITORS,
+              (ok(preview.PREVIEW),
+               Response(503, "No decision engine runs here, or too many checks are in progress (Retry-After)",
+                        schemas.PROBLEM, "application/problem+json")),
+              "service", body=preview.PREVIEW_REQUEST,
+              description="The change is validated as the policy model validates a saved one (422 names the "
+                          "field); the names are explained before and after as POST /check explains them."),
     Operation("POST", "/api/v1/apply", "apply", "Compile and apply the stored policy again", admin.apply_policy,
               EDITORS, (Response(200, "Applied", schemas.APPLIED), APPLY_FAILED), "service"),
     Operation("GET", "/api/v1/audit", "list_audit", "Audit log of every change, newest first", admin.read_audit,

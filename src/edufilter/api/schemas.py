@@ -114,6 +114,7 @@ RULE = resource(
         "target": Field(slug("category or list name"), required=True),
         "action": Field(choice(Action), required=True),
         "schedule": Field(nullable(slug("schedule name")), ),
+        "enabled": Field(boolean(default=True, description="a disabled rule keeps its position but decides nothing")),
     },
 )
 
@@ -195,6 +196,8 @@ TOKEN = resource(
         "role": Field(choice(Role), required=True),
         "groups": Field(array(slug("group name"), 100, description="teacher tokens: the groups they may override")),
         "max_minutes": Field(nullable(integer(1, MAX_OVERRIDE_MINUTES, description="longest override allowed"))),
+        "site": Field(nullable(text(31, description="multi-site mode: the site the token is limited to; null: "
+                                                    "the school, or the whole group")), read_only=True),
         "created_at": Field(date_time(), read_only=True),
         "revoked_at": Field(nullable(date_time()), read_only=True),
     },
@@ -208,11 +211,12 @@ TOKEN_CREATED = component(
             "role": choice(Role),
             "groups": array(slug("group name"), 100),
             "max_minutes": nullable(integer(1, MAX_OVERRIDE_MINUTES)),
+            "site": nullable(text(31)),
             "created_at": date_time(),
             "revoked_at": nullable(date_time()),
             "token": text(100, description="the bearer secret: shown this once, stored only as a digest"),
         },
-        required=["name", "role", "groups", "max_minutes", "created_at", "revoked_at", "token"],
+        required=["name", "role", "groups", "max_minutes", "site", "created_at", "revoked_at", "token"],
     ),
 )
 
@@ -254,29 +258,26 @@ UPLOAD = component(
     ),
 )
 
+CHECK_CLIENT = obj(
+    {
+        "address": text(45, 1, description="IPv4 or IPv6 source address"),
+        "mac": nullable(text(17)),
+        "interface": nullable(text(15)),
+        "vlan": nullable(integer(1, 4094)),
+    },
+    required=["address"],
+)
+CHECK_AT = date_time(description="the moment to decide for; default now")
 CHECK_REQUEST = component(
     "CheckRequest",
-    obj(
-        {
-            "target": text(2048, 1, description="a host name or a URL"),
-            "client": obj(
-                {
-                    "address": text(45, 1, description="IPv4 or IPv6 source address"),
-                    "mac": nullable(text(17)),
-                    "interface": nullable(text(15)),
-                    "vlan": nullable(integer(1, 4094)),
-                },
-                required=["address"],
-            ),
-            "at": date_time(description="the moment to decide for; default now"),
-        },
-        required=["target", "client"],
-    ),
+    obj({"target": text(2048, 1, description="a host name or a URL"), "client": CHECK_CLIENT, "at": CHECK_AT},
+        required=["target", "client"]),
 )
 _EXPLAINED_RULE = obj(
     {"group": slug("group name"), "position": integer(), "target_kind": choice(TargetKind),
-     "target": slug("category or list name"), "action": choice(Action), "schedule": nullable(slug("schedule name"))},
-    required=["group", "position", "target_kind", "target", "action", "schedule"],
+     "target": slug("category or list name"), "action": choice(Action), "schedule": nullable(slug("schedule name")),
+     "bypass_shield": boolean(description="a rule the group's bypass shield adds, after the group's own")},
+    required=["group", "position", "target_kind", "target", "action", "schedule", "bypass_shield"],
 )
 _EXPLAINED_OVERRIDE = obj(
     {"id": integer(1), "group": slug("group name"), "name": text(253), "action": choice(Action),
@@ -384,6 +385,8 @@ AUDIT_ENTRY = component(
             "role": text(20),
             "method": text(20),
             "path": text(4096),
+            "site": nullable(text(31, description="multi-site mode: the site the change concerns; null: the "
+                                                  "school's own or the group's")),
             "kind": text(40),
             "object_id": text(4096),
             "before": {"type": ["object", "null"], "description": "the object before the change"},
@@ -391,7 +394,8 @@ AUDIT_ENTRY = component(
             "policy_version": integer(),
         },
         required=[
-            "id", "at", "token", "role", "method", "path", "kind", "object_id", "before", "after", "policy_version",
+            "id", "at", "token", "role", "method", "path", "site", "kind", "object_id", "before", "after",
+            "policy_version",
         ],
     ),
 )

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from edufilter.api.context import Applier
 from edufilter.api.observe import Explain
-from edufilter.daemon.control import request_reload
+from edufilter.classify.engine import Explanation
+from edufilter.policy.check import open_current
 from edufilter.policy.compile import compile_policy
-from edufilter.policy.engine import Explanation, open_current
 from edufilter.policy.model import ClientIdentity
+from edufilter.policy.publish import request_reload
 
 
 def compiling_applier(state_dir: Path) -> Applier:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import secrets
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import StrEnum
@@ -45,6 +46,7 @@ class Token:
     max_minutes: int | None = None  # longest override this token may make
     created_at: str = ""
     revoked_at: str | None = None
+    site: str | None = None  # multi-site mode: the one site it may act on; None: the school, or the group
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -52,6 +54,7 @@ class Token:
             "role": self.role.value,
             "groups": list(self.groups),
             "max_minutes": self.max_minutes,
+            "site": self.site,
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,
         }
@@ -65,12 +68,12 @@ def _now_text() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-_COLUMNS = "name, role, groups, max_minutes, created_at, revoked_at"
+_COLUMNS = "name, role, groups, max_minutes, created_at, revoked_at, site"
 
 
 def _token(row: tuple[Any, ...]) -> Token:
-    name, role, groups, max_minutes, created_at, revoked_at = row
-    return Token(name, Role(role), tuple(json.loads(groups)), max_minutes, created_at, revoked_at)
+    name, role, groups, max_minutes, created_at, revoked_at, site = row
+    return Token(name, Role(role), tuple(json.loads(groups)), max_minutes, created_at, revoked_at, site)
 
 
 def create_token(
@@ -79,8 +82,13 @@ def create_token(
     role: Role | str,
     groups: tuple[str, ...] = (),
     max_minutes: int | None = None,
+    site: str | None = None,
+    group_exists: Callable[[str], bool] | None = None,
 ) -> tuple[Token, str]:
-    """Store a new token and return it with its secret, which is not kept anywhere."""
+    """Store a new token and return it with its secret, which is not kept anywhere.
+
+    site limits it to one site (multi-site mode); group_exists tells which groups a teacher
+    token may name (default: the groups of this database's policy)."""
     check_id("token name", name)
     try:
         role = Role(role)
@@ -94,15 +102,18 @@ def create_token(
         max_minutes = DEFAULT_TEACHER_MAX_MINUTES if max_minutes is None else max_minutes
     elif groups:
         raise PolicyError("token.groups: only teacher tokens are limited to groups")
+    def stored_group(group: str) -> bool:
+        return db.execute("SELECT 1 FROM groups WHERE name = ?", (group,)).fetchone() is not None
+
     for group in groups:
-        if not db.execute("SELECT 1 FROM groups WHERE name = ?", (group,)).fetchone():
+        if not (group_exists or stored_group)(group):
             raise PolicyError(f"token.groups: group {group!r} does not exist")
     if max_minutes is not None and not 1 <= max_minutes <= MAX_OVERRIDE_MINUTES:
         raise PolicyError(f"token.max_minutes {max_minutes!r} is not in 1..{MAX_OVERRIDE_MINUTES}")
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-    token = Token(name, role, tuple(dict.fromkeys(groups)), max_minutes, _now_text())
+    token = Token(name, role, tuple(dict.fromkeys(groups)), max_minutes, _now_text(), site=site)
     db.execute(
-        f"INSERT INTO api_tokens (secret_sha256, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT INTO api_tokens (secret_sha256, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
             secret_digest(secret),
             token.name,
@@ -111,6 +122,7 @@ def create_token(
             token.max_minutes,
             token.created_at,
             None,
+            token.site,
         ),
     )
     return token, secret
@@ -144,8 +156,9 @@ def authenticate(db: sqlite3.Connection, secret: str) -> Token | None:
 
 
 def live_admin_count(db: sqlite3.Connection) -> int:
+    """Live admin tokens of the whole school (or group): site admins do not count."""
     return int(db.execute(
-        "SELECT count(*) FROM api_tokens WHERE role = ? AND revoked_at IS NULL", (Role.ADMIN.value,)
+        "SELECT count(*) FROM api_tokens WHERE role = ? AND revoked_at IS NULL AND site IS NULL", (Role.ADMIN.value,)
     ).fetchone()[0])
 
 

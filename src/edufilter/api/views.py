@@ -199,11 +199,11 @@ def entry_by_value(db: sqlite3.Connection, list_name: str, kind: str, value: str
 
 # Rules, addressed by group and position
 
-_RULE_QUERY = "SELECT group_name, position, category, list, action, schedule FROM rules"
+_RULE_QUERY = "SELECT group_name, position, category, list, action, schedule, enabled FROM rules"
 
 
 def _rule(row: tuple[object, ...]) -> Row:
-    group_name, position, category_name, list_name, action, schedule_name = row
+    group_name, position, category_name, list_name, action, schedule_name, enabled = row
     return {
         "group": group_name,
         "position": position,
@@ -211,6 +211,7 @@ def _rule(row: tuple[object, ...]) -> Row:
         "target": category_name if category_name is not None else list_name,
         "action": action,
         "schedule": schedule_name,
+        "enabled": bool(enabled),
     }
 
 
@@ -299,7 +300,8 @@ def settings(db: sqlite3.Connection) -> Row:
 
 # Audit log, newest first, paged by id
 
-_AUDIT_FILTERS = {"kind": "kind = ?", "object_id": "object_id = ?", "token": "token = ?", "since": "at >= ?"}
+_AUDIT_FILTERS = {"kind": "kind = ?", "object_id": "object_id = ?", "token": "token = ?", "since": "at >= ?",
+                  "site": "site = ?"}
 
 
 def audit(db: sqlite3.Connection, filters: dict[str, str], limit: int, before_id: int | None,
@@ -316,7 +318,7 @@ def audit(db: sqlite3.Connection, filters: dict[str, str], limit: int, before_id
         arguments.append(before_id)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = db.execute(
-        "SELECT id, at, token, role, method, path, kind, object_id, before, after, policy_version"
+        "SELECT id, at, token, role, method, path, site, kind, object_id, before, after, policy_version"
         f" FROM audit_log {where} ORDER BY id DESC LIMIT ?",
         [*arguments, limit],
     )
@@ -328,13 +330,14 @@ def audit(db: sqlite3.Connection, filters: dict[str, str], limit: int, before_id
             "role": role,
             "method": method,
             "path": path,
+            "site": site,
             "kind": kind,
             "object_id": object_id,
             "before": None if before is None else json.loads(before),
             "after": None if after is None else json.loads(after),
             "policy_version": policy_version,
         }
-        for row_id, at, token, role, method, path, kind, object_id, before, after, policy_version in rows
+        for row_id, at, token, role, method, path, site, kind, object_id, before, after, policy_version in rows
     ]
 
 

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 async def _serve(state_dir: Path, settings: ApiSettings) -> None:
     from edufilter.api.app import make_app, start_api
     from edufilter.api.standalone import compiling_applier, image_explain
-    from edufilter.daemon.control import catch_up_images
+    from edufilter.policy.publish import catch_up_images
 
     await asyncio.to_thread(catch_up_images, state_dir)
     app = make_app(state_dir, compiling_applier(state_dir), explain=image_explain(state_dir), settings=settings)

@@ -10,16 +10,14 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-from edufilter.commands.types import Subparsers
+from edufilter.commands.types import Subparsers, state_dir_option
 
 if TYPE_CHECKING:
     import nats
 
     from edufilter.config import HubConfig
-
-T = TypeVar("T")
 
 
 def register(commands: Subparsers) -> None:
@@ -58,6 +56,17 @@ def register(commands: Subparsers) -> None:
     events.add_argument("--limit", type=int, default=1000)
     events.set_defaults(handler=run_events)
 
+    serve = actions.add_parser(
+        "serve", parents=[connection, state_dir_option()],
+        help="serve the group's API: the parts, events and counts across sites, scoped tokens",
+        description="Serve the group's API against the cluster. Tokens and the audit log are kept in "
+        "--state-dir; make the first (a group admin) with `edufilter token create --state-dir DIR --role admin`.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8471, help="TCP port (default 8471)")
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) to serve HTTPS with")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    serve.set_defaults(handler=run_serve)
+
     agent = actions.add_parser("agent", help="follow the hub for a state folder, without the data path",
                                description="Runs the [hub] part of `edufilter run` alone: policy and events.")
     agent.add_argument("--config", type=Path, required=True)
@@ -95,86 +104,40 @@ async def _with_client(args: argparse.Namespace, work: Callable[[nats.NATS], Awa
         await client.close()
 
 
-READ_ATTEMPTS = 5  # a stream's leader election after a server is lost takes a few seconds
 # A cluster just started elects its JetStream meta leader first: until then every JetStream
 # request times out or answers "temporarily unavailable".
 INIT_ATTEMPTS = 20
 
 
-async def _read(request: Callable[[], Awaitable[T]], attempts: int = READ_ATTEMPTS) -> T:
-    """A JetStream request, tried again (a second apart) while its servers elect a leader."""
-    from nats.errors import TimeoutError as NatsTimeout
-    from nats.js.errors import ServiceUnavailableError
-
-    for _ in range(attempts - 1):
-        try:
-            return await request()
-        except (NatsTimeout, ServiceUnavailableError):
-            await asyncio.sleep(1)
-    return await request()
-
-
 def run_init(args: argparse.Namespace) -> int:
+    from edufilter.hub.parts import with_retries
     from edufilter.hub.topology import ensure_group
 
     async def work(client: nats.NATS) -> int:
-        await _read(lambda: ensure_group(client, args.sites, args.replicas, args.retention_days), INIT_ATTEMPTS)
+        await with_retries(lambda: ensure_group(client, args.sites, args.replicas, args.retention_days), INIT_ATTEMPTS)
         print(f"group bucket, {len(args.sites)} site buckets and the events stream ready")
         return 0
 
     return asyncio.run(_with_client(args, work))
 
 
-async def latest(client: nats.NATS, bucket: str) -> tuple[int, dict[str, str]]:
-    """The newest revision of a part and its files; (0, {}) when there is none."""
-    from nats.js.errors import NotFoundError
-
-    from edufilter.hub.model import bucket_stream, bucket_subject, decode_part
-
-    try:
-        js = client.jetstream()
-        message = await _read(lambda: js.get_last_msg(bucket_stream(bucket), bucket_subject(bucket)))
-    except NotFoundError:
-        return 0, {}
-    if (message.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
-        return message.seq, {}
-    return message.seq, decode_part(message.data or b"")
-
-
 def run_put(args: argparse.Namespace) -> int:
-    from nats.js.errors import APIError
-
-    from edufilter.hub.model import GROUP_BUCKET, HubError, bucket_subject, combined_policy, encode_part, read_part
-    from edufilter.policy.defaults import load_policy_dir
+    from edufilter.hub.model import read_part
+    from edufilter.hub.parts import check_part, store_part
 
     files = read_part(args.folder)
-    bucket = _bucket(args)
 
     async def work(client: nats.NATS) -> int:
-        if args.group:
-            load_policy_dir(args.folder)
-        else:  # a site's part must make a policy with the group's as it stands
-            _, group = await latest(client, GROUP_BUCKET)
-            if not group:
-                raise HubError("no group policy yet: put it first (hub put --group)")
-            combined_policy(group, files)
-        try:
-            ack = await client.jetstream().publish(
-                bucket_subject(bucket), encode_part(files),
-                headers={"Nats-Expected-Last-Subject-Sequence": str(args.if_match)})
-        except APIError as error:
-            if error.err_code != 10071:
-                raise
-            current, _ = await latest(client, bucket)
-            raise HubError(f"conflict: {bucket} is at revision {current}, not {args.if_match}: read it again "
-                           "(hub show) and edit that") from None
-        print(ack.seq)
+        await check_part(client, None if args.group else args.site, files)
+        print(await store_part(client, _bucket(args), files, args.if_match))
         return 0
 
     return asyncio.run(_with_client(args, work))
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from edufilter.hub.parts import latest
+
     async def work(client: nats.NATS) -> int:
         revision, files = await latest(client, _bucket(args))
         print(json.dumps({"revision": revision, "files": sorted(files)}))
@@ -184,27 +147,46 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_events(args: argparse.Namespace) -> int:
-    from nats.js.errors import NotFoundError
-
-    from edufilter.hub.model import EVENTS_STREAM, EVENTS_SUBJECT_PREFIX, events_subject
-
-    subject = events_subject(args.site) if args.site else f"{EVENTS_SUBJECT_PREFIX}*"
+    from edufilter.hub.parts import with_retries
+    from edufilter.hub.reading import events_of, stream_events
 
     async def work(client: nats.NATS) -> int:
-        js = client.jetstream()
-        sequence = 0
-        for _ in range(args.limit):
-            try:
-                message = await _read(lambda: js.get_msg(EVENTS_STREAM, seq=sequence + 1, subject=subject, next=True))
-            except NotFoundError:
-                break
-            sequence = message.seq
-            record = json.loads(message.data or b"{}")
-            record["site"] = message.subject.removeprefix(EVENTS_SUBJECT_PREFIX)
+        async def read() -> list[dict]:
+            return [record async for _, record in stream_events(client, events_of(args.site), most=args.limit)]
+
+        for record in await with_retries(read):
             sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
         return 0
 
     return asyncio.run(_with_client(args, work))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import signal
+
+    from edufilter.api.app import start_api
+    from edufilter.api.settings import ApiSettings
+    from edufilter.hub.api import make_hub_app
+
+    settings = ApiSettings(host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+
+    async def serve() -> int:
+        runner = await start_api(make_hub_app(args.state_dir, _connection(args), settings))
+        scheme = "https" if settings.tls_cert else "http"
+        for host, port, *_ in runner.addresses:
+            print(f"edufilter hub: the group's API on {scheme}://{host}:{port}/ (Ctrl-C or SIGTERM stops)",
+                  file=sys.stderr, flush=True)
+        stopping = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(signum, stopping.set)
+        try:
+            await stopping.wait()
+        finally:
+            await runner.cleanup()
+        return 0
+
+    return asyncio.run(serve())
 
 
 def run_agent(args: argparse.Namespace) -> int:

@@ -28,7 +28,7 @@ def register(commands: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edufilter.inspection import InspectionSummary, Verdict, inspect_capture
-    from edufilter.policy.engine import open_current
+    from edufilter.policy.check import open_current
     from edufilter.policy.model import ClientIdentity
 
     engine = open_current(args.policy, args.at) if args.policy else None

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edufilter.commands.types import Subparsers, state_dir_option
+from edufilter.state import StateDir
 
 if TYPE_CHECKING:
     from edufilter.policy.liststore import ImportReport
@@ -102,9 +103,9 @@ def run_import_file(args: argparse.Namespace) -> int:
 
 def _finish_import(args: argparse.Namespace, report: ImportReport) -> int:
     from edufilter.policy.liststore import register_categories
-    from edufilter.policy.store import POLICY_DB, PolicyStore
+    from edufilter.policy.store import PolicyStore
 
-    with PolicyStore(args.state_dir / POLICY_DB) as policy:
+    with PolicyStore(StateDir(args.state_dir).policy_db) as policy:
         register_categories(policy, report.categories)
     _print_imports([report])
     if report.changed:
@@ -162,8 +163,8 @@ def run_update(args: argparse.Namespace) -> int:
 
 def _recompile(state_dir: Path) -> None:
     """Rebuild the images from the changed lists and let a running daemon map them."""
-    from edufilter.daemon.control import request_reload
     from edufilter.policy.compile import compile_categories
+    from edufilter.policy.publish import request_reload
 
     report = compile_categories(state_dir)
     print(f"compiled {report.names:,} names, {report.networks:,} networks ({report.image_bytes / 1e6:.1f} MB)")
@@ -209,13 +210,13 @@ def _age(elapsed: timedelta) -> str:
 def run_remove(args: argparse.Namespace) -> int:
     from edufilter.errors import PolicyError
     from edufilter.policy.liststore import ListStore
-    from edufilter.policy.store import POLICY_DB, PolicyStore
+    from edufilter.policy.store import PolicyStore
 
     lists = ListStore.in_state_dir(args.state_dir)
     stored = lists.get(args.name)
     lists.check_removable(args.name)  # before the policy store forgets it
     registered = False
-    policy_path = args.state_dir / POLICY_DB
+    policy_path = StateDir(args.state_dir).policy_db
     if policy_path.exists():
         with PolicyStore(policy_path) as policy:
             registered = any(category.name == args.name for category in policy.load().categories)

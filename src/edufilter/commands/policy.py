@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from edufilter.commands.types import Subparsers, moment, state_dir_option
-from edufilter.policy.model import Policy
 
 
 def register(commands: Subparsers) -> None:
@@ -49,35 +47,13 @@ def register(commands: Subparsers) -> None:
 
 
 def run_install_defaults(args: argparse.Namespace) -> int:
-    from edufilter.policy.defaults import default_policy_dir
+    from edufilter.policy.defaults import default_policy_dir, install_policy
 
     policy, version = install_policy(args.state_dir, args.folder or default_policy_dir())
     print(f"installed {len(policy.groups)} groups, {len(policy.rules)} rules, {len(policy.lists)} lists "
           f"(policy version {version})")
     return run_compile(argparse.Namespace(state_dir=args.state_dir, categories=False))
 
-
-def install_policy(state_dir: Path, folder: Path) -> tuple[Policy, int]:
-    """Store the policy of a folder of TOML files in place of the stored one; imported
-    categories (with the titles their lists gave them) are kept."""
-    from edufilter.policy.defaults import load_policy_dir
-
-    policy = load_policy_dir(folder)
-    return policy, store_policy(state_dir, policy)
-
-
-def store_policy(state_dir: Path, policy: Policy) -> int:
-    """Store policy in place of the stored one, keeping imported categories; the new version."""
-    from edufilter.policy.store import POLICY_DB, PolicyStore
-
-    state_dir.mkdir(parents=True, exist_ok=True)
-    with PolicyStore(state_dir / POLICY_DB) as store:
-        stored = {category.name: category for category in store.load().categories}
-        named = {category.name for category in policy.categories}
-        categories = tuple(stored.get(category.name, category) for category in policy.categories)
-        categories += tuple(category for name, category in stored.items() if name not in named)
-        store.replace_all(replace(policy, categories=categories))
-        return store.version
 
 
 def run_compile(args: argparse.Namespace) -> int:
@@ -95,7 +71,7 @@ def run_compile(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from edufilter.policy.engine import open_current
+    from edufilter.policy.check import open_current
     from edufilter.policy.model import ClientIdentity
 
     client = ClientIdentity(args.client, args.mac, args.interface, args.vlan)

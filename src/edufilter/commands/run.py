@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edufilter.commands.types import Subparsers
+from edufilter.state import StateDir
 
 
 def register(commands: Subparsers) -> None:
@@ -42,11 +43,11 @@ def run_daemon(args: argparse.Namespace) -> int:
 
 def show_status(args: argparse.Namespace) -> int:
     from edufilter.config import load_config
-    from edufilter.daemon.control import running_pid
-    from edufilter.output.status import read_status, status_path
+    from edufilter.output.status import read_status
+    from edufilter.policy.publish import running_pid
 
     config = load_config(args.config, args.state_dir)
-    status = read_status(status_path(config.state_dir))
+    status = read_status(StateDir(config.state_dir).status)
     pid = running_pid(config.state_dir)
     rules_installed = _rules_installed()
     if status is not None and pid is None:
@@ -103,8 +104,8 @@ def show_status(args: argparse.Namespace) -> int:
 
 def _rules_installed() -> bool | None:
     """Whether this namespace holds edufilter's table; None when it cannot be read (not root)."""
-    from edufilter.enforce.netfilter import table_installed
     from edufilter.errors import NetfilterError
+    from edufilter.rules.netfilter import table_installed
 
     try:
         return table_installed()

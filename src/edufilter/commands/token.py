@@ -10,6 +10,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from edufilter.commands.types import Subparsers, state_dir_option
+from edufilter.state import StateDir
 
 if TYPE_CHECKING:
     from edufilter.policy.store import Actor
@@ -60,11 +61,11 @@ def _actor(action: str) -> Actor:
 
 def run_create(args: argparse.Namespace) -> int:
     from edufilter.api.tokens import create_token
-    from edufilter.policy.store import POLICY_DB, PolicyStore
+    from edufilter.policy.store import PolicyStore
 
     name = args.name or f"{args.role}-{secrets.token_hex(3)}"
     args.state_dir.mkdir(parents=True, exist_ok=True)
-    with PolicyStore(args.state_dir / POLICY_DB) as store:
+    with PolicyStore(StateDir(args.state_dir).policy_db) as store:
         with store.audited(_actor("create"), "token", name) as change:
             token, secret = create_token(change.db, name, args.role, args.groups, args.max_minutes)
             change.after = token.to_dict()
@@ -76,9 +77,9 @@ def run_create(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     from edufilter.api.tokens import list_tokens
-    from edufilter.policy.store import POLICY_DB, PolicyStore
+    from edufilter.policy.store import PolicyStore
 
-    with PolicyStore(args.state_dir / POLICY_DB) as store, store.snapshot() as db:
+    with PolicyStore(StateDir(args.state_dir).policy_db) as store, store.snapshot() as db:
         tokens = list_tokens(db)
     if args.json:
         for token in tokens:
@@ -97,9 +98,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_revoke(args: argparse.Namespace) -> int:
     from edufilter.api.tokens import find_token, revoke_token
-    from edufilter.policy.store import POLICY_DB, PolicyStore
+    from edufilter.policy.store import PolicyStore
 
-    with PolicyStore(args.state_dir / POLICY_DB) as store:
+    with PolicyStore(StateDir(args.state_dir).policy_db) as store:
         with store.audited(_actor("revoke"), "token", args.name) as change:
             before = find_token(change.db, args.name)
             change.before = None if before is None else before.to_dict()

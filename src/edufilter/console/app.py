@@ -7,7 +7,7 @@ import jinja2
 from aiohttp import web
 
 from edufilter.api.security import COOKIE_ROUTES
-from edufilter.console import bulk_upload, pages, policy_edit, reviews
+from edufilter.console import bulk_upload, pages, policy_edit, policy_pages, reviews
 from edufilter.console.overview_cache import OVERVIEWS, OverviewCache
 from edufilter.console.sessions import SessionStore
 from edufilter.console.visit import HERE, PREFIX, SESSIONS, TEMPLATES, page
@@ -56,6 +56,14 @@ def setup_console(app: web.Application) -> None:
         app.router.add_get(f"{PREFIX}/policy", page(pages.policy)),
         app.router.add_post(f"{PREFIX}/policy/entries", page(policy_edit.add_entry)),
         app.router.add_post(f"{PREFIX}/policy/groups/{{group}}", page(policy_edit.change_group)),
+        app.router.add_get(f"{PREFIX}/policy/clients", page(policy_pages.clients)),
+        app.router.add_post(f"{PREFIX}/policy/clients", page(policy_pages.add_client)),
+        app.router.add_post(f"{PREFIX}/policy/clients/{{id}}", page(policy_pages.change_client)),
+        app.router.add_get(f"{PREFIX}/policy/rules", page(policy_pages.rules)),
+        app.router.add_post(f"{PREFIX}/policy/rules/{{group}}/{{position}}", page(policy_pages.change_rule)),
+        app.router.add_get(f"{PREFIX}/policy/schedules", page(policy_pages.schedules)),
+        app.router.add_post(f"{PREFIX}/policy/schedules/{{name}}", page(policy_pages.change_schedule)),
+        app.router.add_get(f"{PREFIX}/policy/categories", page(policy_pages.categories)),
         app.router.add_get(f"{PREFIX}/check", page(pages.check_form)),
         app.router.add_post(f"{PREFIX}/check", page(pages.check)),
         app.router.add_get(f"{PREFIX}/audit", page(pages.audit)),

@@ -35,15 +35,16 @@ class PolicyFacts:
 
 
 def idle_rule_warnings(facts: PolicyFacts, today: date, text: Translate) -> list[str]:
-    """One warning per group with rules that takes no device, and one per other rule that
-    matches nothing."""
+    """One warning per group with rules switched on that takes no device, and one per other
+    rule switched on that matches nothing."""
     warnings = []
+    rules = [rule for rule in facts.rules if rule.get("enabled", True)]  # one switched off is meant to be idle
     with_clients = {client["group"] for client in facts.clients} | {facts.default_group}
-    with_rules = {rule["group"] for rule in facts.rules}
+    with_rules = {rule["group"] for rule in rules}
     idle_groups = [group for group in facts.groups if group in with_rules and group not in with_clients]
     warnings += [text("warn_group_no_clients", group=group) for group in idle_groups]
     never = {schedule["name"] for schedule in facts.schedules if not _applies_from(schedule, today)}
-    for rule in facts.rules:
+    for rule in rules:
         if rule["group"] in idle_groups:
             continue
         about = {"group": rule["group"], "position": rule["position"], "action": rule["action"],

@@ -48,7 +48,8 @@ class _ConsoleCall(Call):
     @property
     def actor(self) -> Actor:
         assert self.token is not None
-        return Actor(self.token.name, self.token.role.value, self.operation_method, self.api_path)
+        return Actor(self.token.name, self.token.role.value, self.operation_method, self.api_path,
+                     self.token.site)
 
     def raw_body_type(self) -> str | None:
         # A browser labels a file by its name's extension; the upload sniffs its bytes instead.

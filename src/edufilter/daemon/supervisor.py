@@ -30,21 +30,29 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from edufilter import __version__
-from edufilter._queue import queue_counters
+from edufilter.capture._queue import queue_counters
+from edufilter.classify.engine import Engine
+from edufilter.classify.image import remove_stale_temporaries
 from edufilter.config import Config, split_listen
 from edufilter.daemon.control import claim_daemon
 from edufilter.enforce import blockpage, safe_search
+from edufilter.enforce.blockpage import new_reference
 from edufilter.enforce.blockpage_server import ReviewForm, make_blockpage_app
-from edufilter.enforce.marks import MarkLayout
-from edufilter.enforce.netfilter import NFT_TABLE, InstalledRules, RuleSettings, install, remove_stale
 from edufilter.errors import EdufilterError, StorageFullError
-from edufilter.output.events import EventStore, Pseudonymiser, new_reference
-from edufilter.output.status import status_path, write_status
-from edufilter.policy.compile import CATEGORIES_IMAGE, POLICY_IMAGE, compile_categories, compile_policy, images_dir
-from edufilter.policy.engine import Engine
-from edufilter.policy.image import remove_stale_temporaries
+from edufilter.output.events import EventStore, Pseudonymiser
+from edufilter.output.status import write_status
+from edufilter.policy.compile import compile_categories, compile_policy
 from edufilter.policy.model import Action, ClientIdentity
-from edufilter.policy.store import POLICY_DB, PolicyStore
+from edufilter.policy.store import PolicyStore
+from edufilter.rules.marks import MarkLayout
+from edufilter.rules.netfilter import (
+    NFT_TABLE,
+    InstalledRules,
+    RuleSettings,
+    install,
+    remove_stale,
+)
+from edufilter.state import StateDir
 
 log = logging.getLogger("edufilter")
 
@@ -117,26 +125,26 @@ class Supervisor:
 
     def prepare_policy(self) -> None:
         """A stored policy (the bundled default when none) and current images."""
-        from edufilter.commands.policy import install_policy
-        from edufilter.policy.defaults import default_policy_dir
+        from edufilter.policy.defaults import default_policy_dir, install_policy
 
-        with PolicyStore(self.state_dir / POLICY_DB) as store:
+        with PolicyStore(StateDir(self.state_dir).policy_db) as store:
             empty = not store.load().groups
         if empty:
             log.info("no policy stored in %s: installing the bundled default policy", self.state_dir)
             install_policy(self.state_dir, default_policy_dir())
-        images = images_dir(self.state_dir)
+        state = StateDir(self.state_dir)
+        images = state.images
         images.mkdir(exist_ok=True)
         for removed in remove_stale_temporaries(images):
             log.warning("removed %s, left by a compile that did not finish", removed)
         # Always compiled: a change stored just before a crash (kill -9 between commit and
         # compile) becomes live now, not at the next change.
         try:
-            if not (images / CATEGORIES_IMAGE).exists():
+            if not state.categories_image.exists():
                 compile_categories(self.state_dir)
             report = compile_policy(self.state_dir)
         except StorageFullError as error:
-            if not (images / POLICY_IMAGE).exists() or not (images / CATEGORIES_IMAGE).exists():
+            if not state.policy_image.exists() or not state.categories_image.exists():
                 raise
             self.image_problem = str(error)
             log.error("%s: filtering with the last good images until space is freed and the policy applied again",
@@ -515,7 +523,7 @@ class Supervisor:
         }
 
     async def keep_status(self) -> None:
-        path = status_path(self.state_dir)
+        path = StateDir(self.state_dir).status
         while not self.stopping.is_set():
             status = self.status()
             try:
@@ -565,9 +573,11 @@ class Supervisor:
         event = found[0]
 
         def queue() -> int | None:
-            from edufilter.api.reviews import queue_review_request  # the API's modules load with it
+            from edufilter.api.reviews import (
+                queue_review_request,  # the API's modules load with it
+            )
 
-            with PolicyStore(self.state_dir / POLICY_DB) as store:
+            with PolicyStore(StateDir(self.state_dir).policy_db) as store:
                 return queue_review_request(store, form.site, event.category or "", event.group, form.reference,
                                             form.reason, datetime.now(timezone.utc))
 
@@ -622,12 +632,12 @@ class Supervisor:
     async def run_claimed(self) -> int:
         loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.prepare_policy)
-        self.pseudonyms = Pseudonymiser(self.state_dir / "keys", ZoneInfo(self.policy_meta["settings"]["timezone"]))
+        self.pseudonyms = Pseudonymiser(StateDir(self.state_dir).pseudonym_keys, ZoneInfo(self.policy_meta["settings"]["timezone"]))
         # Filtering does not need the event log: a full or broken disk costs the events only.
         try:
             self.pseudonyms.rotate(datetime.now(timezone.utc))
-            self.events = EventStore(self.state_dir / "events.sqlite",
-                                     self.state_dir / "events" if self.config.events.jsonl else None,
+            self.events = EventStore(StateDir(self.state_dir).events_db,
+                                     StateDir(self.state_dir).events_jsonl if self.config.events.jsonl else None,
                                      self.config.events.retention_days, start_over_if_damaged=True)
         except EdufilterError as error:
             log.error("block events are not stored (lost events are counted in the status): %s", error)
@@ -678,7 +688,7 @@ class Supervisor:
         for runner in self.runners:
             await runner.cleanup()
         try:
-            write_status(status_path(self.state_dir), self.status())
+            write_status(StateDir(self.state_dir).status, self.status())
         except EdufilterError:
             pass
         if self.events is not None:
@@ -686,7 +696,7 @@ class Supervisor:
 
 
 def expire_overrides(state_dir: Path, now: datetime) -> int:
-    with PolicyStore(state_dir / POLICY_DB) as store:
+    with PolicyStore(StateDir(state_dir).policy_db) as store:
         return store.expire_overrides(now)
 
 

@@ -1,6 +1,6 @@
 """One worker process: binds one NFQUEUE queue and runs the enforcer loop over it.
 
-The Cython loop (_enforce.pyx) decides nearly every packet without Python; this module does
+The Cython loop (enforce/_enforce.pyx) decides nearly every packet without Python; this module does
 the rest: it maps the policy images (and maps new ones, in a thread, while packets keep
 flowing), answers the packets the loop flags (DNS answers, safe search, the
 block page), re-decides remembered flows after a policy change, and reports events and
@@ -26,18 +26,19 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edufilter._classify import RuleAction
-from edufilter._enforce import Code, Enforcer, Reason, Slow, Unnamed
 from edufilter._fastpath import FlowExtractor, NameKind
-from edufilter._queue import DROP, REPEAT, PacketQueue, queue_counters
+from edufilter.capture._queue import DROP, REPEAT, PacketQueue, queue_counters
+from edufilter.classify._classify import RuleAction
+from edufilter.classify.engine import Engine
 from edufilter.config import Config, load_config
-from edufilter.enforce import blockpage, dns, safe_search
+from edufilter.enforce import blockpage, dns
+from edufilter.enforce._enforce import Code, Enforcer, Reason, Slow, Unnamed
+from edufilter.enforce.blockpage import new_reference
 from edufilter.enforce.inject import IPPROTO_TCP, RawSender, parse_ip
-from edufilter.enforce.marks import INJECTED, MarkLayout
 from edufilter.enforce.safe_search import SafeSearchAddresses
 from edufilter.errors import EdufilterError
-from edufilter.output.events import new_reference
-from edufilter.policy.engine import Engine
+from edufilter.rules.marks import INJECTED, MarkLayout
+from edufilter.state import StateDir
 
 log = logging.getLogger("edufilter.worker")
 
@@ -374,7 +375,7 @@ class Worker:
                                  batch_size=config.queue.batch)
         self.sender = RawSender()
         self.slow = SlowPath(config, self.sender, self.layout, worker,
-                             SafeSearchAddresses(config.state_dir / safe_search.FILE_NAME, worker, config.worker_count))
+                             SafeSearchAddresses(StateDir(config.state_dir).safe_search_addresses, worker, config.worker_count))
         self.enforcer = Enforcer(self.queue, FlowExtractor(verify_checksums=True), self.slow, config.marks.mask,
                                  config.queue.batch)
         self.pending: PolicyView | Exception | None = None
@@ -422,7 +423,10 @@ class Worker:
 
     def redecide(self, old: PolicyView | None, new: PolicyView) -> int:
         """Flows decided under the old policy whose verdict changes: new conntrack marks now."""
-        from edufilter.enforce.conntrack import FlowTuple, set_code  # pyroute2: only when needed
+        from edufilter.rules.conntrack import (  # pyroute2: only when needed
+            FlowTuple,
+            set_code,
+        )
 
         now = time.time()
         changed = 0

@@ -9,14 +9,15 @@ Dutch, French, English or German after the browser's Accept-Language.
 
 from __future__ import annotations
 
+import base64
 import html
+import secrets
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
 from typing import Final
-
 
 from edufilter.enforce.inject import (
     IPPROTO_TCP,
@@ -30,6 +31,16 @@ LANGUAGES: Final = ("nl", "fr", "en", "de")
 FALLBACK_LANGUAGE: Final = "en"
 BLOCKED_STATUS: Final = HTTPStatus.FORBIDDEN
 NEUTRAL_STATUS: Final = HTTPStatus.NOT_FOUND
+
+
+def new_reference() -> str:
+    """8 random base32 characters (40 bits): a code for the block page that finds one event.
+
+    Random rather than derived from the event, so that a worker (which has no pseudonym key)
+    can put it on the page it injects, and so that it tells nothing about the client.
+    """
+    return base64.b32encode(secrets.token_bytes(5)).decode()
+
 
 _TCP_FIN: Final = 0x01
 _TCP_SYN: Final = 0x02

@@ -20,9 +20,10 @@ import time
 import zlib
 from pathlib import Path
 
+from edufilter.state import StateDir
+
 log = logging.getLogger(__name__)
 
-FILE_NAME = "safe-search-addresses"
 MAX_WORKERS = 64
 SLOTS = 128  # per worker: a few providers' addresses, each refreshed in place
 # The services' addresses are stable; a client may keep an answer longer than its TTL.
@@ -42,7 +43,7 @@ def _target_hash(target: str) -> int:
 def prepare(state_dir: Path) -> None:
     """Makes the shared file, its blocks reserved (a full disk fails here, not in a write
     through a mapping), before the workers start; what a previous run learned is kept."""
-    path = state_dir / FILE_NAME
+    path = StateDir(state_dir).safe_search_addresses
     try:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:

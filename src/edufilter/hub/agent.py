@@ -186,7 +186,7 @@ class PolicyFollower:
 
 
 def _store(state_dir: Path, policy: Policy) -> None:
-    from edufilter.commands.policy import store_policy
+    from edufilter.policy.defaults import store_policy
 
     store_policy(state_dir, policy)
 

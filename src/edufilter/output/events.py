@@ -34,8 +34,13 @@ from datetime import date, datetime, timedelta, timezone, tzinfo
 from enum import StrEnum
 from pathlib import Path
 
+from edufilter.enforce.blockpage import new_reference
 from edufilter.errors import EdufilterError
-from edufilter.output.database import DEFAULT_RETENTION_DAYS, EventDatabase, check_retention
+from edufilter.output.database import (
+    DEFAULT_RETENTION_DAYS,
+    EventDatabase,
+    check_retention,
+)
 from edufilter.output.stats import StatsStore
 from edufilter.policy.model import check_id
 
@@ -121,15 +126,6 @@ class BlockEvent:
         except ValueError as error:
             raise EdufilterError(f"event time {time!r} is not an ISO 8601 text") from error
         return cls(**{**data, "time": moment})  # type: ignore[arg-type]
-
-
-def new_reference() -> str:
-    """8 random base32 characters (40 bits): a code for the block page that finds one event.
-
-    Random rather than derived from the event, so that a worker (which has no pseudonym key)
-    can put it on the page it injects, and so that it tells nothing about the client.
-    """
-    return base64.b32encode(secrets.token_bytes(5)).decode()
 
 
 class Pseudonymiser:

@@ -53,11 +53,6 @@ STATUS_SCHEMA = 1
 _MAX_STATUS_BYTES = 16 * 1024 * 1024  # far above any real document; guards a runaway file
 
 
-def status_path(state_dir: Path | str) -> Path:
-    """Where the daemon of a state directory keeps its status file."""
-    return Path(state_dir) / "run" / "status.json"
-
-
 def write_status(path: Path | str, status: Mapping[str, object]) -> None:
     """Replace the status file with `status` as JSON (datetimes as ISO 8601), atomically."""
     path = Path(path)

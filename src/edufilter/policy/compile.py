@@ -11,7 +11,7 @@
   lists image, then lists made since (without entries) and overrides; it records both
   images' digests.
 
-Each is written beside the live image and renamed into place (policy/image.py): readers
+Each is written beside the live image and renamed into place (classify/image.py): readers
 keep the old image until the new one is complete.
 """
 
@@ -25,18 +25,17 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from edufilter._classify import (
+from edufilter.classify._classify import (
     ALWAYS_SCHEDULE,
     DomainTableBuilder,
     HashCollision,
     RuleAction,
     Tier,
 )
-from edufilter.errors import PolicyError
-from edufilter.policy.image import (
+from edufilter.classify.image import (
     SPOOL_SUFFIX,
     SectionSpec,
     hold_lock,
@@ -44,26 +43,27 @@ from edufilter.policy.image import (
     read_meta,
     write_image,
 )
-from edufilter.policy.liststore import NAME_CHUNK_BYTES, ListStore, StoredCategory, line_blocks
+from edufilter.errors import PolicyError
+from edufilter.policy.liststore import (
+    NAME_CHUNK_BYTES,
+    ListStore,
+    StoredCategory,
+    line_blocks,
+)
 from edufilter.policy.model import (
     Action,
-    DatedException,
     EntryKind,
     Group,
     Policy,
     Schedule,
     TargetKind,
-    TimeSlot,
     effective_rules,
     effective_unnamed,
 )
 from edufilter.policy.schedule import active_minutes
-from edufilter.policy.store import POLICY_DB, CompileView, PolicyStore
+from edufilter.policy.store import CompileView, PolicyStore, check_policy
+from edufilter.state import StateDir
 
-IMAGES_DIR = "images"
-CATEGORIES_IMAGE = "categories.img"
-LISTS_IMAGE = "lists.img"
-POLICY_IMAGE = "policy.img"
 MAX_LIST_IDS = 0x8000  # a set member's list id has 15 bits
 SPOOL_BATCH = 65_536  # list entries written to the spool files at a time
 MAX_TLD_CODES = 255
@@ -91,9 +91,6 @@ ACTION_CODES = {
 NetworkSpan = tuple[int, int, int, int]
 
 
-def images_dir(state_dir: Path) -> Path:
-    return Path(state_dir) / IMAGES_DIR
-
 
 @dataclass(frozen=True, slots=True)
 class CompileReport:
@@ -114,7 +111,7 @@ def compile_categories(state_dir: Path, out: Path | None = None) -> CompileRepor
     """Build categories.img from the list store, then the policy image that depends on it."""
     state_dir = Path(state_dir)
     categories = [category for category in ListStore.in_state_dir(state_dir).categories()]
-    path = out or images_dir(state_dir) / CATEGORIES_IMAGE
+    path = out or StateDir(state_dir).categories_image
     report = write_categories_image(categories, path)
     if out is None:
         compile_policy(state_dir)
@@ -400,32 +397,36 @@ class _Lists:
         return self.ids[(kind, name)]
 
 
-def compile_policy(state_dir: Path, now: datetime | None = None, out: Path | None = None) -> CompileReport:
+def compile_policy(state_dir: Path, now: datetime | None = None, out: Path | None = None,
+                   assume: Callable[[Policy], Policy] | None = None) -> CompileReport:
     """Build policy.img from the policy store against the live categories and lists images.
 
     The lists image is rebuilt first when the store's list entries changed since it was
     compiled; otherwise no list entry is read. `now` places the schedule window (default:
     the current time); `out` writes the policy image elsewhere than the live one (e.g. to
     explain a decision at another time), and then a lists image that needs rebuilding
-    beside it (report.lists_path says which lists image goes with it).
+    beside it (report.lists_path says which lists image goes with it). `assume` changes the
+    stored policy before the compile (a preview of a change not saved; it cannot touch list
+    entries, which come from the store), and the result is validated as a whole policy.
     """
     state_dir = Path(state_dir)
-    images = images_dir(state_dir)
-    categories_path = images / CATEGORIES_IMAGE
+    state = StateDir(state_dir)
+    categories_path = state.categories_image
     if not categories_path.exists():
         write_categories_image([], categories_path)
     # The metadata only: checking a large image's every byte is the engine's work when it maps it.
     categories_meta = read_meta(categories_path)
-    path = out or images / POLICY_IMAGE
-    lists_path = images / LISTS_IMAGE
-    with PolicyStore.for_reading(state_dir / POLICY_DB) as store, store.compile_view() as view:
+    path = out or state.policy_image
+    lists_path = state.lists_image
+    with PolicyStore.for_reading(state.policy_db) as store, store.compile_view() as view:
         lists_meta = _lists_meta(lists_path)
         if lists_meta is None or lists_meta.get("revision") != view.lists_revision:
             if out is not None:
                 lists_path = out.with_name(out.name + ".lists")
             compile_lists(view, lists_path)
             lists_meta = read_meta(lists_path)
-        sections, meta, counts = policy_sections(view.policy, categories_meta, lists_meta, now or _now(), view.version)
+        policy = view.policy if assume is None else check_policy(assume(view.policy))
+        sections, meta, counts = policy_sections(policy, categories_meta, lists_meta, now or _now(), view.version)
     write_image(path, sections, meta)
     return CompileReport(path, counts[0], counts[1], counts[2], path.stat().st_size, tuple(meta["warnings"]),
                          view.version, lists_path)
@@ -493,6 +494,8 @@ def policy_sections(
     for index, rule in enumerate(effective_rules(policy)):
         position = positions[rule.group]
         positions[rule.group] += 1
+        if not rule.enabled:  # skipped, but counted: the later rules keep their stored positions
+            continue
         rule_meta.append(
             {"group": rule.group, "position": position, "target_kind": rule.target_kind.value,
              "target": rule.target, "action": rule.action.value, "schedule": rule.schedule,
@@ -598,19 +601,6 @@ def _schedule_meta(schedule: Schedule) -> dict:
         ],
     }
 
-
-def schedule_from_meta(meta: dict) -> Schedule:
-    def clock(text: str) -> time:
-        return time.fromisoformat(text)
-
-    return Schedule(
-        meta["name"],
-        tuple(TimeSlot(weekday, clock(start), clock(end)) for weekday, start, end in meta["slots"]),
-        tuple(
-            DatedException(date.fromisoformat(day), tuple((clock(start), clock(end)) for start, end in slots))
-            for day, slots in meta["exceptions"]
-        ),
-    )
 
 
 def _now() -> datetime:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, fields, replace
 from datetime import date, time
 from enum import StrEnum
 from pathlib import Path
@@ -34,7 +34,8 @@ from edufilter.policy.model import (
     TimeSlot,
     parse_entry,
 )
-from edufilter.policy.store import check_policy
+from edufilter.policy.store import PolicyStore, check_policy
+from edufilter.state import StateDir
 
 POLICY_TABLES = ("settings", "categories", "schedules", "lists", "groups")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -272,6 +273,13 @@ def _group(table: _Table, collected: _Collected) -> None:
         client.only(tuple(_CLIENT_KEYS))
         match = {key: client.value(key, kind) for key, kind in _CLIENT_KEYS.items()}
         collected.add("clients", ClientMatch(name, **match), client.where())  # type: ignore[arg-type]
+    for target_rule, where in _rules(table):
+        collected.add("rules", target_rule, where)
+
+
+def _rules(table: _Table) -> list[tuple[Rule, str]]:
+    """The [[groups.<name>.rules]] of a group's table, one Rule per target, with where each is."""
+    rules = []
     for rule in table.tables("rules"):
         rule.only(("action", "schedule", *RULE_TARGETS))
         if "action" not in rule.values:
@@ -285,5 +293,54 @@ def _group(table: _Table, collected: _Collected) -> None:
         if not targets:
             rule.fail(given[0], "is empty")
         for target in targets:
-            target_rule = Rule(name, RULE_TARGETS[given[0]], target, action, schedule)  # type: ignore[arg-type]
-            collected.add("rules", target_rule, rule.where())
+            target_rule = Rule(table.name, RULE_TARGETS[given[0]], target, action, schedule)  # type: ignore[arg-type]
+            rules.append((target_rule, rule.where()))
+    return rules
+
+
+@dataclass(frozen=True, slots=True)
+class GroupChange:
+    """What a file changes in a group defined elsewhere: the settings it gives (only those)
+    and the rules it adds, each rule with where it is written."""
+
+    group: str
+    settings: dict[str, object]
+    rules: tuple[tuple[Rule, str], ...]
+
+
+def read_group_changes(text: str, file: Path) -> list[GroupChange]:
+    """The [groups.<name>] tables of a file that changes groups defined elsewhere (a site's
+    part in multi-site mode): the same keys as a group's table but clients; nothing else."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise PolicyError(f"{file}: not valid TOML: {error}") from error
+    for key in document:
+        if key != "groups":
+            raise PolicyError(f"{file}: {key!r}: only [groups.<name>] tables change the group policy's groups")
+    changes = []
+    for table in _Table(file, "groups", document.get("groups", {})).subtables():
+        table.only((*(field.name for field in _GROUP_FIELDS), "rules"))
+        settings = {field.name: table.value(field.name, type(field.default))
+                    for field in _GROUP_FIELDS if field.name in table.values}
+        changes.append(GroupChange(table.name, settings, tuple(_rules(table))))
+    return changes
+
+
+def install_policy(state_dir: Path, folder: Path) -> tuple[Policy, int]:
+    """Store the policy of a folder of TOML files in place of the stored one; imported
+    categories (with the titles their lists gave them) are kept."""
+    policy = load_policy_dir(folder)
+    return policy, store_policy(state_dir, policy)
+
+
+def store_policy(state_dir: Path, policy: Policy) -> int:
+    """Store policy in place of the stored one, keeping imported categories; the new version."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with PolicyStore(StateDir(state_dir).policy_db) as store:
+        stored = {category.name: category for category in store.load().categories}
+        named = {category.name for category in policy.categories}
+        categories = tuple(stored.get(category.name, category) for category in policy.categories)
+        categories += tuple(category for name, category in stored.items() if name not in named)
+        store.replace_all(replace(policy, categories=categories))
+        return store.version

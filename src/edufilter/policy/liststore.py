@@ -45,8 +45,8 @@ from edufilter.policy.sources import (
 )
 from edufilter.policy.store import PolicyStore
 from edufilter.progress import ProgressCallback
+from edufilter.state import StateDir
 
-LISTS_DIR = "lists"  # under the state directory
 UT1_SOURCE = "ut1"
 NAME_CHUNK_BYTES = 1 << 20  # small blocks: the compile holds a few at once; 8 MB ones were a sixth of its peak
 RUN_LINES = 1_000_000  # lines sorted in memory at once; more are spilled as sorted runs and merged
@@ -152,7 +152,7 @@ class ListStore:
 
     @classmethod
     def in_state_dir(cls, state_dir: Path | str) -> ListStore:
-        return cls(Path(state_dir) / LISTS_DIR)
+        return cls(StateDir(state_dir).lists)
 
     # Reading
 

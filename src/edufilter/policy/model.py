@@ -143,6 +143,7 @@ class Rule:
     target: str
     action: Action
     schedule: str | None = None
+    enabled: bool = True  # a disabled rule keeps its place in the order but decides nothing
 
 
 @dataclass(frozen=True, slots=True)

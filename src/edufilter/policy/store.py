@@ -190,9 +190,19 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX review_requests_state ON review_requests (state, id);
     """,
+    # A rule switched off keeps its place (the console's enable/disable).
+    """
+    ALTER TABLE rules ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
+    """,
+    # Multi-site mode: a token's scope (a site, or NULL for the school or the whole group) and
+    # the site each audited change concerns (NULL: the school's own, or the group's policy).
+    """
+    ALTER TABLE api_tokens ADD COLUMN site TEXT;
+    ALTER TABLE audit_log ADD COLUMN site TEXT;
+    CREATE INDEX audit_site ON audit_log (site, id);
+    """,
 )
 
-POLICY_DB = "policy.sqlite"  # the policy database's name in the state directory
 BUSY_TIMEOUT_MS = 5000
 SQLITE_FULL = 13  # "database or disk is full"
 MAX_PENDING_REVIEWS = 1000  # block-page requests waiting at once; more are refused, not stored
@@ -216,12 +226,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who makes a change, as the audit log records it: token name and role, request line."""
+    """Who makes a change, as the audit log records it: token name and role, request line,
+    and the site the change concerns in multi-site mode."""
 
     token: str
     role: str
     method: str
     path: str
+    site: str | None = None
 
 
 @dataclass(slots=True)
@@ -381,22 +393,12 @@ class PolicyStore:
             # Rows rewritten with the values they had (a PATCH that changes nothing) are no change.
             changed = change.before != change.after or _policy_version(db) != version_before
             if db.total_changes != changes_before and changed:
-                db.execute(
-                    "INSERT INTO audit_log (at, token, role, method, path, kind, object_id, before, after,"
-                    " policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                    " (SELECT version FROM policy_version))",
-                    (
-                        _utc_text(datetime.now(timezone.utc), "now"),
-                        actor.token,
-                        actor.role,
-                        actor.method,
-                        actor.path,
-                        change.kind,
-                        change.object_id,
-                        _json_or_null(change.before),
-                        _json_or_null(change.after),
-                    ),
-                )
+                _insert_audit(db, actor, change)
+
+    def record_external(self, actor: Actor, kind: str, object_id: str, before: object, after: object) -> None:
+        """The audit row of a change made elsewhere (a hub part stored in NATS)."""
+        with self._transaction() as db:
+            _insert_audit(db, actor, AuditedChange(db, kind, object_id, before, after))
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -959,7 +961,10 @@ def checked_rule(rule: Rule, known: Known) -> Rule:
     _require_known(known, kind, rule.target, f"rule.target: {target_kind}")
     if rule.schedule is not None:
         _require_known(known, "schedules", rule.schedule, "rule.schedule: schedule")
-    return Rule(rule.group, target_kind, rule.target, _enum(Action, rule.action, "rule.action"), rule.schedule)
+    if type(rule.enabled) is not bool:
+        raise PolicyError(f"rule.enabled {rule.enabled!r} is not true or false")
+    return Rule(rule.group, target_kind, rule.target, _enum(Action, rule.action, "rule.action"), rule.schedule,
+                rule.enabled)
 
 
 def checked_override(override: Override, known: Known) -> Override:
@@ -1065,6 +1070,25 @@ def _statements(script: str) -> Iterator[str]:
         raise PolicyError(f"migration statement is incomplete: {statement.strip()[:60]!r}")
 
 
+def _insert_audit(db: sqlite3.Connection, actor: Actor, change: AuditedChange) -> None:
+    db.execute(
+        "INSERT INTO audit_log (at, token, role, method, path, site, kind, object_id, before, after,"
+        " policy_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT version FROM policy_version))",
+        (
+            _utc_text(datetime.now(timezone.utc), "now"),
+            actor.token,
+            actor.role,
+            actor.method,
+            actor.path,
+            actor.site,
+            change.kind,
+            change.object_id,
+            _json_or_null(change.before),
+            _json_or_null(change.after),
+        ),
+    )
+
+
 def _json_or_null(value: object) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=True)
 
@@ -1163,8 +1187,9 @@ def _insert_rule(db: sqlite3.Connection, rule: Rule, position: int) -> None:
     category = rule.target if rule.target_kind is TargetKind.CATEGORY else None
     admin_list = rule.target if rule.target_kind is TargetKind.LIST else None
     db.execute(
-        "INSERT INTO rules (group_name, position, category, list, action, schedule) VALUES (?, ?, ?, ?, ?, ?)",
-        (rule.group, position, category, admin_list, rule.action.value, rule.schedule),
+        "INSERT INTO rules (group_name, position, category, list, action, schedule, enabled)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (rule.group, position, category, admin_list, rule.action.value, rule.schedule, int(rule.enabled)),
     )
 
 
@@ -1298,9 +1323,10 @@ def _read_policy(db: sqlite3.Connection, with_entries: bool = True) -> Policy:
                 category if category is not None else admin_list,
                 Action(action),
                 schedule,
+                bool(enabled),
             )
-            for group, category, admin_list, action, schedule in db.execute(
-                "SELECT r.group_name, r.category, r.list, r.action, r.schedule FROM rules r"
+            for group, category, admin_list, action, schedule, enabled in db.execute(
+                "SELECT r.group_name, r.category, r.list, r.action, r.schedule, r.enabled FROM rules r"
                 " JOIN groups g ON g.name = r.group_name ORDER BY g.rowid, r.position"
             )
         ),

@@ -37,8 +37,9 @@ from edufilter.policy.liststore import (
 )
 from edufilter.policy.model import check_id
 from edufilter.policy.sources import extract_ut1_archive, scan_ut1
-from edufilter.policy.store import POLICY_DB, PolicyStore
+from edufilter.policy.store import PolicyStore
 from edufilter.progress import StepProgress
+from edufilter.state import StateDir
 
 DEFAULT_UT1_URL = "https://dsi.ut-capitole.fr/blacklists/download/"
 WHOLE_ARCHIVE = "blacklists.tar.gz"
@@ -116,7 +117,7 @@ def update_lists(
     imported_categories = [category for result in report.imports for category in result.categories]
     if imported_categories:
         try:
-            with PolicyStore(state_dir / POLICY_DB) as policy:
+            with PolicyStore(StateDir(state_dir).policy_db) as policy:
                 report.registered = register_categories(policy, imported_categories)
         except PolicyError as error:
             report.failed["policy store"] = str(error)
@@ -131,24 +132,24 @@ def update_lists(
     return report
 
 
-LAST_UPDATE_FILE = "last-update.json"  # in the state directory: when `lists update` last ran
 
 
 def record_update_run(state_dir: Path, failed: dict[str, str]) -> None:
     """Note when `lists update` ran and what failed, for the overview's list freshness."""
     record = {"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "failed": sorted(failed)}
-    temporary = state_dir / f".{LAST_UPDATE_FILE}.tmp"
+    path = StateDir(state_dir).last_update
+    temporary = path.with_name(f".{path.name}.tmp")
     try:
         temporary.write_text(json.dumps(record))
-        temporary.replace(state_dir / LAST_UPDATE_FILE)
+        temporary.replace(path)
     except OSError as error:
-        failed["last update record"] = f"{state_dir / LAST_UPDATE_FILE}: {error.strerror or error}"
+        failed["last update record"] = f"{path}: {error.strerror or error}"
 
 
 def last_update_run(state_dir: Path) -> dict[str, object] | None:
     """What record_update_run noted last, or None (never ran, or unreadable)."""
     try:
-        record = json.loads((state_dir / LAST_UPDATE_FILE).read_text())
+        record = json.loads(StateDir(state_dir).last_update.read_text())
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) and isinstance(record.get("at"), str) else None

@@ -43,12 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "console"
 from console_client import NOW, ConsoleClient, School  # noqa: E402  (tests/console is not a package)
 
 import edufilter  # noqa: E402
-from edufilter._enforce import Enforcer  # noqa: E402
+from edufilter.enforce._enforce import Enforcer  # noqa: E402
 from edufilter.console.overview_cache import FRESH_SECONDS, OVERVIEWS  # noqa: E402
 from edufilter.errors import PolicyError  # noqa: E402
 from edufilter.output.events import Pseudonymiser  # noqa: E402
-from edufilter.policy.compile import CATEGORIES_IMAGE, compile_policy, images_dir  # noqa: E402
-from edufilter.policy.liststore import LISTS_DIR, register_categories  # noqa: E402
+from edufilter.policy.compile import compile_policy  # noqa: E402
+from edufilter.policy.liststore import register_categories  # noqa: E402
 from edufilter.policy.model import (  # noqa: E402
     Action,
     AdminList,
@@ -59,7 +59,8 @@ from edufilter.policy.model import (  # noqa: E402
     TargetKind,
     parse_entry,
 )
-from edufilter.policy.store import POLICY_DB, PolicyStore  # noqa: E402
+from edufilter.policy.store import PolicyStore  # noqa: E402
+from edufilter.state import StateDir  # noqa: E402
 
 EVENTS = 1_000 if TINY else 100_000
 STATS_MINUTES = 60 if TINY else 7 * 24 * 60
@@ -175,13 +176,14 @@ def school_at_scale(policy_scale: PolicyScale, tmp_path_factory: pytest.TempPath
     benchmarks' category lists and image (linked, not copied), its classes blocking five of
     those categories and a school list of LIST_ENTRIES names; compiled."""
     state_dir = tmp_path_factory.mktemp("console-scale")
-    (state_dir / LISTS_DIR).symlink_to(policy_scale.state_dir / LISTS_DIR)
-    images_dir(state_dir).mkdir()
-    (images_dir(state_dir) / CATEGORIES_IMAGE).symlink_to(policy_scale.categories_image)
+    state, scale = StateDir(state_dir), StateDir(policy_scale.state_dir)
+    state.lists.symlink_to(scale.lists)
+    state.images.mkdir()
+    state.categories_image.symlink_to(scale.categories_image)
     school = seeded(state_dir)
-    with PolicyStore(policy_scale.state_dir / POLICY_DB) as scale_store:
+    with PolicyStore(scale.policy_db) as scale_store:
         categories = scale_store.load().categories
-    with PolicyStore(state_dir / POLICY_DB) as store:
+    with PolicyStore(state.policy_db) as store:
         register_categories(store, categories)
         store.add_client(ClientMatch("class-6b", cidr="198.18.6.0/24"))
         for category in [category for category in categories if category.alias_of is None][:5]:

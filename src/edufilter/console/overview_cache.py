@@ -33,6 +33,8 @@ class OverviewCache:
             now = time.monotonic()
             self._read = {kept: value for kept, value in self._read.items() if now - value[0] < self.fresh_seconds}
             self._read[key] = (now, numbers)
+            # Keys end with the policy version: forget the locks of keys no longer held.
+            self._locks = {kept: lock for kept, lock in self._locks.items() if kept in self._read or lock.locked()}
             return numbers
 
 

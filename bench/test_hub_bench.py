@@ -32,8 +32,8 @@ pytest.importorskip("nats", reason="the hub extra (nats-py) is not installed")
 
 from edufilter_lab.hub import ADMIN, make_tls, nats_server_available
 
-from edufilter.config import HubConfig
 from edufilter.api.standalone import compiling_applier
+from edufilter.config import HubConfig
 from edufilter.hub.agent import GatewayAgent, OutboxPublisher, PolicyFollower, connect
 from edufilter.hub.model import (
     EVENTS_STREAM,

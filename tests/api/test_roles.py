@@ -124,6 +124,21 @@ def test_teacher_overrides_only_their_groups_within_their_maximum(school: tuple[
     assert expires.total_seconds() == 500 * 60  # an admin token has no per-token maximum
 
 
+def test_a_teacher_ends_only_the_overrides_their_token_started(school: tuple[LiveApi, dict[str, str]]) -> None:
+    api, tokens = school
+    colleague = api.token(TEACHER, groups=("class-5a",), max_minutes=50)
+    theirs = api.post("/api/v1/overrides", {"group": "class-5a", "name": "colleague.example", "minutes": 20},
+                      token=colleague).json()
+    by_admin = api.post("/api/v1/overrides", {"group": "class-5a", "name": "admin.example", "minutes": 20}).json()
+    for other in (theirs, by_admin):
+        refused = problem(api.call("DELETE", f"/api/v1/overrides/{other['id']}", token=tokens[TEACHER],
+                                   headers={"If-Match": "*"}), 403)
+        assert "only their own" in refused["detail"]
+        assert api.get(f"/api/v1/overrides/{other['id']}").json()["active"]
+    assert api.change("DELETE", f"/api/v1/overrides/{theirs['id']}", token=colleague).status_code == 204
+    assert api.change("DELETE", f"/api/v1/overrides/{by_admin['id']}", token=tokens[EDITOR]).status_code == 204
+
+
 @pytest.mark.parametrize("name", ["com", "co.uk", "localhost", "xn--p1ai", "github.io"])
 def test_a_teacher_cannot_open_a_public_suffix(school: tuple[LiveApi, dict[str, str]], name: str) -> None:
     api, tokens = school

@@ -146,8 +146,8 @@ def test_every_page_of_an_admin_is_accessible(browser: Any, live: LiveConsole, s
     sign_in(browser, live, school.secrets["coordinator"], "/console/overview")
     links = [link.get_attribute("href") for link in browser.find_elements(By.CSS_SELECTOR, "header nav a")]
     assert [link.removeprefix(live.base_url) for link in links] == [
-        "/console/overview", "/console/overrides", "/console/reviews", "/console/policy", "/console/check",
-        "/console/audit", "/console/tokens"]
+        "/console/overview", "/console/overrides", "/console/reviews", "/console/policy", "/console/uploads",
+        "/console/check", "/console/audit", "/console/tokens"]
     for link in links:
         browser.get(link)
         assert serious_accessibility_violations(browser) == [], link

@@ -27,14 +27,15 @@ def change_forms(text: str) -> list[str]:
 # Each page and the API operation it needs; the menu follows the API's role table.
 PAGES = {"/console/overview": "status", "/console/overrides": "create_override",
          "/console/reviews": "list_review_requests", "/console/policy": "list_groups",
-         "/console/check": "check", "/console/audit": "list_audit", "/console/tokens": "list_tokens"}
+         "/console/uploads": "create_upload", "/console/check": "check", "/console/audit": "list_audit", "/console/tokens": "list_tokens"}
 
 
 @pytest.mark.parametrize(("role", "never"), [
     ("coordinator", []),
     ("editor", ["/console/tokens"]),
-    ("viewer", ["/console/overrides", "/console/reviews", "/console/tokens"]),
-    ("ms-peeters", ["/console/overview", "/console/policy", "/console/check", "/console/audit", "/console/tokens"]),
+    ("viewer", ["/console/overrides", "/console/reviews", "/console/uploads", "/console/tokens"]),
+    ("ms-peeters", ["/console/overview", "/console/policy", "/console/uploads", "/console/check", "/console/audit",
+                    "/console/tokens"]),
 ])
 def test_each_role_sees_only_the_pages_its_token_may_use(console: ConsoleClient, school: School, role: str,
                                                          never: list[str]) -> None:

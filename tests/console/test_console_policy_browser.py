@@ -68,7 +68,8 @@ def test_the_overview_with_warnings_freshness_and_evasion_is_accessible(browser:
                            NOW - timedelta(hours=1), "ms-peeters", "lesson")
     sign_in(browser, live, school.secrets["viewer"], "/console/overview")
     warnings = [item.text for item in browser.find_elements(By.CSS_SELECTOR, "section.warnings li")]
-    assert "The list adult is 9 days old." in warnings and len(warnings) == 3
+    assert "The list adult is 9 days old." in warnings and len(warnings) == 4
+    assert warnings[-1].startswith("The rules of class-6b match nothing: no device belongs to the group")
     assert browser.find_element(By.CSS_SELECTOR, "dd.evasion").text == "3"
     assert len(browser.find_elements(By.CSS_SELECTOR, "table.freshness tbody tr")) == 2
     assert serious_accessibility_violations(browser) == []

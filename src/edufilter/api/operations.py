@@ -93,6 +93,14 @@ class Call:
         """The actor of this call, recording `site` (default: the token's) as the site its change concerns."""
         return replace(self.actor, site=site or self.actor.site)
 
+    def raw_body_type(self) -> str | None:
+        """The media type of an upload operation's raw body; None when the request names none."""
+        return self.request.content_type if "Content-Type" in self.request.headers else None
+
+    def raw_body(self, limit: int) -> AsyncIterator[bytes]:
+        """An upload operation's raw body in chunks, within `limit` bytes."""
+        return limited_body(self.request, limit)
+
     async def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         """Run `query` on one consistent snapshot of the policy database."""
 
@@ -329,17 +337,22 @@ async def read_json(request: web.Request, schema: Schema, types: tuple[str, ...]
     return value
 
 
-async def limited_body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+def limited_body(request: web.Request, limit: int) -> AsyncIterator[bytes]:
     """The body in chunks; 413 as soon as it is known to be longer than `limit` bytes, 408 when
     it sends nothing for the body_timeout setting's seconds (a stalled client holds no slot)."""
     if request.content_length is not None and request.content_length > limit:
         raise too_large(limit)
+    return limited_chunks(lambda: request.content.read(BODY_CHUNK_BYTES), limit, request.app[SETTINGS].body_timeout)
+
+
+async def limited_chunks(read: Callable[[], Awaitable[bytes]], limit: int, wait: float) -> AsyncIterator[bytes]:
+    """The chunks `read` gives until it gives b""; 413 past `limit` bytes, 408 when a read
+    waits more than `wait` seconds."""
     size = 0
-    wait = request.app[SETTINGS].body_timeout
     while True:
         try:
             async with asyncio.timeout(wait):
-                chunk = await request.content.read(BODY_CHUNK_BYTES)
+                chunk = await read()
         except TimeoutError:
             raise Problem(408, "request-timeout", f"the body sent nothing for {wait:g} seconds",
                           close_connection=True) from None

@@ -529,9 +529,18 @@ async def delete_override(call: Call) -> web.StreamResponse:
         store.remove_override(override_id)
 
     change = Change("override", str(override_id), lambda db: views.override(db, override_id, now), write,
-                    guard=lambda row: _may_override(call, str(row["group"])))
+                    guard=lambda row: _may_end_override(call, row))
     await call.change(change)
     return no_content()
+
+
+def _may_end_override(call: Call, row: Row) -> None:
+    """A teacher ends only the overrides their own token started (a colleague's lesson is theirs)."""
+    _may_override(call, str(row["group"]))
+    assert call.token is not None
+    if call.token.role is Role.TEACHER and row["created_by"] != call.token.name:
+        raise Problem(403, "forbidden", f"override {row['id']} was started by another token; a teacher ends "
+                      "only their own")
 
 
 # General settings: one object, always present

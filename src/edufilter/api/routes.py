@@ -238,7 +238,8 @@ OPERATIONS_TABLE: list[Operation] = [
               EVERY_ROLE, (ok(schemas.OVERRIDE),), "overrides", path_params={"id": _ID}),
     Operation("DELETE", "/api/v1/overrides/{id}", "delete_override", "End an override now",
               resources.delete_override, OVERRIDERS, (NO_CONTENT, APPLY_FAILED), "overrides",
-              path_params={"id": _ID}, if_match=True),
+              path_params={"id": _ID}, if_match=True,
+              description="A teacher's token ends only the overrides it started itself (403 otherwise)."),
     # Review requests from the block page
     Operation("GET", "/api/v1/review-requests", "list_review_requests",
               "List the block page's review requests, newest first (a teacher sees their groups')",

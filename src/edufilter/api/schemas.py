@@ -239,6 +239,7 @@ UPLOAD = component(
             "mode": {"type": "string", "enum": list(UPLOAD_MODES)},
             "state": {"type": "string", "enum": list(UPLOAD_STATES)},
             "bytes": integer(description="size of the uploaded file"),
+            "bytes_read": integer(description="how much of the file has been read: the reading's progress"),
             "entries_read": integer(),
             "bad_line_count": integer(),
             "bad_lines": array(BAD_LINE, 100, description="the first bad lines"),
@@ -251,7 +252,7 @@ UPLOAD = component(
             "finished_at": nullable(date_time()),
         },
         required=[
-            "id", "list", "format", "mode", "state", "bytes", "entries_read", "bad_line_count",
+            "id", "list", "format", "mode", "state", "bytes", "bytes_read", "entries_read", "bad_line_count",
             "bad_lines", "refused_count", "refused", "added", "policy_version", "error", "created_at", "finished_at",
         ],
     ),

@@ -26,7 +26,7 @@ from aiohttp import web
 from edufilter import logs
 from edufilter.api import views
 from edufilter.api.context import APPLIER, SETTINGS, STATE_DIR, policy_path
-from edufilter.api.operations import UPLOAD_TYPES, Call, json_response, limited_body, not_found, paginate, path_of
+from edufilter.api.operations import UPLOAD_TYPES, Call, json_response, not_found, paginate, path_of
 from edufilter.api.problems import Problem
 from edufilter.errors import EdufilterError, PolicyError
 from edufilter.policy.model import EntryKind, ListEntry, parse_entry
@@ -57,6 +57,7 @@ class Upload:
     mode: str
     bytes: int
     state: str = "queued"
+    bytes_read: int = 0  # of the file on disk (compressed, for gzip): the progress of reading
     entries_read: int = 0
     bad_lines: BadLines = field(default_factory=BadLines)
     refused_count: int = 0
@@ -77,6 +78,7 @@ class Upload:
             "mode": self.mode,
             "state": self.state,
             "bytes": self.bytes,
+            "bytes_read": self.bytes_read,
             "entries_read": self.entries_read,
             "bad_line_count": self.bad_lines.count,
             "bad_lines": [
@@ -150,8 +152,7 @@ UPLOADS = web.AppKey("uploads", Uploads)
 
 
 async def create_upload(call: Call) -> web.StreamResponse:
-    request = call.request
-    if "Content-Type" not in request.headers or request.content_type not in UPLOAD_TYPES:
+    if call.raw_body_type() not in UPLOAD_TYPES:
         raise Problem(415, "unsupported-media-type", f"send the list file as {' or '.join(UPLOAD_TYPES)}")
     name, mode, allow_empty = call.params["list"], call.query["mode"], call.query["allow_empty"]
     await call.read_one("list", name, lambda db: views.admin_list(db, name))
@@ -163,7 +164,7 @@ async def create_upload(call: Call) -> web.StreamResponse:
         size = 0
         try:
             with open(path, "wb") as file:
-                async for chunk in limited_body(request, call.app[SETTINGS].max_upload_bytes):
+                async for chunk in call.raw_body(call.app[SETTINGS].max_upload_bytes):
                     size += len(chunk)
                     file.write(chunk)  # into the page cache: quick enough for the event loop
             if size == 0 and mode == "replace" and not allow_empty:
@@ -274,7 +275,10 @@ def _ingest(db_path: Path, upload: Upload, path: Path, actor: Actor, max_bytes: 
 def _entries(path: Path, upload: Upload, max_bytes: int, max_ratio: float) -> Iterator[ListEntry]:
     """The file's entries as parse_entry makes them; those it refuses (public suffixes) are
     counted. Checks for cancellation between blocks."""
-    for block in read_list(path, upload.format, upload.bad_lines, max_bytes=max_bytes, max_ratio=max_ratio):
+    def on_read(count: int) -> None:
+        upload.bytes_read += count
+
+    for block in read_list(path, upload.format, upload.bad_lines, on_read, max_bytes=max_bytes, max_ratio=max_ratio):
         upload.check_cancelled()
         for kind, values in (
             (EntryKind.DOMAIN, block.names),

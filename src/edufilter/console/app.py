@@ -7,7 +7,8 @@ import jinja2
 from aiohttp import web
 
 from edufilter.api.security import COOKIE_ROUTES
-from edufilter.console import pages, policy_edit, policy_pages, reviews
+from edufilter.console import bulk_upload, pages, policy_edit, policy_pages, reviews
+from edufilter.console.overview_cache import OVERVIEWS, OverviewCache
 from edufilter.console.sessions import SessionStore
 from edufilter.console.visit import HERE, PREFIX, SESSIONS, TEMPLATES, page
 
@@ -30,6 +31,7 @@ SECURITY_HEADERS = {
 
 def setup_console(app: web.Application) -> None:
     """Add the console's routes."""
+    app[OVERVIEWS] = OverviewCache()
     routes = [
         app.router.add_get(PREFIX, to_start),
         app.router.add_get(f"{PREFIX}/", to_start),
@@ -61,6 +63,7 @@ def setup_console(app: web.Application) -> None:
         app.router.add_post(f"{PREFIX}/tokens", page(pages.make_token)),
         app.router.add_post(f"{PREFIX}/tokens/{{name}}/revoke", page(pages.revoke_token)),
         app.router.add_get(f"{PREFIX}/static/console.css", stylesheet),
+        *_upload_routes(app),
     ]
     serve_pages(app, routes)
 
@@ -78,6 +81,17 @@ def serve_pages(app: web.Application, routes: list[web.AbstractRoute]) -> None:
     )
     app[COOKIE_ROUTES] = {route for resource in {route.resource for route in routes} for route in resource}
     app.on_response_prepare.append(_security_headers)
+
+
+def _upload_routes(app: web.Application) -> list[web.AbstractRoute]:
+    return [
+        app.router.add_get(f"{PREFIX}/uploads", page(bulk_upload.uploads)),
+        app.router.add_post(f"{PREFIX}/uploads", page(bulk_upload.start_upload, files=True)),
+        app.router.add_get(f"{PREFIX}/uploads/{{id}}", page(bulk_upload.upload_status)),
+        app.router.add_get(f"{PREFIX}/uploads/{{id}}/progress", page(bulk_upload.upload_progress)),
+        app.router.add_post(f"{PREFIX}/uploads/{{id}}/cancel", page(bulk_upload.cancel_upload)),
+        app.router.add_get(f"{PREFIX}/static/upload.js", bulk_upload.script),
+    ]
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:

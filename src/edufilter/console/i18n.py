@@ -452,6 +452,116 @@ _TEXTS.update(HUB_TEXTS)
 _INDEX: Final = {language: index for index, language in enumerate(("nl", "fr", "en", "de"))}
 assert set(_INDEX) == set(LANGUAGES)
 
+# ---- List uploads, and the overview's warnings about rules that match nothing ----
+_TEXTS.update({
+    "nav_uploads": ("Lijst uploaden", "Importer une liste", "Upload a list", "Liste hochladen"),
+    "uploads_title": ("Een lijst uploaden", "Importer une liste", "Upload a list", "Eine Liste hochladen"),
+    "upload_intro": (
+        "Een bestand met één naam of adres per regel, een hosts-bestand of een adblock-lijst, gzip mag. "
+        "Het wordt op de achtergrond gelezen; u kunt de voortgang volgen en annuleren.",
+        "Un fichier avec un nom ou une adresse par ligne, un fichier hosts ou une liste adblock, gzip accepté. "
+        "Il est lu en arrière-plan ; vous pouvez suivre la progression et annuler.",
+        "A file with one name or address per line, a hosts file or an adblock list, gzip or not. "
+        "It is read in the background; you can follow its progress and cancel it.",
+        "Eine Datei mit einem Namen oder einer Adresse pro Zeile, eine hosts-Datei oder eine Adblock-Liste, "
+        "auch gzip. Sie wird im Hintergrund gelesen; Sie können den Fortschritt verfolgen und abbrechen.",
+    ),
+    "upload_list": ("Lijst", "Liste", "List", "Liste"),
+    "upload_list_size": ("{count} vermeldingen", "{count} entrées", "{count} entries", "{count} Einträge"),
+    "upload_no_lists": ("Er is nog geen lijst van de school.", "L'école n'a pas encore de liste.",
+                        "The school has no list yet.", "Die Schule hat noch keine Liste."),
+    "upload_mode": ("Wat er met de lijst gebeurt", "Ce qui arrive à la liste", "What happens to the list",
+                    "Was mit der Liste geschieht"),
+    "upload_mode_append": ("toevoegen aan de lijst", "ajouter à la liste", "add to the list",
+                           "zur Liste hinzufügen"),
+    "upload_mode_replace": ("de lijst vervangen", "remplacer la liste", "replace the list", "die Liste ersetzen"),
+    "upload_allow_empty": ("Een leeg bestand mag de lijst leegmaken", "Un fichier vide peut vider la liste",
+                           "An empty file may empty the list", "Eine leere Datei darf die Liste leeren"),
+    "upload_format": ("Formaat", "Format", "Format", "Format"),
+    "upload_format_auto": ("herkennen", "détecter", "detect", "erkennen"),
+    "upload_format_hosts": ("hosts-bestand", "fichier hosts", "hosts file", "hosts-Datei"),
+    "upload_format_plain": ("één per regel", "un par ligne", "one per line", "eine pro Zeile"),
+    "upload_format_adblock": ("adblock (||naam^)", "adblock (||nom^)", "adblock (||name^)", "Adblock (||name^)"),
+    "upload_file": ("Bestand", "Fichier", "File", "Datei"),
+    "upload_file_hint": ("Hoogstens {size} MiB.", "Au plus {size} Mio.", "At most {size} MiB.",
+                         "Höchstens {size} MiB."),
+    "upload_no_file": ("Kies een bestand.", "Choisissez un fichier.", "Choose a file.", "Wählen Sie eine Datei."),
+    "upload_start": ("Uploaden", "Importer", "Upload", "Hochladen"),
+    "recent_uploads": ("Recente uploads", "Importations récentes", "Recent uploads", "Letzte Uploads"),
+    "no_uploads": ("Geen uploads sinds de laatste herstart.", "Aucune importation depuis le dernier redémarrage.",
+                   "No uploads since the last restart.", "Keine Uploads seit dem letzten Neustart."),
+    "upload_title": ("Upload naar {list}", "Importation dans {list}", "Upload into {list}", "Upload in {list}"),
+    "upload_progress": ("Voortgang", "Progression", "Progress", "Fortschritt"),
+    "upload_read": ("Gelezen", "Lu", "Read", "Gelesen"),
+    "upload_bytes": ("bytes", "octets", "bytes", "Bytes"),
+    "upload_entries": ("Gelezen vermeldingen", "Entrées lues", "Entries read", "Gelesene Einträge"),
+    "upload_added": ("Nieuw in de lijst", "Nouvelles dans la liste", "New in the list", "Neu in der Liste"),
+    "upload_bad_lines": ("Onleesbare regels", "Lignes illisibles", "Unreadable lines", "Unlesbare Zeilen"),
+    "upload_line": ("regel {number}: {reason}", "ligne {number} : {reason}", "line {number}: {reason}",
+                    "Zeile {number}: {reason}"),
+    "upload_refused": ("Geweigerd", "Refusées", "Refused", "Abgelehnt"),
+    "upload_started": ("Gestart", "Commencée", "Started", "Gestartet"),
+    "upload_refreshes": ("Deze pagina werkt zichzelf bij tot de upload klaar is.",
+                         "Cette page se met à jour jusqu'à la fin de l'importation.",
+                         "This page updates itself until the upload has finished.",
+                         "Diese Seite aktualisiert sich, bis der Upload fertig ist."),
+    "upload_cancel": ("Upload annuleren", "Annuler l'importation", "Cancel the upload", "Upload abbrechen"),
+    "upload_cancelled_notice": ("De upload is geannuleerd; de lijst is ongewijzigd.",
+                                "L'importation est annulée ; la liste n'a pas changé.",
+                                "The upload is cancelled; the list is unchanged.",
+                                "Der Upload wurde abgebrochen; die Liste ist unverändert."),
+    "upload_back": ("Naar de uploads", "Vers les importations", "To the uploads", "Zu den Uploads"),
+    "upload_state_queued": ("wacht", "en attente", "waiting", "wartet"),
+    "upload_state_reading": ("wordt gelezen", "lecture en cours", "reading", "wird gelesen"),
+    "upload_state_storing": ("wordt opgeslagen", "enregistrement", "storing", "wird gespeichert"),
+    "upload_state_applying": ("wordt toegepast", "mise en service", "applying", "wird angewendet"),
+    "upload_state_done": ("klaar", "terminée", "done", "fertig"),
+    "upload_state_failed": ("mislukt", "échouée", "failed", "fehlgeschlagen"),
+    "upload_state_cancelled": ("geannuleerd", "annulée", "cancelled", "abgebrochen"),
+    "warn_group_no_clients": (
+        "De regels van {group} treffen niets: geen enkel toestel hoort bij de groep (geen netwerk, interface "
+        "of MAC, en het is niet de standaardgroep).",
+        "Les règles de {group} ne touchent rien : aucun appareil n'appartient au groupe (ni réseau, ni "
+        "interface, ni MAC, et ce n'est pas le groupe par défaut).",
+        "The rules of {group} match nothing: no device belongs to the group (no network, interface or MAC, "
+        "and it is not the default group).",
+        "Die Regeln von {group} treffen nichts: kein Gerät gehört zur Gruppe (kein Netz, keine Schnittstelle "
+        "oder MAC, und sie ist nicht die Standardgruppe).",
+    ),
+    "warn_rule_empty_list": (
+        "Regel {position} van {group} ({action} lijst {target}) treft niets: de lijst is leeg.",
+        "La règle {position} de {group} ({action} liste {target}) ne touche rien : la liste est vide.",
+        "Rule {position} of {group} ({action} list {target}) matches nothing: the list is empty.",
+        "Regel {position} von {group} ({action} Liste {target}) trifft nichts: die Liste ist leer.",
+    ),
+    "warn_rule_empty_category": (
+        "Regel {position} van {group} ({action} categorie {target}) treft niets: de categorie heeft geen "
+        "geïmporteerde namen.",
+        "La règle {position} de {group} ({action} catégorie {target}) ne touche rien : la catégorie n'a pas "
+        "de noms importés.",
+        "Rule {position} of {group} ({action} category {target}) matches nothing: the category has no "
+        "imported names.",
+        "Regel {position} von {group} ({action} Kategorie {target}) trifft nichts: die Kategorie hat keine "
+        "importierten Namen.",
+    ),
+    "warn_rule_never_scheduled": (
+        "Regel {position} van {group} ({action} {target}) geldt nooit meer: het schema {schedule} heeft "
+        "geen uren vanaf vandaag.",
+        "La règle {position} de {group} ({action} {target}) ne s'applique plus jamais : l'horaire "
+        "{schedule} n'a plus d'heures à partir d'aujourd'hui.",
+        "Rule {position} of {group} ({action} {target}) never applies: its schedule {schedule} has no hours "
+        "from today on.",
+        "Regel {position} von {group} ({action} {target}) gilt nie mehr: der Zeitplan {schedule} hat ab heute "
+        "keine Stunden.",
+    ),
+    "own_overrides_only": (
+        "U ziet en beëindigt alleen de uitzonderingen die u zelf startte.",
+        "Vous voyez et terminez seulement les dérogations que vous avez lancées.",
+        "You see and end only the overrides you started.",
+        "Sie sehen und beenden nur die Ausnahmen, die Sie selbst gestartet haben.",
+    ),
+})
+
 Translate = Callable[..., str]
 
 

@@ -5,14 +5,15 @@ request to /api/v1 (so the console can do nothing the API cannot)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
-from edufilter.api.operations import Call, Operation
+from edufilter.api.context import SETTINGS
+from edufilter.api.operations import BODY_CHUNK_BYTES, Call, Operation, limited_chunks
 from edufilter.api.problems import Problem, invalid, policy_problem
 from edufilter.api.routes import OPERATIONS_TABLE
 from edufilter.api.tokens import Token
@@ -43,12 +44,22 @@ class _ConsoleCall(Call):
 
     operation_method: str = ""
     api_path: str = ""
+    file: BodyPartReader | None = None  # an upload operation's file: a part of the page's form
 
     @property
     def actor(self) -> Actor:
         assert self.token is not None
         return Actor(self.token.name, self.token.role.value, self.operation_method, self.api_path,
                      self.token.site)
+
+    def raw_body_type(self) -> str | None:
+        # A browser labels a file by its name's extension; the upload sniffs its bytes instead.
+        return None if self.file is None else "application/octet-stream"
+
+    def raw_body(self, limit: int) -> AsyncIterator[bytes]:
+        assert self.file is not None
+        file = self.file
+        return limited_chunks(lambda: file.read_chunk(BODY_CHUNK_BYTES), limit, self.app[SETTINGS].body_timeout)
 
 
 async def invoke(
@@ -61,8 +72,10 @@ async def invoke(
     body: Any = None,
     if_match: str | None = None,
     operations: Mapping[str, Operation] = OPERATIONS_BY_ID,
+    file: BodyPartReader | None = None,
 ) -> Outcome:
-    """Run the operation as `token`; a refusal (role, validation, policy) raises Problem."""
+    """Run the operation as `token`; a refusal (role, validation, policy) raises Problem.
+    `file` is an upload operation's body, read as it arrives."""
     operation = operations[operation_id]
     if not may(token, operation_id, operations):
         raise Problem(403, "forbidden", f"a {token.role} token may not use {operation.method} {operation.path}")
@@ -78,7 +91,7 @@ async def invoke(
     if operation.if_match and if_match is None:
         raise Problem(428, "precondition-required", "the page did not say which version it changes")
     api_path = operation.path.format(**{name: quote(str(value), safe="") for name, value in params.items()})
-    call = _ConsoleCall(request, token, params, checked_query, body, if_match, operation.method, api_path)
+    call = _ConsoleCall(request, token, params, checked_query, body, if_match, operation.method, api_path, file)
     try:
         response = await operation.handler(call)
     except StorageFullError as error:

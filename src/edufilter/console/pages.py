@@ -18,7 +18,9 @@ from edufilter.api.problems import Problem
 from edufilter.api.tokens import MAX_OVERRIDE_MINUTES, Role
 from edufilter.console.charts import bar_chart, totals
 from edufilter.console.i18n import translator
+from edufilter.console.idle_rules import idle_rule_warnings, policy_facts
 from edufilter.console.invoke import invoke, may
+from edufilter.console.overview_cache import OVERVIEWS
 from edufilter.console.sessions import same_secret
 from edufilter.console.visit import (
     CSRF_FIELD,
@@ -112,6 +114,15 @@ async def overview(visit: Visit) -> web.StreamResponse:
     if window not in WINDOWS:
         window = "24h"
     report = (await invoke(visit.request, visit.token, "status")).body
+    zone = await school_zone(visit.request.app)
+    key = (window, visit.token.role, visit.language, report["policy_version"])
+    numbers = await visit.request.app[OVERVIEWS].get(key, lambda: _overview_numbers(visit, window, report, zone))
+    return visit.render("overview.html", report=report, daemon=report.get("daemon"), window=window,
+                        windows=WINDOWS, local=_local_time(zone), **numbers)
+
+
+async def _overview_numbers(visit: Visit, window: str, report: dict[str, Any], zone: tzinfo) -> dict[str, Any]:
+    """What the overview shows besides the status: the same for everyone of a role (OVERVIEWS)."""
     charts = {}
     for dimension in ("category", "group"):
         counted: Counter[str] = Counter()
@@ -121,21 +132,22 @@ async def overview(visit: Visit) -> web.StreamResponse:
             counted += totals(answer.body["rows"], visit.text("group_default"))
         charts[dimension] = bar_chart(counted, visit.text("other"))
     events = (await invoke(visit.request, visit.token, "list_events", query={"limit": LATEST_EVENTS})).body
-    zone = await school_zone(visit.request.app)
     freshness = (await invoke(visit.request, visit.token, "list_freshness")).body
     evasion = await invoke(visit.request, visit.token, "stats",
                            query={"window": window, "by": "verdict", "category": EVASION_CATEGORY})
     warnings = await overview_warnings(visit, report.get("daemon"), freshness, _local_time(zone))
-    return visit.render("overview.html", report=report, daemon=report.get("daemon"), charts=charts,
-                        window=window, windows=WINDOWS, events=events["items"], local=_local_time(zone),
-                        freshness=freshness, evasion=sum(row["flows"] for row in evasion.body["rows"]),
-                        warnings=warnings)
+    facts = await policy_facts(visit, freshness)
+    if facts is not None:
+        warnings += idle_rule_warnings(facts, datetime.now(zone).date(), visit.text)
+    return {"charts": charts, "events": events["items"], "freshness": freshness, "warnings": warnings,
+            "evasion": sum(row["flows"] for row in evasion.body["rows"])}
 
 
 async def overview_warnings(visit: Visit, daemon: dict[str, Any] | None, freshness: dict[str, Any],
                             local: Callable[[object], str]) -> list[str]:
     """What needs a look: workers not running or restarted, overrides that ended by expiring
-    in the last day, category lists older than STALE_LIST_DAYS, a failed `lists update`."""
+    in the last day, category lists older than STALE_LIST_DAYS, a failed `lists update`
+    (and, from idle_rules, the rules that match nothing)."""
     warnings = []
     for queue in (daemon or {}).get("queues") or []:
         if queue.get("state") != "running" or queue.get("restarts"):

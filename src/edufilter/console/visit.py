@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from multidict import MultiDict
 
-from edufilter.api.context import STORE
+from edufilter.api.context import SETTINGS, STORE
 from edufilter.api.problems import Problem
 from edufilter.api.security import MAX_SECRET_CHARACTERS, refuse_bad_token
 from edufilter.api.tokens import Token, authenticate, find_token
@@ -29,7 +29,7 @@ CSRF_FIELD = "csrf"
 MAX_FORM_BYTES = 64 * 1024  # the console's forms are a few fields
 
 _GET_TOO = frozenset((f"{PREFIX}/sign-in", f"{PREFIX}/overrides", f"{PREFIX}/check", f"{PREFIX}/tokens",
-                      f"{PREFIX}/reviews"))
+                      f"{PREFIX}/reviews", f"{PREFIX}/uploads"))
 
 SESSIONS = web.AppKey("console_sessions", SessionStore)
 TEMPLATES = web.AppKey("console_templates", jinja2.Environment)
@@ -49,6 +49,7 @@ NAVIGATION = (
     NavItem(f"{PREFIX}/overrides", "nav_overrides", "create_override"),
     NavItem(f"{PREFIX}/reviews", "nav_reviews", "list_review_requests"),
     NavItem(f"{PREFIX}/policy", "nav_policy", "list_groups"),
+    NavItem(f"{PREFIX}/uploads", "nav_uploads", "create_upload"),
     NavItem(f"{PREFIX}/check", "nav_check", "check"),
     NavItem(f"{PREFIX}/audit", "nav_audit", "list_audit"),
     NavItem(f"{PREFIX}/tokens", "nav_tokens", "list_tokens"),
@@ -65,6 +66,7 @@ class Visit:
     language: str
     text: Translate
     form: MultiDict[str]  # the posted form's fields; empty on GET
+    file: BodyPartReader | None = None  # a multipart form's file, not read yet (page(files=True))
 
     def navigation(self) -> list[NavItem]:
         """The menu: the pages whose API operation this token's role may run."""
@@ -107,10 +109,12 @@ def remember_language(request: web.Request, response: web.StreamResponse, langua
                             secure=request.secure, max_age=365 * 24 * 3600)
 
 
-def page(handler: Page, visit_type: type[Visit] = Visit) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def page(handler: Page, visit_type: type[Visit] = Visit,
+         files: bool = False) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """A page for signed-in people: a live session and token, and on POST a same-origin form
     carrying the session's CSRF token. Refusals of the API become the page's error. The
-    group's console passes its own visit_type (its menu)."""
+    group's console passes its own visit_type (its menu). With files, the form is multipart
+    and its file is left to the handler to read."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         language = language_of(request)
@@ -124,11 +128,12 @@ def page(handler: Page, visit_type: type[Visit] = Visit) -> Callable[[web.Reques
                 return error_page(request, language, 403, text("session_ended"))
             raise web.HTTPSeeOther(f"{PREFIX}/sign-in?ended=1" if session_id else f"{PREFIX}/sign-in")
         form: MultiDict[str] = MultiDict()
+        file = None
         if request.method == "POST":
-            form = await read_form(request)
+            form, file = await read_form_and_file(request) if files else (await read_form(request), None)
             if not same_origin(request) or not same_secret(form.get(CSRF_FIELD), session.csrf):
                 return error_page(request, language, 403, text("forged"))
-        visit = visit_type(request, session, token, language, text, form)
+        visit = visit_type(request, session, token, language, text, form, file)
         try:
             response = await handler(visit)
         except Problem as problem:
@@ -155,6 +160,35 @@ async def read_form(request: web.Request) -> MultiDict[str]:
         raise web.HTTPRequestEntityTooLarge(MAX_FORM_BYTES, request.content_length)
     posted = await request.post()
     return MultiDict((name, value) for name, value in posted.items() if isinstance(value, str))
+
+
+async def read_form_and_file(request: web.Request) -> tuple[MultiDict[str], BodyPartReader | None]:
+    """A multipart form's text fields (within MAX_FORM_BYTES) up to its first file, and that
+    file's part, unread: the forms put the file last, so the CSRF token is checked before a
+    byte of the file is read."""
+    if request.content_type != "multipart/form-data":
+        raise web.HTTPUnsupportedMediaType(text="send this form as multipart/form-data")
+    if request.content_length is None:
+        raise web.HTTPLengthRequired(text="send the form with a Content-Length")
+    limit = request.app[SETTINGS].max_upload_bytes + MAX_FORM_BYTES
+    if request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(limit, request.content_length)
+    reader = await request.multipart()
+    fields: MultiDict[str] = MultiDict()
+    size = 0
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or part.name is None:
+            raise web.HTTPBadRequest(text="a form field without a name")
+        if part.filename is not None:
+            return fields, part
+        value = b""
+        while chunk := await part.read_chunk(MAX_FORM_BYTES):
+            size += len(chunk)
+            if size > MAX_FORM_BYTES:
+                raise web.HTTPRequestEntityTooLarge(MAX_FORM_BYTES, size)
+            value += chunk
+        fields.add(part.name, value.decode("utf-8", "replace"))
+    return fields, None
 
 
 def same_origin(request: web.Request) -> bool:
